@@ -1,0 +1,1 @@
+"""diffgemma.context."""

@@ -1,0 +1,90 @@
+"""Find and load a DiffusionGemma checkpoint: a local directory or a Hugging Face id in the local cache."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REAL_MODEL_ID = "google/diffusiongemma-26B-A4B-it"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or read; the message is one line that says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # DiffusionGemmaForBlockDiffusion
+    tokenizer: Any  # a transformers tokenizer
+    name: str  # what the user asked for
+    path: Path  # where the files are
+    device: str
+    dtype: str
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device and device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available on this machine")
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None) -> Any:
+    import torch
+
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype and dtype != "auto":
+        if dtype not in names:
+            raise ModelLoadError(f"unknown dtype {dtype!r}; use one of: auto, {', '.join(sorted(names))}")
+        return names[dtype]
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def resolve_model_path(name: str) -> Path:
+    """A local directory, or a Hugging Face id found in the local cache (no network is used)."""
+    candidate = Path(name).expanduser()
+    if candidate.exists():
+        if not candidate.is_dir():
+            raise ModelLoadError(f"model path {candidate} is not a directory holding a checkpoint")
+        if not (candidate / "config.json").is_file():
+            raise ModelLoadError(f"no config.json in {candidate}: not a DiffusionGemma checkpoint directory")
+        return candidate
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model directory {name} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo_id=name, local_files_only=True)
+    except Exception:
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and this tool never downloads; "
+            f"fetch it with `huggingface-cli download {name}` or pass --model /path/to/checkpoint"
+        ) from None
+    return Path(path)
+
+
+def load_model(name: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Load model + tokenizer through the same ``from_pretrained`` path for real and tiny weights."""
+    import torch
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(name)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), dtype=torch_dtype)
+    except Exception as exc:  # a broken checkpoint must not become a traceback for the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model from {path}: {first}") from exc
+    model = model.to(dev).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=path, device=dev,
+                       dtype=str(torch_dtype).removeprefix("torch."))

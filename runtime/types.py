@@ -1,0 +1,116 @@
+"""Engine-facing value types, shared by the engine, the daemon and the clients (torch-free)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class SettingsError(ValueError):
+    """A sampling setting or request option is out of range; the message is one line for the user."""
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as a state, like asyncio.CancelledError
+    """The request was cancelled (by the client, a disconnect, or a newer request)."""
+
+
+class CancelToken:
+    """Checked by the engine once per denoising step; ``cancel()`` from any thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("request cancelled")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Per-request sampling overrides. ``None`` means: the checkpoint's generation config."""
+
+    steps: int | None = None  # maximum denoising steps per canvas
+    entropy_bound: float | None = None
+    t_min: float | None = None
+    t_max: float | None = None
+    seed: int | None = None
+    stability_threshold: int | None = None
+    confidence_threshold: float | None = None
+
+    def validate(self) -> SamplingSettings:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise SettingsError(message)
+
+        if self.steps is not None:
+            check(isinstance(self.steps, int) and not isinstance(self.steps, bool), "steps must be an integer")
+            check(1 <= self.steps <= 1024, f"steps must be between 1 and 1024 (got {self.steps})")
+        if self.entropy_bound is not None:
+            check(self.entropy_bound > 0, f"entropy_bound must be > 0 (got {self.entropy_bound})")
+        for name in ("t_min", "t_max"):
+            value = getattr(self, name)
+            if value is not None:
+                check(0 < value <= 10, f"{name} must be in (0, 10] (got {value})")
+        if self.t_min is not None and self.t_max is not None:
+            check(self.t_max >= self.t_min, f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        if self.seed is not None:
+            check(
+                isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63,
+                f"seed must be a non-negative integer (got {self.seed})",
+            )
+        if self.stability_threshold is not None:
+            check(
+                isinstance(self.stability_threshold, int) and 0 <= self.stability_threshold <= 64,
+                f"stability_threshold must be an integer in [0, 64] (got {self.stability_threshold})",
+            )
+        if self.confidence_threshold is not None:
+            check(
+                self.confidence_threshold > 0,
+                f"confidence_threshold must be > 0 (got {self.confidence_threshold})",
+            )
+        return self
+
+
+@dataclass
+class Timings:
+    """Self-reported speed, on every result (llama.cpp style)."""
+
+    encode_ms: float = 0.0
+    steps: int = 0
+    ms_per_step: float = 0.0
+    tokens_per_forward: float = 0.0
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache
+    encoded_tokens: int = 0  # prompt tokens run through the encoder for this request
+    generated_tokens: int = 0
+    canvases: int = 0
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Draft:
+    """The decoded canvas after one denoising step (for live views)."""
+
+    step: int
+    text: str
+    canvas: int = 0
+
+
+@dataclass
+class EngineResult:
+    text: str
+    finish_reason: FinishReason
+    timings: Timings = field(default_factory=Timings)
+    hole_tokens: int = 0  # length of the chosen hole, in tokens
