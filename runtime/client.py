@@ -1,0 +1,327 @@
+"""Clients for the diffgemma daemon: sync and async, over its Unix socket or TCP (torch-free).
+
+    client = ensure_daemon()                       # start the daemon when none answers
+    result = client.infill(InfillRequest(prefix="def add(a, b):\\n    return ", suffix="\\n"))
+
+Streaming: pass ``on_draft`` and it receives each ``{"type": "draft", ...}`` line as it arrives.
+Closing the connection (or cancelling an ``AsyncClient`` call's task) cancels the daemon's work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from diffgemma.runtime import paths
+from diffgemma.runtime.protocol import EditRequest, InfillRequest, ProtocolError, Result
+
+DraftCallback = Callable[[dict[str, Any]], None]
+
+# Host name used in URLs sent over the Unix socket; the socket is the real address.
+_UDS_BASE_URL = "http://diffgemma"
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error, or its answer made no sense. The message is one line."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DaemonUnavailable(DaemonError):
+    """No daemon is listening (or it cannot be reached)."""
+
+
+def _one_line(text: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
+    raw = body if body is not None else response.content
+    message = ""
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict):
+            message = str(data.get("error") or data.get("detail") or "")
+    except ValueError:
+        message = _one_line(raw.decode("utf-8", "replace"))
+    if not message:
+        message = response.reason_phrase or "error"
+    status = response.status_code
+    return DaemonError(f"daemon answered {status}: {_one_line(message)}", status=status)
+
+
+def _resolve_token(base_url: str | None, token: str | None) -> str | None:
+    if token is not None or base_url is None:
+        return token
+    env = os.environ.get("DIFFGEMMA_TOKEN")
+    if env:
+        return env
+    try:
+        return paths.token_path().read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _describe(socket: Path | None, base_url: str | None) -> str:
+    return base_url if base_url else f"socket {socket}"
+
+
+def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | None:
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise DaemonError(f"daemon sent a malformed stream line: {line[:80]!r}") from None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "draft":
+        if on_draft is not None:
+            on_draft(data)
+        return None
+    if kind == "result":
+        try:
+            return Result.from_json(data)
+        except ProtocolError as exc:
+            raise DaemonError(f"daemon sent a malformed result: {exc}") from None
+    if kind == "error":
+        raise DaemonError(_one_line(str(data.get("error", "request failed"))))
+    raise DaemonError(f"daemon sent an unknown stream line: {line[:80]!r}")
+
+
+def _parse_result(response: httpx.Response) -> Result:
+    try:
+        return Result.from_json(response.json())
+    except (ValueError, ProtocolError) as exc:
+        raise DaemonError(f"daemon sent a malformed result: {_one_line(str(exc))}") from None
+
+
+class _Base:
+    def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None,
+                 timeout: float) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.socket = None if self.base_url else Path(socket) if socket else paths.default_socket_path()
+        self.token = _resolve_token(self.base_url, token)
+        self.timeout = timeout
+        # Connecting is instant or fails; reading may take as long as a generation.
+        self._timeout = httpx.Timeout(timeout, connect=5.0)
+        self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def address(self) -> str:
+        return _describe(self.socket, self.base_url)
+
+    def _unavailable(self, exc: Exception) -> DaemonUnavailable:
+        reason = _one_line(str(exc)) or type(exc).__name__
+        return DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
+                                 f"start one with `diffgemma daemon start`")
+
+    def _timed_out(self) -> DaemonError:
+        return DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s")
+
+
+class Client(_Base):
+    """Synchronous client (httpx)."""
+
+    def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
+                 token: str | None = None, timeout: float = 600.0) -> None:
+        super().__init__(socket, base_url, token, timeout)
+        transport = httpx.HTTPTransport(uds=str(self.socket)) if self.socket else None
+        self._http = httpx.Client(base_url=self.base_url or _UDS_BASE_URL, transport=transport,
+                                  headers=self._headers, timeout=self._timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise self._timed_out() from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    def health(self) -> bool:
+        """True when a daemon answers on the address (False, never an exception, when none does)."""
+        try:
+            return self._request("GET", "/health", timeout=5.0).status_code == 200
+        except DaemonError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/status").json()
+
+    def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
+        return self._generate("/v1/infill", req, on_draft)
+
+    def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
+        return self._generate("/v1/edit", req, on_draft)
+
+    def cancel(self, request_id: str) -> bool:
+        """True when the daemon knew the request (queued or running) and cancelled it."""
+        return bool(self._request("POST", "/v1/cancel", json={"id": request_id}).json().get("cancelled"))
+
+    def _generate(self, url: str, req: InfillRequest | EditRequest, on_draft: DraftCallback | None) -> Result:
+        body = req.to_json()
+        if on_draft is None:
+            body.pop("stream", None)
+            return _parse_result(self._request("POST", url, json=body))
+        body["stream"] = True
+        try:
+            with self._http.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    raise _error_from_response(response, response.read())
+                for line in response.iter_lines():
+                    result = _parse_stream_line(line, on_draft)
+                    if result is not None:
+                        return result
+        except httpx.TimeoutException:
+            raise self._timed_out() from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        raise DaemonError("the daemon closed the stream before sending a result")
+
+
+class AsyncClient(_Base):
+    """Asynchronous client; cancelling the awaiting task closes the connection (and the daemon's work)."""
+
+    def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
+                 token: str | None = None, timeout: float = 600.0) -> None:
+        super().__init__(socket, base_url, token, timeout)
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket)) if self.socket else None
+        self._http = httpx.AsyncClient(base_url=self.base_url or _UDS_BASE_URL, transport=transport,
+                                       headers=self._headers, timeout=self._timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise self._timed_out() from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    async def health(self) -> bool:
+        try:
+            return (await self._request("GET", "/health", timeout=5.0)).status_code == 200
+        except DaemonError:
+            return False
+
+    async def status(self) -> dict[str, Any]:
+        return (await self._request("GET", "/v1/status")).json()
+
+    async def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
+        return await self._generate("/v1/infill", req, on_draft)
+
+    async def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
+        return await self._generate("/v1/edit", req, on_draft)
+
+    async def cancel(self, request_id: str) -> bool:
+        response = await self._request("POST", "/v1/cancel", json={"id": request_id})
+        return bool(response.json().get("cancelled"))
+
+    async def _generate(self, url: str, req: InfillRequest | EditRequest,
+                        on_draft: DraftCallback | None) -> Result:
+        body = req.to_json()
+        if on_draft is None:
+            body.pop("stream", None)
+            return _parse_result(await self._request("POST", url, json=body))
+        body["stream"] = True
+        try:
+            async with self._http.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    raise _error_from_response(response, await response.aread())
+                async for line in response.aiter_lines():
+                    result = _parse_stream_line(line, on_draft)
+                    if result is not None:
+                        return result
+        except httpx.TimeoutException:
+            raise self._timed_out() from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        raise DaemonError("the daemon closed the stream before sending a result")
+
+
+def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
+                  on_progress: Callable[[str], None] | None = None, timeout: float = 300.0) -> Client:
+    """A Client to a healthy daemon on ``socket``; starts one in the background when none answers.
+
+    Progress ("starting daemon…", "loading model X…") goes to ``on_progress``. Raises
+    DaemonUnavailable with a one-line reason when no daemon can be started.
+    """
+    say = on_progress or (lambda _line: None)
+    sock = Path(socket) if socket else paths.default_socket_path()
+    client = Client(socket=sock)
+    deadline = time.monotonic() + timeout
+    if not client.health():
+        from diffgemma.runtime import daemon  # torch-free; only needed on this path
+
+        say("starting daemon…")
+        try:
+            process = daemon.spawn_background(socket=sock, model=model)
+        except daemon.DaemonStartError as exc:
+            client.close()
+            raise DaemonUnavailable(str(exc)) from None
+        while not client.health():
+            code = process.poll()
+            if code is not None and not client.health():
+                client.close()
+                reason = daemon.last_log_error(paths.log_path(sock)) or f"it exited with status {code}"
+                raise DaemonUnavailable(f"the daemon did not start: {reason}")
+            if time.monotonic() > deadline:
+                client.close()
+                raise DaemonUnavailable(f"the daemon did not answer within {timeout:g} s; "
+                                        f"see its log: {paths.log_path(sock)}")
+            time.sleep(0.05)
+    _wait_for_load(client, say, deadline, timeout)
+    return client
+
+
+def _wait_for_load(client: Client, say: Callable[[str], None], deadline: float, timeout: float) -> None:
+    """Report a model load in progress, and return when it has finished (or failed)."""
+    last = ""
+    while True:
+        try:
+            status = client.status()
+        except DaemonError:
+            return  # the request itself will say what is wrong
+        if status.get("state") != "loading":
+            return
+        line = f"loading model {status.get('loading_model') or status.get('model')}…"
+        progress = status.get("load_progress")
+        if progress:
+            line = f"{line} {progress}"
+        if line != last:
+            say(line)
+            last = line
+        if time.monotonic() > deadline:
+            client.close()
+            raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
+        time.sleep(0.1)
