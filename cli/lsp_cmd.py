@@ -1,0 +1,35 @@
+"""`diffgemma lsp`: run the language server (stdio by default; TCP for debugging)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("lsp")
+    def lsp(
+        stdio: bool = typer.Option(True, "--stdio", help="Speak LSP on stdin/stdout (what editors start)."),
+        tcp: bool = typer.Option(False, "--tcp", help="Listen on TCP instead, for debugging with a client."),
+        host: str = typer.Option("127.0.0.1", "--host", envvar="DIFFGEMMA_LSP_HOST", help="TCP host."),
+        port: int = typer.Option(
+            2087, "--port", envvar="DIFFGEMMA_LSP_PORT", min=1, max=65535, help="TCP port."
+        ),
+        log_file: str | None = typer.Option(
+            None,
+            "--log-file",
+            envvar="DIFFGEMMA_LSP_LOG",
+            help="Write the server's log here (stderr otherwise).",
+        ),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    ) -> None:
+        """Run the diffgemma language server: ghost-text infill and "Rewrite selection"."""
+        import logging
+
+        from diffgemma.lsp.server import serve
+
+        logging.basicConfig(
+            filename=log_file,
+            level=logging.DEBUG if verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        serve(tcp=tcp, host=host, port=port)

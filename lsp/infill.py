@@ -1,0 +1,84 @@
+"""Pure pieces of ghost-text infill: the daemon request for a cursor, and the LSP items for an answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from diffgemma.context.window import cursor_window
+from diffgemma.runtime.protocol import ExtraFile, InfillRequest
+from lsprotocol import types
+
+from .settings import Settings
+
+
+def infill_request(
+    text: str,
+    offset: int,
+    *,
+    language: str | None,
+    path: str | None,
+    uri: str,
+    settings: Settings,
+    extra: Sequence[ExtraFile] = (),
+) -> InfillRequest:
+    """Cut a syntactic window around ``offset`` and wrap it as a daemon request.
+
+    ``client`` is the document uri: the daemon lets a newer request of the same client supersede
+    an older one, so two keystrokes never queue two full denoising runs.
+    """
+    window = cursor_window(text, offset, language, settings.completion.context_chars)
+    return InfillRequest(
+        prefix=window.prefix,
+        suffix=window.suffix,
+        language=window.language or language,
+        path=path,
+        extra=list(extra),
+        max_tokens=settings.completion.max_tokens,
+        steps=settings.completion.steps,
+        client=uri,
+        model=settings.daemon.model,
+    )
+
+
+def inline_items(text: str, position: types.Position) -> list[types.InlineCompletionItem]:
+    """One item inserting ``text`` at the cursor.
+
+    The range is empty and sits on the cursor's line, as LSP 3.18 requires; ``text`` itself may
+    span lines. The daemon ends the infill exactly at the suffix, so nothing after the cursor
+    needs replacing.
+    """
+    if not text:
+        return []
+    return [
+        types.InlineCompletionItem(
+            insert_text=text,
+            range=types.Range(start=position, end=position),
+        )
+    ]
+
+
+def _label(text: str, width: int = 60) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
+def completion_list(text: str, position: types.Position) -> types.CompletionList:
+    """The fallback for clients without inline completion: one plain-text item, never a snippet.
+
+    ``is_incomplete`` makes the client ask again as the user types rather than filter a stale
+    answer; the edit range is empty at the cursor so client-side filtering keeps the item.
+    """
+    if not text:
+        return types.CompletionList(is_incomplete=True, items=[])
+    item = types.CompletionItem(
+        label=_label(text),
+        kind=types.CompletionItemKind.Text,
+        detail="diffgemma infill",
+        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
+        filter_text="",
+        sort_text="0",
+        preselect=True,
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])

@@ -1,0 +1,80 @@
+"""Pure pieces of "Rewrite selection": the daemon request for a range and the workspace edit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from diffgemma.context.window import selection_window
+from diffgemma.runtime.protocol import EditRequest, ExtraFile
+from lsprotocol import types
+
+from .settings import Settings
+
+COMMAND = "diffgemma.rewriteSelection"
+TITLE = "Rewrite selection"
+
+
+def edit_request(
+    text: str,
+    start: int,
+    end: int,
+    *,
+    language: str | None,
+    path: str | None,
+    uri: str,
+    settings: Settings,
+    instruction: str | None = None,
+    extra: Sequence[ExtraFile] = (),
+) -> EditRequest:
+    window = selection_window(text, start, end, language, settings.completion.context_chars)
+    return EditRequest(
+        prefix=window.prefix,
+        selection=text[start:end],
+        suffix=window.suffix,
+        instruction=instruction or None,
+        language=window.language or language,
+        path=path,
+        extra=list(extra),
+        max_tokens=settings.completion.max_tokens,
+        steps=settings.completion.steps,
+        client=f"{uri}#rewrite",
+        model=settings.daemon.model,
+    )
+
+
+def code_actions(uri: str, selection: types.Range) -> list[types.CodeAction]:
+    """The rewrite action for a non-empty selection.
+
+    It carries a command rather than an edit: the model runs only when the user picks it, not
+    every time the editor asks which actions exist.
+    """
+    if selection.start == selection.end:
+        return []
+    return [
+        types.CodeAction(
+            title=TITLE,
+            kind=types.CodeActionKind.RefactorRewrite,
+            command=types.Command(title=TITLE, command=COMMAND, arguments=[uri, selection]),
+        )
+    ]
+
+
+def workspace_edit(
+    uri: str, version: int | None, selection: types.Range, new_text: str, *, document_changes: bool
+) -> types.WorkspaceEdit:
+    """Replace ``selection`` with ``new_text``.
+
+    With ``documentChanges`` the edit names the document version it was computed for, so the
+    client refuses it if the user typed meanwhile instead of clobbering their text.
+    """
+    edit = types.TextEdit(range=selection, new_text=new_text)
+    if document_changes:
+        return types.WorkspaceEdit(
+            document_changes=[
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+                    edits=[edit],
+                )
+            ]
+        )
+    return types.WorkspaceEdit(changes={uri: [edit]})

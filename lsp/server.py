@@ -1,0 +1,460 @@
+"""`diffgemma lsp`: ghost-text infill and "Rewrite selection" over the Language Server Protocol.
+
+One DiffgemmaServer holds the state (settings, the daemon connection, in-flight work per
+document); the handlers at the bottom are thin and async and call the pure modules (infill,
+rewrite, settings). The model lives in the daemon: this process never imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from diffgemma import __version__
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
+
+from . import infill, rewrite
+from .daemon_link import DaemonLink, DaemonUnavailableError
+from .inflight import Inflight
+from .positions import position_to_offset
+from .settings import SECTION, ParsedSettings, Settings, parse_settings
+
+log = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "diffgemma/status"  # server -> client: {state, message, latencyMs, model}
+STATS_REQUEST = "diffgemma/stats"  # client -> server: counters, for status views and tests
+# client -> server {textDocument: {uri}, position}: the window the model would see there
+CONTEXT_REQUEST = "diffgemma/context"
+
+
+@dataclass
+class Snapshot:
+    """The document as it was when a request arrived; answers for another version are dropped."""
+
+    uri: str
+    version: int | None
+    text: str
+    language_id: str | None
+    path: str | None
+
+
+class _LinkEvents:
+    """Turns daemon start-up into work-done progress, status notifications and messages."""
+
+    def __init__(self, server: DiffgemmaServer) -> None:
+        self.server = server
+        self.token: str | None = None
+
+    def connecting(self) -> None:
+        self.server.send_status("starting", "connecting to the diffgemma daemon")
+        self.token = None
+        if self.server.supports_work_done_progress():
+            self.token = f"diffgemma-daemon-{uuid.uuid4().hex[:8]}"
+            self.server.background(self._begin(self.token))
+
+    async def _begin(self, token: str) -> None:
+        try:
+            await self.server.work_done_progress.create_async(token)
+        except Exception:  # a client refusing progress must not stop the start-up
+            log.debug("client refused work-done progress", exc_info=True)
+            if self.token == token:
+                self.token = None
+            return
+        if self.token == token:
+            self.server.work_done_progress.begin(
+                token, types.WorkDoneProgressBegin(title="diffgemma", message="connecting to the daemon")
+            )
+
+    def _progress_ready(self) -> bool:
+        return self.token is not None and self.token in self.server.work_done_progress.tokens
+
+    def progress(self, line: str) -> None:
+        self.server.send_status("loading", line)
+        if self._progress_ready():
+            self.server.work_done_progress.report(self.token, types.WorkDoneProgressReport(message=line))
+
+    def _end(self, message: str) -> None:
+        if self._progress_ready():
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+        self.token = None
+
+    def connected(self, status: dict[str, Any]) -> None:
+        model = status.get("model")
+        self.server.model_name = model if isinstance(model, str) else None
+        state = status.get("state")
+        self._end("ready")
+        self.server.send_status("ready" if state in (None, "ready", "unloaded") else str(state), "daemon ready")
+
+    def failed(self, reason: str, first: bool) -> None:
+        self._end(f"failed: {reason}")
+        self.server.send_status("error", reason)
+        if first:
+            self.server.show(f"diffgemma: {reason}", types.MessageType.Error)
+
+
+class DiffgemmaServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__(
+            name="diffgemma",
+            version=__version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.settings = Settings()
+        self.inflight = Inflight()
+        self.link = DaemonLink(_LinkEvents(self))
+        self.model_name: str | None = None
+        self.last_latency_ms: float | None = None
+        self._pending_problems: tuple[str, ...] = ()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def apply_settings(self, raw: Any, *, defer_messages: bool = False) -> ParsedSettings:
+        parsed = parse_settings(raw)
+        self.settings = parsed.settings
+        if defer_messages:
+            self._pending_problems = parsed.problems
+        else:
+            self._show_problems(parsed.problems)
+        return parsed
+
+    def flush_setting_problems(self) -> None:
+        problems, self._pending_problems = self._pending_problems, ()
+        self._show_problems(problems)
+
+    def _show_problems(self, problems: tuple[str, ...]) -> None:
+        if problems:
+            self.show("diffgemma: invalid settings: " + "; ".join(problems), types.MessageType.Warning)
+
+    # -- messages to the client ----------------------------------------------------------------
+
+    def show(self, message: str, kind: types.MessageType) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def send_status(self, state: str, message: str = "") -> None:
+        self.protocol.notify(
+            STATUS_NOTIFICATION,
+            {"state": state, "message": message, "latencyMs": self.last_latency_ms, "model": self.model_name},
+        )
+
+    def supports_work_done_progress(self) -> bool:
+        window = self.client_capabilities.window
+        return bool(window and window.work_done_progress)
+
+    def supports_inline_completion(self) -> bool:
+        text_document = self.client_capabilities.text_document
+        return bool(text_document and text_document.inline_completion is not None)
+
+    def supports_document_changes(self) -> bool:
+        workspace = self.client_capabilities.workspace
+        edit = workspace.workspace_edit if workspace else None
+        return bool(edit and edit.document_changes)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def snapshot(self, uri: str) -> Snapshot:
+        doc: TextDocument = self.workspace.get_text_document(uri)
+        return Snapshot(uri=uri, version=doc.version, text=doc.source, language_id=doc.language_id, path=doc.path)
+
+    def is_current(self, snap: Snapshot) -> bool:
+        doc = self.workspace.text_documents.get(snap.uri)
+        return doc is not None and doc.version == snap.version and doc.source == snap.text
+
+    def offset_of(self, snap: Snapshot, position: types.Position) -> int:
+        doc = self.workspace.get_text_document(snap.uri)
+        return position_to_offset(doc, snap.text, position, self.workspace.position_encoding)
+
+    def language_of(self, snap: Snapshot) -> str | None:
+        from diffgemma.context.languages import detect_language
+
+        # an editor's id we do not know (e.g. "plaintext") must not hide what the file name says
+        return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text)
+
+    def extra_files(self, snap: Snapshot) -> list[Any]:
+        """Other open or nearby files the model may read (cross-file context), within the budget."""
+        if not self.settings.completion.cross_file or not self.workspace.root_path or not snap.path:
+            return []
+        from diffgemma.context.crossfile import Workspace
+        from diffgemma.runtime.protocol import ExtraFile
+
+        budget = self.settings.completion.context_chars // 2
+        found = Workspace(self.workspace.root_path).extra_for(snap.path, snap.text, budget)
+        return [item if isinstance(item, ExtraFile) else ExtraFile(path=item[0], text=item[1]) for item in found]
+
+    # -- model work ----------------------------------------------------------------------------
+
+    async def infill_at(self, uri: str, position: types.Position) -> str | None:
+        """The infill at ``position``, or None when disabled, superseded, stale or unavailable."""
+        snap = self.snapshot(uri)
+        if not self.settings.completion.enabled_for(snap.language_id):
+            return None
+        return await self.inflight.run(uri, self._infill_work(snap, position))
+
+    async def _infill_work(self, snap: Snapshot, position: types.Position) -> str | None:
+        settings = self.settings
+        if settings.completion.debounce_ms:
+            await asyncio.sleep(settings.completion.debounce_ms / 1000)
+        if not self.is_current(snap):
+            self.inflight.counters.stale += 1
+            return None
+        offset = self.offset_of(snap, position)
+        language = self.language_of(snap)
+        # tree-sitter parsing and the file scan are CPU work: keep them off the event loop
+        request = await asyncio.to_thread(self.build_infill, snap, offset, language, settings)
+        result = await self._ask_daemon("infill", request)
+        if result is None:
+            return None
+        if not self.is_current(snap):
+            self.inflight.counters.stale += 1
+            return None
+        self.inflight.counters.completed += 1
+        return result.text
+
+    def build_infill(self, snap: Snapshot, offset: int, language: str | None, settings: Settings) -> Any:
+        return infill.infill_request(
+            snap.text,
+            offset,
+            language=language,
+            path=snap.path,
+            uri=snap.uri,
+            settings=settings,
+            extra=self.extra_files(snap),
+        )
+
+    async def _ask_daemon(self, kind: str, request: Any) -> Any:
+        """Send one request; None (with a status/message) when the daemon cannot answer."""
+        from diffgemma.runtime.client import DaemonError, DaemonUnavailable
+
+        try:
+            client = await self.link.client(self.settings.daemon)
+        except DaemonUnavailableError:
+            return None
+        counters = self.inflight.counters
+        counters.daemon_calls += 1
+        started = time.perf_counter()
+        try:
+            result = await (client.infill(request) if kind == "infill" else client.edit(request))
+        except asyncio.CancelledError:
+            counters.daemon_cancelled += 1
+            raise
+        except DaemonUnavailable as exc:
+            counters.errors += 1
+            self.link.lost(f"the daemon went away: {exc}")
+            return None
+        except DaemonError as exc:
+            counters.errors += 1
+            self.send_status("error", str(exc))
+            self.show(f"diffgemma: {exc}", types.MessageType.Error)
+            return None
+        if result.finish_reason == "cancelled":  # the daemon let a newer request win
+            counters.daemon_cancelled += 1
+            return None
+        self.last_latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        self.model_name = result.model or self.model_name
+        self.send_status("ready", f"{kind} {result.finish_reason}")
+        return result
+
+    async def rewrite_range(
+        self, uri: str, selection: types.Range, instruction: str | None
+    ) -> types.ApplyWorkspaceEditResult | None:
+        snap = self.snapshot(uri)
+        start = self.offset_of(snap, selection.start)
+        end = self.offset_of(snap, selection.end)
+        if end <= start:
+            self.show("diffgemma: select the code to rewrite first", types.MessageType.Info)
+            return None
+        language = self.language_of(snap)
+        settings = self.settings
+
+        async def work() -> types.ApplyWorkspaceEditResult | None:
+            request = await asyncio.to_thread(
+                lambda: rewrite.edit_request(
+                    snap.text,
+                    start,
+                    end,
+                    language=language,
+                    path=snap.path,
+                    uri=uri,
+                    settings=settings,
+                    instruction=instruction,
+                    extra=self.extra_files(snap),
+                )
+            )
+            result = await self._ask_daemon("edit", request)
+            if result is None:
+                return None
+            if not self.is_current(snap):
+                self.inflight.counters.stale += 1
+                self.show("diffgemma: the document changed during the rewrite; not applied", types.MessageType.Info)
+                return None
+            self.inflight.counters.completed += 1
+            edit = rewrite.workspace_edit(
+                uri, snap.version, selection, result.text, document_changes=self.supports_document_changes()
+            )
+            return await self.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=rewrite.TITLE))
+
+        return await self.inflight.run(f"{uri}#rewrite", work())
+
+    async def warm_up(self) -> None:
+        """Connect (and start the daemon if allowed) before the first keystroke needs it."""
+        with contextlib.suppress(DaemonUnavailableError):
+            await self.link.client(self.settings.daemon)
+
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` without awaiting it, keeping a reference so it is not collected mid-way."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.inflight.counters.as_dict(),
+            "active": self.inflight.active(),
+            "connected": self.link.connected,
+            "lastLatencyMs": self.last_latency_ms,
+            "model": self.model_name,
+        }
+
+
+def _range_from(value: Any) -> types.Range:
+    start, end = value["start"], value["end"]
+    return types.Range(
+        start=types.Position(line=int(start["line"]), character=int(start["character"])),
+        end=types.Position(line=int(end["line"]), character=int(end["character"])),
+    )
+
+
+def create_server() -> DiffgemmaServer:
+    server = DiffgemmaServer()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: DiffgemmaServer, params: types.InitializeParams) -> None:
+        ls.apply_settings(params.initialization_options, defer_messages=True)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: DiffgemmaServer, params: types.InitializedParams) -> None:
+        ls.flush_setting_problems()
+        ls.background(ls.warm_up())
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: DiffgemmaServer, params: types.DidChangeConfigurationParams) -> None:
+        raw = params.settings
+        if raw is None or raw == {}:
+            # pull model: the client only says "something changed"; ask for our section
+            workspace = ls.client_capabilities.workspace
+            if workspace and workspace.configuration:
+                items = [types.ConfigurationItem(section=SECTION)]
+                values = await ls.workspace_configuration_async(types.ConfigurationParams(items=items))
+                raw = values[0] if values else None
+        before = ls.settings.daemon
+        ls.apply_settings(raw)
+        if ls.settings.daemon != before:
+            await ls.link.reset()
+            ls.background(ls.warm_up())
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: DiffgemmaServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.inflight.supersede(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: DiffgemmaServer, params: types.DidChangeTextDocumentParams) -> None:
+        # whatever was being computed is for a text that no longer exists
+        ls.inflight.supersede(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: DiffgemmaServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.inflight.supersede(params.text_document.uri)
+        ls.inflight.supersede(f"{params.text_document.uri}#rewrite")
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: DiffgemmaServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        text = await ls.infill_at(params.text_document.uri, params.position)
+        if text is None:
+            return None
+        return types.InlineCompletionList(items=infill.inline_items(text, params.position))
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
+    async def completion(ls: DiffgemmaServer, params: types.CompletionParams) -> types.CompletionList | None:
+        if ls.supports_inline_completion():
+            # the client shows ghost text already; a second model run per keystroke would only
+            # compete with it for the daemon
+            return types.CompletionList(is_incomplete=True, items=[])
+        text = await ls.infill_at(params.text_document.uri, params.position)
+        if text is None:
+            return None
+        return infill.completion_list(text, params.position)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite]),
+    )
+    def code_action(ls: DiffgemmaServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+        only = params.context.only
+        if only and not any(types.CodeActionKind.RefactorRewrite.value.startswith(k) for k in only):
+            return []
+        return rewrite.code_actions(params.text_document.uri, params.range)
+
+    @server.command(rewrite.COMMAND)
+    async def rewrite_selection(ls: DiffgemmaServer, *args: Any) -> dict[str, Any]:
+        try:
+            uri = str(args[0])
+            selection = _range_from(args[1])
+            instruction = args[2] if len(args) > 2 and isinstance(args[2], str) else None
+        except (IndexError, KeyError, TypeError, ValueError):
+            ls.show(
+                f"diffgemma: {rewrite.COMMAND} needs (uri, range, optional instruction)",
+                types.MessageType.Error,
+            )
+            return {"applied": False}
+        if uri not in ls.workspace.text_documents:
+            ls.show(f"diffgemma: {uri} is not open", types.MessageType.Error)
+            return {"applied": False}
+        result = await ls.rewrite_range(uri, selection, instruction)
+        return {"applied": bool(result and result.applied)}
+
+    @server.feature(STATS_REQUEST)
+    def stats(ls: DiffgemmaServer, params: Any) -> dict[str, Any]:
+        return ls.stats()
+
+    @server.feature(CONTEXT_REQUEST)
+    async def context(ls: DiffgemmaServer, params: Any) -> dict[str, Any] | None:
+        try:
+            uri = str(params["textDocument"]["uri"])
+            position = types.Position(
+                line=int(params["position"]["line"]), character=int(params["position"]["character"])
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        if uri not in ls.workspace.text_documents:
+            return None
+        snap = ls.snapshot(uri)
+        offset = ls.offset_of(snap, position)
+        request = await asyncio.to_thread(ls.build_infill, snap, offset, ls.language_of(snap), ls.settings)
+        return {
+            "version": snap.version,
+            "offset": offset,
+            "prefix": request.prefix,
+            "suffix": request.suffix,
+            "language": request.language,
+            "extra": [extra.path for extra in request.extra],
+        }
+
+    return server
+
+
+def serve(*, tcp: bool = False, host: str = "127.0.0.1", port: int = 2087) -> None:
+    server = create_server()
+    if tcp:
+        server.start_tcp(host, port)
+    else:
+        server.start_io()

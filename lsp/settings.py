@@ -1,0 +1,196 @@
+"""The language server's settings: one typed tree parsed from initializationOptions or
+workspace/didChangeConfiguration.
+
+Parsing never raises: every field is checked on its own, a bad value falls back to its default
+and yields a one-line problem the server shows to the user. Keys are the camelCase names editors
+use in their JSON settings; a payload may be flat or nested under ``"diffgemma"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SECTION = "diffgemma"
+
+# Upper bounds keep a typo (e.g. maxTokens 100000) from queueing minutes of work on the daemon.
+MAX_TOKENS_LIMIT = 4096
+STEPS_LIMIT = 1024
+DEBOUNCE_LIMIT_MS = 5000
+CONTEXT_CHARS_MIN = 64
+CONTEXT_CHARS_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """Where the daemon is and whether the server may start one."""
+
+    model: str | None = None  # None: the daemon's configured default
+    socket: str | None = None  # None: the default socket path
+    auto_start: bool = True
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    """How ghost text is asked for."""
+
+    max_tokens: int | None = None  # None: the daemon decides
+    steps: int | None = None  # None: the checkpoint's generation config
+    debounce_ms: int = 75
+    context_chars: int = 6000
+    cross_file: bool = True
+    # language id -> enabled; "*" is the default for languages not named
+    enable: Mapping[str, bool] = field(default_factory=lambda: {"*": True})
+
+    def enabled_for(self, language: str | None) -> bool:
+        if language and language in self.enable:
+            return self.enable[language]
+        return self.enable.get("*", True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
+
+
+@dataclass(frozen=True)
+class ParsedSettings:
+    settings: Settings
+    problems: tuple[str, ...]  # one line each, shown to the user
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Reader:
+    """Reads checked values out of one raw mapping and remembers what was wrong."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+        self.seen: set[str] = set()
+
+    def _get(self, key: str) -> tuple[bool, Any]:
+        self.seen.add(key)
+        if key not in self.raw or self.raw[key] is None:
+            return False, None
+        return True, self.raw[key]
+
+    def optional_str(self, key: str) -> str | None:
+        present, value = self._get(key)
+        if not present:
+            return None
+        if not isinstance(value, str):
+            self.problems.append(f"{SECTION}.{key} must be a string (got {value!r}); using the default")
+            return None
+        return value.strip() or None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        present, value = self._get(key)
+        if not present:
+            return default
+        if not isinstance(value, bool):
+            self.problems.append(f"{SECTION}.{key} must be true or false (got {value!r}); using {default}")
+            return default
+        return value
+
+    def optional_int(self, key: str, low: int, high: int) -> int | None:
+        present, value = self._get(key)
+        if not present:
+            return None
+        if not _is_int(value) or not low <= value <= high:
+            self.problems.append(
+                f"{SECTION}.{key} must be an integer from {low} to {high} (got {value!r}); using the default"
+            )
+            return None
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.optional_int(key, low, high)
+        return default if value is None else value
+
+    def enable(self, key: str) -> dict[str, bool]:
+        present, value = self._get(key)
+        if not present:
+            return {"*": True}
+        if isinstance(value, bool):
+            return {"*": value}
+        if not isinstance(value, Mapping):
+            self.problems.append(
+                f'{SECTION}.{key} must be true/false or a map like {{"python": true, "*": false}} '
+                f"(got {value!r}); enabling every language"
+            )
+            return {"*": True}
+        result: dict[str, bool] = {"*": True}
+        for language, flag in value.items():
+            if not isinstance(language, str) or not isinstance(flag, bool):
+                self.problems.append(
+                    f"{SECTION}.{key}.{language} must be true or false (got {flag!r}); ignored"
+                )
+                continue
+            result[language] = flag
+        return result
+
+
+def parse_settings(raw: Any) -> ParsedSettings:
+    """Parse a settings payload (flat, or nested under ``"diffgemma"``); never raises."""
+    if raw is None:
+        return ParsedSettings(Settings(), ())
+    if isinstance(raw, Mapping) and isinstance(raw.get(SECTION), Mapping):
+        raw = raw[SECTION]
+    if not isinstance(raw, Mapping):
+        return ParsedSettings(
+            Settings(),
+            (f"{SECTION} settings must be a JSON object (got {type(raw).__name__}); using defaults",),
+        )
+    reader = _Reader(raw)
+    daemon = DaemonSettings(
+        model=reader.optional_str("model"),
+        socket=reader.optional_str("socket"),
+        auto_start=reader.boolean("autoStart", True),
+    )
+    defaults = CompletionSettings()
+    completion = CompletionSettings(
+        max_tokens=reader.optional_int("maxTokens", 1, MAX_TOKENS_LIMIT),
+        steps=reader.optional_int("steps", 1, STEPS_LIMIT),
+        debounce_ms=reader.integer("debounceMs", defaults.debounce_ms, 0, DEBOUNCE_LIMIT_MS),
+        context_chars=reader.integer(
+            "contextChars", defaults.context_chars, CONTEXT_CHARS_MIN, CONTEXT_CHARS_LIMIT
+        ),
+        cross_file=reader.boolean("crossFile", defaults.cross_file),
+        enable=reader.enable("enable"),
+    )
+    unknown = sorted(str(key) for key in raw if key not in reader.seen)
+    if unknown:
+        reader.problems.append(f"unknown {SECTION} settings ignored: {', '.join(unknown)}")
+    return ParsedSettings(Settings(daemon=daemon, completion=completion), tuple(reader.problems))
+
+
+def settings_to_json(settings: Settings) -> dict[str, Any]:
+    """The flat camelCase form (what editors send); parse_settings(settings_to_json(s)) == s."""
+    d, c = settings.daemon, settings.completion
+    return {
+        "model": d.model,
+        "socket": d.socket,
+        "autoStart": d.auto_start,
+        "maxTokens": c.max_tokens,
+        "steps": c.steps,
+        "debounceMs": c.debounce_ms,
+        "contextChars": c.context_chars,
+        "crossFile": c.cross_file,
+        "enable": dict(c.enable),
+    }
+
+
+__all__ = [
+    "SECTION",
+    "CompletionSettings",
+    "DaemonSettings",
+    "ParsedSettings",
+    "Settings",
+    "parse_settings",
+    "settings_to_json",
+]
