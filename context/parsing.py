@@ -1,0 +1,233 @@
+"""Parsed buffers, cached: a tree-sitter tree plus byte/character offset maps.
+
+A full parse of a 10,000-line file takes tens of milliseconds, far more than the few
+milliseconds a keystroke may spend on context. So parsed documents are kept in a small LRU
+keyed by (language, text); when a buffer is not cached, the most recent tree of the same
+document (or, without a document key, of the same language) is edited to match the new text
+and reparsed incrementally, which costs about a millisecond for a typical edit.
+
+Tree-sitter speaks UTF-8 byte offsets; the rest of the package speaks Python string indices
+(code points). `ParsedDoc` converts between the two, cheaply for ASCII text (identity) and
+through a per-line index otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections import OrderedDict
+from itertools import accumulate
+from typing import TYPE_CHECKING
+
+from diffgemma.context.languages import get_parser, normalize_language
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Tree
+
+CACHE_SIZE = 16
+_CHUNK = 4096
+# A buffer counts as unparsable (line windows instead) when more than this share of its bytes
+# sits inside ERROR nodes, or when it has more ERROR/MISSING nodes than this per line.
+MAX_ERROR_FRACTION = 0.3
+MAX_ERRORS_PER_LINE = 0.1
+
+
+class ParsedDoc:
+    """One buffer, parsed: text, its UTF-8 bytes, tree, and offset conversions."""
+
+    __slots__ = ("_b_lines", "_c_lines", "_parsable", "data", "is_ascii", "language", "memo", "text", "tree")
+
+    def __init__(self, text: str, data: bytes, tree: Tree, language: str) -> None:
+        self.text = text
+        self.data = data
+        self.tree = tree
+        self.language = language
+        self.is_ascii = len(data) == len(text)
+        self._b_lines: list[int] | None = None
+        self._c_lines: list[int] | None = None
+        self._parsable: bool | None = None
+        # Per-document results derived from the tree (import spans, outlines), computed once.
+        self.memo: dict[str, object] = {}
+
+    @property
+    def root(self) -> Node:
+        return self.tree.root_node
+
+    def _line_index(self) -> tuple[list[int], list[int]]:
+        if self._b_lines is None or self._c_lines is None:
+            # Line start offsets in bytes and in characters; `n + 1` counts the newline itself.
+            one = (1).__add__
+            self._b_lines = list(accumulate(map(one, map(len, self.data.split(b"\n"))), initial=0))
+            self._c_lines = list(accumulate(map(one, map(len, self.text.split("\n"))), initial=0))
+        return self._b_lines, self._c_lines
+
+    def b2c(self, b: int) -> int:
+        """Character offset of byte offset ``b`` (which must sit on a character boundary)."""
+        if self.is_ascii:
+            return b
+        b_lines, c_lines = self._line_index()
+        line = bisect_right(b_lines, b) - 1
+        return c_lines[line] + len(self.data[b_lines[line] : b].decode("utf-8", "replace"))
+
+    def c2b(self, c: int) -> int:
+        """Byte offset of character offset ``c``."""
+        if self.is_ascii:
+            return c
+        b_lines, c_lines = self._line_index()
+        line = bisect_right(c_lines, c) - 1
+        return b_lines[line] + len(self.text[c_lines[line] : c].encode("utf-8", "surrogatepass"))
+
+    @property
+    def parsable(self) -> bool:
+        """False when errors cover so much of the buffer that its syntax tree says little."""
+        if self._parsable is None:
+            self._parsable = _judge_errors(self)
+        return self._parsable
+
+
+def _judge_errors(doc: ParsedDoc) -> bool:
+    root = doc.root
+    if not root.has_error:
+        return True
+    size = max(1, len(doc.data))
+    lines = doc.data.count(b"\n") + 1
+    max_errors = 10 + MAX_ERRORS_PER_LINE * lines
+    error_bytes = 0
+    errors = 0
+    stack = [root]
+    visited = 0
+    # Only subtrees flagged has_error can hold an ERROR or MISSING node: walk just those.
+    while stack and visited < 20000:
+        node = stack.pop()
+        visited += 1
+        if node.is_error:
+            errors += 1
+            error_bytes += node.end_byte - node.start_byte
+            continue
+        if node.is_missing:
+            errors += 1
+            continue
+        stack.extend(child for child in node.children if child.has_error)
+    return error_bytes <= MAX_ERROR_FRACTION * size and errors <= max_errors
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
+        i += _CHUNK
+    hi = min(i + _CHUNK, n)
+    while i < hi and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    """Length of the common tail of a and b, at most ``limit``."""
+    la, lb = len(a), len(b)
+    k = 0
+    while k + _CHUNK <= limit and a[la - k - _CHUNK : la - k] == b[lb - k - _CHUNK : lb - k]:
+        k += _CHUNK
+    while k < limit and a[la - k - 1] == b[lb - k - 1]:
+        k += 1
+    return k
+
+
+def _point(data: bytes, offset: int) -> tuple[int, int]:
+    row = data.count(b"\n", 0, offset)
+    return row, offset - (data.rfind(b"\n", 0, offset) + 1)
+
+
+class _Cache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, str], ParsedDoc] = OrderedDict()
+        self.by_document: dict[str, ParsedDoc] = {}
+        self.lock = threading.Lock()
+        self.full_parses = 0
+        self.incremental_parses = 0
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.by_document.clear()
+
+
+_cache = _Cache(CACHE_SIZE)
+
+
+def clear_cache() -> None:
+    """Forget every cached tree (benchmarks use it to time cold parses)."""
+    _cache.clear()
+
+
+def cache_stats() -> dict[str, int]:
+    return {
+        "entries": len(_cache.entries),
+        "full_parses": _cache.full_parses,
+        "incremental_parses": _cache.incremental_parses,
+    }
+
+
+def parse(text: str, language: str | None, *, document: str | None = None) -> ParsedDoc | None:
+    """The parsed document for ``text``, from the cache when possible; None without a grammar.
+
+    ``document`` names the buffer (a path or URI): a new version of the same document is
+    reparsed incrementally from its last tree. Without it, the most recent tree of the same
+    language serves as the base (still correct, just less often a close match).
+    """
+    lang = normalize_language(language)
+    if lang is None:
+        return None
+    key = (lang, text)
+    with _cache.lock:
+        doc = _cache.entries.get(key)
+        if doc is not None:
+            _cache.entries.move_to_end(key)
+            if document is not None:
+                _cache.by_document[document] = doc
+            return doc
+        base = _cache.by_document.get(document) if document is not None else None
+        if base is None or base.language != lang:
+            base = next((d for d in reversed(_cache.entries.values()) if d.language == lang), None)
+    parser = get_parser(lang)
+    if parser is None:
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    tree = _reparse(parser, base, data) if base is not None else None
+    if tree is None:
+        tree = parser.parse(data)
+        _cache.full_parses += 1
+    else:
+        _cache.incremental_parses += 1
+    doc = ParsedDoc(text, data, tree, lang)
+    with _cache.lock:
+        _cache.entries[key] = doc
+        _cache.entries.move_to_end(key)
+        while len(_cache.entries) > _cache.size:
+            _cache.entries.popitem(last=False)
+        if document is not None:
+            _cache.by_document[document] = doc
+            if len(_cache.by_document) > 4 * _cache.size:
+                _cache.by_document.pop(next(iter(_cache.by_document)))
+    return doc
+
+
+def _reparse(parser: object, base: ParsedDoc, data: bytes) -> Tree | None:
+    old = base.data
+    start = _common_prefix(old, data)
+    tail = _common_suffix(old, data, min(len(old), len(data)) - start)
+    changed = max(len(old), len(data)) - start - tail
+    if changed > len(data) // 2 + 1:
+        return None  # mostly different text: a fresh parse is as fast and simpler
+    old_end, new_end = len(old) - tail, len(data) - tail
+    tree = base.tree.copy()
+    tree.edit(
+        start_byte=start,
+        old_end_byte=old_end,
+        new_end_byte=new_end,
+        start_point=_point(data, start),
+        old_end_point=_point(old, old_end),
+        new_end_point=_point(data, new_end),
+    )
+    return parser.parse(data, tree)  # type: ignore[attr-defined]
