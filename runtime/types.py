@@ -13,7 +13,7 @@ class SettingsError(ValueError):
     """A sampling setting or request option is out of range; the message is one line for the user."""
 
 
-class Cancelled(Exception):  # noqa: N818 - reads as a state, like asyncio.CancelledError
+class Cancelled(Exception):
     """The request was cancelled (by the client, a disconnect, or a newer request)."""
 
 
