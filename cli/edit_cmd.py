@@ -1,0 +1,175 @@
+"""`diffgemma edit`: rewrite a selection in place, shown as a unified diff."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from diffgemma.cli import options as opt
+from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
+
+HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified
+diff.
+
+[bold]--selection[/bold] L1[:C1]-L2[:C2] names the span with 1-based lines and columns. Without
+columns it spans whole lines: from the start of L1 to the end of L2's text (the newline after L2
+stays). C1 is the first character of the selection and C2 the cursor position where it ends
+(exclusive): 3:5-3:9 selects four characters of line 3.
+
+The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a
+backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan]
+instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the
+whole rewritten buffer is printed instead of a diff."""
+
+EPILOG = (
+    """[bold]Examples[/bold]
+
+  diffgemma edit app.py -s 10-14 -i 'use a list comprehension'
+  diffgemma edit app.py --selection 10-14 --apply
+  diffgemma edit app.py --selection 3:5-3:20 --strength 0.3 --json
+  cat a.py | diffgemma edit - --selection 2-4 > b.py
+
+"""
+    + EXIT_CODES_HELP
+)
+
+SelectionOpt = Annotated[
+    str,
+    typer.Option("--selection", "-s", metavar="L1[:C1]-L2[:C2]", help="The span to rewrite.",
+                 show_default=False),
+]
+InstructionOpt = Annotated[
+    str | None,
+    typer.Option("--instruction", "-i", help="What to change, in words.", show_default=False),
+]
+StrengthOpt = Annotated[
+    float | None,
+    typer.Option("--strength", min=0.0, max=1.0,
+                 help="0 keeps the selection as it is, 1 rewrites freely (default: the daemon's, 0.5).",
+                 show_default=False),
+]
+
+
+def unified_diff(old: str, new: str, path: str) -> str:
+    """A `diff -u` style diff, with the "No newline at end of file" notes diff itself writes."""
+    lines: list[str] = []
+    for line in difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                     fromfile=f"a/{path}", tofile=f"b/{path}"):
+        if line.endswith("\n"):
+            lines.append(line)
+        else:
+            lines.append(line + "\n\\ No newline at end of file\n")
+    return "".join(lines)
+
+
+@guarded
+def edit(
+    target: Annotated[str, typer.Argument(metavar="FILE", help="The file to edit, or - for stdin.",
+                                          show_default=False)],
+    selection: SelectionOpt,
+    instruction: InstructionOpt = None,
+    strength: StrengthOpt = None,
+    apply: opt.ApplyOpt = False,
+    json_out: opt.JsonOpt = False,
+    language: opt.LanguageOpt = None,
+    model: opt.ModelOpt = None,
+    socket: opt.SocketOpt = None,
+    max_tokens: opt.MaxTokensOpt = None,
+    steps: opt.StepsOpt = None,
+    seed: opt.SeedOpt = None,
+    context_chars: opt.ContextCharsOpt = None,
+    no_backup: opt.NoBackupOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    from diffgemma.cli import fileio
+
+    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
+                           seed=seed, context_chars=context_chars, backup=False if no_backup else None)
+    fileio.parse_selection(selection)  # a malformed selection is a usage error before any reading
+    if target == "-":
+        if apply:
+            raise UsageProblem("--apply needs a FILE; with stdin the rewritten buffer goes to stdout")
+        source: Any = fileio.read_stdin()
+        path: Path | None = None
+        shown = "stdin"
+    else:
+        source = fileio.read_source(target)
+        path, shown = Path(target), target
+    text = source.text
+    start, end, first, _last = fileio.selection_offsets(text, selection, shown)
+    result, new_text = rewrite(settings, text, start, end, path, language, instruction, strength,
+                               title=f"{shown}:{selection}")
+    changed = new_text != text
+    backup = fileio.write_source(source, new_text, backup=settings.backup) if apply and changed else None
+    diff = unified_diff(text, new_text, shown)
+    if json_out:
+        stop = fileio.offset_position(new_text, start + len(result.text))
+        payload = {
+            "text": result.text,
+            "original": text[start:end],
+            "range": {"start": first.as_json(), "end": stop.as_json()},
+            "diff": diff,
+            "timings": result.timings,
+            "finish_reason": result.finish_reason,
+            "model": result.model,
+            "path": str(path) if path else None,
+            "applied": apply,
+            "backup": str(backup) if backup else None,
+        }
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif path is None:
+        fileio.write_stdout(source, new_text)
+    else:
+        from diffgemma.cli.live import print_diff, stdout_is_terminal
+
+        print_diff(diff, color=stdout_is_terminal())
+    _report(settings, result, shown, selection, changed, apply, backup)
+
+
+def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path | None,
+            language: str | None, instruction: str | None, strength: float | None,
+            *, title: str, live: bool | None = None) -> tuple[Any, str]:
+    """Rewrite text[start:end] through the daemon; returns (result, the whole new buffer)."""
+    from diffgemma.cli.infill_cmd import (
+        connect,
+        extra_context,
+        language_for,
+        run_request,
+        sampling_fields,
+        selection_context,
+    )
+    from diffgemma.runtime.protocol import EditRequest
+
+    lang = language_for(str(path) if path else None, language, text)
+    window = selection_context(text, start, end, lang, settings.context_chars)
+    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet)
+    show = (not settings.quiet) if live is None else live
+    req = EditRequest(prefix=window.prefix, selection=text[start:end], suffix=window.suffix,
+                      instruction=instruction or None, strength=strength, language=lang,
+                      path=str(path) if path else None, extra=extra, stream=show, **sampling_fields(settings))
+    with connect(settings) as client:
+        result = run_request(client, req, live=show, before=window.prefix, after=window.suffix, title=title)
+    return result, text[:start] + result.text + text[end:]
+
+
+def _report(settings: opt.Settings, result: Any, shown: str, selection: str, changed: bool,
+            applied: bool, backup: Path | None) -> None:
+    from diffgemma.cli.infill_cmd import timings_line
+    from diffgemma.cli.live import stderr_is_terminal
+
+    if settings.quiet or not (applied or stderr_is_terminal()):
+        return
+    what = "rewritten" if changed else "no change"
+    line = f"diffgemma: {shown}:{selection}: {what} ({timings_line(result)})"
+    if applied and changed:
+        line += " written" + (f", backup {backup}" if backup else "")
+    print(line, file=sys.stderr, flush=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("edit", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(edit)

@@ -1,0 +1,204 @@
+"""One-line errors with distinct exit codes for the `diffgemma` command line.
+
+Every command body runs inside `guarded`, which turns the errors a user can cause (bad
+input, a missing daemon, a file changed underneath) into `diffgemma: error: ...` on stderr
+and the exit code below, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug: an error nobody planned for (still one line, no traceback)
+    USAGE = 2  # bad option, malformed position/selection, bad config file
+    FILE = 3  # missing, directory, binary, non-UTF-8, unreadable/unwritable file, empty stdin
+    RANGE = 4  # line/column/selection out of range, marker missing or repeated
+    DAEMON = 5  # the daemon cannot be reached or started
+    MODEL = 6  # the daemon could not load the model
+    CHANGED = 7  # the file changed between read and write; nothing was written
+    REQUEST = 8  # the daemon refused or failed the request, or it was cancelled
+    INTERRUPTED = 130  # Ctrl-C
+
+
+# Shown in `diffgemma --help` and the README; keep the three in step.
+EXIT_CODES_HELP = """[bold]Exit codes[/bold]
+
+  0    success
+  2    usage or config error (bad option, malformed position or selection)
+  3    file problem: missing, directory, binary, non-UTF-8, empty stdin
+  4    line, column or selection out of range; marker missing or repeated
+  5    daemon unavailable (it cannot be reached or started)
+  6    the model failed to load
+  7    the file changed since it was read; nothing was written
+  8    the request failed or was cancelled
+  130  interrupted (Ctrl-C)"""
+
+
+class CliError(Exception):
+    """An error for the user: a one-line message and the exit code it maps to."""
+
+    code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class UsageProblem(CliError):
+    code = ExitCode.USAGE
+
+
+class FileProblem(CliError):
+    code = ExitCode.FILE
+
+
+class OutOfRange(CliError):
+    code = ExitCode.RANGE
+
+
+class DaemonDown(CliError):
+    code = ExitCode.DAEMON
+
+
+class ModelLoadFailed(CliError):
+    code = ExitCode.MODEL
+
+
+class FileChanged(CliError):
+    code = ExitCode.CHANGED
+
+
+class RequestFailed(CliError):
+    code = ExitCode.REQUEST
+
+
+def one_line(text: object) -> str:
+    """Collapse a message to its first non-empty line (daemon errors can carry more)."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(text).__name__ if isinstance(text, BaseException) else "unknown error"
+
+
+def _looks_like_model_load(message: str) -> bool:
+    lowered = message.lower()
+    return ("load" in lowered and "model" in lowered) or "modelloaderror" in lowered
+
+
+def classify(exc: BaseException) -> CliError | None:
+    """Map an exception from a dependency to a CliError; None when it is not one we expect."""
+    if isinstance(exc, CliError):
+        return exc
+    # The client and protocol modules are imported lazily: an error from them means they
+    # are loaded already, so looking them up in sys.modules keeps this import-free.
+    client = sys.modules.get("diffgemma.runtime.client")
+    if client is not None:
+        unavailable = getattr(client, "DaemonUnavailable", None)
+        daemon_error = getattr(client, "DaemonError", None)
+        model_error = getattr(client, "ModelLoadFailed", None) or getattr(client, "ModelLoadError", None)
+        message = one_line(exc)
+        if isinstance(model_error, type) and isinstance(exc, model_error):
+            return ModelLoadFailed(message)
+        if isinstance(unavailable, type) and isinstance(exc, unavailable):
+            if _looks_like_model_load(message):
+                return ModelLoadFailed(message)
+            return DaemonDown(message)
+        if isinstance(daemon_error, type) and isinstance(exc, daemon_error):
+            if _looks_like_model_load(message):
+                return ModelLoadFailed(message)
+            return RequestFailed(message)
+    protocol = sys.modules.get("diffgemma.runtime.protocol")
+    protocol_error = getattr(protocol, "ProtocolError", None) if protocol else None
+    if isinstance(protocol_error, type) and isinstance(exc, protocol_error):
+        return UsageProblem(one_line(exc))
+    if isinstance(exc, ValueError) and type(exc).__name__ == "SettingsError":
+        return UsageProblem(one_line(exc))
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return FileProblem(f"{exc.strerror or one_line(exc)}{where}")
+    return None
+
+
+def report(error: CliError) -> None:
+    print(f"diffgemma: error: {one_line(error)}", file=sys.stderr, flush=True)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Run a command body; user-facing failures become one line on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            print("diffgemma: interrupted", file=sys.stderr, flush=True)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader of stdout went away (e.g. `| head`): nothing left to tell anyone.
+            _silence_stdout()
+            raise typer.Exit(ExitCode.OK) from None
+        except Exception as exc:
+            error = classify(exc) or CliError(f"internal error: {type(exc).__name__}: {one_line(exc)}")
+            report(error)
+            raise typer.Exit(error.code) from None
+
+    return wrapper
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run_app(app: Callable[..., Any]) -> None:
+    """Run the Typer app so that even argument errors are one line and nothing escapes."""
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # Bare `diffgemma` or `diffgemma infill`: the help is what the user needs.
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        sys.exit(ExitCode.USAGE)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        print(f"diffgemma: error: {one_line(exc.format_message())}{hint}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+    except click.ClickException as exc:
+        print(f"diffgemma: error: {one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code if exc.exit_code else ExitCode.USAGE)
+    except click.exceptions.Abort:
+        print("diffgemma: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        print("diffgemma: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(ExitCode.OK)
+    except Exception as exc:  # the last net: one line, never a traceback
+        error = classify(exc) or CliError(f"internal error: {type(exc).__name__}: {one_line(exc)}")
+        report(error)
+        sys.exit(error.code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,357 @@
+"""Reading source files and writing them back without ever losing the user's text.
+
+Reads decode UTF-8 (a BOM is kept), refuse binary files, and normalise CRLF to LF when the
+whole file uses CRLF, so positions and the model see plain lines. Writes go to a temporary
+file in the same directory, are fsynced, take the original file's mode, and replace the file
+with `os.replace`: a reader sees the old file or the new one, never half of one. Before the
+replace, the file on disk is compared (size, mtime and SHA-256) with what was read; if
+anything changed, nothing is written (`FileChanged`). The previous contents are kept beside
+the file as `FILE.diffgemma.bak` (one backup per file, overwritten by the next write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
+
+BACKUP_SUFFIX = ".diffgemma.bak"
+TEMP_MARK = ".diffgemma-tmp-"
+_BOM = b"\xef\xbb\xbf"
+
+# Called with the path right before the changed-underneath check of every write. The test
+# suite uses it to change a file at exactly that moment; nothing else registers here.
+before_commit_hooks: list[Callable[[Path], None]] = []
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a file was when it was read: enough to notice any later change."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """A decoded text buffer and how to write it back byte-for-byte in the same style."""
+
+    text: str  # LF line endings when the file is all-CRLF; otherwise exactly as decoded
+    newline: str  # "\r\n" when the file was all-CRLF, else "\n"
+    bom: bool
+
+    def encode(self, text: str) -> bytes:
+        if self.newline == "\r\n":
+            text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        return (_BOM if self.bom else b"") + text.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class SourceFile(SourceText):
+    path: Path = Path()
+    snapshot: Snapshot = Snapshot(0, 0, "")
+    mode: int = 0o644
+
+
+def decode_source(data: bytes, what: str) -> SourceText:
+    """Decode bytes read from a file or stdin; binary or non-UTF-8 input is a FileProblem."""
+    if b"\x00" in data[:65536]:
+        raise FileProblem(f"{what} looks binary (contains NUL bytes)")
+    bom = data.startswith(_BOM)
+    if bom:
+        data = data[len(_BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FileProblem(f"{what} is not valid UTF-8 (line {line})") from None
+    crlf = text.count("\r\n")
+    if crlf and crlf == text.count("\n"):
+        return SourceText(text.replace("\r\n", "\n"), "\r\n", bom)
+    return SourceText(text, "\n", bom)
+
+
+def _snapshot(data: bytes, st: os.stat_result) -> Snapshot:
+    return Snapshot(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+
+
+def read_source(path: str | Path) -> SourceFile:
+    """Read a text file for editing; every way it can be unusable is a one-line FileProblem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileProblem(f"no such file: {shown}") from None
+    except PermissionError:
+        raise FileProblem(f"permission denied: {shown}") from None
+    except OSError as exc:
+        raise FileProblem(f"cannot read {shown}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FileProblem(f"{shown} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise FileProblem(f"{shown} is not a regular file")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+            st = os.fstat(handle.fileno())
+    except PermissionError:
+        raise FileProblem(f"permission denied: {shown}") from None
+    except OSError as exc:
+        raise FileProblem(f"cannot read {shown}: {exc.strerror}") from None
+    decoded = decode_source(data, shown)
+    return SourceFile(
+        text=decoded.text,
+        newline=decoded.newline,
+        bom=decoded.bom,
+        path=path,
+        snapshot=_snapshot(data, st),
+        mode=stat.S_IMODE(st.st_mode),
+    )
+
+
+def changed_since(source: SourceFile) -> str | None:
+    """Why the file on disk no longer matches the snapshot, or None when it still does."""
+    try:
+        with source.path.open("rb") as handle:
+            st = os.fstat(handle.fileno())
+            if st.st_size != source.snapshot.size:
+                return "its size changed"
+            data = handle.read()
+    except FileNotFoundError:
+        return "it was deleted"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    if hashlib.sha256(data).hexdigest() != source.snapshot.sha256:
+        return "its contents changed"
+    if st.st_mtime_ns != source.snapshot.mtime_ns:
+        return "it was saved again"
+    return None
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def write_source(source: SourceFile, new_text: str, *, backup: bool = True) -> Path | None:
+    """Atomically replace the file with `new_text` (in the file's own newline style).
+
+    Returns the backup path (or None). Raises FileChanged, leaving the file as it is, when the
+    file on disk differs from what was read.
+    """
+    path = source.path
+    directory = path.parent
+    payload = source.encode(new_text)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + TEMP_MARK, dir=directory)
+    except OSError as exc:
+        raise FileProblem(f"cannot write in {directory}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, source.mode)
+        for hook in before_commit_hooks:
+            hook(path)
+        reason = changed_since(source)
+        if reason is not None:
+            raise FileChanged(f"{path} changed since it was read ({reason}); nothing written")
+        saved: Path | None = None
+        if backup:
+            saved = backup_path(path)
+            _write_backup(path, saved, source)
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+        return saved
+    except OSError as exc:
+        raise FileProblem(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)
+
+
+def _write_backup(path: Path, saved: Path, source: SourceFile) -> None:
+    """Keep what was read (byte-for-byte: decoding round-trips) as the backup, atomically."""
+    data = source.encode(source.text)
+    fd, tmp_name = tempfile.mkstemp(prefix="." + saved.name + TEMP_MARK, dir=saved.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, source.mode)
+        os.replace(tmp_name, saved)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_stdin() -> SourceText:
+    """The whole of stdin as a buffer; empty stdin or a terminal with nothing piped is an error."""
+    stream = sys.stdin
+    if stream is None:
+        raise FileProblem("no stdin to read")
+    if stream.isatty():
+        raise FileProblem("stdin is a terminal: pipe a buffer in, e.g. `cat a.py | diffgemma infill -`")
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
+    if not data.strip():
+        raise FileProblem("stdin is empty: pipe a buffer in, e.g. `cat a.py | diffgemma infill -`")
+    return decode_source(data, "stdin")
+
+
+def write_stdout(source: SourceText, text: str) -> None:
+    """Write a whole buffer to stdout in the input's newline style and encoding."""
+    out = sys.stdout
+    payload = source.encode(text)
+    if hasattr(out, "buffer"):
+        out.flush()
+        out.buffer.write(payload)
+        out.buffer.flush()
+    else:
+        out.write(payload.decode("utf-8"))
+        out.flush()
+
+
+# --- positions ------------------------------------------------------------------------------
+# Lines and columns are 1-based; a column counts characters (code points) and names the
+# cursor position before that character, so column len(line)+1 is the end of the line.
+
+_TARGET = re.compile(r"^(?P<path>.+?):(?P<line>[^:]*)(?::(?P<col>[^:]*))?$")
+_POINT = r"(\d+)(?::(\d+))?"
+_SELECTION = re.compile(rf"^\s*{_POINT}\s*-\s*{_POINT}\s*$")
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int
+    col: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"line": self.line, "col": self.col}
+
+
+def parse_target(target: str) -> tuple[str, int | None, int | None]:
+    """Split `FILE:LINE[:COL]` (or plain `FILE`); a malformed number is a UsageProblem."""
+    if os.path.exists(target):
+        return target, None, None
+    match = _TARGET.match(target)
+    if match is None:
+        return target, None, None
+    line_s, col_s = match["line"], match["col"]
+    if not line_s.isdigit() or (col_s is not None and not col_s.isdigit()):
+        if not os.path.exists(match["path"]):
+            return target, None, None  # a file name with a colon in it, which does not exist
+        raise UsageProblem(f"malformed position {target!r}: expected FILE:LINE[:COL] with numbers")
+    line, col = int(line_s), int(col_s) if col_s is not None else None
+    if line < 1 or (col is not None and col < 1):
+        raise OutOfRange(f"{target}: lines and columns start at 1")
+    return match["path"], line, col
+
+
+def split_lines(text: str) -> list[str]:
+    """The buffer's lines without their newlines; a final newline opens one more, empty, line."""
+    return text.split("\n")
+
+
+def line_start(lines: list[str], line: int) -> int:
+    return sum(len(entry) + 1 for entry in lines[: line - 1])
+
+
+def default_column(line_text: str) -> int:
+    """Column used when none is given: after the indentation of a blank or indent-only line,
+    else after the last non-blank character (trailing blanks stay after the cursor)."""
+    stripped = line_text.rstrip()
+    if not stripped:
+        return len(line_text) + 1
+    return len(stripped) + 1
+
+
+def position_offset(text: str, line: int, col: int | None, where: str = "") -> tuple[int, Position]:
+    """The character offset of LINE[:COL] in `text`, range-checked (OutOfRange)."""
+    lines = split_lines(text)
+    label = f"{where}: " if where else ""
+    if not 1 <= line <= len(lines):
+        raise OutOfRange(f"{label}line {line} is out of range (the buffer has {len(lines)} lines)")
+    line_text = lines[line - 1]
+    if col is None:
+        col = default_column(line_text)
+    if not 1 <= col <= len(line_text) + 1:
+        raise OutOfRange(
+            f"{label}column {col} is out of range on line {line} "
+            f"(it has {len(line_text)} characters; columns 1-{len(line_text) + 1})"
+        )
+    return line_start(lines, line) + col - 1, Position(line, col)
+
+
+def offset_position(text: str, offset: int) -> Position:
+    before = text[:offset]
+    line = before.count("\n") + 1
+    return Position(line, offset - (before.rfind("\n") + 1) + 1)
+
+
+def parse_selection(spec: str) -> tuple[int, int | None, int, int | None]:
+    """Parse `L1[:C1]-L2[:C2]`; anything else is a UsageProblem."""
+    match = _SELECTION.match(spec)
+    if match is None:
+        raise UsageProblem(f"malformed selection {spec!r}: expected L1[:C1]-L2[:C2], e.g. 10-14 or 3:5-3:20")
+    l1, c1, l2, c2 = (int(g) if g is not None else None for g in match.groups())
+    assert l1 is not None and l2 is not None
+    return l1, c1, l2, c2
+
+
+def selection_offsets(text: str, spec: str, where: str = "") -> tuple[int, int, Position, Position]:
+    """Offsets [start, end) of a selection. Without columns it spans whole lines: from the start
+    of L1 to the end of L2's text (its newline stays outside). C2 is exclusive: the cursor
+    position where the selection ends."""
+    l1, c1, l2, c2 = parse_selection(spec)
+    label = f"{where}: " if where else ""
+    if min(l1, l2) < 1 or (c1 is not None and c1 < 1) or (c2 is not None and c2 < 1):
+        raise OutOfRange(f"{label}selection {spec}: lines and columns start at 1")
+    lines = split_lines(text)
+    for line in (l1, l2):
+        if line > len(lines):
+            raise OutOfRange(f"{label}selection {spec}: line {line} is out of range "
+                             f"(the buffer has {len(lines)} lines)")
+    start, p1 = position_offset(text, l1, c1 if c1 is not None else 1, where)
+    end, p2 = position_offset(text, l2, c2 if c2 is not None else len(lines[l2 - 1]) + 1, where)
+    if end < start:
+        raise OutOfRange(f"{label}selection {spec} ends before it starts")
+    return start, end, p1, p2
+
+
+def find_marker(text: str, marker: str, what: str) -> int:
+    """Offset of the one marker in `text`; none or several is an OutOfRange error."""
+    count = text.count(marker)
+    if count == 0:
+        raise OutOfRange(f"{what} has no {marker} marker: put exactly one where the text should go")
+    if count > 1:
+        raise OutOfRange(
+            f"{what} has {count} {marker} markers: exactly one is needed (or use `diffgemma watch`)"
+        )
+    return text.index(marker)

@@ -1,0 +1,314 @@
+"""`diffgemma infill`: fill the hole at a file position, at a marker, or in a piped buffer.
+
+Also home of the request plumbing the other generating commands share (`edit`, `watch`):
+connecting to the daemon, cutting context, and running a request with the live view.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from diffgemma.cli import options as opt
+from diffgemma.cli.errors import EXIT_CODES_HELP, RequestFailed, UsageProblem, guarded
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.client import Client
+    from diffgemma.runtime.protocol import EditRequest, ExtraFile, InfillRequest, Result
+
+# Files whose presence marks the root of a workspace (for cross-file context).
+_ROOT_MARKERS = (".git", ".hg", "pyproject.toml", "setup.py", "package.json", "go.mod", "Cargo.toml",
+                 "pom.xml", "build.gradle", "CMakeLists.txt", "Makefile", ".diffgemma")
+
+HELP = """Fill the hole at a cursor with code that joins the text after it.
+
+[bold]TARGET[/bold] is one of:
+
+  [cyan]FILE:LINE[:COL][/cyan]   the cursor in FILE; prints the inserted text
+  [cyan]FILE[/cyan]              FILE holds one marker ([cyan]<FILL>[/cyan]); prints the filled buffer
+  [cyan]-[/cyan]                 a buffer with one marker on stdin; prints the filled buffer
+
+Lines and columns are 1-based and count characters; COL is the cursor position before that
+character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after
+the indentation of a blank or indent-only line, and otherwise after the line's last non-blank
+character (trailing blanks stay after the cursor).
+
+The daemon starts automatically (with --model) when none answers on the socket; start-up and
+model-loading progress goes to stderr. On a terminal a live view on stderr shows the canvas
+refining step by step; with --quiet, or when stderr is not a terminal, only the result is
+printed."""
+
+EPILOG = (
+    """[bold]Examples[/bold]
+
+  diffgemma infill app.py:42              fill at the end of line 42
+  diffgemma infill app.py:42:9 --apply    fill at column 9, write it into the file
+  diffgemma infill app.py:42 --json       {text, range, timings} as JSON
+  cat a.py | diffgemma infill - > b.py    a filter: the hole is marked <FILL>
+  printf 'def add(a, b):\\n    <FILL>\\n' | diffgemma infill - -l python
+  diffgemma infill notes.py --marker @@   fill the @@ marker in notes.py
+
+With --apply the file is replaced atomically (same mode and line endings), the previous contents
+are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json
+prints {text, range: {start: {line, col}, end: {line, col}}, timings, ...}; the range is where
+the text now sits (1-based, end exclusive).
+
+"""
+    + EXIT_CODES_HELP
+)
+
+
+# --- shared request plumbing ------------------------------------------------------------------
+
+
+def connect(settings: opt.Settings) -> Client:
+    """A client to a healthy daemon, starting one (with settings.model) when none answers."""
+    from diffgemma.cli.live import progress_printer
+    from diffgemma.runtime.client import ensure_daemon
+
+    return ensure_daemon(model=settings.model, socket=settings.socket,
+                         on_progress=progress_printer(settings.quiet))
+
+
+def workspace_root(path: Path) -> Path:
+    """The nearest enclosing directory that looks like a project root, else the file's folder."""
+    start = path.resolve().parent
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in _ROOT_MARKERS):
+            return folder
+    return start
+
+
+def extra_context(path: Path | None, text: str, budget: int, quiet: bool) -> list[ExtraFile]:
+    """Definitions from imported files and recently changed files, within `budget` characters.
+
+    Best effort: cross-file context only helps, so a failure here is a warning, not an error.
+    """
+    from diffgemma.runtime.protocol import ExtraFile
+
+    if path is None or budget <= 0:
+        return []
+    try:
+        from diffgemma.context.crossfile import Workspace
+
+        pairs = Workspace(workspace_root(path)).extra_for(path.resolve(), text, budget)
+    except ImportError:
+        return []
+    except Exception as exc:
+        from diffgemma.cli.errors import one_line
+        from diffgemma.cli.live import warn
+
+        warn(f"no cross-file context ({type(exc).__name__}: {one_line(exc)})", quiet)
+        return []
+    return [ExtraFile(path=str(p), text=t) for p, t in pairs]
+
+
+def language_for(path: str | None, explicit: str | None, text: str) -> str | None:
+    from diffgemma.context.languages import detect_language
+
+    language = detect_language(path, explicit, content=text)
+    if explicit and language is None:
+        raise UsageProblem(f"unknown language {explicit!r} (use a grammar name such as python or rust)")
+    return language
+
+
+@dataclass
+class Window:
+    """What the daemon sees around the hole: prefix and suffix cut on syntactic boundaries."""
+
+    prefix: str
+    suffix: str
+    method: str
+
+
+def cursor_context(text: str, offset: int, language: str | None, budget: int) -> Window:
+    from diffgemma.context.window import cursor_window
+
+    window = cursor_window(text, offset, language, budget)
+    return Window(window.prefix, window.suffix, getattr(window, "method", ""))
+
+
+def selection_context(text: str, start: int, end: int, language: str | None, budget: int) -> Window:
+    from diffgemma.context.window import selection_window
+
+    window = selection_window(text, start, end, language, budget)
+    return Window(window.prefix, window.suffix, getattr(window, "method", ""))
+
+
+def run_request(
+    client: Client,
+    req: InfillRequest | EditRequest,
+    *,
+    live: bool,
+    before: str,
+    after: str,
+    title: str,
+) -> Result:
+    """Send one request; on a terminal (live=True) stream drafts into the live view."""
+    from diffgemma.cli.live import live_view
+    from diffgemma.runtime.protocol import EditRequest
+
+    send = client.edit if isinstance(req, EditRequest) else client.infill
+    view = live_view(live, before, after, title)
+    if view is None:
+        result = send(req)  # type: ignore[arg-type]
+    else:
+        with view:
+            result = send(req, on_draft=view.update)  # type: ignore[arg-type]
+    if result.finish_reason == "cancelled":
+        raise RequestFailed("the request was cancelled before it finished")
+    return result
+
+
+def sampling_fields(settings: opt.Settings) -> dict[str, Any]:
+    return {"max_tokens": settings.max_tokens, "steps": settings.steps, "seed": settings.seed,
+            "model": settings.model, "client": None}
+
+
+def timings_line(result: Result) -> str:
+    total = result.timings.get("total_ms")
+    steps = result.timings.get("steps")
+    parts = [f"{total:.0f} ms" if isinstance(total, int | float) else None,
+             f"{steps} steps" if steps is not None else None, result.finish_reason]
+    return ", ".join(p for p in parts if p)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+@guarded
+def infill(
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="FILE:LINE[:COL], FILE with a marker, or -.",
+                                          show_default=False)],
+    apply: opt.ApplyOpt = False,
+    json_out: opt.JsonOpt = False,
+    marker: opt.MarkerOpt = None,
+    language: opt.LanguageOpt = None,
+    model: opt.ModelOpt = None,
+    socket: opt.SocketOpt = None,
+    max_tokens: opt.MaxTokensOpt = None,
+    steps: opt.StepsOpt = None,
+    seed: opt.SeedOpt = None,
+    context_chars: opt.ContextCharsOpt = None,
+    no_backup: opt.NoBackupOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    from diffgemma.cli import fileio
+
+    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
+                           seed=seed, marker=marker, context_chars=context_chars,
+                           backup=False if no_backup else None)
+    if target == "-":
+        if apply:
+            raise UsageProblem("--apply needs a FILE; with stdin the filled buffer goes to stdout")
+        source: fileio.SourceText = fileio.read_stdin()
+        _fill_marker(source, None, "stdin", settings, language, apply=False, json_out=json_out)
+        return
+    path_s, line, col = fileio.parse_target(target)
+    source = fileio.read_source(path_s)
+    if line is None:
+        _fill_marker(source, Path(path_s), path_s, settings, language, apply=apply, json_out=json_out)
+        return
+    offset, position = fileio.position_offset(source.text, line, col, path_s)
+    _fill_at(source, Path(path_s), offset, position, settings, language, apply=apply, json_out=json_out)
+
+
+def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path | None,
+                    language: str | None, live: bool) -> tuple[InfillRequest, Window]:
+    from diffgemma.runtime.protocol import InfillRequest
+
+    window = cursor_context(text, offset, language, settings.context_chars)
+    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet)
+    req = InfillRequest(prefix=window.prefix, suffix=window.suffix, language=language,
+                        path=str(path) if path else None, extra=extra, stream=live,
+                        **sampling_fields(settings))
+    return req, window
+
+
+def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
+              explicit_language: str | None, title: str, *, live: bool | None = None) -> Result:
+    """Infill `text` at `offset` through the daemon (live view unless quiet or live=False)."""
+    language = language_for(str(path) if path else None, explicit_language, text)
+    live = (not settings.quiet) if live is None else live
+    req, window = _infill_request(settings, text, offset, path, language, live)
+    with connect(settings) as client:
+        return run_request(client, req, live=live, before=window.prefix, after=window.suffix, title=title)
+
+
+def _fill_at(source: Any, path: Path, offset: int, position: Any, settings: opt.Settings,
+             language: str | None, *, apply: bool, json_out: bool) -> None:
+    from diffgemma.cli import fileio
+    from diffgemma.cli.live import stdout_is_terminal
+
+    text = source.text
+    result = fill_text(settings, text, offset, path, language, f"{path}:{position.line}:{position.col}")
+    new_text = text[:offset] + result.text + text[offset:]
+    backup = None
+    if apply and result.text:
+        backup = fileio.write_source(source, new_text, backup=settings.backup)
+    end = fileio.offset_position(new_text, offset + len(result.text))
+    if json_out:
+        _print_json(result, position, end, path=str(path), applied=apply, backup=backup)
+    else:
+        sys.stdout.write(result.text)
+        if stdout_is_terminal() and not result.text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    _report(settings, result, f"{path}:{position.line}:{position.col}", apply, backup)
+
+
+def _fill_marker(source: Any, path: Path | None, what: str, settings: opt.Settings,
+                 language: str | None, *, apply: bool, json_out: bool) -> None:
+    from diffgemma.cli import fileio
+
+    offset = fileio.find_marker(source.text, settings.marker, what)
+    text = source.text[:offset] + source.text[offset + len(settings.marker):]
+    position = fileio.offset_position(text, offset)
+    result = fill_text(settings, text, offset, path, language, f"{what}:{position.line}:{position.col}")
+    new_text = text[:offset] + result.text + text[offset:]
+    backup = None
+    if apply:
+        backup = fileio.write_source(source, new_text, backup=settings.backup)
+    end = fileio.offset_position(new_text, offset + len(result.text))
+    if json_out:
+        _print_json(result, position, end, path=str(path) if path else None, applied=apply, backup=backup)
+    elif not apply:
+        fileio.write_stdout(source, new_text)
+    _report(settings, result, f"{what}:{position.line}:{position.col}", apply, backup)
+
+
+def _print_json(result: Result, start: Any, end: Any, *, path: str | None, applied: bool,
+                backup: Path | None) -> None:
+    payload = {
+        "text": result.text,
+        "range": {"start": start.as_json(), "end": end.as_json()},
+        "timings": result.timings,
+        "finish_reason": result.finish_reason,
+        "model": result.model,
+        "path": path,
+        "applied": applied,
+        "backup": str(backup) if backup else None,
+    }
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _report(settings: opt.Settings, result: Result, where: str, applied: bool, backup: Path |
+None) -> None:
+    from diffgemma.cli.live import stderr_is_terminal
+
+    if settings.quiet or not (applied or stderr_is_terminal()):
+        return
+    line = f"diffgemma: {where}: {len(result.text)} chars ({timings_line(result)})"
+    if applied:
+        line += " written" + (f", backup {backup}" if backup else "")
+    print(line, file=sys.stderr, flush=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("infill", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(infill)
+

@@ -1,0 +1,149 @@
+"""Terminal feedback: progress lines on stderr and a Rich live view of the refining canvas.
+
+The live view shows the drafts the daemon streams (one per denoising step) between the
+last lines before the cursor and the first lines after it. It draws on stderr, and only when
+stderr is a terminal, so stdout stays clean for pipes; it is transient: once the result is
+in, the view is erased and the result is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+# Lines of context shown around the hole in the live view.
+_BEFORE_LINES = 4
+_AFTER_LINES = 3
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(f"diffgemma: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"diffgemma: warning: {message}", file=sys.stderr, flush=True)
+
+
+def printable(text: str) -> str:
+    """Make model output safe to draw: control characters (other than newline/tab) become ␀-style."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in "\n\t" or (code >= 32 and code != 127 and not 0x80 <= code < 0xA0):
+            out.append(ch)
+        elif code < 32:
+            out.append(chr(0x2400 + code))  # the Unicode "control picture" for it
+        else:
+            out.append("\ufffd")
+    return "".join(out)
+
+
+class LiveCanvas:
+    """A transient Rich Live view; `update` is the `on_draft` callback for the client."""
+
+    def __init__(self, before: str, after: str, title: str) -> None:
+        self.before = "\n".join(before.split("\n")[-_BEFORE_LINES:])
+        self.after = "\n".join(after.split("\n")[:_AFTER_LINES])
+        self.title = title
+        self.step = 0
+        self.draft = ""
+        self.frames = 0
+        self._started = time.monotonic()
+        self._live: Any = None
+
+    def __enter__(self) -> LiveCanvas:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True, highlight=False)
+        self._live = Live(self._render(), console=console, auto_refresh=False, transient=True)
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(kind, value, tb)
+            self._live = None
+
+    def update(self, draft: dict[str, Any]) -> None:
+        self.step = int(draft.get("step", self.step + 1))
+        self.draft = str(draft.get("text", ""))
+        self.frames += 1
+        if self._live is not None:
+            self._live.update(self._render(), refresh=True)
+
+    def _render(self) -> Any:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        body = Text()
+        body.append(printable(self.before), style="dim")
+        if self.step:
+            body.append(printable(self.draft) or "∅", style="bold black on yellow")
+        else:
+            body.append("…", style="bold yellow")
+        body.append(printable(self.after), style="dim")
+        elapsed = (time.monotonic() - self._started) * 1000
+        status = f"step {self.step}" if self.step else "waiting for the model"
+        return Panel(
+            body,
+            title=f"[bold]diffgemma[/bold] · {self.title}",
+            subtitle=f"{status} · {elapsed:.0f} ms",
+            border_style="yellow",
+        )
+
+
+def live_view(enabled: bool, before: str, after: str, title: str) -> LiveCanvas | None:
+    """A LiveCanvas when it should be shown (a terminal on stderr and not --quiet), else None."""
+    return LiveCanvas(before, after, title) if enabled and stderr_is_terminal() else None
+
+
+def print_diff(diff: str, *, color: bool) -> None:
+    """Print a unified diff to stdout, colored (Rich) when asked."""
+    if not color:
+        sys.stdout.write(diff)
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---")):
+            style = "bold"
+        elif line.startswith("@@"):
+            style = "cyan"
+        elif line.startswith("+"):
+            style = "green"
+        elif line.startswith("-"):
+            style = "red"
+        else:
+            style = ""
+        console.print(Text(printable(line), style=style))

@@ -1,0 +1,355 @@
+"""`diffgemma watch`: fill markers in files as they are saved, from any editor, no plugin.
+
+Two kinds of marker, handled top to bottom in one pass per save:
+
+* the fill marker (`<FILL>` by default): replaced by an infill at that spot;
+* an instruction line, a comment of its own like `# diffgemma: use a dict here` (the comment
+  token of the file's language: `#`, `//`, `--`, `;`, `%`, `/* */`, `<!-- -->`): the line is
+  removed and the block below it is rewritten following the instruction. The block is the
+  syntactic node that starts on the next non-blank line (a function, a class, a loop...) when
+  it spans several lines; otherwise the paragraph there (lines up to a blank line or a dedent).
+
+All edits of one save are written together, atomically, and only if the file is still
+exactly as it was read: a newer save wins, and is processed in turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from diffgemma.cli import options as opt
+from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded, one_line
+
+if TYPE_CHECKING:
+    from diffgemma.cli.fileio import SourceFile
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+# Line-comment tokens by language; languages not listed accept any of them.
+_COMMENT_TOKENS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("python", "ruby", "bash", "fish", "perl", "r", "yaml", "toml", "make", "elixir",
+                     "julia", "nim", "powershell", "cmake", "dockerfile", "hcl", "terraform", "nix",
+                     "gdscript", "starlark"), ("#",)),
+    **dict.fromkeys(("c", "cpp", "cuda", "java", "javascript", "typescript", "tsx", "go", "rust",
+                     "csharp", "kotlin", "swift", "scala", "dart", "zig", "objc", "groovy", "v",
+                     "odin", "gleam", "glsl", "hlsl", "wgsl", "proto", "solidity", "css", "scss"),
+                    ("//", "/*")),
+    "php": ("//", "#", "/*"),
+    **dict.fromkeys(("lua", "sql", "haskell", "elm", "ada", "vhdl"), ("--",)),
+    **dict.fromkeys(("commonlisp", "clojure", "scheme", "racket", "elisp", "fennel"), (";",)),
+    **dict.fromkeys(("erlang", "latex", "matlab", "prolog"), ("%",)),
+    **dict.fromkeys(("html", "xml", "markdown", "vue", "svelte", "astro"), ("<!--",)),
+}
+_ALL_TOKENS = ("#", "//", "/*", "--", ";", "%", "<!--")
+_CLOSERS = {"/*": r"\*/", "<!--": r"-->"}
+
+HELP = """Watch files and fill markers in them whenever they are saved.
+
+When a saved file under PATH (default: the current directory) contains the marker ([cyan]<FILL>[/cyan],
+--marker to change), each marker is replaced in place by an infill. A comment line of its own
+such as [cyan]# diffgemma: handle the empty list[/cyan] (with the comment token of the file's language)
+rewrites the block below it following the instruction, and the comment line is removed. The
+block is the syntactic node that starts on the next non-blank line (function, class, loop...)
+when it spans several lines, and otherwise the paragraph there.
+
+Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup),
+and only when the file is still as it was read: a newer save is never overwritten; it is
+handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]);
+Ctrl-C stops watching. Directories such as .git, node_modules and .venv are skipped."""
+
+EPILOG = (
+    """[bold]Examples[/bold]
+
+  diffgemma watch                      watch the current directory
+  diffgemma watch src tests --marker '??'
+  diffgemma watch notes.py -m /models/my-checkpoint
+
+"""
+    + EXIT_CODES_HELP
+)
+
+
+def instruction_pattern(language: str | None) -> re.Pattern[str]:
+    """The instruction-line regex for a language: `<comment> diffgemma: <instruction> [closer]`."""
+    tokens = _COMMENT_TOKENS.get(language or "", _ALL_TOKENS)
+    alternatives = []
+    for token in tokens:
+        closer = _CLOSERS.get(token)
+        tail = rf"(?:\s*{closer})?" if closer else ""
+        alternatives.append(rf"{re.escape(token)}+\s*diffgemma:\s*(?P<i{len(alternatives)}>.*?){tail}")
+    return re.compile(rf"^[ \t]*(?:{'|'.join(alternatives)})[ \t]*$", re.MULTILINE)
+
+
+def _instruction(match: re.Match[str]) -> str:
+    return next(value for name, value in match.groupdict().items() if name.startswith("i") and value is not None)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def block_lines(text: str, first: int, language: str | None) -> int:
+    """The last line (0-based, inclusive) of the block that starts on line `first`."""
+    lines = text.split("\n")
+    node_last = _syntactic_block(text, lines, first, language)
+    if node_last is not None and node_last > first:
+        return node_last
+    base = _indent(lines[first])
+    last = first
+    blank_seen = False
+    for index in range(first + 1, len(lines)):
+        line = lines[index]
+        if not line.strip():
+            blank_seen = True
+            continue
+        depth = _indent(line)
+        if depth < base or (depth == base and blank_seen and not line.lstrip().startswith(("}", ")", "]"))):
+            break
+        last = index
+        blank_seen = False
+    return last
+
+
+def _syntactic_block(text: str, lines: list[str], first: int, language: str | None) -> int | None:
+    """Last line of the largest tree-sitter node that starts where line `first`'s code starts."""
+    if language is None:
+        return None
+    try:
+        from diffgemma.context.parsing import parse
+
+        doc = parse(text, language)
+    except Exception:  # no grammar, or a parser problem: the indentation rule still works
+        return None
+    if doc is None or not doc.parsable:
+        return None
+    offset = sum(len(line) + 1 for line in lines[:first]) + _indent(lines[first])
+    start_byte = doc.c2b(offset)
+    node = doc.root.descendant_for_byte_range(start_byte, start_byte)
+    best = None
+    while node is not None and node.parent is not None:
+        if node.start_byte == start_byte:
+            best = node
+        elif node.start_byte < start_byte:
+            break
+        node = node.parent
+    if best is None:
+        return None
+    return text.count("\n", 0, doc.b2c(best.end_byte))
+
+
+@dataclass
+class Fill:
+    line: int  # 1-based, in the file as written
+    kind: str  # "filled" | "rewrote"
+    chars: int
+    lines: int
+    ms: float
+
+
+class FileWatcher:
+    """Processes saved files: finds markers, asks the daemon, writes the file back once."""
+
+    def __init__(self, settings: opt.Settings, language: str | None) -> None:
+        self.settings = settings
+        self.language = language
+        self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
+
+    def handle(self, path: Path) -> list[Fill]:
+        from diffgemma.cli import fileio
+        from diffgemma.cli.infill_cmd import language_for
+
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                return []
+            source = fileio.read_source(path)
+        except (FileProblem, OSError):
+            return []  # deleted, binary, not UTF-8, a directory: nothing to fill there
+        if self.written.get(path) == source.snapshot.sha256:
+            return []
+        language = language_for(str(path), self.language, source.text)
+        pattern = instruction_pattern(language)
+        if self.settings.marker not in source.text and not pattern.search(source.text):
+            return []
+        fills, text = self._fill_all(source, path, language, pattern)
+        if not fills:
+            return []
+        fileio.write_source(source, text, backup=self.settings.backup)
+        self.written[path] = hashlib.sha256(source.encode(text)).hexdigest()
+        return fills
+
+    def _fill_all(self, source: SourceFile, path: Path, language: str | None,
+                  pattern: re.Pattern[str]) -> tuple[list[Fill], str]:
+        text = source.text
+        marker = self.settings.marker
+        budget = text.count(marker) + len(pattern.findall(text))  # model output never loops us
+        fills: list[Fill] = []
+        position = 0
+        while budget > 0:
+            budget -= 1
+            at = text.find(marker, position)
+            match = pattern.search(text, position)
+            if at < 0 and match is None:
+                break
+            if match is not None and (at < 0 or match.start() < at):
+                text, position, fill = self._rewrite(text, match, path, language)
+            else:
+                text, position, fill = self._fill(text, at, path, language)
+            if fill is not None:
+                fills.append(fill)
+        return fills, text
+
+    def _fill(self, text: str, at: int, path: Path, language: str | None) -> tuple[str, int, Fill]:
+        from diffgemma.cli.infill_cmd import fill_text
+
+        text = text[:at] + text[at + len(self.settings.marker):]
+        started = time.monotonic()
+        result = fill_text(self.settings, text, at, path, language, str(path), live=False)
+        ms = (time.monotonic() - started) * 1000
+        line = text.count("\n", 0, at) + 1
+        text = text[:at] + result.text + text[at:]
+        return text, at + len(result.text), Fill(line, "filled", len(result.text), 0, ms)
+
+    def _rewrite(self, text: str, match: re.Match[str], path: Path,
+                 language: str | None) -> tuple[str, int, Fill | None]:
+        from diffgemma.cli.edit_cmd import rewrite
+
+        instruction = _instruction(match)
+        line_start = match.start()
+        line_end = text.find("\n", match.end())
+        # Without the marker line: the block then starts at the marker line's offset.
+        text = text[:line_start] + (text[line_end + 1:] if line_end >= 0 else "")
+        lines = text.split("\n")
+        first = text.count("\n", 0, line_start)
+        while first < len(lines) and not lines[first].strip():
+            first += 1
+        if first >= len(lines):
+            print(f"diffgemma: {path}:{first}: nothing below the diffgemma: line to rewrite",
+                  file=sys.stderr, flush=True)
+            return text, line_start, None
+        last = block_lines(text, first, language)
+        start = sum(len(line) + 1 for line in lines[:first])
+        end = sum(len(line) + 1 for line in lines[:last]) + len(lines[last])
+        started = time.monotonic()
+        result, text = rewrite(self.settings, text, start, end, path, language, instruction or None, None,
+                               title=f"{path}:{first + 1}", live=False)
+        ms = (time.monotonic() - started) * 1000
+        return text, start + len(result.text), Fill(first + 1, "rewrote", len(result.text),
+                                                    result.text.count("\n") + 1, ms)
+
+
+def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
+    from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK
+    from watchfiles import Change, DefaultFilter
+
+    default = DefaultFilter()
+
+    def keep(change: Change, raw: str) -> bool:
+        if change == Change.deleted or not default(change, raw):
+            return False
+        name = Path(raw).name
+        if name.endswith(BACKUP_SUFFIX) or TEMP_MARK in name:
+            return False
+        return not files or Path(raw).resolve() in files or any(
+            Path(raw).resolve().is_relative_to(root) for root in roots
+        )
+
+    return keep
+
+
+@guarded
+def watch(
+    paths: Annotated[list[Path] | None, typer.Argument(metavar="[PATH]...", help="Files or directories.",
+                                                      show_default=False)] = None,
+    marker: opt.MarkerOpt = None,
+    language: opt.LanguageOpt = None,
+    model: opt.ModelOpt = None,
+    socket: opt.SocketOpt = None,
+    max_tokens: opt.MaxTokensOpt = None,
+    steps: opt.StepsOpt = None,
+    seed: opt.SeedOpt = None,
+    context_chars: opt.ContextCharsOpt = None,
+    no_backup: opt.NoBackupOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    import watchfiles
+    from diffgemma.cli.infill_cmd import connect, language_for
+
+    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
+                           seed=seed, marker=marker, context_chars=context_chars,
+                           backup=False if no_backup else None)
+    if language:
+        language_for(None, language, "")  # an unknown --language is an error now, not on every save
+    targets = [Path(p) for p in (paths or [Path(".")])]
+    roots: list[Path] = []
+    files: set[Path] = set()
+    for target in targets:
+        if not target.exists():
+            raise FileProblem(f"no such file or directory: {target}")
+        if target.is_dir():
+            roots.append(target.resolve())
+        else:
+            files.add(target.resolve())
+    watched = sorted({*roots, *(f.parent for f in files)})
+    connect(settings).close()  # start the daemon and load the model before the first save
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    watcher = FileWatcher(settings, language)
+    ready = False
+    try:
+        for changes in watchfiles.watch(*watched, watch_filter=_watch_filter(roots, files), debounce=400,
+                                        rust_timeout=300, yield_on_timeout=True):
+            if not ready:
+                ready = True
+                if not quiet:
+                    shown = " ".join(str(t) for t in targets)
+                    print(f"diffgemma: watching {shown} for {settings.marker} (Ctrl-C to stop)",
+                          file=sys.stderr, flush=True)
+            for path in sorted({Path(raw) for _change, raw in changes}):
+                _handle(watcher, path)
+    except KeyboardInterrupt:
+        pass
+    if not quiet:
+        print("diffgemma: stopped watching", file=sys.stderr, flush=True)
+
+
+def _handle(watcher: FileWatcher, path: Path) -> None:
+    """Process one saved file; errors are reported and watching goes on."""
+    try:
+        fills = watcher.handle(path)
+    except CliError as exc:
+        from diffgemma.cli.errors import FileChanged
+
+        if isinstance(exc, FileChanged):
+            print(f"diffgemma: {path}: saved again while filling; nothing written (the new save is next)",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"diffgemma: error: {path}: {one_line(exc)}", file=sys.stderr, flush=True)
+        return
+    except Exception as exc:
+        from diffgemma.cli.errors import classify
+
+        error = classify(exc)
+        message = one_line(error) if error else f"{type(exc).__name__}: {one_line(exc)}"
+        print(f"diffgemma: error: {path}: {message}", file=sys.stderr, flush=True)
+        return
+    for fill in fills:
+        if fill.kind == "filled":
+            print(f"{path}:{fill.line} filled {fill.chars} chars in {fill.ms:.0f} ms", flush=True)
+        else:
+            print(f"{path}:{fill.line} rewrote {fill.lines} lines ({fill.chars} chars) in {fill.ms:.0f} ms",
+                  flush=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG))(watch)
