@@ -17,7 +17,7 @@ import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, AnyStr
 
 from diffgemma.context.languages import get_parser, normalize_language
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tree_sitter import Node, Tree
 
 CACHE_SIZE = 16
-_CHUNK = 4096
+_CHUNK = 1 << 16
 # A buffer counts as unparsable (line windows instead) when more than this share of its bytes
 # sits inside ERROR nodes, or when it has more ERROR/MISSING nodes than this per line.
 MAX_ERROR_FRACTION = 0.3
@@ -111,26 +111,41 @@ def _judge_errors(doc: ParsedDoc) -> bool:
     return error_bytes <= MAX_ERROR_FRACTION * size and errors <= max_errors
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
+def common_prefix(a: AnyStr, b: AnyStr) -> int:
+    """Length of the common head of two strings (or byte strings), by slice comparisons."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
-        i += _CHUNK
-    hi = min(i + _CHUNK, n)
-    while i < hi and a[i] == b[i]:
-        i += 1
-    return i
+    lo = 0
+    while lo < n and a[lo : lo + _CHUNK] == b[lo : lo + _CHUNK]:
+        lo += _CHUNK
+    lo = min(lo, n)
+    hi = min(lo + _CHUNK, n)
+    while hi - lo > 64:  # the first difference lies in [lo, hi): halve it
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    while lo < hi and a[lo] == b[lo]:
+        lo += 1
+    return lo
 
 
-def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
-    """Length of the common tail of a and b, at most ``limit``."""
+def common_suffix(a: AnyStr, b: AnyStr, limit: int) -> int:
+    """Length of the common tail of two strings, at most ``limit``."""
     la, lb = len(a), len(b)
-    k = 0
-    while k + _CHUNK <= limit and a[la - k - _CHUNK : la - k] == b[lb - k - _CHUNK : lb - k]:
-        k += _CHUNK
-    while k < limit and a[la - k - 1] == b[lb - k - 1]:
-        k += 1
-    return k
+    lo = 0
+    while lo + _CHUNK <= limit and a[la - lo - _CHUNK : la - lo] == b[lb - lo - _CHUNK : lb - lo]:
+        lo += _CHUNK
+    hi = min(lo + _CHUNK, limit)
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+            lo = mid
+        else:
+            hi = mid
+    while lo < hi and a[la - lo - 1] == b[lb - lo - 1]:
+        lo += 1
+    return lo
 
 
 def _point(data: bytes, offset: int) -> tuple[int, int]:
@@ -215,8 +230,8 @@ def parse(text: str, language: str | None, *, document: str | None = None) -> Pa
 
 def _reparse(parser: object, base: ParsedDoc, data: bytes) -> Tree | None:
     old = base.data
-    start = _common_prefix(old, data)
-    tail = _common_suffix(old, data, min(len(old), len(data)) - start)
+    start = common_prefix(old, data)
+    tail = common_suffix(old, data, min(len(old), len(data)) - start)
     changed = max(len(old), len(data)) - start - tail
     if changed > len(data) // 2 + 1:
         return None  # mostly different text: a fresh parse is as fast and simpler
