@@ -1,0 +1,142 @@
+// diffgemma for VS Code: starts `diffgemma lsp`, which provides ghost text (inline
+// completions) and the "Rewrite selection" command; a status-bar item shows the daemon's
+// state and the last answer's latency.
+
+import * as vscode from "vscode";
+import {
+  DidChangeConfigurationNotification,
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  TransportKind,
+} from "vscode-languageclient/node";
+
+import { rewriteArguments } from "./rewrite";
+import { needsRestart, serverCommand, serverSettings } from "./settings";
+import { formatStatus, StatusParams } from "./status";
+
+const SECTION = "diffgemma";
+const SERVER_COMMAND = "diffgemma.rewriteSelection";
+
+let client: LanguageClient | undefined;
+let statusItem: vscode.StatusBarItem;
+let output: vscode.LogOutputChannel;
+
+function config(): (key: string) => unknown {
+  const cfg = vscode.workspace.getConfiguration(SECTION);
+  return (key) => cfg.get(key);
+}
+
+function showStatus(params: StatusParams): void {
+  const view = formatStatus(params);
+  statusItem.text = view.text;
+  statusItem.tooltip = view.tooltip;
+  statusItem.backgroundColor =
+    view.severity === "error"
+      ? new vscode.ThemeColor("statusBarItem.errorBackground")
+      : view.severity === "warning"
+        ? new vscode.ThemeColor("statusBarItem.warningBackground")
+        : undefined;
+  statusItem.show();
+}
+
+async function startClient(): Promise<void> {
+  const get = config();
+  const { command, args } = serverCommand(get);
+  const serverOptions: ServerOptions = {
+    run: { command, args, transport: TransportKind.stdio },
+    debug: { command, args: [...args, "--verbose"], transport: TransportKind.stdio },
+  };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+    initializationOptions: serverSettings(get),
+    outputChannel: output,
+  };
+  client = new LanguageClient("diffgemma", "diffgemma", serverOptions, clientOptions);
+  client.onNotification("diffgemma/status", (params: StatusParams) => showStatus(params));
+  showStatus({ state: "starting", message: `${command} ${args.join(" ")}` });
+  try {
+    await client.start();
+  } catch (err) {
+    showStatus({ state: "error", message: String(err) });
+    void vscode.window.showErrorMessage(
+      `diffgemma: could not start \`${command} lsp\` (${err}). Set diffgemma.serverPath to the diffgemma executable.`,
+    );
+  }
+}
+
+async function stopClient(): Promise<void> {
+  const running = client;
+  client = undefined;
+  if (running) {
+    await running.stop();
+  }
+  showStatus({ state: "stopped" });
+}
+
+async function rewriteSelection(): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  if (!editor || editor.selection.isEmpty) {
+    void vscode.window.showInformationMessage("diffgemma: select the code to rewrite first");
+    return;
+  }
+  if (!client) {
+    void vscode.window.showWarningMessage("diffgemma: the language server is not running");
+    return;
+  }
+  const instruction = await vscode.window.showInputBox({
+    title: "Rewrite selection",
+    prompt: "What should change? (optional: leave empty to let the model tidy it)",
+  });
+  if (instruction === undefined) {
+    return; // cancelled
+  }
+  const selection = editor.selection;
+  const range = client.code2ProtocolConverter.asRange(selection);
+  const uri = client.code2ProtocolConverter.asUri(editor.document.uri);
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: "diffgemma: rewriting…", cancellable: true },
+    async (_progress, token) => {
+      await client?.sendRequest(
+        ExecuteCommandRequest.type,
+        { command: SERVER_COMMAND, arguments: rewriteArguments(uri, range, instruction) },
+        token,
+      );
+    },
+  );
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  output = vscode.window.createOutputChannel("diffgemma", { log: true });
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  statusItem.command = "diffgemma.showOutput";
+  context.subscriptions.push(
+    output,
+    statusItem,
+    vscode.commands.registerCommand("diffgemma.rewrite", rewriteSelection),
+    vscode.commands.registerCommand("diffgemma.restart", async () => {
+      await stopClient();
+      await startClient();
+    }),
+    vscode.commands.registerCommand("diffgemma.showOutput", () => output.show()),
+    vscode.workspace.onDidChangeConfiguration(async (event) => {
+      if (!event.affectsConfiguration(SECTION)) {
+        return;
+      }
+      if (needsRestart((s) => event.affectsConfiguration(s))) {
+        await stopClient();
+        await startClient();
+      } else if (client) {
+        await client.sendNotification(DidChangeConfigurationNotification.type, {
+          settings: serverSettings(config()),
+        });
+      }
+    }),
+  );
+  await startClient();
+}
+
+export async function deactivate(): Promise<void> {
+  await stopClient();
+}
