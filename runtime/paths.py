@@ -71,24 +71,34 @@ def token_path() -> Path:
     return state_dir() / "token"
 
 
-def pid_path(socket: Path | None = None) -> Path:
-    """The pid file of the daemon serving ``socket`` (one per socket, so test daemons never clash)."""
-    return state_dir() / f"{_stem(socket)}.pid"
+def tcp_address(host: str, port: int) -> str:
+    """The key that names a TCP daemon where a socket path names a Unix one."""
+    return f"tcp:{host}:{port}"
 
 
-def log_path(socket: Path | None = None) -> Path:
-    return state_dir() / f"{_stem(socket)}.log"
+def pid_path(address: Path | str | None = None) -> Path:
+    """The pid file of the daemon at ``address`` (a socket path or ``tcp_address``); one per address."""
+    return state_dir() / f"{_stem(address)}.pid"
 
 
-def lock_path(socket: Path) -> Path:
-    """The exclusive lock that keeps two daemons off one socket (lives beside the socket)."""
-    return socket.with_name(socket.name + ".lock")
+def log_path(address: Path | str | None = None) -> Path:
+    return state_dir() / f"{_stem(address)}.log"
 
 
-def _stem(socket: Path | None) -> str:
-    if socket is None or Path(socket) == default_socket_path():
-        return "daemon"
+def lock_path(address: Path | str) -> Path:
+    """The exclusive lock that keeps two daemons off one address (beside the socket, or in state_dir)."""
+    if isinstance(address, str) and address.startswith("tcp:"):
+        return state_dir() / f"{_stem(address)}.lock"
+    path = Path(address)
+    return path.with_name(path.name + ".lock")
+
+
+def _stem(address: Path | str | None) -> str:
     import hashlib
 
-    digest = hashlib.sha1(str(Path(socket).expanduser().resolve()).encode()).hexdigest()[:10]
+    if isinstance(address, str) and address.startswith("tcp:"):
+        return "daemon-" + address.replace(":", "-").replace("/", "-")
+    if address is None or Path(address) == default_socket_path():
+        return "daemon"
+    digest = hashlib.sha1(str(Path(address).expanduser().resolve()).encode()).hexdigest()[:10]
     return f"daemon-{digest}"

@@ -1,0 +1,223 @@
+"""`diffgemma serve`, `diffgemma daemon start|stop|status` and `diffgemma status`.
+
+Thin wrappers over diffgemma.runtime.daemon; every import that costs anything happens inside the
+command functions so `diffgemma --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
+from diffgemma.cli.options import reflow
+
+SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
+
+By default it listens on a Unix socket in your runtime directory (mode 0600 inside a 0700
+directory), so only you can reach it. With --port it listens on TCP instead (loopback unless
+--host says otherwise) and every request but /health must carry the bearer token stored in the
+state directory (`Authorization: Bearer <token>`).
+
+Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks
+llama.cpp's POST /infill (llama.vim, llama.vscode) and OpenAI's POST /v1/completions with a
+suffix (Continue, Tabby), so those editor plugins work unchanged.
+
+An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it
+with Ctrl-C or SIGTERM."""
+
+SERVE_EPILOG = """[bold]Examples[/bold]
+
+  diffgemma serve --model google/diffusiongemma-26B-A4B-it
+  diffgemma serve --model ./checkpoint --socket /tmp/dg.sock
+  diffgemma serve --port 8012                    TCP on 127.0.0.1:8012, token required
+  diffgemma serve --keep-alive 0                 unload the model after every request
+  curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
+
+[bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to
+http://127.0.0.1:8012/infill and api_key to the token file's contents."""
+
+DAEMON_HELP = """Run the daemon in the background and manage it.
+
+[cyan]start[/cyan] launches `diffgemma serve` detached from the terminal (log and pid file in the
+state directory) and waits until it answers; [cyan]stop[/cyan] sends it SIGTERM and waits for a
+clean exit; [cyan]status[/cyan] prints what it reports. The front ends (`diffgemma infill`, the
+language server) start it themselves when none answers."""
+
+DAEMON_EPILOG = """[bold]Examples[/bold]
+
+  diffgemma daemon start --model ./checkpoint
+  diffgemma daemon start --port 8012             a TCP daemon (token required)
+  diffgemma daemon status --json
+  diffgemma daemon stop"""
+
+STATUS_HELP = """Show the daemon, the model it holds, the device and the memory in use."""
+
+STATUS_EPILOG = """[bold]Examples[/bold]
+
+  diffgemma status
+  diffgemma status --json | jq .memory_bytes
+  diffgemma status --socket /tmp/dg.sock
+
+Exits with status 5 when no daemon answers."""
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", envvar="DIFFGEMMA_MODEL", show_envvar=True, show_default=False,
+    help="Default model: a checkpoint directory or a Hugging Face id in the local cache.")]
+SocketOpt = Annotated[Path | None, typer.Option(
+    "--socket", envvar="DIFFGEMMA_SOCKET", show_envvar=True, show_default=False,
+    help="Unix socket path (default: daemon.sock in the user runtime directory).")]
+HostOpt = Annotated[str | None, typer.Option(
+    "--host", show_default=False, help="With --port: the address to listen on (default 127.0.0.1).")]
+PortOpt = Annotated[int | None, typer.Option(
+    "--port", min=0, max=65535, show_default=False, help="Listen on TCP instead of the Unix socket.")]
+KeepAliveOpt = Annotated[float, typer.Option(
+    "--keep-alive", envvar="DIFFGEMMA_KEEP_ALIVE", show_envvar=True,
+    help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
+MaxBodyOpt = Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")]
+QueueOpt = Annotated[int, typer.Option("--queue", min=1, help="Most requests waiting at once (503 beyond).")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", envvar="DIFFGEMMA_DEVICE", show_default=False, help="cpu, cuda, cuda:1, ... (default: auto).")]
+DtypeOpt = Annotated[str | None, typer.Option(
+    "--dtype", show_default=False, help="float32, bfloat16 or float16 (default: auto for the device).")]
+NoPreloadOpt = Annotated[bool, typer.Option(
+    "--no-preload", help="Load the model on the first request instead of at start.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the daemon's status as one JSON object.")]
+
+
+def _config(model: str | None = None, socket: Path | None = None, host: str | None = None,
+            port: int | None = None, **kwargs: Any) -> Any:
+    from diffgemma.runtime.daemon import DaemonConfig
+
+    if socket is not None and port is not None:
+        raise UsageProblem("use either --socket or --port, not both")
+    if host is not None and port is None:
+        raise UsageProblem("--host needs --port")
+    return DaemonConfig(model=model, socket=socket, host=host, port=port, **kwargs)
+
+
+def _human_bytes(n: int | None) -> str:
+    if not n:
+        return "0 B"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    where = status.get("socket") or status.get("url") or "?"
+    model = status.get("model") or status.get("loading_model") or status.get("default_model") or "none"
+    state = status.get("state", "?")
+    if state == "loading" and status.get("load_progress"):
+        state = f"loading ({status['load_progress']})"
+    if state == "error" and status.get("last_error"):
+        state = f"error: {status['last_error']}"
+    latency = status.get("mean_latency_ms")
+    unload = status.get("unload_in_s")
+    keep = status.get("keep_alive")
+    rows = [
+        ("daemon", f"running, pid {status.get('pid')}, on {where}, up {status.get('uptime_s', 0):.0f} s"),
+        ("model", f"{model} ({state})"),
+        ("device", f"{status.get('device') or '-'} {status.get('dtype') or ''}".strip()),
+        ("memory", _human_bytes(status.get("memory_bytes"))),
+        ("queue", f"{status.get('queue_length', 0)} waiting of {status.get('queue_limit', '?')}"
+                  + (f", running {status['running']}" if status.get("running") else "")),
+        ("requests", f"{status.get('requests_served', 0)} served, {status.get('cancelled', 0)} cancelled, "
+                     f"{status.get('errors', 0)} failed, {status.get('rejected', 0)} rejected"),
+        ("cache hits", str(status.get("cache_hits", 0))),
+        ("mean latency", f"{latency:.0f} ms" if isinstance(latency, int | float) else "-"),
+        ("keep alive", (f"{keep:g} s" if isinstance(keep, int | float) else "-")
+                       + (f", unloads in {unload:.0f} s" if isinstance(unload, int | float) else "")),
+    ]
+    return rows
+
+
+def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status if status is not None else {"running": False, "address": address}, indent=2))
+    elif status is None:
+        print(f"daemon: not running (nothing answers on {address})")
+    elif sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold cyan")
+        table.add_column()
+        for key, value in _status_rows(status):
+            table.add_row(key, value)
+        Console().print(table)
+    else:
+        for key, value in _status_rows(status):
+            print(f"{key}: {value}")
+    if status is None:
+        raise typer.Exit(DaemonDown.code)
+
+
+@guarded
+def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
+          keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
+          device: DeviceOpt = None, dtype: DtypeOpt = None, no_preload: NoPreloadOpt = False) -> None:
+    from diffgemma.runtime.daemon import DaemonStartError
+    from diffgemma.runtime.daemon import serve as run
+
+    config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
+                     device=device, dtype=dtype, preload=not no_preload)
+    try:
+        code = run(config)
+    except DaemonStartError as exc:
+        raise DaemonDown(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@guarded
+def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
+          keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
+          device: DeviceOpt = None, dtype: DtypeOpt = None, no_preload: NoPreloadOpt = False) -> None:
+    from diffgemma.runtime.daemon import DaemonStartError, start_background
+
+    config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
+                     device=device, dtype=dtype, preload=not no_preload)
+    try:
+        pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except DaemonStartError as exc:
+        raise DaemonDown(str(exc)) from None
+    print(f"daemon running (pid {pid}) on {config.describe()}")
+
+
+@guarded
+def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
+    from diffgemma.runtime.daemon import DaemonStartError, stop_daemon
+
+    config = _config(None, socket, host, port)
+    try:
+        pid = stop_daemon(config)
+    except DaemonStartError as exc:
+        raise DaemonDown(str(exc)) from None
+    print(f"daemon (pid {pid}) stopped" if pid else f"no daemon was running on {config.describe()}")
+
+
+@guarded
+def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
+    from diffgemma.runtime.daemon import daemon_status
+
+    config = _config(None, socket, host, port)
+    print_status(daemon_status(config), config.describe(), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=reflow(SERVE_HELP), epilog=reflow(SERVE_EPILOG))(serve)
+    daemon = typer.Typer(name="daemon", help=reflow(DAEMON_HELP), epilog=reflow(DAEMON_EPILOG),
+                         no_args_is_help=True, rich_markup_mode="rich")
+    daemon.command("start", help="Start the daemon in the background and wait until it answers.",
+                   epilog=reflow(DAEMON_EPILOG))(start)
+    daemon.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
+    daemon.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)
+    app.add_typer(daemon)
+    app.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)

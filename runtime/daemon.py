@@ -1,0 +1,519 @@
+"""Run and manage the diffgemma daemon: foreground serve, background start/stop/status.
+
+    python -m diffgemma.runtime.daemon serve --model PATH [--socket PATH | --host H --port N]
+    python -m diffgemma.runtime.daemon start|stop|status [--socket PATH]
+
+The daemon binds its Unix socket itself (0600, inside a 0700 directory), holds an exclusive lock
+beside it so two daemons never serve one socket, replaces a stale socket left by a crashed daemon,
+writes a pid file and (in the background) a log file under the state directory, and shuts down
+cleanly on SIGTERM. TCP is opt-in and needs the bearer token stored (0600) in the state directory.
+
+This module is imported by the clients (``ensure_daemon``) so it stays light: uvicorn, the server
+and the scheduler are imported inside ``serve`` only, and torch only in the engine worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import signal
+import socket as socketlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from diffgemma.runtime import paths
+
+DEFAULT_KEEP_ALIVE_S = 600.0
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_MAX_BODY = 4 * 1024 * 1024  # same as server.DEFAULT_MAX_BODY (not imported: keeps this light)
+AF_UNIX_PATH_MAX = 107
+
+log = logging.getLogger("diffgemma.daemon")
+
+
+class DaemonStartError(RuntimeError):
+    """The daemon cannot start (address in use, another daemon, bad option); one line."""
+
+
+def resolve_default_model(requested: str | None) -> str | None:
+    """The model the daemon serves when a request names none.
+
+    Today: ``--model``, else $DIFFGEMMA_MODEL, else none (requests must then name a model).
+    This is the one place to change the default (e.g. to an embedded checkpoint).
+    """
+    return requested or os.environ.get("DIFFGEMMA_MODEL") or None
+
+
+@dataclass
+class DaemonConfig:
+    model: str | None = None
+    socket: Path | None = None  # None with host/port unset: the default socket
+    host: str | None = None
+    port: int | None = None
+    keep_alive: float = DEFAULT_KEEP_ALIVE_S
+    max_body: int = DEFAULT_MAX_BODY
+    max_queue: int = DEFAULT_MAX_QUEUE
+    device: str | None = None
+    dtype: str | None = None
+    preload: bool = True  # load the default model at start instead of on the first request
+
+    @property
+    def tcp(self) -> bool:
+        return self.port is not None
+
+    def socket_path(self) -> Path:
+        return Path(self.socket).expanduser() if self.socket else paths.default_socket_path()
+
+    @property
+    def address(self) -> Path | str:
+        if self.tcp:
+            return paths.tcp_address(self.host or "127.0.0.1", int(self.port or 0))
+        return self.socket_path()
+
+    def describe(self) -> str:
+        return f"http://{self.host or '127.0.0.1'}:{self.port}" if self.tcp else str(self.socket_path())
+
+    def argv(self) -> list[str]:
+        """The `serve` arguments that reproduce this configuration (for background starts)."""
+        args = ["--keep-alive", repr(self.keep_alive), "--max-body", str(self.max_body),
+                "--queue", str(self.max_queue)]
+        if self.tcp:
+            args += ["--host", self.host or "127.0.0.1", "--port", str(self.port)]
+        else:
+            args += ["--socket", str(self.socket_path())]
+        for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype)):
+            if value:
+                args += [flag, value]
+        if not self.preload:
+            args.append("--no-preload")
+        return args
+
+
+# --- token ----------------------------------------------------------------------------------------
+
+
+def load_or_create_token() -> str:
+    """The bearer token for TCP: $DIFFGEMMA_TOKEN, else the 0600 token file (created on first use)."""
+    env = os.environ.get("DIFFGEMMA_TOKEN")
+    if env:
+        return env
+    path = paths.token_path()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if (path.stat().st_mode & 0o077) != 0:
+            os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if token:
+            return token
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+# --- sockets, locks, stale files ------------------------------------------------------------------
+
+
+def socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the Unix socket ``path`` (a live daemon)."""
+    probe = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class AddressLock:
+    """An exclusive flock held for the daemon's lifetime; the file also names the holder's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+
+    def acquire(self, what: str) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            holder = _read_pid(self.path)
+            who = f" (pid {holder})" if holder else ""
+            raise DaemonStartError(f"another diffgemma daemon{who} is already serving {what}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._handle.close()
+            self._handle = None
+
+
+def bind_unix_socket(path: Path, lock: AddressLock) -> socketlib.socket:
+    """Bind ``path`` with mode 0600 in a 0700 directory; refuse a live daemon, replace a stale socket."""
+    if len(os.fsencode(path)) > AF_UNIX_PATH_MAX:
+        raise DaemonStartError(f"socket path {path} is {len(os.fsencode(path))} bytes; Unix sockets allow "
+                               f"at most {AF_UNIX_PATH_MAX}: choose a shorter --socket")
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+        os.chmod(parent, 0o700)
+    elif parent.stat().st_mode & 0o077:
+        log.warning("the socket's directory %s is open to other users; the socket itself is 0600", parent)
+    if path.exists() and socket_answers(path):
+        raise DaemonStartError(f"a diffgemma daemon is already answering on {path}; "
+                               f"stop it with `diffgemma daemon stop` first")
+    lock.acquire(str(path))
+    if path.exists() or path.is_symlink():
+        # Nothing answers and we hold the lock: a crashed daemon's leftover.
+        log.warning("replacing stale socket %s", path)
+        path.unlink()
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no window in which the socket exists with looser permissions
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonStartError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def bind_tcp_socket(host: str, port: int, lock: AddressLock) -> socketlib.socket:
+    lock.acquire(f"{host}:{port}")
+    family = socketlib.AF_INET6 if ":" in host else socketlib.AF_INET
+    sock = socketlib.socket(family, socketlib.SOCK_STREAM)
+    sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DaemonStartError(f"{host}:{port} is already in use; choose another --port") from None
+        raise DaemonStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    return sock
+
+
+# --- foreground serve -------------------------------------------------------------------------------
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("diffgemma")
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def serve(config: DaemonConfig) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status."""
+    _setup_logging()
+    import uvicorn
+    from diffgemma.runtime.scheduler import Scheduler
+    from diffgemma.runtime.server import ServerInfo, create_app
+
+    if config.max_queue < 1:
+        raise DaemonStartError("--queue must be at least 1")
+    if config.max_body < 1024:
+        raise DaemonStartError("--max-body must be at least 1024 bytes")
+    host = config.host or "127.0.0.1"
+    lock = AddressLock(paths.lock_path(config.address))
+    token = None
+    if config.tcp:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("listening on %s: reachable from other machines (the bearer token still applies)", host)
+        token = load_or_create_token()
+        sock = bind_tcp_socket(host, int(config.port or 0), lock)
+        info = ServerInfo(url=config.describe(), max_body=config.max_body, token=token)
+    else:
+        sock_path = config.socket_path()
+        sock = bind_unix_socket(sock_path, lock)
+        info = ServerInfo(socket=str(sock_path), max_body=config.max_body)
+
+    pid_file = paths.pid_path(config.address)
+    default_model = resolve_default_model(config.model)
+    scheduler = Scheduler(default_model, device=config.device, dtype=config.dtype,
+                          keep_alive=config.keep_alive, max_queue=config.max_queue)
+    scheduler.start()
+    if config.preload and default_model:
+        scheduler.preload()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Stop the engine at its next step, so shutdown does not wait for a long generation.
+            scheduler.cancel_all()
+            super().handle_exit(sig, frame)
+
+    uv_config = uvicorn.Config(create_app(scheduler, info), log_level="warning", access_log=False,
+                               lifespan="off", timeout_graceful_shutdown=5, server_header=False)
+    server = Server(uv_config)
+    try:
+        pid_file.write_text(f"{os.getpid()}\n")
+        log.info("diffgemma daemon (pid %d) listening on %s; model: %s", os.getpid(), config.describe(),
+                 default_model or "none (requests must name one)")
+        if token:
+            log.info("TCP clients must send `Authorization: Bearer <token>`; the token is in %s",
+                     paths.token_path())
+        server.run(sockets=[sock])
+    finally:
+        scheduler.stop()
+        if not config.tcp:
+            with contextlib.suppress(OSError):
+                config.socket_path().unlink()
+        with contextlib.suppress(OSError):
+            if _read_pid(pid_file) == os.getpid():
+                pid_file.unlink()
+        sock.close()
+        lock.release()
+        log.info("daemon stopped")
+    return 0
+
+
+# --- background start / stop / status --------------------------------------------------------------
+
+
+def spawn_background(config: DaemonConfig | None = None, *, socket: Path | None = None,
+                     model: str | None = None) -> subprocess.Popen[bytes]:
+    """Start `serve` detached from this terminal, logging to the state directory."""
+    if config is None:
+        config = DaemonConfig(model=model, socket=socket)
+    log_file = paths.log_path(config.address)
+    try:
+        out = open(log_file, "ab")  # noqa: SIM115 - handed to the child
+    except OSError as exc:
+        raise DaemonStartError(f"cannot write the daemon log {log_file}: {exc.strerror}") from None
+    with out:
+        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting daemon\n".encode())
+        out.flush()
+        command = [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", *config.argv()]
+        try:
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise DaemonStartError(f"cannot start the daemon: {exc.strerror}") from None
+
+
+def last_log_error(log_file: Path) -> str | None:
+    """The last ``error:`` line of a daemon log (what a failed start said), if any."""
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return None
+
+
+def _client_for(config: DaemonConfig, timeout: float = 10.0) -> Any:
+    from diffgemma.runtime.client import Client
+
+    if config.tcp:
+        return Client(base_url=config.describe(), timeout=timeout)
+    return Client(socket=config.socket_path(), timeout=timeout)
+
+
+def start_background(config: DaemonConfig, on_progress: Callable[[str], None] | None = None,
+                     timeout: float = 300.0) -> int:
+    """Start a background daemon (unless one answers) and wait until it is healthy; returns its pid."""
+    say = on_progress or (lambda _line: None)
+    with _client_for(config) as client:
+        if client.health():
+            return int(client.status().get("pid") or 0)
+        say(f"starting daemon on {config.describe()}…")
+        process = spawn_background(config)
+        deadline = time.monotonic() + timeout
+        while not client.health():
+            code = process.poll()
+            if code is not None:
+                reason = last_log_error(paths.log_path(config.address)) or f"it exited with status {code}"
+                raise DaemonStartError(f"the daemon did not start: {reason}")
+            if time.monotonic() > deadline:
+                raise DaemonStartError(f"the daemon did not answer within {timeout:g} s; "
+                                       f"see {paths.log_path(config.address)}")
+            time.sleep(0.05)
+        last = ""
+        while True:  # report a model load in progress, as `ensure_daemon` does
+            status = client.status()
+            if status.get("state") != "loading" or time.monotonic() > deadline:
+                break
+            line = f"loading model {status.get('loading_model')}…"
+            if line != last:
+                say(line)
+                last = line
+            time.sleep(0.1)
+        return process.pid
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_daemon_process(pid: int) -> bool:
+    """Guard against a recycled pid: the process must be a diffgemma daemon (Linux /proc check)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return b"diffgemma" in cmdline
+
+
+def find_pid(config: DaemonConfig) -> int | None:
+    """The running daemon's pid: asked over the socket, else read from the pid file."""
+    with _client_for(config, timeout=5.0) as client:
+        if client.health():
+            with contextlib.suppress(Exception):
+                pid = int(client.status().get("pid") or 0)
+                if pid:
+                    return pid
+    pid = _read_pid(paths.pid_path(config.address))
+    if pid and _alive(pid) and _is_daemon_process(pid):
+        return pid
+    return None
+
+
+def stop_daemon(config: DaemonConfig, timeout: float = 15.0) -> int | None:
+    """SIGTERM the daemon and wait for it to exit; returns its pid, or None when none was running."""
+    pid = find_pid(config)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise DaemonStartError(f"the daemon (pid {pid}) did not exit within {timeout:g} s of SIGTERM")
+        time.sleep(0.05)
+    return pid
+
+
+def daemon_status(config: DaemonConfig) -> dict[str, Any] | None:
+    """The daemon's /v1/status, or None when no daemon answers."""
+    from diffgemma.runtime.client import DaemonError
+
+    with _client_for(config) as client:
+        try:
+            return client.status()
+        except DaemonError:
+            return None
+
+
+# --- python -m diffgemma.runtime.daemon -------------------------------------------------------------
+
+
+def _add_address_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, help="Unix socket path (default: the user runtime dir)")
+    parser.add_argument("--host", help="serve TCP on this host instead (default 127.0.0.1 with --port)")
+    parser.add_argument("--port", type=int, help="serve TCP on this port (needs the bearer token)")
+
+
+def _config_from_args(args: argparse.Namespace) -> DaemonConfig:
+    if args.socket and (args.host or args.port is not None):
+        raise DaemonStartError("use either --socket or --host/--port, not both")
+    if args.host and args.port is None:
+        raise DaemonStartError("--host needs --port")
+    return DaemonConfig(
+        model=getattr(args, "model", None), socket=args.socket, host=args.host, port=args.port,
+        keep_alive=getattr(args, "keep_alive", DEFAULT_KEEP_ALIVE_S),
+        max_body=getattr(args, "max_body", DEFAULT_MAX_BODY), max_queue=getattr(args, "queue", DEFAULT_MAX_QUEUE),
+        device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+        preload=not getattr(args, "no_preload", False),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.daemon",
+                                     description="Run or manage the diffgemma daemon.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run in the foreground")
+    start_p = sub.add_parser("start", help="run in the background")
+    for p in (serve_p, start_p):
+        p.add_argument("--model", help="default model (path or Hugging Face id)")
+        _add_address_args(p)
+        p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE_S,
+                       help="seconds an idle model stays loaded (0: unload after each request, <0: forever)")
+        p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="largest request body in bytes")
+        p.add_argument("--queue", type=int, default=DEFAULT_MAX_QUEUE, help="most requests waiting at once")
+        p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: auto)")
+        p.add_argument("--dtype", help="float32, bfloat16, float16 (default: auto)")
+        p.add_argument("--no-preload", action="store_true", help="load the model on the first request")
+    for name in ("stop", "status"):
+        _add_address_args(sub.add_parser(name, help=f"{name} the background daemon"))
+    args = parser.parse_args(argv)
+    try:
+        config = _config_from_args(args)
+        if args.command == "serve":
+            return serve(config)
+        if args.command == "start":
+            pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr))
+            print(f"daemon running (pid {pid}) on {config.describe()}")
+            return 0
+        if args.command == "stop":
+            pid = stop_daemon(config)
+            print(f"daemon (pid {pid}) stopped" if pid else "no daemon was running")
+            return 0
+        status = daemon_status(config)
+        if status is None:
+            print(f"no daemon answers on {config.describe()}")
+            return 1
+        import json
+
+        print(json.dumps(status, indent=2))
+        return 0
+    except DaemonStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""The daemon's scheduler: a bounded queue in front of ONE worker thread that owns the engine.
+
+The engine is not thread-safe and its calls block for a long time, so it never runs on the event
+loop: every load, generation and unload happens in the worker thread. The event loop only submits
+jobs and is called back (thread-safely) with drafts and outcomes.
+
+- Supersession: a job with a ``client`` key cancels that client's older queued or running job.
+- Cancellation: ``cancel(id)`` sets the job's CancelToken, which the engine checks every denoising
+  step; a queued job is dropped at once.
+- keep_alive: after a job the model stays loaded for its keep_alive seconds (the daemon default
+  when the request gave none); the worker unloads it when that passes with nothing to do.
+
+Torch is imported only inside the worker, through the engine loader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from diffgemma.runtime.protocol import EditRequest, InfillRequest, Result
+from diffgemma.runtime.types import Cancelled, CancelToken, Draft, SamplingSettings, SettingsError
+
+log = logging.getLogger("diffgemma.daemon")
+
+JobKind = Literal["infill", "edit"]
+EngineLoader = Callable[[str, "str | None", "str | None"], Any]
+
+
+class QueueFull(Exception):
+    """The queue holds as many waiting requests as it may."""
+
+
+class NoModel(Exception):
+    """The request names no model and the daemon has no default."""
+
+
+@dataclass
+class Outcome:
+    """What a job ended with: a result, or an error with the HTTP status it maps to."""
+
+    result: Result | None = None
+    error: str | None = None
+    status: int = 200
+
+
+@dataclass
+class Job:
+    kind: JobKind
+    request: InfillRequest | EditRequest
+    model: str
+    on_done: Callable[[Outcome], None]
+    on_draft: Callable[[Draft], None] | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    cancel: CancelToken = field(default_factory=CancelToken)
+    submitted: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @property
+    def client(self) -> str | None:
+        return self.request.client
+
+    def finish(self, outcome: Outcome) -> None:
+        # A job finishes once: a cancel racing with the worker's own end must not answer twice.
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.on_done(outcome)
+        except Exception:  # a callback failing must never take the worker down
+            log.exception("job %s: completion callback failed", self.id)
+
+
+def default_engine_loader(name: str, device: str | None, dtype: str | None) -> Any:
+    from diffgemma.runtime.engine import Engine  # heavy (torch); only ever in the worker thread
+
+    return Engine.load(name, device=device, dtype=dtype)
+
+
+def _model_key(name: str) -> str:
+    """Two spellings of one local checkpoint directory are the same model."""
+    path = Path(name).expanduser()
+    try:
+        if path.exists():
+            return str(path.resolve())
+    except OSError:
+        pass
+    return name
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Scheduler:
+    def __init__(self, default_model: str | None = None, *, device: str | None = None,
+                 dtype: str | None = None, keep_alive: float = 600.0, max_queue: int = 16,
+                 engine_loader: EngineLoader = default_engine_loader) -> None:
+        self.default_model = default_model
+        self.device = device
+        self.dtype = dtype
+        self.keep_alive = keep_alive
+        self.max_queue = max_queue
+        self._load_engine = engine_loader
+
+        self._cond = threading.Condition()
+        self._queue: deque[Job] = deque()
+        self._running: Job | None = None
+        self._pending_load: str | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+        # Model state; written by the worker, read (under the lock) by status().
+        self._engine: Any = None
+        self._model: str | None = None
+        self._info: dict[str, Any] = {}
+        self._state: Literal["unloaded", "loading", "ready", "error"] = "unloaded"
+        self._loading_model: str | None = None
+        self._load_started: float | None = None
+        self._last_error: str | None = None
+        self._unload_at: float | None = None
+        self._started = time.time()
+
+        # Counters for /v1/status.
+        self.served = 0
+        self.cancelled = 0
+        self.superseded = 0
+        self.rejected = 0
+        self.errors = 0
+        self.cache_hits = 0
+        self.loads = 0
+        self.unloads = 0
+        self._latency_total_ms = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="diffgemma-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel everything, unload the model in the worker, and wait for it to finish."""
+        with self._cond:
+            self._stopping = True
+            self._cancel_all_locked()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def cancel_all(self) -> None:
+        with self._cond:
+            self._cancel_all_locked()
+
+    def _cancel_all_locked(self) -> None:
+        while self._queue:
+            self._drop_locked(self._queue.popleft())
+        if self._running is not None:
+            self._running.cancel.cancel()
+
+    def preload(self, model: str | None = None) -> None:
+        """Load ``model`` (default: the daemon's) in the worker before any request asks for it."""
+        name = model or self.default_model
+        if not name:
+            return
+        with self._cond:
+            self._pending_load = name
+            self._cond.notify_all()
+
+    # --- the event loop's side --------------------------------------------------------------
+
+    def resolve_model(self, requested: str | None) -> str:
+        name = requested or self.default_model
+        if not name:
+            raise NoModel("no model given and the daemon has no default; start it with --model or "
+                          "DIFFGEMMA_MODEL, or name one in the request's \"model\" field")
+        return name
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; supersede the same client's older work. Raises QueueFull."""
+        with self._cond:
+            if self._stopping:
+                raise QueueFull("the daemon is shutting down")
+            if job.client is not None:
+                for old in [j for j in self._queue if j.client == job.client]:
+                    self._queue.remove(old)
+                    self.superseded += 1
+                    self._drop_locked(old)
+                if self._running is not None and self._running.client == job.client \
+                        and not self._running.cancel.cancelled:
+                    self.superseded += 1
+                    self._running.cancel.cancel()
+            if len(self._queue) >= self.max_queue:
+                self.rejected += 1
+                raise QueueFull(f"the daemon's queue is full ({self.max_queue} waiting); "
+                                f"retry shortly or start it with a larger --queue")
+            self._queue.append(job)
+            self._cond.notify_all()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; False when no such job is waiting or running."""
+        with self._cond:
+            for job in self._queue:
+                if job.id == job_id:
+                    self._queue.remove(job)
+                    self._drop_locked(job)
+                    return True
+            if self._running is not None and self._running.id == job_id:
+                self._running.cancel.cancel()
+                return True
+        return False
+
+    def has_job(self, job_id: str) -> bool:
+        with self._cond:
+            running = self._running is not None and self._running.id == job_id
+            return running or any(j.id == job_id for j in self._queue)
+
+    def _drop_locked(self, job: Job) -> None:
+        job.cancel.cancel()
+        self.cancelled += 1
+        job.finish(Outcome(result=self._cancelled_result(job)))
+
+    def _cancelled_result(self, job: Job) -> Result:
+        queue_ms = (time.monotonic() - job.submitted) * 1000
+        return Result(text="", finish_reason="cancelled", timings={"queue_ms": round(queue_ms, 3)},
+                      id=job.id, model=job.model)
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            served = self.served
+            now = time.monotonic()
+            progress = None
+            if self._state == "loading" and self._load_started is not None:
+                progress = f"{now - self._load_started:.1f} s elapsed"
+            unload_in = None
+            if self._engine is not None and self._unload_at is not None:
+                unload_in = round(max(0.0, self._unload_at - now), 1)
+            return {
+                "state": self._state,
+                "model": self._model,
+                "default_model": self.default_model,
+                "loading_model": self._loading_model,
+                "load_progress": progress,
+                "last_error": self._last_error,
+                "device": self._info.get("device", self.device),
+                "dtype": self._info.get("dtype", self.dtype),
+                "memory_bytes": int(self._info.get("memory_bytes") or 0) if self._engine is not None else 0,
+                "parameters": self._info.get("parameters") if self._engine is not None else None,
+                "canvas_length": self._info.get("canvas_length") if self._engine is not None else None,
+                "keep_alive": self.keep_alive,
+                "unload_in_s": unload_in,
+                "queue_length": len(self._queue),
+                "queue_limit": self.max_queue,
+                "running": self._running.id if self._running is not None else None,
+                "requests_served": served,
+                "cancelled": self.cancelled,
+                "superseded": self.superseded,
+                "rejected": self.rejected,
+                "errors": self.errors,
+                "cache_hits": self.cache_hits,
+                "loads": self.loads,
+                "unloads": self.unloads,
+                "mean_latency_ms": round(self._latency_total_ms / served, 3) if served else None,
+                "uptime_s": round(time.time() - self._started, 1),
+            }
+
+    # --- the worker thread ------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while True:
+                    if self._stopping:
+                        break
+                    if self._pending_load is not None or self._queue:
+                        break
+                    if self._engine is not None and self._unload_at is not None:
+                        wait = self._unload_at - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._stopping:
+                    break
+                load = self._pending_load
+                self._pending_load = None
+                if load is None and self._queue:
+                    job = self._queue.popleft()
+                    self._running = job
+            if load is not None:
+                self._safe_ensure_model(load)
+            elif job is not None:
+                try:
+                    self._run(job)
+                finally:
+                    with self._cond:
+                        self._running = None
+            else:
+                self._unload("keep_alive expired")
+        self._unload("shutting down")
+
+    def _safe_ensure_model(self, name: str) -> None:
+        try:
+            self._ensure_model(name)
+            self._set_unload_deadline(None)
+        except Exception as exc:
+            log.error("could not load %s: %s", name, _one_line(exc))
+
+    def _ensure_model(self, name: str) -> float:
+        """Load ``name`` unless it is the loaded model; returns the milliseconds spent loading."""
+        if self._engine is not None and _model_key(name) == _model_key(self._model or ""):
+            return 0.0
+        self._unload(f"switching to {name}")
+        with self._cond:
+            self._state = "loading"
+            self._loading_model = name
+            self._load_started = time.monotonic()
+        started = time.perf_counter()
+        log.info("loading model %s", name)
+        try:
+            engine = self._load_engine(name, self.device, self.dtype)
+            info = dict(engine.info())
+        except BaseException as exc:
+            with self._cond:
+                self._state = "error"
+                self._loading_model = None
+                self._last_error = _one_line(exc)
+            raise
+        ms = (time.perf_counter() - started) * 1000
+        with self._cond:
+            self._engine = engine
+            self._model = name
+            self._info = info
+            self._state = "ready"
+            self._loading_model = None
+            self._last_error = None
+            self.loads += 1
+        log.info("model %s ready in %.0f ms (%s, %s)", name, ms, info.get("device"), info.get("dtype"))
+        return ms
+
+    def _unload(self, why: str) -> None:
+        if self._engine is None:
+            return
+        engine = self._engine
+        with self._cond:
+            self._engine = None
+            self._info = {}
+            self._state = "unloaded"
+            self._unload_at = None
+            self.unloads += 1
+        try:
+            engine.close()
+        except Exception as exc:
+            log.warning("closing the engine failed: %s", _one_line(exc))
+        log.info("unloaded model %s (%s)", self._model, why)
+
+    def _set_unload_deadline(self, keep_alive: float | None) -> None:
+        seconds = self.keep_alive if keep_alive is None else keep_alive
+        with self._cond:
+            self._unload_at = None if seconds < 0 else time.monotonic() + seconds
+
+    def _run(self, job: Job) -> None:
+        started = time.monotonic()
+        queue_ms = (started - job.submitted) * 1000
+        if job.cancel.cancelled:
+            with self._cond:
+                self.cancelled += 1
+            job.finish(Outcome(result=self._cancelled_result(job)))
+            return
+        try:
+            load_ms = self._ensure_model(job.model)
+        except Exception as exc:
+            with self._cond:
+                self.errors += 1
+            job.finish(Outcome(error=f"could not load model {job.model}: {_one_line(exc)}", status=400))
+            return
+        outcome = self._generate(job)
+        if outcome.result is not None:
+            outcome.result.timings["queue_ms"] = round(queue_ms, 3)
+            outcome.result.timings["load_ms"] = round(load_ms, 3)
+            latency_ms = (time.monotonic() - job.submitted) * 1000
+            with self._cond:
+                if outcome.result.finish_reason == "cancelled":
+                    self.cancelled += 1
+                else:
+                    self.served += 1
+                    self._latency_total_ms += latency_ms
+                    if int(outcome.result.timings.get("cached_tokens") or 0) > 0:
+                        self.cache_hits += 1
+        else:
+            with self._cond:
+                self.errors += 1
+        self._set_unload_deadline(job.request.keep_alive)
+        job.finish(outcome)
+
+    def _generate(self, job: Job) -> Outcome:
+        req = job.request
+        engine = self._engine
+        try:
+            settings = SamplingSettings(steps=req.steps, seed=req.seed, **(req.options or {})).validate()
+            extra = [(e.path, e.text) for e in req.extra]
+            if isinstance(req, EditRequest):
+                kwargs: dict[str, Any] = {}
+                if req.strength is not None:
+                    kwargs["strength"] = req.strength
+                res = engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
+                                  extra=extra, max_tokens=req.max_tokens, settings=settings,
+                                  on_draft=job.on_draft, cancel=job.cancel, **kwargs)
+            else:
+                res = engine.infill(req.prefix, req.suffix, extra=extra, max_tokens=req.max_tokens,
+                                    settings=settings, on_draft=job.on_draft, cancel=job.cancel)
+        except Cancelled:
+            return Outcome(result=self._cancelled_result(job))
+        except SettingsError as exc:
+            return Outcome(error=_one_line(exc), status=400)
+        except Exception as exc:  # one request's failure must not take the daemon down
+            log.exception("request %s failed", job.id)
+            return Outcome(error=f"internal error: {type(exc).__name__}: {_one_line(exc)}", status=500)
+        timings = res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings)
+        reason = "cancelled" if job.cancel.cancelled and res.finish_reason == "cancelled" else res.finish_reason
+        return Outcome(result=Result(text=res.text, finish_reason=reason, timings=timings, id=job.id,
+                                     model=job.model))
