@@ -57,8 +57,10 @@ StrengthOpt = Annotated[
 def unified_diff(old: str, new: str, path: str) -> str:
     """A `diff -u` style diff, with the "No newline at end of file" notes diff itself writes."""
     lines: list[str] = []
+    # git's a/ b/ labels for relative paths; an absolute path is shown as it is.
+    before, after = (path, path) if path.startswith("/") or path == "stdin" else (f"a/{path}", f"b/{path}")
     for line in difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                     fromfile=f"a/{path}", tofile=f"b/{path}"):
+                                     fromfile=before, tofile=after):
         if line.endswith("\n"):
             lines.append(line)
         else:
@@ -133,7 +135,7 @@ def edit(
 
 def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path | None,
             language: str | None, instruction: str | None, strength: float | None,
-            *, title: str, live: bool | None = None) -> tuple[Any, str]:
+            *, title: str, live: bool | None = None, workspace: Any = None) -> tuple[Any, str]:
     """Rewrite text[start:end] through the daemon; returns (result, the whole new buffer)."""
     from diffgemma.cli.infill_cmd import (
         connect,
@@ -147,7 +149,7 @@ def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path 
 
     lang = language_for(str(path) if path else None, language, text)
     window = selection_context(text, start, end, lang, settings.context_chars)
-    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet)
+    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, lang, workspace)
     show = (not settings.quiet) if live is None else live
     req = EditRequest(prefix=window.prefix, selection=text[start:end], suffix=window.suffix,
                       instruction=instruction or None, strength=strength, language=lang,

@@ -171,27 +171,36 @@ def _silence_stdout() -> None:
         pass
 
 
+def _click_exceptions() -> tuple[type, type, type, type]:
+    """(ClickException, UsageError, NoArgsIsHelpError, Abort) of the click Typer runs on.
+
+    Typer >= 0.25 ships its own copy of click (`typer._click`); older ones use click itself.
+    """
+    try:
+        from typer._click import exceptions as exc  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - depends on the Typer release
+        from click import exceptions as exc
+    no_args = getattr(exc, "NoArgsIsHelpError", exc.UsageError)
+    return exc.ClickException, exc.UsageError, no_args, typer.Abort
+
+
 def run_app(app: Callable[..., Any]) -> None:
     """Run the Typer app so that even argument errors are one line and nothing escapes."""
-    import click
-
+    click_exception, usage_error, no_args_error, abort = _click_exceptions()
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        # Bare `diffgemma` or `diffgemma infill`: the help is what the user needs.
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+    except no_args_error:
+        # Bare `diffgemma infill`: Typer has printed the help already while raising this.
         sys.exit(ExitCode.USAGE)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"diffgemma: error: {one_line(exc.format_message())}{hint}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
-    except click.ClickException as exc:
+    except click_exception as exc:
         print(f"diffgemma: error: {one_line(exc.format_message())}", file=sys.stderr)
-        sys.exit(exc.exit_code if exc.exit_code else ExitCode.USAGE)
-    except click.exceptions.Abort:
-        print("diffgemma: interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
+        sys.exit(ExitCode.USAGE)
+    except (abort, KeyboardInterrupt):
         print("diffgemma: interrupted", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)
     except BrokenPipeError:

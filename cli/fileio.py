@@ -242,7 +242,7 @@ def write_stdout(source: SourceText, text: str) -> None:
 # Lines and columns are 1-based; a column counts characters (code points) and names the
 # cursor position before that character, so column len(line)+1 is the end of the line.
 
-_TARGET = re.compile(r"^(?P<path>.+?):(?P<line>[^:]*)(?::(?P<col>[^:]*))?$")
+_TARGET = re.compile(r"^(?P<path>.+?):(?P<line>\d+)(?::(?P<col>\d+))?$")
 _POINT = r"(\d+)(?::(\d+))?"
 _SELECTION = re.compile(rf"^\s*{_POINT}\s*-\s*{_POINT}\s*$")
 
@@ -262,13 +262,14 @@ def parse_target(target: str) -> tuple[str, int | None, int | None]:
         return target, None, None
     match = _TARGET.match(target)
     if match is None:
+        # `a.py:x` or `a.py:3:x`: a real file followed by something that is not a position.
+        head = target
+        for _ in range(2):
+            head, sep, _tail = head.rpartition(":")
+            if sep and head and os.path.isfile(head):
+                raise UsageProblem(f"malformed position {target!r}: expected FILE:LINE[:COL] with numbers")
         return target, None, None
-    line_s, col_s = match["line"], match["col"]
-    if not line_s.isdigit() or (col_s is not None and not col_s.isdigit()):
-        if not os.path.exists(match["path"]):
-            return target, None, None  # a file name with a colon in it, which does not exist
-        raise UsageProblem(f"malformed position {target!r}: expected FILE:LINE[:COL] with numbers")
-    line, col = int(line_s), int(col_s) if col_s is not None else None
+    line, col = int(match["line"]), int(match["col"]) if match["col"] is not None else None
     if line < 1 or (col is not None and col < 1):
         raise OutOfRange(f"{target}: lines and columns start at 1")
     return match["path"], line, col

@@ -83,21 +83,21 @@ def workspace_root(path: Path) -> Path:
     return start
 
 
-def extra_context(path: Path | None, text: str, budget: int, quiet: bool) -> list[ExtraFile]:
-    """Definitions from imported files and recently changed files, within `budget` characters.
-
-    Best effort: cross-file context only helps, so a failure here is a warning, not an error.
-    """
+def extra_context(path: Path | None, text: str, budget: int, quiet: bool, language: str | None = None,
+                  workspace: Any = None) -> list[ExtraFile]:
+    """Definitions from imported files (and, with a `Workspace`, recently saved files) within
+    `budget` characters. Best effort: cross-file context only helps, so a failure is a warning."""
     from diffgemma.runtime.protocol import ExtraFile
 
     if path is None or budget <= 0:
         return []
     try:
-        from diffgemma.context.crossfile import Workspace
+        if workspace is not None:
+            pairs = workspace.extra_for(path.resolve(), text, budget, language=language)
+        else:
+            from diffgemma.context.crossfile import crossfile_snippets
 
-        pairs = Workspace(workspace_root(path)).extra_for(path.resolve(), text, budget)
-    except ImportError:
-        return []
+            pairs = crossfile_snippets(workspace_root(path), path.resolve(), text, budget, language=language)
     except Exception as exc:
         from diffgemma.cli.errors import one_line
         from diffgemma.cli.live import warn
@@ -218,11 +218,11 @@ def infill(
 
 
 def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path | None,
-                    language: str | None, live: bool) -> tuple[InfillRequest, Window]:
+                    language: str | None, live: bool, workspace: Any = None) -> tuple[InfillRequest, Window]:
     from diffgemma.runtime.protocol import InfillRequest
 
     window = cursor_context(text, offset, language, settings.context_chars)
-    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet)
+    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, language, workspace)
     req = InfillRequest(prefix=window.prefix, suffix=window.suffix, language=language,
                         path=str(path) if path else None, extra=extra, stream=live,
                         **sampling_fields(settings))
@@ -230,11 +230,12 @@ def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path |
 
 
 def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
-              explicit_language: str | None, title: str, *, live: bool | None = None) -> Result:
+              explicit_language: str | None, title: str, *, live: bool | None = None,
+              workspace: Any = None) -> Result:
     """Infill `text` at `offset` through the daemon (live view unless quiet or live=False)."""
     language = language_for(str(path) if path else None, explicit_language, text)
     live = (not settings.quiet) if live is None else live
-    req, window = _infill_request(settings, text, offset, path, language, live)
+    req, window = _infill_request(settings, text, offset, path, language, live, workspace)
     with connect(settings) as client:
         return run_request(client, req, live=live, before=window.prefix, after=window.suffix, title=title)
 

@@ -37,9 +37,16 @@ def stdout_is_terminal() -> bool:
 def progress_printer(quiet: bool) -> Callable[[str], None]:
     """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
 
+    last_stem: list[str] = [""]
+
     def say(line: str) -> None:
-        if not quiet:
-            print(f"diffgemma: {line}", file=sys.stderr, flush=True)
+        # Progress arrives as "loading model X… 3.1 s elapsed" several times a second: print a
+        # line only when the part up to the ellipsis changes (a new phase), not every tick.
+        stem = line.split("…", 1)[0]
+        if quiet or stem == last_stem[0]:
+            return
+        last_stem[0] = stem
+        print(f"diffgemma: {line}", file=sys.stderr, flush=True)
 
     return say
 

@@ -104,17 +104,26 @@ def block_lines(text: str, first: int, language: str | None) -> int:
         return node_last
     base = _indent(lines[first])
     last = first
-    blank_seen = False
+    blank_seen = deeper_seen = False
     for index in range(first + 1, len(lines)):
         line = lines[index]
         if not line.strip():
             blank_seen = True
             continue
         depth = _indent(line)
-        if depth < base or (depth == base and blank_seen and not line.lstrip().startswith(("}", ")", "]"))):
+        if depth > base:
+            last, deeper_seen, blank_seen = index, True, False
+            continue
+        if depth < base:
             break
+        if line.lstrip().startswith(("}", ")", "]", "end")):
+            last = index  # the block's closing line
+            if deeper_seen:
+                break
+            continue
+        if deeper_seen or blank_seen:
+            break  # a new statement after a block or a paragraph
         last = index
-        blank_seen = False
     return last
 
 
@@ -161,6 +170,17 @@ class FileWatcher:
         self.settings = settings
         self.language = language
         self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
+        self.workspaces: dict[Path, Any] = {}  # root -> context Workspace fed with the saves we see
+
+    def workspace_for(self, path: Path) -> Any:
+        """The cross-file Workspace of path's project; saves seen here count as recent changes."""
+        from diffgemma.cli.infill_cmd import workspace_root
+        from diffgemma.context.crossfile import Workspace
+
+        root = workspace_root(path)
+        if root not in self.workspaces:
+            self.workspaces[root] = Workspace(root)
+        return self.workspaces[root]
 
     def handle(self, path: Path) -> list[Fill]:
         from diffgemma.cli import fileio
@@ -174,19 +194,22 @@ class FileWatcher:
             return []  # deleted, binary, not UTF-8, a directory: nothing to fill there
         if self.written.get(path) == source.snapshot.sha256:
             return []
+        workspace = self.workspace_for(path)
         language = language_for(str(path), self.language, source.text)
         pattern = instruction_pattern(language)
         if self.settings.marker not in source.text and not pattern.search(source.text):
+            workspace.note_change(path.resolve(), source.text)
             return []
-        fills, text = self._fill_all(source, path, language, pattern)
+        fills, text = self._fill_all(source, path, language, pattern, workspace)
         if not fills:
             return []
         fileio.write_source(source, text, backup=self.settings.backup)
         self.written[path] = hashlib.sha256(source.encode(text)).hexdigest()
+        workspace.note_change(path.resolve(), text)
         return fills
 
     def _fill_all(self, source: SourceFile, path: Path, language: str | None,
-                  pattern: re.Pattern[str]) -> tuple[list[Fill], str]:
+                  pattern: re.Pattern[str], workspace: Any) -> tuple[list[Fill], str]:
         text = source.text
         marker = self.settings.marker
         budget = text.count(marker) + len(pattern.findall(text))  # model output never loops us
@@ -199,26 +222,28 @@ class FileWatcher:
             if at < 0 and match is None:
                 break
             if match is not None and (at < 0 or match.start() < at):
-                text, position, fill = self._rewrite(text, match, path, language)
+                text, position, fill = self._rewrite(text, match, path, language, workspace)
             else:
-                text, position, fill = self._fill(text, at, path, language)
+                text, position, fill = self._fill(text, at, path, language, workspace)
             if fill is not None:
                 fills.append(fill)
         return fills, text
 
-    def _fill(self, text: str, at: int, path: Path, language: str | None) -> tuple[str, int, Fill]:
+    def _fill(self, text: str, at: int, path: Path, language: str | None,
+              workspace: Any) -> tuple[str, int, Fill]:
         from diffgemma.cli.infill_cmd import fill_text
 
         text = text[:at] + text[at + len(self.settings.marker):]
         started = time.monotonic()
-        result = fill_text(self.settings, text, at, path, language, str(path), live=False)
+        result = fill_text(self.settings, text, at, path, language, str(path), live=False,
+                           workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         line = text.count("\n", 0, at) + 1
         text = text[:at] + result.text + text[at:]
         return text, at + len(result.text), Fill(line, "filled", len(result.text), 0, ms)
 
-    def _rewrite(self, text: str, match: re.Match[str], path: Path,
-                 language: str | None) -> tuple[str, int, Fill | None]:
+    def _rewrite(self, text: str, match: re.Match[str], path: Path, language: str | None,
+                 workspace: Any) -> tuple[str, int, Fill | None]:
         from diffgemma.cli.edit_cmd import rewrite
 
         instruction = _instruction(match)
@@ -239,7 +264,7 @@ class FileWatcher:
         end = sum(len(line) + 1 for line in lines[:last]) + len(lines[last])
         started = time.monotonic()
         result, text = rewrite(self.settings, text, start, end, path, language, instruction or None, None,
-                               title=f"{path}:{first + 1}", live=False)
+                               title=f"{path}:{first + 1}", live=False, workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         return text, start + len(result.text), Fill(first + 1, "rewrote", len(result.text),
                                                     result.text.count("\n") + 1, ms)
@@ -303,7 +328,10 @@ def watch(
     def stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C and SIGTERM both end the loop cleanly (even where the shell started us with SIGINT
+    # ignored, as background jobs of a script are).
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     watcher = FileWatcher(settings, language)
     ready = False
     try:
