@@ -65,6 +65,8 @@ class Engine:
         self.special_ids = set(self.tokenizer.all_special_ids)
         self.prefix_cache = PrefixCache(self.model, enabled=prefix_cache)
         self.defaults = self._defaults()
+        # The last infill's chosen canvas and its held-suffix mask, for inspecting the joins.
+        self.last_canvas: tuple[list[int], list[bool]] = ([], [])
 
     # ------------------------------------------------------------------ loading / info
     @classmethod
@@ -407,6 +409,7 @@ class Engine:
             timings.canvases += 1
             best = int(torch.argmax(out.scores)) if batch > 1 else 0
             hole = out.argmax[best, : lengths[best]].tolist()
+            self.last_canvas = (out.argmax[best].tolist(), clamp.mask[best].tolist() if clamp is not None else [])
             eos = next((i for i, t in enumerate(hole) if t in self.eos_ids), None)
             if not has_suffix and eos is not None:
                 filled += hole[:eos]
