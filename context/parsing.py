@@ -26,10 +26,9 @@ if TYPE_CHECKING:
 
 CACHE_SIZE = 16
 _CHUNK = 1 << 16
-# A buffer counts as unparsable (line windows instead) when more than this share of its bytes
-# sits inside ERROR nodes, or when it has more ERROR/MISSING nodes than this per line.
-MAX_ERROR_FRACTION = 0.3
-MAX_ERRORS_PER_LINE = 0.1
+# A buffer with syntax errors still gets syntax windows when at least this share of it lies in
+# intact multi-line constructs (see _judge_errors); otherwise line windows.
+MIN_INTACT_SHARE = 0.3
 
 
 class ParsedDoc:
@@ -86,29 +85,29 @@ class ParsedDoc:
 
 
 def _judge_errors(doc: ParsedDoc) -> bool:
+    """Whether a tree with errors still describes the buffer.
+
+    Code being typed breaks the parse locally, but tree-sitter's recovery keeps the
+    definitions around the break as intact subtrees, sometimes all inside one ERROR node.
+    Text that is not code in this language leaves only loose tokens. So the measure is the
+    share of the buffer covered by intact multi-line constructs.
+    """
     root = doc.root
     if not root.has_error:
         return True
-    size = max(1, len(doc.data))
-    lines = doc.data.count(b"\n") + 1
-    max_errors = 10 + MAX_ERRORS_PER_LINE * lines
-    error_bytes = 0
-    errors = 0
+    data = doc.data
+    intact = 0
     stack = [root]
     visited = 0
-    # Only subtrees flagged has_error can hold an ERROR or MISSING node: walk just those.
-    while stack and visited < 20000:
+    while stack and visited < 50000:
         node = stack.pop()
         visited += 1
-        if node.is_error:
-            errors += 1
-            error_bytes += node.end_byte - node.start_byte
+        if not node.has_error:
+            if node.is_named and node.child_count >= 2 and b"\n" in data[node.start_byte : node.end_byte]:
+                intact += node.end_byte - node.start_byte
             continue
-        if node.is_missing:
-            errors += 1
-            continue
-        stack.extend(child for child in node.children if child.has_error)
-    return error_bytes <= MAX_ERROR_FRACTION * size and errors <= max_errors
+        stack.extend(node.children)
+    return intact >= MIN_INTACT_SHARE * max(1, len(data))
 
 
 def common_prefix(a: AnyStr, b: AnyStr) -> int:

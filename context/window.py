@@ -27,6 +27,7 @@ at the cursor (or selection end). ``header`` is empty or made of whole lines of 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -60,6 +61,10 @@ DEFAULT_BUDGET = 8000
 SUFFIX_SHARE = 1 / 3
 # The import header may take at most this share of what the enclosing scopes left over.
 HEADER_SHARE = 1 / 2
+
+
+# Nodes a window never enters from outside: cutting one would split a string or a comment.
+_ATOMIC = re.compile(r"string|comment|heredoc|regex|char_literal|template")
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,21 +273,40 @@ class _SyntaxWindow:
     def ext_lo(self, lo: int) -> int:
         """Start of lo's line when only indentation precedes lo on it."""
         ls = self.data.rfind(b"\n", 0, lo) + 1
-        return ls if not self.data[ls:lo].strip(b" \t") else lo
+        if ls < lo and not self.data[ls:lo].strip(b" \t") and self._cuts_nothing_new(lo, ls):
+            return ls
+        return lo
 
     def ext_hi(self, hi: int) -> int:
         """Past the newline ending hi's line when only blanks follow hi on it."""
         nl = self.data.find(b"\n", hi)
         end = len(self.data) if nl < 0 else nl + 1
-        return end if not self.data[hi:end].strip(b" \t\r\n") else hi
+        if hi < end and not self.data[hi:end].strip(b" \t\r\n") and self._cuts_nothing_new(hi, end):
+            return end
+        return hi
+
+    def _cuts_nothing_new(self, old: int, new: int) -> bool:
+        """Whether moving a boundary over blanks from ``old`` to ``new`` cuts no further node
+        (a heredoc body, say, can start on the blanks after a line's last token)."""
+        root = self.doc.root
+        node = root.descendant_for_byte_range(min(new, old), max(new, old))
+        while node is not None and not node.start_byte < new < node.end_byte:
+            node = node.parent
+        if node is None:
+            return True
+        already_cut = node.start_byte < old < node.end_byte
+        holds_cursor = node.start_byte <= self.ab and self.bb <= node.end_byte
+        return already_cut or holds_cursor
 
     def cost(self, lo: int, hi: int) -> tuple[int, int]:
         doc = self.doc
         return self.a - doc.b2c(self.ext_lo(lo)), doc.b2c(self.ext_hi(hi)) - self.b
 
-    def fits(self, lo: int, hi: int, *, suffix_step: bool = False, prefix_open: bool = False) -> bool:
+    def fits(
+        self, lo: int, hi: int, *, suffix_step: bool = False, prefix_open: bool = False, reserve: int = 0
+    ) -> bool:
         pre, suf = self.cost(lo, hi)
-        return self.limits.ok(pre, suf, self.header, suffix_step=suffix_step, prefix_open=prefix_open)
+        return self.limits.ok(pre, suf, self.header + reserve, suffix_step=suffix_step, prefix_open=prefix_open)
 
     # -- growth ----------------------------------------------------------------------------
     def build(self) -> ContextWindow:
@@ -301,53 +325,157 @@ class _SyntaxWindow:
             break
         # 3 (reserved before 2, so siblings leave it room). imports above the window
         spans = self.reserve_header(lo, hi)
-        # 2. whole siblings inside the first scope that did not fit
+        # 2. whole siblings, from the first scope that did not fit outward
         if stuck is not None:
-            lo, hi = self.grow_children(stuck, lo, hi)
+            lo, hi = self.grow_siblings(stuck, lo, hi)
         lo_c, hi_c = doc.b2c(self.ext_lo(lo)), doc.b2c(self.ext_hi(hi))
         method: Literal["syntax", "lines"] = "syntax"
-        if stuck is not None and (lo_c == self.a or hi_c == self.b):
-            # The cursor sits in one node too big for the budget: whole lines inside it.
+        if stuck is not None and stuck.child_count == 0 and (lo_c == self.a or hi_c == self.b):
+            # The cursor sits in one token too big for the budget (a huge string or comment):
+            # whole lines inside it.
             floor, ceil = doc.b2c(stuck.start_byte), doc.b2c(stuck.end_byte)
             grow_pre, grow_suf = lo_c == self.a and floor < self.a, hi_c == self.b and ceil > self.b
             if grow_pre or grow_suf:
-                lo_c, hi_c = _grow_lines(
+                new_lo, new_hi = _grow_lines(
                     doc.text, self.a, self.b, lo_c, hi_c, floor, ceil, self.limits, self.header,
                     grow_pre, grow_suf,
                 )
-                method = "lines"
+                if (new_lo, new_hi) != (lo_c, hi_c):
+                    lo_c, hi_c, method = new_lo, new_hi, "lines"
         kept = tuple((s, e) for s, e in spans if e <= lo_c)
         return _make(doc.text, self.a, self.b, lo_c, hi_c, doc.language, method, kept)
 
-    def grow_children(self, node: Node, lo: int, hi: int) -> tuple[int, int]:
-        before: list[Node] = []
-        after: list[Node] = []
-        for child in node.children:
-            if child.start_byte < lo:
-                before.append(child)
-            if child.end_byte > hi:
-                after.append(child)
-        before.reverse()
-        i = j = 0
-        while i < len(before) or j < len(after):
-            if i < len(before):
-                if self.fits(before[i].start_byte, hi):
-                    lo = before[i].start_byte
-                    i += 1
-                else:
-                    i = len(before)  # the window must stay contiguous: this side is done
-            if j < len(after):
-                open_ = i < len(before)
-                if self.fits(lo, after[j].end_byte, suffix_step=True, prefix_open=open_):
-                    hi = after[j].end_byte
-                    j += 1
-                elif not open_:
-                    j = len(after)
+    def _suffix_target(self) -> int | None:
+        return self.limits.soft_cap if self.limits.soft_cap is not None else self.limits.hard_cap
+
+    def grow_siblings(self, stuck: Node, lo: int, hi: int) -> tuple[int, int]:
+        """Add whole children of ``stuck`` around [lo, hi], alternating, prefix first; a side
+        that takes every child of a node goes on among the children of its parent.
+
+        When the next child on the prefix side is too big to take whole, the prefix descends
+        into it and takes its trailing children whole instead (recursively: the tail of a long
+        class before the cursor). The suffix, once it stops, finishes last, after the prefix
+        is done: remaining whole siblings, then the leading children of a too-big one (the
+        head of a long function after the cursor).
+        """
+        node: Node | None = stuck
+        pre_open = suf_open = True
+        los, his = [lo], [hi]  # every boundary taken, to settle on a line boundary at the end
+        pending: list[Node] = []  # suffix candidates left for the end, in order
+        while node is not None and (pre_open or suf_open):
+            before = [c for c in node.children if c.start_byte < lo] if pre_open else []
+            after = [c for c in node.children if c.end_byte > hi] if suf_open else []
+            before.reverse()
+            i = j = 0
+            pre_blocked = False
+            while i < len(before) or (suf_open and j < len(after)):
+                if i < len(before):
+                    if self.fits(before[i].start_byte, hi):
+                        lo = before[i].start_byte
+                        los.append(lo)
+                        i += 1
+                    else:
+                        # Keep the suffix's share free while the prefix dips into a big node.
+                        reserve = 0
+                        target = self._suffix_target()
+                        if (j < len(after) or pending) and target is not None:
+                            reserve = max(0, target - self.cost(lo, hi)[1])
+                        lo = self._dip_before(before[i], lo, hi, reserve)
+                        los.append(lo)
+                        pre_blocked = True
+                        i = len(before)  # the window must stay contiguous: this side is done
+                if suf_open and j < len(after):
+                    prefix_open = not pre_blocked and (i < len(before) or node.parent is not None)
+                    if self.fits(lo, after[j].end_byte, suffix_step=True, prefix_open=prefix_open):
+                        hi = after[j].end_byte
+                        his.append(hi)
+                        j += 1
+                    else:
+                        pending = after[j:]
+                        suf_open = False
+            if pre_open and (pre_blocked or lo > node.start_byte):
+                pre_open = False
+            if suf_open and hi < node.end_byte:
+                suf_open = False
+            node = node.parent
+        for k, cand in enumerate(pending):
+            if self.fits(lo, cand.end_byte, suffix_step=True):
+                hi = cand.end_byte
+                his.append(hi)
+                continue
+            if k == 0 or not self.at_line_end(hi):
+                hi = self._dip_after(cand, lo, hi)
+                his.append(hi)
+            break
+        # Siblings sharing a line (`};`, `export`) can leave a boundary mid-line: fall back to
+        # the widest boundary taken that sits on a line boundary, if there is one.
+        if not self.at_line_start(lo):
+            lo = next((x for x in sorted(los) if x < self.ab and self.at_line_start(x)), lo)
+        if not self.at_line_end(hi):
+            hi = next((x for x in sorted(his, reverse=True) if x > self.bb and self.at_line_end(x)), hi)
         return lo, hi
+
+    def _dip_before(self, node: Node, lo: int, hi: int, reserve: int) -> int:
+        line_lo, any_lo = self.take_tail(node, lo, hi, reserve)
+        if line_lo is not None:
+            return line_lo
+        return lo if self.at_line_start(lo) else any_lo  # no line start to be had: a node boundary
+
+    def _dip_after(self, node: Node, lo: int, hi: int) -> int:
+        line_hi, any_hi = self.take_head(node, lo, hi)
+        if line_hi is not None:
+            return line_hi
+        return hi if self.at_line_end(hi) else any_hi
+
+    def at_line_start(self, b: int) -> bool:
+        return b == 0 or self.data[b - 1 : b] == b"\n" or self.ext_lo(b) != b
+
+    def at_line_end(self, b: int) -> bool:
+        return b == len(self.data) or self.data[b : b + 1] in (b"\n", b"\r") or self.ext_hi(b) != b
+
+    def take_tail(self, node: Node, bound: int, hi: int, reserve: int, depth: int = 0) -> tuple[int | None, int]:
+        """Start offsets reachable by taking trailing children of ``node`` (too big to take
+        whole), descending into the first one that does not fit: (best line start or None,
+        earliest node boundary)."""
+        line_lo: int | None = None
+        any_lo = bound
+        for child in reversed(node.children):
+            if child.start_byte >= any_lo:
+                continue
+            if self.fits(child.start_byte, hi, reserve=reserve):
+                any_lo = child.start_byte
+                if self.at_line_start(any_lo):
+                    line_lo = any_lo
+                continue
+            if depth < 16 and not _ATOMIC.search(child.type):
+                inner_line, inner_any = self.take_tail(child, any_lo, hi, reserve, depth + 1)
+                line_lo = inner_line if inner_line is not None else line_lo
+                any_lo = min(any_lo, inner_any)
+            break
+        return line_lo, any_lo
+
+    def take_head(self, node: Node, lo: int, bound: int, depth: int = 0) -> tuple[int | None, int]:
+        """The mirror of take_tail for the suffix: (best line end or None, furthest boundary)."""
+        line_hi: int | None = None
+        any_hi = bound
+        for child in node.children:
+            if child.end_byte <= any_hi:
+                continue
+            if self.fits(lo, child.end_byte, suffix_step=True):
+                any_hi = child.end_byte
+                if self.at_line_end(any_hi):
+                    line_hi = any_hi
+                continue
+            if depth < 16 and not _ATOMIC.search(child.type):
+                inner_line, inner_any = self.take_head(child, lo, any_hi, depth + 1)
+                line_hi = inner_line if inner_line is not None else line_hi
+                any_hi = max(any_hi, inner_any)
+            break
+        return line_hi, any_hi
 
     def reserve_header(self, lo: int, hi: int) -> tuple[tuple[int, int], ...]:
         """Import spans (character offsets, whole lines) above the window that fit, in order."""
-        spans = _import_spans(self.doc, self)
+        spans = _import_spans(self.doc)
         if not spans:
             return ()
         pre, suf = self.cost(lo, hi)
@@ -364,13 +492,20 @@ class _SyntaxWindow:
         return tuple(chosen)
 
 
-def _import_spans(doc: ParsedDoc, win: _SyntaxWindow) -> list[tuple[int, int]]:
+def _import_spans(doc: ParsedDoc) -> list[tuple[int, int]]:
     """Whole-line character spans of the top-level imports; touching spans merged."""
     cached = doc.memo.get("import_spans")
     if cached is None:
+        data = doc.data
         merged: list[tuple[int, int]] = []
         for node in top_level_imports(doc):
-            s, e = win.ext_lo(node.start_byte), win.ext_hi(node.end_byte)
+            s = data.rfind(b"\n", 0, node.start_byte) + 1
+            if data[s : node.start_byte].strip():
+                continue  # shares its line with other code: not a clean header line
+            nl = data.find(b"\n", node.end_byte)
+            e = len(data) if nl < 0 else nl + 1
+            if data[node.end_byte : e].strip():
+                continue
             if merged and merged[-1][1] >= s:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], e))
             else:
