@@ -1,0 +1,291 @@
+"""Side-by-side quality evaluation: a model through the engine vs. trivial baselines and vs. itself
+with each infill strategy switched.
+
+    python -m diffgemma.runtime.evaluate [--model PATH] [--limit N] [--out results.md]
+
+Shared by ``diffgemma eval`` and ``benchmarks/eval_quality.py``. Runs in-process (no daemon),
+seeded: every task gets the seed ``seed + task index``, so a rerun gives the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffgemma.runtime import eval_suites as E
+
+ALL_SUITES = ("line", "multiline", "humaneval", "rewrite")
+ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength")
+STEP_COUNTS = (4, 8, 16, 32)
+STRENGTHS = (0.25, 0.5, 0.75, 1.0)
+HUMANEVAL_MAX_TOKENS = 128
+MULTILINE_MAX_TOKENS = 128
+
+
+@dataclass
+class Score:
+    """Per (system, suite) tallies."""
+
+    n: int = 0
+    exact: int = 0
+    parsed: int = 0
+    passed: int = 0
+    hole_tokens: int = 0
+    ms: float = 0.0
+
+    def add(self, *, exact: bool, parsed: bool, passed: bool, hole_tokens: int, ms: float) -> None:
+        self.n += 1
+        self.exact += exact
+        self.parsed += parsed
+        self.passed += passed
+        self.hole_tokens += hole_tokens
+        self.ms += ms
+
+    def as_dict(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"n": self.n, "exact": self.exact / n, "parses": self.parsed / n, "pass@1": self.passed / n,
+                "hole_tokens": self.hole_tokens / n, "ms": self.ms / n}
+
+
+@dataclass
+class System:
+    name: str
+    suites: tuple[str, ...]
+    run: Callable[[E.Task, int], tuple[str, int]]  # (task, seed) -> (fill, hole tokens)
+    limit: int | None = None  # only the first `limit` tasks of each suite (strategy comparisons)
+    scores: dict[str, Score] = field(default_factory=dict)
+
+
+def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, strategy_limit: int) -> list[System]:
+    from diffgemma.runtime.types import SamplingSettings
+
+    def infill(**options: Any) -> Callable[[E.Task, int], tuple[str, int]]:
+        steps = options.pop("steps", None)
+
+        def run(task: E.Task, seed: int) -> tuple[str, int]:
+            limit = HUMANEVAL_MAX_TOKENS if task.suite == "humaneval" else (
+                MULTILINE_MAX_TOKENS if task.suite == "multiline" else None)
+            result = engine.infill(task.prefix, task.suffix, max_tokens=limit,
+                                   settings=SamplingSettings(seed=seed, steps=steps), **options)
+            return result.text, result.hole_tokens
+
+        return run
+
+    def rewrite(strength: float) -> Callable[[E.Task, int], tuple[str, int]]:
+        def run(task: E.Task, seed: int) -> tuple[str, int]:
+            result = engine.edit(task.prefix, task.selection or "", task.suffix, strength=strength,
+                                 settings=SamplingSettings(seed=seed))
+            return result.text, result.hole_tokens
+
+        return run
+
+    fills = ("line", "multiline", "humaneval")
+    systems: list[System] = []
+    if "model" in groups:
+        systems.append(System(f"model (length search, suffix clamp, {default_steps} steps)", fills, infill()))
+    if "strategies" in groups:
+        systems.append(System("model, no length search", fills, infill(length_search=False), strategy_limit))
+        systems.append(System("model, no suffix clamp", fills, infill(clamp_suffix=False), strategy_limit))
+    if "steps" in groups:
+        for steps in STEP_COUNTS:
+            if steps != default_steps or "model" not in groups:
+                systems.append(System(f"model, steps={steps}", ("line", "multiline"), infill(steps=steps),
+                                      strategy_limit))
+    if "strength" in groups:
+        for strength in STRENGTHS:
+            systems.append(System(f"model rewrite, strength={strength}", ("rewrite",), rewrite(strength),
+                                  strategy_limit))
+    return systems
+
+
+def _baselines() -> list[System]:
+    def wrap(fn: Callable[[E.Task], str]) -> Callable[[E.Task, int], tuple[str, int]]:
+        return lambda task, seed: (fn(task), 0)
+
+    return [
+        System("baseline: empty fill", ("line", "multiline", "humaneval"), wrap(E.empty_fill)),
+        System("baseline: repeat previous line", ("line", "multiline", "humaneval"), wrap(E.previous_line_fill)),
+        System("baseline: keep the corrupted selection", ("rewrite",), wrap(lambda t: t.selection or "")),
+    ]
+
+
+def build_tasks(suites: Sequence[str], limit: int, seed: int, engine: Any | None) -> dict[str, list[E.Task]]:
+    tasks: dict[str, list[E.Task]] = {}
+    if "line" in suites or "rewrite" in suites:
+        tasks["line"] = E.span_tasks("line", limit, seed=seed)
+    if "multiline" in suites:
+        tasks["multiline"] = E.span_tasks("multiline", limit, seed=seed)
+    if "humaneval" in suites:
+        tasks["humaneval"] = E.load_humaneval(limit=limit)
+    if "rewrite" in suites and engine is not None:
+        tok = engine.tokenizer
+        special = set(tok.all_special_ids)
+        vocab = [i for i in range(len(tok)) if i not in special]
+        tasks["rewrite"] = E.rewrite_tasks(
+            tasks["line"], encode=engine.encode_text,
+            decode=lambda ids: tok.decode(ids, clean_up_tokenization_spaces=False), vocab_ids=vocab, seed=seed,
+        )
+    if "line" not in suites:
+        tasks.pop("line", None)
+    return tasks
+
+
+def score_task(task: E.Task, fill: str) -> tuple[bool, bool, bool]:
+    """(exact match, filled file parses, tests pass)."""
+    exact = E.exact_match(fill, task.truth)
+    if task.suite == "humaneval":
+        passed = E.run_humaneval(task, fill).passed
+        return exact, E.parses(task.prefix + fill + task.suffix), passed
+    return exact, E.parses(task.file_prefix + fill + task.file_suffix), False
+
+
+def run_eval(
+    model: str | None,
+    *,
+    suites: Sequence[str] = ALL_SUITES,
+    groups: Sequence[str] = ALL_GROUPS,
+    limit: int = 20,
+    strategy_limit: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every system on its suites; returns a JSON-ready report (``format_markdown`` renders it)."""
+    from diffgemma.runtime.mini import MINI_DIR
+
+    engine = None
+    info: dict[str, Any] = {}
+    default_steps = 0
+    if any(g != "baselines" for g in groups):
+        from diffgemma.runtime.engine import Engine
+
+        engine = Engine.load(model or str(MINI_DIR), device=device)
+        info = engine.info()
+        default_steps = engine.defaults.steps
+    tasks = build_tasks(suites, limit, seed, engine)
+    systems = (_baselines() if "baselines" in groups else []) + (
+        _engine_systems(engine, groups, default_steps, strategy_limit or limit) if engine is not None else [])
+    started = time.perf_counter()
+    for system in systems:
+        for suite in system.suites:
+            if suite not in tasks:
+                continue
+            score = system.scores.setdefault(suite, Score())
+            for index, task in enumerate(tasks[suite][: system.limit]):
+                t0 = time.perf_counter()
+                fill, hole = system.run(task, seed + index)
+                ms = (time.perf_counter() - t0) * 1000
+                exact, parsed, passed = score_task(task, fill)
+                score.add(exact=exact, parsed=parsed, passed=passed, hole_tokens=hole, ms=ms)
+            if progress:
+                d = score.as_dict()
+                progress(f"{system.name} / {suite}: exact {d['exact']:.0%}, parses {d['parses']:.0%}"
+                         + (f", pass@1 {d['pass@1']:.0%}" if suite == "humaneval" else "")
+                         + f" ({d['ms']:.0f} ms/task)")
+    if engine is not None:
+        engine.close()
+    return {
+        "model": info.get("model", model), "parameters": info.get("parameters"), "device": info.get("device"),
+        "limit": limit, "strategy_limit": strategy_limit or limit, "seed": seed,
+        "tasks": {k: len(v) for k, v in tasks.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "systems": [{"name": s.name, "scores": {k: v.as_dict() for k, v in s.scores.items()}} for s in systems],
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """One table: a row per system, exact match / parses / pass@1 per suite, mean hole and time."""
+    counts = report["tasks"]
+    header = ["system"]
+    columns: list[tuple[str, str]] = []
+    for suite, metrics in (("line", ("exact", "parses")), ("multiline", ("exact", "parses")),
+                           ("humaneval", ("pass@1", "parses")), ("rewrite", ("exact",))):
+        if suite in counts:
+            for metric in metrics:
+                columns.append((suite, metric))
+                header.append(f"{suite} {metric}")
+    header += ["mean hole tokens", "ms/task"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for system in report["systems"]:
+        scores = system["scores"]
+        cells = [system["name"]]
+        for suite, metric in columns:
+            cells.append(_pct(scores[suite][metric]) if suite in scores else "")
+        holes = [s["hole_tokens"] for s in scores.values() if s["n"]]
+        ms = [s["ms"] for s in scores.values() if s["n"]]
+        cells.append(f"{sum(holes) / len(holes):.1f}" if holes and any(holes) else "")
+        cells.append(f"{sum(ms) / len(ms):.0f}" if ms else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    tasks = ", ".join(f"{k} {v}" for k, v in counts.items())
+    if report.get("strategy_limit", report["limit"]) < report["limit"]:
+        tasks += f" (strategy rows: the first {report['strategy_limit']} of each)"
+    params = f", {report['parameters']:,} parameters" if report.get("parameters") else ""
+    note = (f"Model: {report['model']}{params} on {report.get('device') or 'n/a'}; tasks: {tasks}; "
+            f"seed {report['seed']}; {report['seconds']} s.")
+    return note + "\n\n" + "\n".join(lines) + "\n"
+
+
+def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        raise ValueError(f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="checkpoint path or id (default: diffgemma-mini)")
+    parser.add_argument("--limit", type=int, default=20, help="tasks per suite (default 20)")
+    parser.add_argument("--strategy-limit", type=int, default=None,
+                        help="tasks per suite for the strategy rows (default: --limit)")
+    parser.add_argument("--suites", default=",".join(ALL_SUITES))
+    parser.add_argument("--groups", default=",".join(ALL_GROUPS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw report here")
+    args = parser.parse_args(argv)
+    try:
+        suites = parse_list(args.suites, ALL_SUITES, "suite")
+        groups = parse_list(args.groups, ALL_GROUPS, "group")
+        if args.limit < 1 or (args.strategy_limit is not None and args.strategy_limit < 1):
+            raise ValueError("--limit and --strategy-limit must be at least 1")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from diffgemma.runtime.loading import ModelLoadError
+
+    try:
+        report = run_eval(args.model, suites=suites, groups=groups, limit=args.limit,
+                          strategy_limit=args.strategy_limit, seed=args.seed,
+                          device=args.device, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 6
+    table = format_markdown(report)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

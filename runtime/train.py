@@ -1,0 +1,451 @@
+"""Train diffgemma-mini: a small DiffusionGemma, from scratch, on the Python standard library.
+
+    python -m diffgemma.runtime.train OUT_DIR [--preset cpu|gpu|micro] [--steps N] [--seed S]
+
+The objective is the one DiffusionGemma's sampler expects. The encoder reads a clean code
+prefix into its KV cache; the canvas holds the next ``canvas_length`` tokens, each replaced by
+a uniformly random vocabulary token with probability t (t ~ U(0, 1), drawn per example); the
+decoder predicts the clean canvas. On half of the batches the decoder first runs without
+self-conditioning and its detached logits are fed back as ``self_conditioning_logits`` to a
+second pass, as the sampler does from its second step on.
+
+Data: the ``.py`` files of the running interpreter's standard library (PSF license), minus test
+suites and generated tables. A fixed set of files (chosen by a hash of their relative path, see
+``is_held_out``) is held out for evaluation and never trained on.
+
+Seeded and reproducible for a given preset, seed, standard library and thread count. The loss
+curve (step, loss, elapsed seconds) goes to ``OUT_DIR/training_log.csv``; the checkpoint
+(weights, config, generation config, tokenizer) is written every ``--save-every`` steps and at
+the end, so a partial model always exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
+
+# Folders whose files are test suites, generated tables or vendored third-party code.
+EXCLUDED_PARTS = frozenset(
+    {"test", "tests", "idle_test", "encodings", "site-packages", "__pycache__", "pydoc_data", "ensurepip"}
+)
+MAX_FILE_BYTES = 400_000  # larger files in the stdlib are generated data, not code people write
+HELD_OUT_MODULUS = 40  # about 1 file in 40 is held out
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def is_held_out(relative_path: str) -> bool:
+    """The evaluation split: sha256 of the POSIX relative path, first 8 hex digits, mod 40 == 0."""
+    digest = hashlib.sha256(relative_path.encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % HELD_OUT_MODULUS == 0
+
+
+def source_files(root: Path | None = None) -> list[str]:
+    """Sorted relative POSIX paths of the eligible ``.py`` files under ``root`` (the stdlib by default)."""
+    base = root or stdlib_root()
+    found = []
+    for path in base.rglob("*.py"):
+        rel = path.relative_to(base)
+        if EXCLUDED_PARTS.intersection(rel.parts) or not path.is_file():
+            continue
+        if path.stat().st_size > MAX_FILE_BYTES:
+            continue
+        found.append(rel.as_posix())
+    return sorted(found)
+
+
+def split_files(root: Path | None = None) -> tuple[list[str], list[str]]:
+    """(training files, held-out files), both sorted, disjoint."""
+    files = source_files(root)
+    held = [f for f in files if is_held_out(f)]
+    train = [f for f in files if not is_held_out(f)]
+    return train, held
+
+
+def read_texts(root: Path, files: list[str]) -> list[str]:
+    texts = []
+    for rel in files:
+        try:
+            texts.append((root / rel).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+    return texts
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model and schedule sizes. ``cpu`` fits a 2-core CPU in under an hour; ``gpu`` is for one CUDA GPU."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    num_experts: int
+    top_k_experts: int
+    moe_intermediate_size: int
+    intermediate_size: int
+    vocab_size: int
+    canvas_length: int
+    sliding_window: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup: int
+    prefix_lengths: tuple[int, ...] = (32, 64, 128, 256)
+    self_conditioning_prob: float = 0.5
+    weight_decay: float = 0.01
+    min_lr_ratio: float = 0.1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, num_experts=4, top_k_experts=2,
+        moe_intermediate_size=128, intermediate_size=256, vocab_size=4096, canvas_length=32,
+        sliding_window=64, batch_size=16, steps=3000, lr=2e-3, warmup=100,
+        prefix_lengths=(32, 64, 128, 192),
+    ),
+    "gpu": Preset(
+        hidden_size=512, num_layers=12, num_heads=8, num_kv_heads=4, num_experts=8, top_k_experts=2,
+        moe_intermediate_size=512, intermediate_size=1024, vocab_size=8192, canvas_length=64,
+        sliding_window=256, batch_size=64, steps=20000, lr=1e-3, warmup=500,
+        prefix_lengths=(64, 128, 256, 512),
+    ),
+    # For tests: a few steps in well under a second each.
+    "micro": Preset(
+        hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, num_experts=2, top_k_experts=1,
+        moe_intermediate_size=16, intermediate_size=64, vocab_size=300, canvas_length=8,
+        sliding_window=8, batch_size=4, steps=4, lr=3e-3, warmup=1, prefix_lengths=(8, 16),
+    ),
+}
+
+
+def model_config(preset: Preset):
+    """The tiny checkpoint's structure (``tiny_config``) at the preset's sizes."""
+    from diffgemma.runtime.tiny import tiny_config
+
+    head_dim = preset.hidden_size // preset.num_heads
+    pattern = ["sliding_attention", "sliding_attention", "full_attention"]
+    layer_types = [pattern[i % 3] for i in range(preset.num_layers)]
+    layer_types[-1] = "full_attention"  # the last layer always sees the whole prefix
+    return tiny_config(
+        canvas_length=preset.canvas_length,
+        vocab_size=preset.vocab_size,
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        num_key_value_heads=preset.num_kv_heads,
+        head_dim=head_dim,
+        global_head_dim=head_dim,
+        num_global_key_value_heads=preset.num_kv_heads,
+        sliding_window=preset.sliding_window,
+        layer_types=layer_types,
+        num_experts=preset.num_experts,
+        top_k_experts=preset.top_k_experts,
+        moe_intermediate_size=preset.moe_intermediate_size,
+    )
+
+
+def set_generation_defaults(model: Any) -> None:
+    gen = model.generation_config
+    gen.max_denoising_steps = 16
+    gen.t_min, gen.t_max = 0.4, 0.8
+    gen.stability_threshold, gen.confidence_threshold = 1, 0.005
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = BOS_ID, EOS_ID, PAD_ID
+
+
+def train_code_tokenizer(texts: list[str], vocab_size: int, out_dir: Path | str) -> None:
+    """Byte-level BPE with Gemma's special-token names, where a newline is always a token of its own.
+
+    The engine heals a prompt that ends in bare indentation back to its newline and lets the
+    model write the indentation (see ``runtime.prompt.split_heal``). With the plain byte-level
+    pre-tokenizer a newline is glued to the next line's indentation ("\\n" + spaces is one
+    token), so a prompt ending in a lone newline token would be unlike anything seen in
+    training. Splitting newlines off first makes the healed prompt ordinary.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        additional_special_tokens=["<|turn>", "<turn|>"],
+        clean_up_tokenization_spaces=False,
+    ).save_pretrained(str(out_dir))
+
+
+def encode_stream(tokenizer: Any, texts: list[str]) -> Any:
+    """One token stream: ``<bos> file <eos>`` for every file, so windows also start at file starts."""
+    import torch
+
+    ids: list[int] = []
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for doc in encoded:
+        ids.append(BOS_ID)
+        ids.extend(doc)
+        ids.append(EOS_ID)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def sample_batch(stream: Any, batch: int, prefix_len: int, canvas: int, gen: Any) -> tuple[Any, Any]:
+    """Random windows: ``prefix_len`` clean prefix tokens, then the ``canvas`` tokens that follow."""
+    import torch
+
+    span = prefix_len + canvas
+    starts = torch.randint(0, stream.numel() - span, (batch,), generator=gen)
+    windows = torch.stack([stream[s : s + span] for s in starts.tolist()])
+    return windows[:, :prefix_len], windows[:, prefix_len:]
+
+
+def noise_canvas(clean: Any, vocab_size: int, gen: Any) -> Any:
+    """Replace each token by a uniform random token with probability t, t ~ U(0, 1) per example."""
+    import torch
+
+    t = torch.rand(clean.shape[0], 1, generator=gen)
+    replace_mask = torch.rand(clean.shape, generator=gen) < t
+    random_tokens = torch.randint(0, vocab_size, clean.shape, generator=gen)
+    return torch.where(replace_mask, random_tokens, clean)
+
+
+def diffusion_loss(model: Any, prefix: Any, clean: Any, noisy: Any, self_condition: bool) -> Any:
+    """Cross-entropy of the decoder's canvas logits against the clean canvas, on every position.
+
+    Every position counts, not only the noised ones: with uniform-token noise the model cannot tell
+    which tokens were replaced, and the sampler reads (and may re-sample) every position each step.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config.get_text_config())
+    model.model.encoder(input_ids=prefix, past_key_values=cache, use_cache=True)
+    sc_logits = None
+    if self_condition:
+        with torch.no_grad():
+            sc_logits = model(past_key_values=cache, decoder_input_ids=noisy).logits.detach()
+    logits = model(past_key_values=cache, decoder_input_ids=noisy, self_conditioning_logits=sc_logits).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), clean.reshape(-1))
+
+
+def lr_at(step: int, preset: Preset, total: int, time_progress: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio``; ``time_progress`` (0..1) can run it ahead."""
+    if step < preset.warmup:
+        return preset.lr * (step + 1) / preset.warmup
+    progress = min(1.0, max(time_progress, (step - preset.warmup) / max(1, total - preset.warmup)))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return preset.lr * (preset.min_lr_ratio + (1 - preset.min_lr_ratio) * cosine)
+
+
+def save_checkpoint(model: Any, out: Path, dtype: str) -> None:
+    import torch
+
+    weights_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    original = next(model.parameters()).dtype
+    model.to(weights_dtype)
+    try:
+        model.save_pretrained(str(out))
+    finally:
+        model.to(original)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    losses: list[tuple[int, float, float]]
+    parameters: int
+    seconds: float
+    steps: int
+
+
+def train(
+    out_dir: Path | str,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    data_root: Path | None = None,
+    files: list[str] | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    max_minutes: float | None = None,
+    time_budget: float | None = None,
+    save_every: int = 200,
+    log_every: int = 10,
+    save_dtype: str = "bf16",
+    log: Any = None,
+) -> TrainResult:
+    """Train a model with ``preset`` and write the checkpoint to ``out_dir``.
+
+    ``max_minutes`` stops early (the schedule is cut off); ``time_budget`` (minutes) instead makes
+    the learning-rate schedule follow wall time as well as steps, so a run on a loaded machine
+    still anneals and ends in time. Only a run without ``time_budget`` is step-for-step
+    reproducible.
+    """
+    import torch
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    root = data_root or stdlib_root()
+    train_files = files if files is not None else split_files(root)[0]
+    texts = read_texts(root, train_files)
+    if not texts:
+        raise ValueError(f"no training files found under {root}")
+
+    started = time.monotonic()
+    train_code_tokenizer(texts, preset.vocab_size, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    stream = encode_stream(tokenizer, texts)
+    if log:
+        log(f"{len(texts)} files, {stream.numel()} tokens, tokenizer in {time.monotonic() - started:.0f}s")
+
+    model = DiffusionGemmaForBlockDiffusion(model_config(preset))
+    set_generation_defaults(model)
+    model.to(device).train()
+    parameters = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=preset.lr, betas=(0.9, 0.98),
+    )
+    gen = torch.Generator().manual_seed(seed)
+    (out / "training_args.json").write_text(
+        json.dumps({"preset": asdict(preset), "seed": seed, "files": len(train_files),
+                    "tokens": stream.numel(), "parameters": parameters, "device": device,
+                    "threads": torch.get_num_threads()}, indent=2) + "\n"
+    )
+    log_path = out / "training_log.csv"
+    losses: list[tuple[int, float, float]] = []
+    train_started = time.monotonic()
+    window: list[float] = []
+    with log_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "loss", "lr", "elapsed_s"])
+        for step in range(preset.steps):
+            time_progress = (time.monotonic() - train_started) / (time_budget * 60) if time_budget else 0.0
+            if time_progress >= 1.0:
+                if log:
+                    log(f"time budget of {time_budget} min used at step {step}; stopping")
+                break
+            lr = lr_at(step, preset, preset.steps, time_progress)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            prefix_len = preset.prefix_lengths[int(torch.randint(0, len(preset.prefix_lengths), (1,), generator=gen))]
+            prefix, clean = sample_batch(stream, preset.batch_size, prefix_len, preset.canvas_length, gen)
+            noisy = noise_canvas(clean, preset.vocab_size, gen)
+            self_condition = bool(torch.rand(1, generator=gen) < preset.self_conditioning_prob)
+            loss = diffusion_loss(model, prefix.to(device), clean.to(device), noisy.to(device), self_condition)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            value = float(loss.detach())
+            elapsed = time.monotonic() - train_started
+            losses.append((step, value, elapsed))
+            window.append(value)
+            if (step + 1) % log_every == 0 or step == 0:
+                writer.writerow([step, f"{sum(window) / len(window):.4f}", f"{lr:.2e}",
+                                 f"{elapsed:.1f}"])
+                handle.flush()
+                if log:
+                    log(f"step {step + 1}/{preset.steps} loss {sum(window) / len(window):.3f} "
+                        f"({elapsed / (step + 1):.2f}s/step)")
+                window = []
+            if save_every and (step + 1) % save_every == 0:
+                model.eval()
+                save_checkpoint(model, out, save_dtype)
+                model.train()
+            if max_minutes is not None and elapsed > max_minutes * 60:
+                if log:
+                    log(f"time budget of {max_minutes} min reached at step {step + 1}; stopping")
+                break
+    model.eval()
+    save_checkpoint(model, out, save_dtype)
+    seconds = time.monotonic() - started
+    tail = [v for _, v, _ in losses[-50:]] or [float("nan")]
+    summary = {"steps": len(losses), "seconds": round(seconds, 1), "parameters": parameters,
+               "final_loss": round(sum(tail) / len(tail), 4)}
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out_dir=out, losses=losses, parameters=parameters, seconds=seconds, steps=len(losses))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.train", description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir", help="directory to write the checkpoint into")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="model/schedule size (default: gpu when CUDA is available, else cpu)")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop early (checkpoint kept) after this")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="minutes: anneal the learning rate by wall time too and stop when it is used")
+    parser.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--data", type=Path, default=None, help="source root (default: this Python's stdlib)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    preset = PRESETS[args.preset or ("gpu" if device.startswith("cuda") else "cpu")]
+    if args.steps is not None:
+        preset = replace(preset, steps=args.steps)
+    if args.batch_size is not None:
+        preset = replace(preset, batch_size=args.batch_size)
+    if args.data is not None and not args.data.is_dir():
+        print(f"error: data root {args.data} is not a directory", file=sys.stderr)
+        return 2
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        result = train(args.out_dir, preset, seed=args.seed, data_root=args.data, device=device,
+                       threads=args.threads, max_minutes=args.max_minutes,
+                       time_budget=args.time_budget, save_every=args.save_every, log=log)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log(f"trained {result.parameters:,} parameters for {result.steps} steps in {result.seconds / 60:.1f} min; "
+        f"checkpoint in {result.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
