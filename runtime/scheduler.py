@@ -319,6 +319,12 @@ class Scheduler:
         """Load ``name`` unless it is the loaded model; returns the milliseconds spent loading."""
         if self._engine is not None and _model_key(name) == _model_key(self._model or ""):
             return 0.0
+        if self._engine is not None:
+            # A mistyped name must not cost the user the model that works: check that the new
+            # one can be found before dropping the old one.
+            from diffgemma.runtime.loading import resolve_model_path
+
+            resolve_model_path(name)
         self._unload(f"switching to {name}")
         with self._cond:
             self._state = "loading"
