@@ -67,3 +67,7 @@ _register_all()
 def main() -> None:
     # One-line errors and distinct exit codes even for argument errors (see cli/errors.py).
     run_app(app)
+
+
+if __name__ == "__main__":
+    main()

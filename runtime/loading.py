@@ -71,7 +71,6 @@ def resolve_model_path(name: str) -> Path:
 
 def load_model(name: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load model + tokenizer through the same ``from_pretrained`` path for real and tiny weights."""
-    import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from diffgemma.runtime.engine import Engine, trim_join
 from diffgemma.runtime.prefix_cache import PrefixCache, decoder_view, encode
 from diffgemma.runtime.types import Cancelled, CancelToken, SamplingSettings, SettingsError
