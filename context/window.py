@@ -6,16 +6,22 @@ How a window grows (with a tree-sitter tree):
    selection), each enclosing node -- expression, statement, block, function, class, module --
    is taken whole while it fits the budget.
 2. Then siblings. Inside the first enclosing node that does not fit, whole children next to
-   the window are added outward, alternating before/after with the prefix first; by default
-   the suffix takes at most a third of the budget while the prefix can still grow.
+   the window are added outward, alternating before/after with the prefix first; a side that
+   takes every child of a node goes on among its parent's children. By default the suffix
+   takes at most a third of the budget while the prefix can still grow. When the next
+   sibling on a side is too big to take whole, the window takes its trailing (prefix side)
+   or leading (suffix side) children whole instead, recursively -- the last methods of a long
+   class above the cursor, the signature and first statements of a long function below it --
+   preferring boundaries at line starts/ends. Strings and comments are never entered.
 3. Imports. The file's top-level imports (and package lines) that lie before the window are
    kept in ``header`` when they fit (at most half of what the enclosing scopes left over).
 
 Boundaries therefore always fall on node boundaries (never inside a token or a string),
-widened to whole lines when only indentation or trailing blanks separate them from one. If
-the cursor sits inside a single node larger than the budget (a huge string, say), that side
-falls back to whole lines inside the node. An unknown language, a missing grammar, or a
-buffer whose tree is mostly errors gives a line-based window (``method == "lines"``).
+widened to whole lines when only indentation or trailing blanks separate them from one; a
+definition is cut only when it is too big for the budget. If the cursor sits inside a single
+token larger than the budget (a huge string or comment), the window uses whole lines inside
+it. An unknown language, a missing grammar, or a buffer that is not code in that language
+gives a line-based window (``method == "lines"``).
 
 Invariants (offsets are Python string indices):
     window.prefix == window.header + text[window.prefix_start:window.start]
