@@ -12,8 +12,8 @@ Sampling is exact Gumbel-max. On CPU, drawing one Gumbel variate per vocabulary 
 costs more than the rest of the walk, so it is done hierarchically and still exactly:
 pick a block of 256 tokens by Gumbel-max over the block masses (known from the walk), then
 a token inside the chosen block by Gumbel-max over that block alone. P(token) = P(block) *
-P(token | block) = p_token, with ~1/200 of the noise draws. The Triton kernel draws per-token noise in registers, where it
-is free, in a single pass.
+P(token | block) = p_token, with ~1/200 of the noise draws. The Triton kernel draws
+per-token noise in registers, where it is free, in a single pass.
 """
 
 from __future__ import annotations
@@ -119,7 +119,6 @@ def _fused_sample_torch(logits: torch.Tensor, temperature: float | torch.Tensor,
     chunk = max(blk, min(chunk, vocab))
     chunk = (chunk + blk - 1) // blk * blk  # whole blocks; the last chunk is padded with -inf
     n_blocks = (vocab + blk - 1) // blk
-    per_chunk = chunk // blk
 
     lse = torch.empty(rows, dtype=torch.float32, device=dev)
     entropy = torch.empty(rows, dtype=torch.float32, device=dev)
@@ -186,7 +185,7 @@ def _argmax_in_block(flat: torch.Tensor, inv_t: torch.Tensor, block: torch.Tenso
     With noise this is the second level of the exact hierarchical draw: given block b (chosen
     with probability mass_b / total), Gumbel-max inside b picks token i with p_i / mass_b.
     """
-    rows, vocab = flat.shape
+    vocab = flat.shape[1]
     start = block * blk
     index = start.unsqueeze(1) + torch.arange(blk, device=flat.device).unsqueeze(0)
     valid = index < vocab  # the last block may be short

@@ -1,6 +1,6 @@
 """Triton versions of the fused sampler and the self-conditioning softmax (CUDA; CPU via TRITON_INTERPRET=1).
 
-One program per canvas position walks its vocabulary row once in ``BLOCK``-wide tiles,
+Each program walks one (or a few) canvas positions' vocabulary rows once in ``BLOCK``-wide tiles,
 keeping per-lane online statistics (max, sum of exp, sum of exp * logit, argmax, and the
 Gumbel-max winner with Philox noise drawn in registers), then reduces the lanes. Only
 five numbers per row are written.
@@ -39,26 +39,28 @@ def _kernels():
 
     @triton.jit
     def sample_kernel(logits_ptr, inv_t_ptr, tokens_ptr, argmax_ptr, entropy_ptr, lse_ptr,
-                      vocab, stride_row, seed, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        inv_t = tl.load(inv_t_ptr + row)
-        base = logits_ptr + row.to(tl.int64) * stride_row
-        offs = tl.arange(0, BLOCK)
-        run_max = tl.full([BLOCK], -1.0e30, tl.float32)
-        run_sum = tl.zeros([BLOCK], tl.float32)
-        run_dot = tl.zeros([BLOCK], tl.float32)
-        best_x = tl.full([BLOCK], float("-inf"), tl.float32)
-        best_i = tl.zeros([BLOCK], tl.int32)
-        best_g = tl.full([BLOCK], float("-inf"), tl.float32)
-        best_gi = tl.zeros([BLOCK], tl.int32)
+                      n_rows, vocab, stride_row, seed, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        row_ok = rows < n_rows
+        inv_t = tl.load(inv_t_ptr + rows, mask=row_ok, other=1.0)[:, None]
+        base = logits_ptr + rows.to(tl.int64)[:, None] * stride_row
+        offs = tl.arange(0, BLOCK)[None, :]
+        run_max = tl.full([ROWS, BLOCK], -1.0e30, tl.float32)
+        run_sum = tl.zeros([ROWS, BLOCK], tl.float32)
+        run_dot = tl.zeros([ROWS, BLOCK], tl.float32)
+        best_x = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
+        best_i = tl.zeros([ROWS, BLOCK], tl.int32)
+        best_g = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
+        best_gi = tl.zeros([ROWS, BLOCK], tl.int32)
         for start in range(0, vocab, BLOCK):
             idx = start + offs
-            mask = idx < vocab
+            mask = row_ok[:, None] & (idx < vocab)
             x = tl.load(base + idx, mask=mask, other=float("-inf")).to(tl.float32) * inv_t
             up = x > best_x  # strict: each lane keeps its earliest maximum
             best_x = tl.where(up, x, best_x)
             best_i = tl.where(up, idx, best_i)
-            u = tl.rand(seed + row, idx)
+            # Philox noise keyed by (seed, row * vocab + token): independent per element
+            u = tl.rand(seed, rows[:, None] * vocab + idx)
             g = x - tl.log(-tl.log(u))
             gup = g > best_g
             best_g = tl.where(gup, g, best_g)
@@ -70,17 +72,19 @@ def _kernels():
             run_dot = alpha * (run_dot + (run_max - new_max) * run_sum) + e * xc
             run_sum = alpha * run_sum + e
             run_max = new_max
-        m = tl.max(run_max, axis=0)
-        scale = tl.exp(run_max - m)
-        total = tl.sum(run_sum * scale, axis=0)
-        dot = tl.sum(scale * (run_dot + (run_max - m) * run_sum), axis=0)
+        m = tl.max(run_max, axis=1)
+        scale = tl.exp(run_max - m[:, None])
+        total = tl.sum(run_sum * scale, axis=1)
+        dot = tl.sum(scale * (run_dot + (run_max - m[:, None]) * run_sum), axis=1)
         log_total = tl.log(total)
-        tl.store(lse_ptr + row, m + log_total)
-        tl.store(entropy_ptr + row, tl.maximum(log_total - dot / total, 0.0))
-        bx = tl.max(best_x, axis=0)
-        tl.store(argmax_ptr + row, tl.min(tl.where(best_x == bx, best_i, vocab), axis=0).to(tl.int64))
-        bg = tl.max(best_g, axis=0)
-        tl.store(tokens_ptr + row, tl.min(tl.where(best_g == bg, best_gi, vocab), axis=0).to(tl.int64))
+        tl.store(lse_ptr + rows, m + log_total, mask=row_ok)
+        tl.store(entropy_ptr + rows, tl.maximum(log_total - dot / total, 0.0), mask=row_ok)
+        bx = tl.max(best_x, axis=1)
+        amax = tl.min(tl.where(best_x == bx[:, None], best_i, vocab), axis=1)
+        tl.store(argmax_ptr + rows, amax.to(tl.int64), mask=row_ok)
+        bg = tl.max(best_g, axis=1)
+        tok = tl.min(tl.where(best_g == bg[:, None], best_gi, vocab), axis=1)
+        tl.store(tokens_ptr + rows, tok.to(tl.int64), mask=row_ok)
 
     @triton.jit
     def probs_kernel(logits_ptr, inv_t_ptr, probs_ptr, vocab, stride_row, stride_out,
@@ -115,8 +119,15 @@ def _seed_from(generator: torch.Generator | None, device: torch.device) -> int:
 
 
 def fused_sample_triton(logits: torch.Tensor, temperature: float | torch.Tensor,
-                        generator: torch.Generator | None = None, block: int = 2048) -> StepStats:
-    """Same contract as ``diffgemma.kernels.sampler.fused_sample``; one kernel launch."""
+                        generator: torch.Generator | None = None, block: int = 2048,
+                        rows_per_program: int = 1) -> StepStats:
+    """Same contract as ``diffgemma.kernels.sampler.fused_sample``; one kernel launch.
+
+    At the real vocabulary one row per program already fills the GPU; several rows per
+    program pay off for small vocabularies (and for the interpreter in tests).
+    """
+    if rows_per_program < 1 or rows_per_program & (rows_per_program - 1):
+        raise ValueError(f"rows_per_program must be a power of two, got {rows_per_program}")
     batch, canvas, vocab = logits.shape
     rows = batch * canvas
     flat = logits.reshape(rows, vocab)
@@ -130,8 +141,9 @@ def fused_sample_triton(logits: torch.Tensor, temperature: float | torch.Tensor,
     lse = torch.empty(rows, dtype=torch.float32, device=dev)
     sample_kernel, _ = _kernels()
     block = min(block, max(16, 1 << (vocab - 1).bit_length()))
-    sample_kernel[(rows,)](flat, inv_t, tokens, argmax, entropy, lse, vocab, flat.stride(0),
-                           _seed_from(generator, dev), BLOCK=block)
+    grid = ((rows + rows_per_program - 1) // rows_per_program,)
+    sample_kernel[grid](flat, inv_t, tokens, argmax, entropy, lse, rows, vocab, flat.stride(0),
+                        _seed_from(generator, dev), ROWS=rows_per_program, BLOCK=block)
     shape = (batch, canvas)
     return StepStats(tokens=tokens.view(shape), argmax=argmax.view(shape), entropy=entropy.view(shape),
                      lse=lse.view(shape))
