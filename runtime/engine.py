@@ -10,7 +10,9 @@ With the stock sampler and no clamps, `Engine.generate` reproduces ``model.gener
 
 from __future__ import annotations
 
+import functools
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from diffgemma.runtime.loading import LoadedModel, load_model
 from diffgemma.runtime.prefix_cache import PrefixCache, decoder_view, encode
 from diffgemma.runtime.prompt import build_parts, strip_heal
 from diffgemma.runtime.types import (
+    Cancelled,
     CancelToken,
     Draft,
     EngineResult,
@@ -44,6 +47,21 @@ class _Denoised:
     steps: int
     scores: torch.Tensor  # (B,) mean log-prob of the held suffix tokens (0 when none)
     forwards: torch.Tensor  # (B,) decoder passes while the row was still denoising
+
+
+def _frees_on_cancel(method: Callable[..., EngineResult]) -> Callable[..., EngineResult]:
+    """A cancelled request must not keep its canvases alive through the traceback's frames
+    (a caller may hold on to the exception): clear those frames' locals before re-raising."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> EngineResult:
+        try:
+            return method(*args, **kwargs)
+        except Cancelled as exc:
+            traceback.clear_frames(exc.__traceback__)
+            raise
+
+    return wrapper
 
 
 class Engine:
@@ -323,6 +341,7 @@ class Engine:
         grid = {n for n in grid if n < longest} | {longest}
         return sorted(grid), hold
 
+    @_frees_on_cancel
     @torch.no_grad()
     def infill(
         self,
@@ -445,6 +464,7 @@ class Engine:
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(filled))
 
     # ------------------------------------------------------------------ rewrite
+    @_frees_on_cancel
     @torch.no_grad()
     def edit(
         self,

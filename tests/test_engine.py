@@ -169,6 +169,27 @@ def test_cancel_stops_within_one_step(engine: Engine) -> None:
         counter.close()
     assert seen == [1, 2]
     assert forwards == 2  # no decoder forward after the cancel
+
+
+def test_cancelled_request_frees_its_canvases(engine: Engine) -> None:
+    """Even while the caller keeps the exception (and its traceback), the tensors are gone."""
+    import gc
+    import weakref
+
+    token = CancelToken()
+    refs: list[weakref.ref] = []
+    handle = engine.model.model.decoder.register_forward_pre_hook(
+        lambda m, a, kw: refs.append(weakref.ref(kw["decoder_input_ids"])), with_kwargs=True
+    )
+    try:
+        with pytest.raises(Cancelled) as kept:
+            engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=1, steps=40, confidence_threshold=1e-12),
+                          on_draft=lambda d: token.cancel() if d.step == 3 else None, cancel=token)
+    finally:
+        handle.remove()
+    gc.collect()
+    assert kept.value is not None and len(refs) == 3
+    assert all(ref() is None for ref in refs)
     # The engine keeps working afterwards.
     assert engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=1, steps=2)).timings.steps <= 2
 
