@@ -183,7 +183,7 @@ def _resolve_python(root: Path, here: Path, ref: ImportRef) -> list[Path]:
     return found
 
 
-def _resolve_js(root: Path, here: Path, ref: ImportRef) -> list[Path]:
+def _resolve_js(root: Path, here: Path, ref: ImportRef, typescript: bool) -> list[Path]:
     spec = ref.spec
     if not spec.startswith((".", "/")):
         return []  # a package from node_modules: not workspace code
@@ -191,8 +191,10 @@ def _resolve_js(root: Path, here: Path, ref: ImportRef) -> list[Path]:
     cands = [base]
     stem = str(base)
     if stem.endswith((".js", ".jsx", ".mjs", ".cjs")):
-        # TypeScript's ESM style imports "./x.js" for the source file "./x.ts".
-        cands += [Path(stem.rsplit(".", 1)[0] + ext) for ext in (".ts", ".tsx", ".mts", ".cts")]
+        # TypeScript's ESM style imports "./x.js" for the source file "./x.ts": a TypeScript
+        # buffer means the source, a JavaScript one the file as named.
+        sources = [Path(stem.rsplit(".", 1)[0] + ext) for ext in (".ts", ".tsx", ".mts", ".cts")]
+        cands = [*sources, base] if typescript else [base, *sources]
     cands += [Path(stem + ext) for ext in _JS_EXTS]
     cands += [base / f"index{ext}" for ext in _JS_EXTS]
     return _first(root, cands)
@@ -277,7 +279,7 @@ def resolve_import(root: Path, here: Path, ref: ImportRef, language: str) -> lis
     if language == "python":
         return _resolve_python(root, here, ref)
     if language in ("javascript", "typescript", "tsx"):
-        return _resolve_js(root, here, ref)
+        return _resolve_js(root, here, ref, typescript=language != "javascript")
     if language == "go":
         return _resolve_go(root, here, ref)
     if language == "rust":

@@ -10,8 +10,9 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from diffgemma.context.parsing import ParsedDoc
     from tree_sitter import Node
+
+    from diffgemma.context.parsing import ParsedDoc
 
 # Node types that are imports (or package declarations, which read as part of the same header).
 IMPORT_TYPES: dict[str, frozenset[str]] = {

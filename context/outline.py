@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 from diffgemma.context.imports import top_level_imports
 
 if TYPE_CHECKING:
-    from diffgemma.context.parsing import ParsedDoc
     from tree_sitter import Node
 
-_FUNCTION_LIKE = re.compile(r"function|method|def|fn|func|constructor|lambda|arrow|procedure|subroutine|closure")
+    from diffgemma.context.parsing import ParsedDoc
+
+# Node types whose body is code to elide (function_definition, method_declaration, function_item,
+# arrow_function, func_literal, ...); class bodies stay, so fields and method signatures show.
+_FUNCTION_LIKE = re.compile(r"(^|_)(function|method|func|fn|lambda|constructor|closure|procedure|subroutine)(_|$)")
 _NAME_TYPES = frozenset(
     {
         "identifier", "type_identifier", "field_identifier", "property_identifier", "constant",
@@ -43,13 +46,18 @@ def _name_of(node: Node, depth: int = 0) -> str | None:
     field = node.child_by_field_name("name")
     if field is not None and field.text is not None:
         return field.text.decode("utf-8", "replace")
+    # Wrappers (decorated definitions, export statements) name what they wrap.
+    for wrapped in ("definition", "declaration"):
+        inner = node.child_by_field_name(wrapped)
+        if inner is not None:
+            return _name_of(inner, depth + 1)
     if depth >= 3:
         return None
     for child in node.named_children:
         if child.type in _NAME_TYPES and child.text is not None:
             return child.text.decode("utf-8", "replace")
     for child in node.named_children:
-        if child.type not in _SKIP and child.child_count:
+        if child.type not in _SKIP and child.type != "decorator" and child.child_count:
             found = _name_of(child, depth + 1)
             if found:
                 return found

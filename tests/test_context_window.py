@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from diffgemma.context import (
     PositionError,
     cursor_window,
