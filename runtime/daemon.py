@@ -25,7 +25,7 @@ import socket as socketlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -243,6 +243,7 @@ def serve(config: DaemonConfig) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     _setup_logging()
     import uvicorn
+
     from diffgemma.runtime.scheduler import Scheduler
     from diffgemma.runtime.server import ServerInfo, create_app
 
@@ -277,6 +278,17 @@ def serve(config: DaemonConfig) -> int:
             # Stop the engine at its next step, so shutdown does not wait for a long generation.
             scheduler.cancel_all()
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises the caught SIGTERM once it has stopped, which would kill us before
+            # the cleanup below (socket, pid file, lock, model). A signal-stopped daemon has shut
+            # down cleanly: forget the signal and exit 0.
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
 
     uv_config = uvicorn.Config(create_app(scheduler, info), log_level="warning", access_log=False,
                                lifespan="off", timeout_graceful_shutdown=5, server_header=False)

@@ -172,6 +172,12 @@ class Scheduler:
             return
         with self._cond:
             self._pending_load = name
+            # Report "loading" from now on, so a client that connects before the worker has
+            # picked the load up waits for it instead of seeing an unloaded daemon.
+            if self._engine is None:
+                self._state = "loading"
+                self._loading_model = name
+                self._load_started = time.monotonic()
             self._cond.notify_all()
 
     # --- the event loop's side --------------------------------------------------------------
