@@ -7,6 +7,7 @@ Nothing here is timed: cancellation and supersession are observed through finish
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from diffgemma.runtime.client import Client, DaemonError
+from diffgemma.runtime.client import AsyncClient, Client, DaemonError
 from diffgemma.runtime.protocol import EditRequest, InfillRequest, Result
 
 MAX_BODY = 65536
@@ -448,3 +449,29 @@ def test_tabby_openai_completion_request(daemon: Daemon) -> None:
     choice = data["choices"][0]
     assert set(choice) == {"text", "index", "finish_reason", "logprobs"} and choice["logprobs"] is None
     assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"]
+
+
+# --- the async client ------------------------------------------------------------------------------------
+
+
+async def test_async_client_streams_and_task_cancel_stops_the_work(daemon: Daemon) -> None:
+    drafts: list[dict[str, Any]] = []
+    async with AsyncClient(socket=daemon.socket) as client:
+        assert await client.health()
+        result = await client.infill(InfillRequest(prefix="b = ", suffix="\n", steps=3, max_tokens=4, seed=1),
+                                     on_draft=drafts.append)
+        assert drafts and result.finish_reason in ("stop", "length")
+
+        before = await asyncio.to_thread(daemon.status)
+        task = asyncio.create_task(client.infill(InfillRequest(prefix="def g():\n    ", suffix="\n",
+                                                               id="async-busy", **BUSY)))
+        deadline = time.monotonic() + 120
+        while (await client.status())["running"] != "async-busy":
+            assert time.monotonic() < deadline, "the request never started"
+            await asyncio.sleep(0.05)
+        task.cancel()  # closes the HTTP connection, which cancels the daemon's work
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    after = wait_for(lambda: (s := daemon.status())["running"] is None and s["cancelled"] > before["cancelled"]
+                     and s, "the async request to be cancelled")
+    assert after["disconnects"] > before["disconnects"]
