@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import reflow
 

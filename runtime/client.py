@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from diffgemma.runtime import paths
 from diffgemma.runtime.protocol import EditRequest, InfillRequest, ProtocolError, Result
 

@@ -19,6 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from diffgemma.runtime import adapters
 from diffgemma.runtime.protocol import (
     RESULT_SCHEMA,
@@ -33,12 +40,6 @@ from diffgemma.runtime.protocol import (
 )
 from diffgemma.runtime.scheduler import Job, NoModel, Outcome, QueueFull, Scheduler
 from diffgemma.runtime.types import Draft
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("diffgemma.daemon")
 
