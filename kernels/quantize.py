@@ -1,0 +1,312 @@
+"""Swap a DiffusionGemma model to 4-bit NF4 weights; write and load quantized checkpoints.
+
+What is quantized: every ``DiffusionGemmaTextExperts`` (-> ``QuantizedExperts``) and the
+bias-free ``nn.Linear`` projections of the text layers and self-conditioning block
+(-> ``Linear4``). Embeddings (tied to the LM head), the router, norms and the vision tower
+stay in the model dtype. The encoder and decoder share their layer weights in
+DiffusionGemma; the swap keeps that sharing (one quantized module, two parents).
+
+A quantized checkpoint directory holds ``config.json`` (the model config plus a
+``diffgemma_quantization`` entry naming the quantized modules), ``model-nf4.safetensors``
+(each shared tensor once; aliases in its metadata), the generation config and the
+tokenizer files. Loading it builds the model on the meta device, swaps in empty quantized
+modules and assigns the stored tensors straight onto the target device: no bf16 copy of
+the experts ever exists.
+
+Loading an unquantized checkpoint with quantization reads it on the CPU and quantizes
+module by module onto the target device, so the GPU never holds the bf16 model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffgemma.kernels.moe4 import QuantizedExperts
+from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, Linear4
+
+QUANT_KEY = "diffgemma_quantization"
+WEIGHTS_FILE = "model-nf4.safetensors"
+FORMAT_VERSION = 1
+# Substrings of module names whose nn.Linear layers stay unquantized.
+_KEEP_LINEAR = ("vision", "embed", "lm_head", "router")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+Progress = Callable[[str], None] | None
+
+
+class QuantizeError(RuntimeError):
+    """Quantizing or loading a quantized checkpoint failed; the message is one line."""
+
+
+def _is_experts(module: nn.Module) -> bool:
+    return type(module).__name__ == "DiffusionGemmaTextExperts"
+
+
+def _linear_to_quantize(name: str, module: nn.Module, keep: tuple[str, ...]) -> bool:
+    return (isinstance(module, nn.Linear) and module.bias is None and module.in_features % 2 == 0
+            and not any(part in name for part in (*_KEEP_LINEAR, *keep)))
+
+
+def _activation(model: nn.Module) -> str:
+    return str(model.config.text_config.hidden_activation)
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, new)
+
+
+def quantize_model(model: nn.Module, device: torch.device | str | None = None, block: int = DEFAULT_BLOCK,
+                   progress: Progress = None, keep: tuple[str, ...] = ()) -> nn.Module:
+    """Replace experts and eligible linears with 4-bit modules, in place; returns ``model``.
+
+    ``keep``: more name parts whose linears stay unquantized, e.g. ``("self_attn",)`` keeps the
+    attention projections (~4% of the weights) in the model dtype.
+
+    With ``device`` (e.g. "cuda"), each weight is moved there just before it is quantized and
+    only its 4-bit form stays; the unquantized rest follows at the end. The bf16 originals are
+    freed as soon as no module refers to them.
+    """
+    activation = _activation(model)
+    done: dict[int, nn.Module] = {}
+    experts_names: list[str] = []
+    linear_names: list[str] = []
+    targets = list(model.named_modules(remove_duplicate=False))
+    for index, (name, module) in enumerate(targets):
+        if _is_experts(module):
+            key = id(module.gate_up_proj)
+            if key not in done:
+                done[key] = QuantizedExperts.from_experts(module, activation, block, device)
+            experts_names.append(name)
+        elif _linear_to_quantize(name, module, keep):
+            key = id(module.weight)
+            if key not in done:
+                done[key] = Linear4.from_linear(module, block, device)
+            linear_names.append(name)
+        else:
+            continue
+        _swap(model, name, done[key])
+        if progress is not None and (_is_experts(module) or index % 16 == 0):
+            progress(f"quantized {name}")
+    if not experts_names:
+        raise QuantizeError("no DiffusionGemma expert layers found: is this a DiffusionGemma model?")
+    if device is not None:
+        model.to(device)
+    model._diffgemma_quantization = {  # read by save_quantized
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block,
+        "experts": experts_names, "linears": linear_names, "weights": WEIGHTS_FILE,
+    }
+    return model
+
+
+def _named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from model.named_parameters(remove_duplicate=False)
+    yield from model.named_buffers(remove_duplicate=False)
+
+
+def quantized_bytes(model: nn.Module) -> int:
+    """Bytes of all distinct parameters and buffers (what the model holds in memory)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for _, t in _named_tensors(model):
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if t.device.type != "meta" and key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def save_quantized(model: nn.Module, dst: str | Path) -> Path:
+    """Write a quantized model (after ``quantize_model``) to the directory ``dst``."""
+    from safetensors.torch import save_file
+
+    info = getattr(model, "_diffgemma_quantization", None)
+    if info is None:
+        raise QuantizeError("model is not quantized: call quantize_model first")
+    out = Path(dst)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    owner: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
+    for name, t in _named_tensors(model):
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if key in owner:
+            if owner[key] != name:
+                aliases[name] = owner[key]
+            continue
+        owner[key] = name
+        tensors[name] = t.detach().to("cpu").contiguous()
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"aliases": json.dumps(aliases), "format": FORMAT_NAME})
+    config = model.config.to_dict()
+    config[QUANT_KEY] = info
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.save_pretrained(str(out))
+    return out
+
+
+def is_quantized_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a directory written by ``save_quantized`` / ``quantize_checkpoint``."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return QUANT_KEY in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _read_quantized_config(path: Path) -> tuple[Any, dict[str, Any]]:
+    from transformers import DiffusionGemmaConfig
+
+    raw = json.loads((path / "config.json").read_text())
+    info = raw.pop(QUANT_KEY)
+    if info.get("format") != FORMAT_NAME or info.get("version") != FORMAT_VERSION:
+        raise QuantizeError(f"{path} holds quantization format {info.get('format')!r} "
+                            f"v{info.get('version')}; this diffgemma reads {FORMAT_NAME!r} v{FORMAT_VERSION}")
+    return DiffusionGemmaConfig.from_dict(raw), info
+
+
+def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
+    """Swap in meta-device quantized modules where the checkpoint has them, keeping sharing."""
+    activation = _activation(model)
+    block = int(info["block"])
+    done: dict[int, nn.Module] = {}
+    for name in info["experts"]:
+        old = model.get_submodule(name)
+        key = id(old.gate_up_proj)
+        if key not in done:
+            e, two_i, h = old.gate_up_proj.shape
+            done[key] = QuantizedExperts(e, h, two_i // 2, activation, block, device="meta")
+        _swap(model, name, done[key])
+    for name in info["linears"]:
+        old = model.get_submodule(name)
+        key = id(old.weight)
+        if key not in done:
+            done[key] = Linear4(old.in_features, old.out_features, block, device="meta")
+        _swap(model, name, done[key])
+
+
+def load_quantized(path: str | Path, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """Load a quantized checkpoint directory onto ``device``; unquantized weights in ``dtype``."""
+    from safetensors import safe_open
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    src = Path(path)
+    weights = src / WEIGHTS_FILE
+    if not weights.is_file():
+        raise QuantizeError(f"{src} has no {WEIGHTS_FILE}: not a complete quantized checkpoint")
+    config, info = _read_quantized_config(src)
+    with torch.device("meta"):
+        model = DiffusionGemmaForBlockDiffusion(config)
+    _empty_quantized_structure(model, info)
+    dev = torch.device(device)
+    persistent = set(model.state_dict().keys())
+    quantized_prefixes = tuple(f"{n}." for n in (*info["experts"], *info["linears"]))
+    made: dict[str, torch.Tensor] = {}
+    with safe_open(str(weights), framework="pt", device=str(dev)) as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        stored = set(f.keys())
+        for name, old in list(_named_tensors(model)):
+            canonical = aliases.get(name, name)
+            if canonical not in made:
+                if canonical not in stored:
+                    raise QuantizeError(f"{weights.name} lacks tensor {canonical}: checkpoint is incomplete")
+                t = f.get_tensor(canonical)
+                # the model dtype applies to weights and persistent float buffers; 4-bit codes, their
+                # fp16 scales and non-persistent float32 tables (rotary frequencies) keep theirs
+                if (t.is_floating_point() and name in persistent and not name.startswith(quantized_prefixes)):
+                    t = t.to(dtype)
+                if isinstance(old, nn.Parameter):
+                    t = nn.Parameter(t, requires_grad=False)
+                made[canonical] = t
+            parent_name, _, leaf = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            if leaf in parent._parameters:
+                parent._parameters[leaf] = made[canonical]
+            else:
+                parent._buffers[leaf] = made[canonical]
+    model.eval()
+    model._diffgemma_quantization = info
+    gen_file = src / "generation_config.json"
+    if gen_file.is_file():
+        model.generation_config = type(model.generation_config).from_pretrained(str(src))
+    return model
+
+
+def load_quantized_model(path: str | Path, device: torch.device | str = "cpu",
+                         dtype: torch.dtype = torch.bfloat16, progress: Progress = None,
+                         keep: tuple[str, ...] = ()) -> nn.Module:
+    """A 4-bit model from ``path``: a quantized checkpoint, or an unquantized one quantized now.
+
+    The unquantized case reads the checkpoint on the CPU and quantizes module by module onto
+    ``device``; peak GPU memory is the 4-bit model plus one bf16 weight tensor.
+    """
+    src = Path(path)
+    if is_quantized_checkpoint(src):
+        return load_quantized(src, device, dtype)
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src), dtype=dtype)
+    quantize_model(model, device=device, progress=progress, keep=keep)
+    return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tuple[str, ...] = ()) -> Path:
+    """The offline step: read an unquantized DiffusionGemma checkpoint, write a 4-bit one to ``dst``.
+
+    ``src`` is a directory or a Hugging Face id in the local cache. ``dst`` must not exist (or be
+    empty); it appears only when complete (written beside it, then renamed).
+    """
+    from diffgemma.runtime.loading import ModelLoadError, resolve_model_path
+
+    try:
+        src_path = resolve_model_path(src)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from None
+    if is_quantized_checkpoint(src_path):
+        raise QuantizeError(f"{src_path} is already a quantized checkpoint")
+    out = Path(dst).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise QuantizeError(f"destination {out} already exists and is not empty")
+    if out.resolve() == src_path.resolve():
+        raise QuantizeError("destination must differ from the source checkpoint")
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    say = progress or (lambda _msg: None)
+    say(f"reading {src_path}")
+    try:
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src_path), dtype="auto")
+    except Exception as exc:  # a broken checkpoint is a user error, not a traceback
+        raise QuantizeError(f"could not load {src_path}: {_first_line(exc)}") from exc
+    quantize_model(model, progress=progress, keep=keep)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    say(f"writing {out}")
+    save_quantized(model, partial)
+    for item in src_path.iterdir():
+        if (item.is_file() and item.name not in ("config.json", "generation_config.json", *_WEIGHT_INDEXES)
+                and not item.name.endswith(_WEIGHT_SUFFIXES)):
+            shutil.copy2(item, partial / item.name)
+    if out.exists():
+        out.rmdir()
+    partial.rename(out)
+    return out
