@@ -5,9 +5,12 @@
 Generates a ~10,000-line Python file and a similar JavaScript file, then times
 `cursor_window` (milliseconds per call, median over several cursor positions):
 
-- cold:       no cached tree: a full tree-sitter parse plus the window
+- cold:       nothing cached: a full tree-sitter parse plus the window
 - cached:     the same text again: the window alone
-- keystroke:  one character inserted at the cursor: incremental reparse plus the window
+- keystroke:  one character inserted at the cursor: the skeleton follows the edit, the
+              region around the cursor is reparsed incrementally, then the window
+- keystroke, whole-file reparse: the same with region=False (incremental parse of the
+              whole buffer), for comparison
 - lines:      the line-based fallback (no grammar) for comparison
 
 and the cross-file snippets for a buffer importing from a small generated workspace.
@@ -23,7 +26,8 @@ from pathlib import Path
 
 from diffgemma.context import cursor_window
 from diffgemma.context.crossfile import crossfile_snippets
-from diffgemma.context.parsing import cache_stats, clear_cache
+from diffgemma.context.parsing import cache_stats
+from diffgemma.context.window import clear_caches
 
 
 def python_source(lines: int) -> str:
@@ -123,7 +127,7 @@ def bench_file(name: str, text: str, language: str, repeat: int) -> list[Row]:
     rows = []
 
     def cold() -> None:
-        clear_cache()
+        clear_caches()
         cursor_window(text, offsets[2], language)
 
     cursor_window(text, offsets[0], language)  # load the grammar once
@@ -132,17 +136,18 @@ def bench_file(name: str, text: str, language: str, repeat: int) -> list[Row]:
     cached = _median3([_ms(lambda o=o: cursor_window(text, o, language), repeat) for o in offsets])
     rows.append((name, "cached tree", cached))
 
-    state = {"text": text, "i": 0}
+    for label, region in (("keystroke", True), ("keystroke, whole-file reparse", False)):
+        state = {"text": text, "i": 0}
 
-    def keystroke() -> None:
-        o = offsets[3] + state["i"]
-        state["text"] = state["text"][:o] + "x" + state["text"][o:]
-        state["i"] += 1
-        cursor_window(state["text"], o + 1, language, document=name)
+        def keystroke(region: bool = region, state: dict = state) -> None:
+            o = offsets[3] + state["i"]
+            state["text"] = state["text"][:o] + "x" + state["text"][o:]
+            state["i"] += 1
+            cursor_window(state["text"], o + 1, language, document=name, region=region)
 
-    clear_cache()
-    cursor_window(text, offsets[3], language, document=name)
-    rows.append((name, "keystroke (incremental)", _ms(keystroke, repeat)))
+        clear_caches()
+        cursor_window(text, offsets[3], language, document=name, region=region)
+        rows.append((name, label, _ms(keystroke, repeat)))
     lines = _median3([_ms(lambda o=o: cursor_window(text, o, None), repeat) for o in offsets])
     rows.append((name, "line fallback", lines))
     return rows
@@ -177,7 +182,7 @@ def main() -> None:
         print(f"{name:<{width}}  {case:<{cw}}  {med:>9.3f}  {low:>8.3f}  {cpu:>8.3f}")
     cold = {r[0]: r[2][2] for r in rows if r[1].startswith("cold")}
     cached = {r[0]: r[2][2] for r in rows if r[1] == "cached tree"}
-    keys = {r[0]: r[2][2] for r in rows if r[1].startswith("keystroke")}
+    keys = {r[0]: r[2][2] for r in rows if r[1] == "keystroke"}
     for name in cold:
         print(
             f"{name}: cached tree {cold[name] / max(cached[name], 1e-6):.0f}x, "

@@ -147,7 +147,7 @@ def common_suffix(a: AnyStr, b: AnyStr, limit: int) -> int:
     return lo
 
 
-def _point(data: bytes, offset: int) -> tuple[int, int]:
+def point(data: bytes, offset: int) -> tuple[int, int]:
     row = data.count(b"\n", 0, offset)
     return row, offset - (data.rfind(b"\n", 0, offset) + 1)
 
@@ -240,8 +240,8 @@ def _reparse(parser: object, base: ParsedDoc, data: bytes) -> Tree | None:
         start_byte=start,
         old_end_byte=old_end,
         new_end_byte=new_end,
-        start_point=_point(data, start),
-        old_end_point=_point(old, old_end),
-        new_end_point=_point(data, new_end),
+        start_point=point(data, start),
+        old_end_point=point(old, old_end),
+        new_end_point=point(data, new_end),
     )
     return parser.parse(data, tree)  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 from diffgemma.context.imports import top_level_imports
 from diffgemma.context.languages import normalize_language
-from diffgemma.context.parsing import ParsedDoc, parse
+from diffgemma.context.parsing import ParsedDoc, clear_cache, parse
 from diffgemma.context.positions import (
     PositionError,
     offset_to_position,
@@ -47,6 +47,8 @@ from diffgemma.context.positions import (
     position_to_offset,
     utf16_col_to_offset,
 )
+from diffgemma.context.regions import clear as _clear_regions
+from diffgemma.context.regions import find_region
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContextWindow",
     "PositionError",
+    "clear_caches",
     "cursor_window",
     "offset_to_position",
     "offset_to_utf16_position",
@@ -92,6 +95,12 @@ class ContextWindow:
         return self.prefix[len(self.header) :]
 
 
+def clear_caches() -> None:
+    """Forget every cached tree and region skeleton (benchmarks use it to time cold starts)."""
+    clear_cache()
+    _clear_regions()
+
+
 def cursor_window(
     text: str,
     offset: int,
@@ -100,15 +109,18 @@ def cursor_window(
     suffix_budget_chars: int | None = None,
     *,
     document: str | None = None,
+    region: bool = True,
 ) -> ContextWindow:
     """The window around a cursor at ``offset``: prefix ends and suffix starts at the cursor.
 
     ``budget_chars`` bounds len(prefix) + len(suffix) (header included). ``suffix_budget_chars``
     caps the suffix; without it the suffix gets up to a third while the prefix can still grow,
     and whatever the prefix cannot use. ``document`` (path or URI) lets a new version of the
-    same buffer be reparsed incrementally.
+    same buffer be reparsed incrementally. With ``region`` (the default), a large buffer is
+    parsed only around the cursor, as far as a window can reach (see regions.py); the window
+    is the same either way.
     """
-    return _window(text, offset, offset, language, budget_chars, suffix_budget_chars, document)
+    return _window(text, offset, offset, language, budget_chars, suffix_budget_chars, document, region)
 
 
 def selection_window(
@@ -120,16 +132,24 @@ def selection_window(
     suffix_budget_chars: int | None = None,
     *,
     document: str | None = None,
+    region: bool = True,
 ) -> ContextWindow:
     """The window around the selection [start, end): prefix before it, suffix after it.
 
     The selected text itself is not counted in the budget.
     """
-    return _window(text, start, end, language, budget_chars, suffix_budget_chars, document)
+    return _window(text, start, end, language, budget_chars, suffix_budget_chars, document, region)
 
 
 def _window(
-    text: str, a: int, b: int, language: str | None, budget: int, suffix_cap: int | None, document: str | None
+    text: str,
+    a: int,
+    b: int,
+    language: str | None,
+    budget: int,
+    suffix_cap: int | None,
+    document: str | None,
+    region: bool,
 ) -> ContextWindow:
     if not 0 <= a <= b <= len(text):
         raise PositionError(f"range {a}..{b} is outside the buffer (0..{len(text)})")
@@ -137,11 +157,18 @@ def _window(
         raise ValueError("budgets must not be negative")
     lang = normalize_language(language)
     limits = _Limits(budget, suffix_cap)
-    doc = parse(text, lang, document=document) if lang else None
+    doc: ParsedDoc | None = None
+    origin, spans = 0, None
+    if lang:
+        found = find_region(text, a, b, lang, budget, document) if region else None
+        if found is not None:
+            doc, origin, spans = found.doc, found.origin, found.import_spans
+        else:
+            doc = parse(text, lang, document=document)
     if doc is None or not doc.parsable:
         lo, hi = _grow_lines(text, a, b, a, b, 0, len(text), limits, 0, True, True)
         return _make(text, a, b, lo, hi, lang, "lines", ())
-    return _SyntaxWindow(doc, a, b, limits).build()
+    return _SyntaxWindow(doc, a - origin, b - origin, limits, origin=origin, import_spans=spans, text=text).build()
 
 
 class _Limits:
@@ -267,7 +294,22 @@ def _grow_lines(
 class _SyntaxWindow:
     """The growth of one window over a parsed document, in bytes, with costs in characters."""
 
-    def __init__(self, doc: ParsedDoc, a: int, b: int, limits: _Limits) -> None:
+    def __init__(
+        self,
+        doc: ParsedDoc,
+        a: int,
+        b: int,
+        limits: _Limits,
+        *,
+        origin: int = 0,
+        import_spans: tuple[tuple[int, int], ...] | None = None,
+        text: str | None = None,
+    ) -> None:
+        # ``doc`` may be a region of the buffer starting at character ``origin``: offsets here
+        # are relative to it, and ``import_spans`` (buffer offsets) then come from outside it.
+        self.origin = origin
+        self.import_spans = import_spans
+        self.text = doc.text if text is None else text
         self.doc = doc
         self.data = doc.data
         self.a, self.b = a, b
@@ -348,8 +390,9 @@ class _SyntaxWindow:
                 )
                 if (new_lo, new_hi) != (lo_c, hi_c):
                     lo_c, hi_c, method = new_lo, new_hi, "lines"
-        kept = tuple((s, e) for s, e in spans if e <= lo_c)
-        return _make(doc.text, self.a, self.b, lo_c, hi_c, doc.language, method, kept)
+        o = self.origin
+        kept = tuple((s, e) for s, e in spans if e <= lo_c + o)
+        return _make(self.text, self.a + o, self.b + o, lo_c + o, hi_c + o, doc.language, method, kept)
 
     def _suffix_target(self) -> int | None:
         return self.limits.soft_cap if self.limits.soft_cap is not None else self.limits.hard_cap
@@ -481,12 +524,12 @@ class _SyntaxWindow:
 
     def reserve_header(self, lo: int, hi: int) -> tuple[tuple[int, int], ...]:
         """Import spans (character offsets, whole lines) above the window that fit, in order."""
-        spans = _import_spans(self.doc)
+        spans = self.import_spans if self.import_spans is not None else _import_spans(self.doc)
         if not spans:
             return ()
         pre, suf = self.cost(lo, hi)
         room = int((self.limits.budget - pre - suf) * HEADER_SHARE)
-        lo_c = self.doc.b2c(self.ext_lo(lo))
+        lo_c = self.doc.b2c(self.ext_lo(lo)) + self.origin
         chosen: list[tuple[int, int]] = []
         used = 0
         for s, e in spans:

@@ -19,6 +19,7 @@ from diffgemma.context import (
 )
 from diffgemma.context.languages import get_parser, has_grammar
 from diffgemma.context.parsing import cache_stats, clear_cache, parse
+from diffgemma.context.window import clear_caches
 
 DATA = Path(__file__).parent / "data" / "context"
 
@@ -455,3 +456,54 @@ def test_utf16_positions() -> None:
     for offset in range(line1, len(text) + 1):
         line, col = offset_to_utf16_position(text, offset)
         assert utf16_col_to_offset(text, line, col) == offset
+
+
+# -- large buffers: region parsing ----------------------------------------------------------
+
+
+def _big_python(n: int, name: str = "Record") -> str:
+    note = "naive" if name.isascii() else "naïve 😀"  # an ASCII buffer and one that is not
+    parts = ["import os", "import sys", "from dataclasses import dataclass", ""]
+    for i in range(n):
+        parts += [
+            "", "", "@dataclass", f"class {name}{i}:", f'    """Record {i}, {note}."""', "    size: int = 0", "",
+            "    def grow(self, n: int) -> int:", "        total = self.size", "        for k in range(n):",
+            "            total += k * 2", "        return total", "", "",
+            f"def helper_{i}(values: list[int]) -> dict[str, int]:", "    result = {}", "    for v in values:",
+            f"        result[str(v)] = os.getpid() + v + {i}", "    return result",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _big_js(n: int) -> str:
+    parts = ['import fs from "node:fs";', ""]
+    for i in range(n):
+        parts += [
+            "", f"export class Widget{i} {{", "  grow(n) {", "    let total = this.size;",
+            "    for (let k = 0; k < n; k++) {", "      total += k * 2;", "    }", "    return total;", "  }", "}",
+            "", f"export function helper{i}(values) {{", "  const result = {};", "  return fs.join(result);", "}",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [("python", _big_python(260)), ("python", _big_python(260, "Récord")), ("javascript", _big_js(420))],
+)
+def test_region_parse_gives_the_same_windows(language: str, source: str) -> None:
+    """Windows over a large buffer parsed only around the cursor equal whole-file windows,
+    also while the buffer is being edited (the skeleton follows the edits)."""
+    assert len(source) > 64 * 1024
+    clear_caches()
+    text = source
+    spots = [m.start() + 3 for m in re.finditer(r"total", text)]
+    for step, at in enumerate(spots[:: max(1, len(spots) // 25)]):
+        at += step  # earlier insertions moved the text along
+        text = text[:at] + "x" + text[at:]  # typing inside an identifier keeps the code valid
+        for budget in (400, 3000, 8000):
+            w = cursor_window(text, at + 1, language, budget, document="big")
+            full = cursor_window(text, at + 1, language, budget, region=False)
+            assert w == full, (step, budget)
+        sel = selection_window(text, at - 10, at + 10, language, 2000, document="big")
+        assert sel == selection_window(text, at - 10, at + 10, language, 2000, region=False)
+    assert parse(text, language).root.has_error is False
