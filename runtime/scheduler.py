@@ -438,6 +438,8 @@ class Scheduler:
             log.exception("request %s failed", job.id)
             return Outcome(error=f"internal error: {type(exc).__name__}: {_one_line(exc)}", status=500)
         timings = res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings)
-        reason = "cancelled" if job.cancel.cancelled and res.finish_reason == "cancelled" else res.finish_reason
-        return Outcome(result=Result(text=res.text, finish_reason=reason, timings=timings, id=job.id,
+        log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
+                 res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
+                 timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
+        return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
                                      model=job.model))

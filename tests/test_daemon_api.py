@@ -264,6 +264,25 @@ def test_full_queue_answers_503(daemon: Daemon) -> None:
     assert waiting_box["value"].json()["finish_reason"] == "cancelled"
 
 
+def test_newer_request_supersedes_a_queued_one(daemon: Daemon) -> None:
+    busy, busy_box = busy_request(daemon, "hold")
+    wait_for(lambda: daemon.status()["running"] == "hold", "the worker to be busy")
+    queued, queued_box = busy_request(daemon, "queued-old", client="editor-2")
+    wait_for(lambda: daemon.status()["queue_length"] == 1, "the request to queue")
+    superseded = daemon.status()["superseded"]
+    # The queue holds one, but the newer request replaces the older one of its client: no 503.
+    newer, newer_box = in_thread(lambda: daemon.client.infill(InfillRequest(
+        prefix="w = ", suffix="\n", steps=2, max_tokens=4, client="editor-2", id="queued-new")))
+    queued.join(120)
+    assert queued_box["value"].json()["finish_reason"] == "cancelled"
+    assert daemon.status()["superseded"] == superseded + 1
+    assert daemon.client.cancel("hold")
+    busy.join(120)
+    newer.join(120)
+    assert busy_box["value"].json()["finish_reason"] == "cancelled"
+    assert newer_box["value"].id == "queued-new" and newer_box["value"].finish_reason in ("stop", "length")
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 
@@ -347,6 +366,17 @@ def test_keep_alive_zero_unloads_and_next_request_reloads(daemon: Daemon) -> Non
     assert again.timings["load_ms"] > 0
     status = daemon.status()
     assert status["state"] == "ready" and status["loads"] == loads + 1
+
+
+def test_request_naming_another_model_switches_to_it(daemon: Daemon, tmp_path: Path) -> None:
+    other = shutil.copytree(daemon.model, tmp_path / "other-ckpt")
+    result = daemon.client.infill(InfillRequest(prefix="v = ", suffix="\n", steps=2, max_tokens=4,
+                                                model=str(other)))
+    assert result.model == str(other) and result.timings["load_ms"] > 0
+    status = daemon.status()
+    assert status["model"] == str(other) and status["state"] == "ready"
+    back = daemon.client.infill(InfillRequest(prefix="v = ", suffix="\n", steps=2, max_tokens=4))
+    assert back.model == daemon.model and daemon.status()["model"] == daemon.model
 
 
 # --- adapters, with the payloads real clients send ----------------------------------------------------
