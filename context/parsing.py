@@ -31,6 +31,14 @@ _CHUNK = 1 << 16
 MIN_INTACT_SHARE = 0.3
 
 
+def char_len(chunk: bytes) -> int:
+    """Characters in a UTF-8 chunk of the buffer (lone surrogates were encoded as they came)."""
+    try:
+        return len(chunk.decode("utf-8", "surrogatepass"))
+    except UnicodeDecodeError:  # a node boundary inside a malformed sequence: count what decodes
+        return len(chunk.decode("utf-8", "ignore"))
+
+
 class ParsedDoc:
     """One buffer, parsed: text, its UTF-8 bytes, tree, and offset conversions."""
 
@@ -66,7 +74,7 @@ class ParsedDoc:
             return b
         b_lines, c_lines = self._line_index()
         line = bisect_right(b_lines, b) - 1
-        return c_lines[line] + len(self.data[b_lines[line] : b].decode("utf-8", "replace"))
+        return c_lines[line] + char_len(self.data[b_lines[line] : b])
 
     def c2b(self, c: int) -> int:
         """Byte offset of character offset ``c``."""

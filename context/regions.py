@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from diffgemma.context.imports import top_level_imports
 from diffgemma.context.languages import get_parser
-from diffgemma.context.parsing import ParsedDoc, common_prefix, common_suffix, parse, point
+from diffgemma.context.parsing import ParsedDoc, char_len, common_prefix, common_suffix, parse, point
 
 if TYPE_CHECKING:
     from tree_sitter import Node, Tree
@@ -124,7 +124,7 @@ def _import_lines(doc: ParsedDoc) -> list[tuple[int, int]]:
 
 
 def _chars(data: bytes, b: int, ascii_text: bool) -> int:
-    return b if ascii_text else len(data[:b].decode("utf-8", "replace"))
+    return b if ascii_text else char_len(data[:b])
 
 
 def find_region(
@@ -162,7 +162,7 @@ def _find_region(text: str, a: int, b: int, lang: str, reach_chars: int, documen
     if end - start > MAX_REGION_SHARE * len(data):
         return None
     origin = _chars(data, start, ascii_text)
-    end_c = origin + len(data[start:end].decode("utf-8", "replace")) if not ascii_text else end
+    end_c = origin + char_len(data[start:end]) if not ascii_text else end
     doc = parse(text[origin:end_c], lang, document=f"{document or ''}#region")
     if doc is None:
         return None

@@ -359,7 +359,7 @@ class _SyntaxWindow:
     # -- growth ----------------------------------------------------------------------------
     def build(self) -> ContextWindow:
         doc = self.doc
-        lo, hi = min(self.ab, self.ext_lo(self.ab)), self.bb
+        lo, hi = self.ab, self.bb
         node: Node | None = doc.root.named_descendant_for_byte_range(self.ab, self.bb)
         stuck: Node | None = None
         # 1. enclosing scopes, whole
@@ -376,7 +376,7 @@ class _SyntaxWindow:
         # 2. whole siblings, from the first scope that did not fit outward
         if stuck is not None:
             lo, hi = self.grow_siblings(stuck, lo, hi)
-        lo_c, hi_c = doc.b2c(self.ext_lo(lo)), doc.b2c(self.ext_hi(hi))
+        lo_c, hi_c = self.settle(lo, hi)
         method: Literal["syntax", "lines"] = "syntax"
         if stuck is not None and stuck.child_count == 0 and (lo_c == self.a or hi_c == self.b):
             # The cursor sits in one token too big for the budget (a huge string or comment):
@@ -393,6 +393,16 @@ class _SyntaxWindow:
         o = self.origin
         kept = tuple((s, e) for s, e in spans if e <= lo_c + o)
         return _make(self.text, self.a + o, self.b + o, lo_c + o, hi_c + o, doc.language, method, kept)
+
+    def settle(self, lo: int, hi: int) -> tuple[int, int]:
+        """Character bounds of [lo, hi] widened to whole lines where the budget allows (every
+        grown state was checked widened; the untouched cursor side may not fit, say at 0)."""
+        doc = self.doc
+        for lo_x, hi_x in ((self.ext_lo(lo), self.ext_hi(hi)), (self.ext_lo(lo), hi), (lo, self.ext_hi(hi))):
+            pre, suf = self.a - doc.b2c(lo_x), doc.b2c(hi_x) - self.b
+            if self.limits.ok(pre, suf, self.header):
+                return doc.b2c(lo_x), doc.b2c(hi_x)
+        return doc.b2c(lo), doc.b2c(hi)
 
     def _suffix_target(self) -> int | None:
         return self.limits.soft_cap if self.limits.soft_cap is not None else self.limits.hard_cap

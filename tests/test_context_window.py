@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -507,3 +508,33 @@ def test_region_parse_gives_the_same_windows(language: str, source: str) -> None
         sel = selection_window(text, at - 10, at + 10, language, 2000, document="big")
         assert sel == selection_window(text, at - 10, at + 10, language, 2000, region=False)
     assert parse(text, language).root.has_error is False
+
+
+def test_mangled_buffers_keep_the_invariants() -> None:
+    """Real files with CRLF endings, stray brackets and quotes, non-BMP and lone-surrogate
+    characters, cut at random, in right and wrong languages, at extreme budgets: every window
+    still keeps the offsets invariants and its budgets."""
+    rng = random.Random(11)
+    names = list(SAMPLES.values())
+    languages = [*SAMPLES, "tsx", "csharp", "php", "kotlin", "haskell", "yaml", "markdown", None]
+    pieces = ["é", "😀", "\r\n", "\t", '"""', "{", "}", "(", "'", "\\", "\ud800", "\n\n", "    "]
+    for _ in range(500):
+        text = _read(rng.choice(names))
+        if rng.random() < 0.3:
+            text = text.replace("\n", "\r\n")
+        for _ in range(rng.randrange(6)):
+            at = rng.randrange(len(text) + 1)
+            text = text[:at] + rng.choice(pieces) + text[at:]
+        if rng.random() < 0.2:
+            at = rng.randrange(len(text) + 1)
+            text = text[at : at + rng.randrange(200)]
+        language = rng.choice(languages)
+        budget = rng.choice([0, 1, 5, 50, 300, 2000, 100_000])
+        cap = rng.choice([None, None, 0, 10, 500])
+        start = rng.randrange(len(text) + 1)
+        end = min(len(text), start + rng.randrange(50))
+        for w in (
+            cursor_window(text, start, language, budget, cap),
+            selection_window(text, start, end, language, budget, cap),
+        ):
+            _check_invariants(text, w, budget, cap)
