@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import socket as socketlib
+import stat
 import subprocess
 import sys
 import time
@@ -192,6 +193,8 @@ def bind_unix_socket(path: Path, lock: AddressLock) -> socketlib.socket:
     if path.exists() and socket_answers(path):
         raise DaemonStartError(f"a diffgemma daemon is already answering on {path}; "
                                f"stop it with `diffgemma daemon stop` first")
+    if (path.exists() or path.is_symlink()) and not stat.S_ISSOCK(path.lstat().st_mode):
+        raise DaemonStartError(f"{path} exists and is not a socket; choose another --socket")
     lock.acquire(str(path))
     if path.exists() or path.is_symlink():
         # Nothing answers and we hold the lock: a crashed daemon's leftover.

@@ -174,6 +174,15 @@ def test_stale_socket_is_replaced(tmp: Path, tiny_model_dir: Path) -> None:
     assert not sock.exists()
 
 
+def test_a_regular_file_in_the_way_is_left_alone(tmp: Path) -> None:
+    precious = tmp / "notes.txt"
+    precious.write_text("keep me\n")
+    result = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket",
+                             str(precious)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "is not a socket" in result.stderr
+    assert precious.read_text() == "keep me\n"
+
+
 def test_overlong_socket_path_is_a_clear_error(tmp: Path) -> None:
     sock = tmp / ("x" * 120) / "d.sock"
     result = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket", str(sock)],
