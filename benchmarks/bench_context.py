@@ -153,17 +153,31 @@ def bench_file(name: str, text: str, language: str, repeat: int) -> list[Row]:
     return rows
 
 
-def bench_crossfile(repeat: int) -> Row:
+def bench_crossfile(repeat: int) -> list[Row]:
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "pkg").mkdir()
         (root / "pkg" / "__init__.py").write_text("")
         for k in range(8):
             (root / "pkg" / f"mod{k}.py").write_text(python_source(400))
-        buf = "".join(f"from pkg.mod{k} import helper_{k}, Record{k}\n" for k in range(8)) + "\nx = helper_1([1])\n"
+        imports = "".join(f"from pkg.mod{k} import helper_{k}, Record{k}\n" for k in range(8))
+        buf = imports + "\nx = helper_1([1])\n"
         crossfile_snippets(root, root / "main.py", buf, 4000)  # outlines parsed once
         ms = _ms(lambda: crossfile_snippets(root, root / "main.py", buf, 4000), repeat)
-    return ("8 imported files", "crossfile snippets (outlines cached)", ms)
+        rows.append(("8 imported files", "crossfile, small buffer", ms))
+        state = {"text": imports + python_source(10_000), "i": 0}
+        at = len(state["text"]) // 2
+
+        def keystroke() -> None:
+            o = at + state["i"]
+            state["text"] = state["text"][:o] + "x" + state["text"][o:]
+            state["i"] += 1
+            crossfile_snippets(root, root / "big.py", state["text"], 4000)
+
+        keystroke()
+        rows.append(("8 imported files", "crossfile, 10k-line buffer, keystroke", _ms(keystroke, repeat)))
+    return rows
 
 
 def main() -> None:
@@ -174,7 +188,7 @@ def main() -> None:
     py, js = python_source(args.lines), js_source(args.lines)
     rows = bench_file(f"python {args.lines} lines ({len(py) // 1024} KiB)", py, "python", args.repeat)
     rows += bench_file(f"javascript {args.lines} lines ({len(js) // 1024} KiB)", js, "javascript", args.repeat)
-    rows.append(bench_crossfile(args.repeat))
+    rows += bench_crossfile(args.repeat)
     width = max(len(r[0]) for r in rows)
     cw = max(len(r[1]) for r in rows)
     print(f"{'file':<{width}}  {'case':<{cw}}  {'median ms':>9}  {'min ms':>8}  {'cpu ms':>8}")

@@ -46,6 +46,7 @@ MAX_FILE_BYTES = 1 << 20  # larger files are not read for context
 WHOLE_ITEM_CHARS = 1500  # a named definition up to this size is shown whole, else as a skeleton
 MIN_SNIPPET_CHARS = 40  # smaller leftovers are not worth a snippet
 MAX_FILES_PER_IMPORT = 8  # a Go package directory can hold many files
+HEAD_CHARS = 32 * 1024  # how much of a large buffer is searched for imports
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +331,7 @@ class _OutlineCache:
         lang = detect_language(str(path), content=text)
         if text is None:
             return None
-        doc = parse(text, lang, document=key) if lang else None
+        doc = parse(text, lang, cache=False) if lang else None
         items = outline(doc) if doc is not None else []
         with self.lock:
             self.entries[key] = (stamp, text, items)
@@ -397,7 +398,7 @@ def _changed_chunk(change: RecentChange, budget: int) -> str:
         text, items = loaded
     if items is None:
         lang = detect_language(str(change.path), content=text)
-        doc = parse(text, lang) if lang else None
+        doc = parse(text, lang, cache=False) if lang else None
         items = outline(doc) if doc is not None else []
     if change.span is None:
         return _render(items, set(), budget)
@@ -440,7 +441,10 @@ def crossfile_snippets(
             out.append((rel, body))
             left -= len(rel) + len(body)
 
-    doc = parse(text, lang, document=str(here)) if lang else None
+    # Imports sit at the top: a large buffer is parsed only that far (a head that rarely
+    # changes while typing further down, so its tree stays cached).
+    head = text if len(text) <= HEAD_CHARS else text[: text.rfind("\n", 0, HEAD_CHARS) + 1]
+    doc = parse(head, lang, document=f"{here}#head") if lang else None
     if doc is not None:
         targets: list[tuple[int, int, Path, set[str]]] = []
         for order, ref in enumerate(find_imports(doc)):

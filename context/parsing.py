@@ -191,16 +191,25 @@ def cache_stats() -> dict[str, int]:
     }
 
 
-def parse(text: str, language: str | None, *, document: str | None = None) -> ParsedDoc | None:
+def parse(
+    text: str, language: str | None, *, document: str | None = None, cache: bool = True
+) -> ParsedDoc | None:
     """The parsed document for ``text``, from the cache when possible; None without a grammar.
 
     ``document`` names the buffer (a path or URI): a new version of the same document is
     reparsed incrementally from its last tree. Without it, the most recent tree of the same
-    language serves as the base (still correct, just less often a close match).
+    language serves as the base (still correct, just less often a close match). ``cache=False``
+    parses without touching the cache (files read once, which should not push out buffers).
     """
     lang = normalize_language(language)
     if lang is None:
         return None
+    if not cache:
+        parser = get_parser(lang)
+        if parser is None:
+            return None
+        data = text.encode("utf-8", "surrogatepass")
+        return ParsedDoc(text, data, parser.parse(data), lang)
     key = (lang, text)
     with _cache.lock:
         doc = _cache.entries.get(key)
