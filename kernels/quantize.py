@@ -81,11 +81,13 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
     experts_names: list[str] = []
     linear_names: list[str] = []
     targets = list(model.named_modules(remove_duplicate=False))
-    for index, (name, module) in enumerate(targets):
+    for name, module in targets:
         if _is_experts(module):
             key = id(module.gate_up_proj)
             if key not in done:
                 done[key] = QuantizedExperts.from_experts(module, activation, block, device)
+                if progress is not None:
+                    progress(f"quantized {name}")
             experts_names.append(name)
         elif _linear_to_quantize(name, module, keep):
             key = id(module.weight)
@@ -95,8 +97,6 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
         else:
             continue
         _swap(model, name, done[key])
-        if progress is not None and (_is_experts(module) or index % 16 == 0):
-            progress(f"quantized {name}")
     if not experts_names:
         raise QuantizeError("no DiffusionGemma expert layers found: is this a DiffusionGemma model?")
     if device is not None:
@@ -289,7 +289,9 @@ def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tup
     if out.resolve() == src_path.resolve():
         raise QuantizeError("destination must differ from the source checkpoint")
     from transformers import DiffusionGemmaForBlockDiffusion
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     say = progress or (lambda _msg: None)
     say(f"reading {src_path}")
     try:
@@ -310,3 +312,10 @@ def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tup
         out.rmdir()
     partial.rename(out)
     return out
+
+
+def quantized_size_line(path: str | Path) -> str:
+    """A short description of a quantized checkpoint's weight file, for messages."""
+    weights = Path(path) / WEIGHTS_FILE
+    size = weights.stat().st_size if weights.is_file() else 0
+    return f"{size / 2**20:.1f} MiB of weights, {FORMAT_NAME}"
