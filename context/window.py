@@ -358,7 +358,24 @@ class _SyntaxWindow:
 
     # -- growth ----------------------------------------------------------------------------
     def build(self) -> ContextWindow:
+        doc, o = self.doc, self.origin
+        candidates = self.import_spans if self.import_spans is not None else tuple(_import_spans(doc))
+        # Import lines reserved for the header but then taken into the window itself waste
+        # their reservation: grow again with only the ones still above the window.
+        for _ in range(3):
+            lo_c, hi_c, method, spans = self.grow(candidates)
+            kept = tuple((s, e) for s, e in spans if e <= lo_c + o)
+            if kept == spans:
+                break
+            candidates = kept
+        return _make(self.text, self.a + o, self.b + o, lo_c + o, hi_c + o, doc.language, method, kept)
+
+    def grow(
+        self, import_spans: tuple[tuple[int, int], ...]
+    ) -> tuple[int, int, Literal["syntax", "lines"], tuple[tuple[int, int], ...]]:
+        """One growth of the window: (start, end, method, reserved import spans)."""
         doc = self.doc
+        self.header = 0
         lo, hi = self.ab, self.bb
         node: Node | None = doc.root.named_descendant_for_byte_range(self.ab, self.bb)
         stuck: Node | None = None
@@ -372,7 +389,7 @@ class _SyntaxWindow:
             stuck = node
             break
         # 3 (reserved before 2, so siblings leave it room). imports above the window
-        spans = self.reserve_header(lo, hi)
+        spans = self.reserve_header(lo, hi, import_spans)
         # 2. whole siblings, from the first scope that did not fit outward
         if stuck is not None:
             lo, hi = self.grow_siblings(stuck, lo, hi)
@@ -390,9 +407,7 @@ class _SyntaxWindow:
                 )
                 if (new_lo, new_hi) != (lo_c, hi_c):
                     lo_c, hi_c, method = new_lo, new_hi, "lines"
-        o = self.origin
-        kept = tuple((s, e) for s, e in spans if e <= lo_c + o)
-        return _make(self.text, self.a + o, self.b + o, lo_c + o, hi_c + o, doc.language, method, kept)
+        return lo_c, hi_c, method, spans
 
     def settle(self, lo: int, hi: int) -> tuple[int, int]:
         """Character bounds of [lo, hi] widened to whole lines where the budget allows (every
@@ -532,9 +547,10 @@ class _SyntaxWindow:
             break
         return line_hi, any_hi
 
-    def reserve_header(self, lo: int, hi: int) -> tuple[tuple[int, int], ...]:
-        """Import spans (character offsets, whole lines) above the window that fit, in order."""
-        spans = self.import_spans if self.import_spans is not None else _import_spans(self.doc)
+    def reserve_header(
+        self, lo: int, hi: int, spans: tuple[tuple[int, int], ...]
+    ) -> tuple[tuple[int, int], ...]:
+        """Import spans (buffer character offsets, whole lines) above the window that fit."""
         if not spans:
             return ()
         pre, suf = self.cost(lo, hi)

@@ -538,3 +538,11 @@ def test_mangled_buffers_keep_the_invariants() -> None:
             selection_window(text, start, end, language, budget, cap),
         ):
             _check_invariants(text, w, budget, cap)
+
+
+def test_imports_inside_the_window_leave_no_reservation_unused() -> None:
+    text = _read("sample.py")
+    offset = text.index("@dataclass")
+    w = cursor_window(text, offset, "python", 600)
+    assert w.prefix_start == 0 and w.header == ""  # the imports are in the window itself
+    assert len(w.prefix) + len(w.suffix) > 600 - 60  # and the room kept for them went to the suffix
