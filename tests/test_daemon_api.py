@@ -368,6 +368,26 @@ def test_keep_alive_zero_unloads_and_next_request_reloads(daemon: Daemon) -> Non
     assert status["state"] == "ready" and status["loads"] == loads + 1
 
 
+def test_failure_inside_a_request_fails_only_that_request(daemon: Daemon, tmp_path: Path) -> None:
+    # A checkpoint that loads but cannot generate (a zero-length canvas): the engine raises deep
+    # inside the model's forward pass. That request gets a 500 with one line; the daemon goes on.
+    broken = shutil.copytree(daemon.model, tmp_path / "broken-ckpt")
+    config = json.loads((broken / "config.json").read_text())
+    config["canvas_length"] = 0
+    (broken / "config.json").write_text(json.dumps(config))
+    errors = daemon.status()["errors"]
+    with daemon.http() as http:
+        response = http.post("/v1/infill", json={"prefix": "a = ", "suffix": "\n", "max_tokens": 4,
+                                                 "model": str(broken)})
+        assert response.status_code == 500
+        message = response.json()["error"]
+        assert message.startswith("internal error: ") and "\n" not in message
+        good = http.post("/v1/infill", json={"prefix": "a = ", "suffix": "\n", "steps": 2, "max_tokens": 4})
+        assert good.status_code == 200 and good.json()["model"] == daemon.model
+    assert daemon.status()["errors"] == errors + 1
+    assert "Traceback" in daemon.log.read_text()  # the detail goes to the daemon's log, not the client
+
+
 def test_request_naming_another_model_switches_to_it(daemon: Daemon, tmp_path: Path) -> None:
     other = shutil.copytree(daemon.model, tmp_path / "other-ckpt")
     result = daemon.client.infill(InfillRequest(prefix="v = ", suffix="\n", steps=2, max_tokens=4,
