@@ -386,6 +386,7 @@ class RecentChange:
     when: float
     span: tuple[int, int] | None = None  # changed character range in the new text, when known
     text: str | None = field(default=None, repr=False)
+    items: list[Item] | None = field(default=None, repr=False)  # the outline of ``text``, once parsed
 
 
 def _changed_chunk(change: RecentChange, budget: int) -> str:
@@ -397,9 +398,11 @@ def _changed_chunk(change: RecentChange, budget: int) -> str:
             return ""
         text, items = loaded
     if items is None:
+        items = change.items
+    if items is None:
         lang = detect_language(str(change.path), content=text)
         doc = parse(text, lang, cache=False) if lang else None
-        items = outline(doc) if doc is not None else []
+        items = change.items = outline(doc) if doc is not None else []
     if change.span is None:
         return _render(items, set(), budget)
     s, e = change.span
