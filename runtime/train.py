@@ -322,6 +322,8 @@ def train(
     root = data_root or stdlib_root()
     train_files = files if files is not None else split_files(root)[0]
     texts = read_texts(root, train_files)
+    # The exact training file list, so anyone can check that no held-out file was used.
+    (out / "training_files.txt").write_text("".join(f"{rel}\n" for rel in train_files))
     if not texts:
         raise ValueError(f"no training files found under {root}")
 
