@@ -73,11 +73,13 @@ HEADER_SHARE = 1 / 2
 
 
 # Nodes a window never enters from outside: cutting one would split a string or a comment.
-_ATOMIC = re.compile(r"string|comment|heredoc|regex|char_literal|template")
+_ATOMIC = re.compile(r"string|comment|heredoc|regex|char_literal|template_literal")
 
 
 @dataclass(frozen=True, slots=True)
 class ContextWindow:
+    """Text around a cursor or selection, with where it came from in the buffer."""
+
     prefix: str
     suffix: str
     prefix_start: int  # offset of the first window character before the cursor (after the header)
@@ -118,7 +120,7 @@ def cursor_window(
     and whatever the prefix cannot use. ``document`` (path or URI) lets a new version of the
     same buffer be reparsed incrementally. With ``region`` (the default), a large buffer is
     parsed only around the cursor, as far as a window can reach (see regions.py); the window
-    is the same either way.
+    is the same either way unless syntax errors make the part parse differently from the whole.
     """
     return _window(text, offset, offset, language, budget_chars, suffix_budget_chars, document, region)
 
