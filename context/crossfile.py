@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diffgemma.context.imports import top_level_imports
 from diffgemma.context.languages import detect_language, normalize_language
@@ -514,6 +514,7 @@ class Workspace:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._default_filter: Any = None
         self.error: BaseException | None = None
 
     # lifecycle
@@ -547,9 +548,11 @@ class Workspace:
         self.stop()
 
     def _filter(self, change: object, path: str) -> bool:
-        from watchfiles import DefaultFilter
+        if self._default_filter is None:
+            from watchfiles import DefaultFilter
 
-        if not DefaultFilter()(change, path):  # type: ignore[arg-type]
+            self._default_filter = DefaultFilter()  # skips .git, node_modules, caches, editor swaps
+        if not self._default_filter(change, path):  # type: ignore[arg-type]
             return False
         return detect_language(path) is not None
 
