@@ -118,8 +118,9 @@ def quantized_bytes(model: nn.Module) -> int:
     seen: set[tuple[int, int]] = set()
     total = 0
     for _, t in _named_tensors(model):
-        key = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if t.device.type != "meta" and key in seen:
+        # meta tensors have no storage: shared (tied) ones are the same object there
+        key = (id(t), 0) if t.device.type == "meta" else (t.untyped_storage().data_ptr(), t.storage_offset())
+        if key in seen:
             continue
         seen.add(key)
         total += t.numel() * t.element_size()
@@ -176,6 +177,22 @@ def _read_quantized_config(path: Path) -> tuple[Any, dict[str, Any]]:
         raise QuantizeError(f"{path} holds quantization format {info.get('format')!r} "
                             f"v{info.get('version')}; this diffgemma reads {FORMAT_NAME!r} v{FORMAT_VERSION}")
     return DiffusionGemmaConfig.from_dict(raw), info
+
+
+def empty_quantized_structure(model: nn.Module, block: int = DEFAULT_BLOCK,
+                              keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """On a meta-device model: swap in empty 4-bit modules where ``quantize_model`` would put them.
+
+    For sizing the real model without its weights, and for building it with random 4-bit
+    weights straight on a GPU (benchmarks). Returns the quantization entry.
+    """
+    experts = [n for n, m in model.named_modules(remove_duplicate=False) if _is_experts(m)]
+    linears = [n for n, m in model.named_modules(remove_duplicate=False) if _linear_to_quantize(n, m, keep)]
+    info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block, "experts": experts,
+            "linears": linears, "weights": WEIGHTS_FILE}
+    _empty_quantized_structure(model, info)
+    model._diffgemma_quantization = info
+    return info
 
 
 def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
