@@ -22,6 +22,7 @@ the end, so a partial model always exists.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -271,12 +272,8 @@ def save_checkpoint(model: Any, out: Path, dtype: str) -> None:
     import torch
 
     weights_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    original = next(model.parameters()).dtype
-    model.to(weights_dtype)
-    try:
-        model.save_pretrained(str(out))
-    finally:
-        model.to(original)
+    # A converted copy (tied weights stay tied): the model being trained keeps full precision.
+    copy.deepcopy(model).to(weights_dtype).save_pretrained(str(out))
 
 
 @dataclass
