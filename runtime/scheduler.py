@@ -306,10 +306,15 @@ class Scheduler:
                 self._safe_ensure_model(load)
             elif job is not None:
                 try:
-                    self._run(job)
-                finally:
-                    with self._cond:
-                        self._running = None
+                    outcome = self._run(job)
+                except BaseException as exc:  # keep the worker alive whatever happens
+                    log.exception("request %s failed", job.id)
+                    outcome = Outcome(error=f"internal error: {type(exc).__name__}: {_one_line(exc)}", status=500)
+                # Not running any more before anyone hears the answer: a cancel that arrives
+                # after the answer must find nothing to cancel.
+                with self._cond:
+                    self._running = None
+                job.finish(outcome)
             else:
                 self._unload("keep_alive expired")
         self._unload("shutting down")
@@ -380,21 +385,19 @@ class Scheduler:
         with self._cond:
             self._unload_at = None if seconds < 0 else time.monotonic() + seconds
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> Outcome:
         started = time.monotonic()
         queue_ms = (started - job.submitted) * 1000
         if job.cancel.cancelled:
             with self._cond:
                 self.cancelled += 1
-            job.finish(Outcome(result=self._cancelled_result(job)))
-            return
+            return Outcome(result=self._cancelled_result(job))
         try:
             load_ms = self._ensure_model(job.model)
         except Exception as exc:
             with self._cond:
                 self.errors += 1
-            job.finish(Outcome(error=f"could not load model {job.model}: {_one_line(exc)}", status=400))
-            return
+            return Outcome(error=f"could not load model {job.model}: {_one_line(exc)}", status=400)
         outcome = self._generate(job)
         if outcome.result is not None:
             outcome.result.timings["queue_ms"] = round(queue_ms, 3)
@@ -412,7 +415,7 @@ class Scheduler:
             with self._cond:
                 self.errors += 1
         self._set_unload_deadline(job.request.keep_alive)
-        job.finish(outcome)
+        return outcome
 
     def _generate(self, job: Job) -> Outcome:
         req = job.request
