@@ -235,9 +235,8 @@ def self_conditioning_embeddings(logits: torch.Tensor, temperature_scaled: bool,
     chunk = max(1, min(chunk, vocab))
     for c0 in range(0, vocab, chunk):
         c1 = min(vocab, c0 + chunk)
-        x = flat[:, c0:c1].float()
-        if inv_t is not None:
-            x.mul_(inv_t)
+        # a fresh float32 copy of the chunk: the in-place ops below must never touch the caller's logits
+        x = torch.mul(flat[:, c0:c1], inv_t) if inv_t is not None else flat[:, c0:c1].to(torch.float32, copy=True)
         cmax = x.amax(dim=1, keepdim=True)
         new_max = torch.maximum(run_max, cmax)
         alpha = torch.exp(run_max - new_max)

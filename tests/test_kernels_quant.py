@@ -230,3 +230,34 @@ x = torch.randn(3, 7, lin.in_features, generator=g)
 torch.testing.assert_close(linear4_triton(x, lin.qweight, lin.absmax, lin.block), lin(x), atol=1e-5, rtol=1e-4)
 print("ok")
 '''
+
+
+def test_fused_self_conditioning_hook_matches_stock_decoder(tiny_model_dir: Path) -> None:
+    from transformers import DynamicCache
+
+    from diffgemma.kernels.self_conditioning import FusedSelfConditioning
+
+    model = _full(tiny_model_dir)
+    g = torch.Generator().manual_seed(3)
+    vocab = model.config.text_config.vocab_size
+    ids = torch.randint(3, vocab, (2, 20), generator=g)
+    canvas = torch.randint(3, vocab, (2, model.config.canvas_length), generator=g)
+    prev = torch.randn(2, model.config.canvas_length, vocab, generator=g) * 3
+    cache = DynamicCache(config=model.config.text_config)
+    with torch.no_grad():
+        model.model.encoder(input_ids=ids, past_key_values=cache, use_cache=True)
+        stock = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=prev).logits
+        none = model(decoder_input_ids=canvas, past_key_values=cache).logits
+        hook = FusedSelfConditioning(model, chunk=100)
+        try:
+            hook.logits = prev
+            fused = model(decoder_input_ids=canvas, past_key_values=cache).logits
+            hook.logits, hook.temperature = prev * 0.5, 0.5  # raw logits + temperature: same input
+            fused_t = model(decoder_input_ids=canvas, past_key_values=cache).logits
+        finally:
+            hook.remove()
+        after = model(decoder_input_ids=canvas, past_key_values=cache).logits
+    torch.testing.assert_close(fused, stock, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fused_t, stock, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(none, stock)  # self-conditioning does change the logits
+    torch.testing.assert_close(after, none)  # removed: back to the stock path

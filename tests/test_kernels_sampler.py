@@ -35,7 +35,9 @@ def test_stats_match_reference(dtype: torch.dtype) -> None:
     # 3000 is not a multiple of the chunk (1000) nor of the 256-token blocks: padding is exercised
     logits = _logits(2, 12, 3000).to(dtype)
     temperature = torch.tensor([0.45, 0.8])
+    before = logits.clone()
     fused = fused_sample(logits, temperature, torch.Generator().manual_seed(1), chunk=1000)
+    assert torch.equal(logits, before)
     # the stock path divides in the logits' dtype; the fused one upcasts first, so compare it with
     # the reference on the same values in float32 (the model hands over float32 logits anyway)
     ref = reference_sample(logits.float(), temperature, torch.Generator().manual_seed(1))
@@ -146,7 +148,9 @@ def test_self_conditioning_matches_stock(wdtype: torch.dtype) -> None:
     weight = (torch.randn(1500, 48) * 0.05).to(wdtype)
     scale = torch.tensor(48**0.5)
     stock = torch.matmul(logits.softmax(dim=-1, dtype=torch.float32).to(wdtype), weight) * scale.to(wdtype)
+    before = logits.clone()
     fused = self_conditioning_embeddings(logits, True, weight, scale, chunk=400)
+    assert torch.equal(logits, before)  # the caller's logits are left alone
     tol = dict(atol=1e-5, rtol=1e-4) if wdtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(fused, stock, **tol)
     # raw logits + temperature give the same as pre-scaled logits
