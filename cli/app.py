@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+
 from diffgemma.cli.errors import EXIT_CODES_HELP, run_app
 from diffgemma.cli.options import reflow
 

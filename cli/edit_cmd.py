@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
 
@@ -54,13 +55,18 @@ StrengthOpt = Annotated[
 ]
 
 
+def diff_lines(text: str) -> list[str]:
+    """Lines split at "\n" only (str.splitlines also splits at \r, \f, \x1c..., which diff does not)."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def unified_diff(old: str, new: str, path: str) -> str:
     """A `diff -u` style diff, with the "No newline at end of file" notes diff itself writes."""
     lines: list[str] = []
     # git's a/ b/ labels for relative paths; an absolute path is shown as it is.
     before, after = (path, path) if path.startswith("/") or path == "stdin" else (f"a/{path}", f"b/{path}")
-    for line in difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                     fromfile=before, tofile=after):
+    for line in difflib.unified_diff(diff_lines(old), diff_lines(new), fromfile=before, tofile=after):
         if line.endswith("\n"):
             lines.append(line)
         else:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, RequestFailed, UsageProblem, guarded
 

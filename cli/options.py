@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from diffgemma.cli.errors import UsageProblem
 
 DEFAULT_MARKER = "<FILL>"

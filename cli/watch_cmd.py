@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded, one_line
 
@@ -271,8 +272,9 @@ class FileWatcher:
 
 
 def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
-    from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK
     from watchfiles import Change, DefaultFilter
+
+    from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK
 
     default = DefaultFilter()
 
@@ -305,6 +307,7 @@ def watch(
     quiet: opt.QuietOpt = False,
 ) -> None:
     import watchfiles
+
     from diffgemma.cli.infill_cmd import connect, language_for
 
     settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from diffgemma.cli import fileio
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
