@@ -293,9 +293,11 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
         while not client.health():
             code = process.poll()
             if code is not None and not client.health():
-                client.close()
-                reason = daemon.last_log_error(paths.log_path(sock)) or f"it exited with status {code}"
-                raise DaemonUnavailable(f"the daemon did not start: {reason}")
+                reason = daemon.last_log_error(paths.log_path(sock))
+                if not daemon.lost_start_race(reason):
+                    client.close()
+                    raise DaemonUnavailable(f"the daemon did not start: {reason or f'it exited with status {code}'}")
+                # Another front end started one at the same moment: wait for that one instead.
             if time.monotonic() > deadline:
                 client.close()
                 raise DaemonUnavailable(f"the daemon did not answer within {timeout:g} s; "

@@ -357,6 +357,11 @@ def last_log_error(log_file: Path) -> str | None:
     return None
 
 
+def lost_start_race(reason: str | None) -> bool:
+    """True when a start failed only because another daemon took the address first (then use it)."""
+    return bool(reason) and "diffgemma daemon" in str(reason) and "already" in str(reason)
+
+
 def _client_for(config: DaemonConfig, timeout: float = 10.0) -> Any:
     from diffgemma.runtime.client import Client
 
@@ -377,9 +382,10 @@ def start_background(config: DaemonConfig, on_progress: Callable[[str], None] | 
         deadline = time.monotonic() + timeout
         while not client.health():
             code = process.poll()
-            if code is not None:
-                reason = last_log_error(paths.log_path(config.address)) or f"it exited with status {code}"
-                raise DaemonStartError(f"the daemon did not start: {reason}")
+            if code is not None and not client.health():
+                reason = last_log_error(paths.log_path(config.address))
+                if not lost_start_race(reason):
+                    raise DaemonStartError(f"the daemon did not start: {reason or f'it exited with status {code}'}")
             if time.monotonic() > deadline:
                 raise DaemonStartError(f"the daemon did not answer within {timeout:g} s; "
                                        f"see {paths.log_path(config.address)}")
@@ -394,7 +400,7 @@ def start_background(config: DaemonConfig, on_progress: Callable[[str], None] | 
                 say(line)
                 last = line
             time.sleep(0.1)
-        return process.pid
+        return int(client.status().get("pid") or process.pid)  # ours, or the one that won a start race
 
 
 def _alive(pid: int) -> bool:

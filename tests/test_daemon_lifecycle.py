@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,3 +244,27 @@ def test_ensure_daemon_reports_why_it_cannot_start(tmp: Path) -> None:
     with pytest.raises(DaemonUnavailable) as info:
         ensure_daemon(socket=sock, timeout=60)
     assert "shorter --socket" in str(info.value)
+
+
+def test_two_front_ends_starting_at_once_share_one_daemon(tmp: Path) -> None:
+    sock = tmp / "race.sock"
+    results: list[Any] = []
+
+    def start() -> None:
+        try:
+            results.append(ensure_daemon(socket=sock, timeout=120))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert all(isinstance(r, Client) for r in results) and len(results) == 2, results
+    pids = {r.status()["pid"] for r in results}
+    assert len(pids) == 1
+    for r in results:
+        r.close()
+    os.kill(pids.pop(), signal.SIGTERM)
+    wait_for(lambda: not sock.exists(), "the daemon to exit")
