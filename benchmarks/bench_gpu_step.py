@@ -177,7 +177,8 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
     import torch
     from transformers import DynamicCache
 
-    from diffgemma.kernels.sampler import fused_sample
+    from diffgemma.kernels.sampler import fused_sample, reference_sample
+    from diffgemma.kernels.self_conditioning import FusedSelfConditioning
 
     config = make_config(small)
     sizes = size_table(config)
@@ -221,22 +222,50 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
     cache = encode()
     canvas = torch.randint(3, text.vocab_size, (1, canvas_len), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
-    state: dict[str, Any] = {"sc": None}
+    embed_dtype = model.model.decoder.embed_tokens.weight.dtype
+    temperature = 0.6
 
-    def step() -> None:
-        with torch.no_grad():
-            out = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=state["sc"])
-        stats = fused_sample(out.logits, 0.6, gen)
-        canvas.copy_(stats.tokens)
-        state["sc"] = (out.logits / 0.6).to(model.model.decoder.embed_tokens.weight.dtype)
+    def stock_steps() -> Callable[[], None]:
+        """transformers' step: self-conditioning softmax inside the decoder, stock sampler."""
+        state: dict[str, Any] = {"sc": None}
 
-    step()
-    step()  # warm-up with self-conditioning present
-    step_ms = _timed(step, sync, steps)
-    enc_med, step_med = statistics.median(enc_ms), statistics.median(step_ms)
+        def step() -> None:
+            with torch.no_grad():
+                out = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=state["sc"])
+            stats = reference_sample(out.logits, temperature, gen)
+            canvas.copy_(stats.tokens)
+            state["sc"] = (out.logits / temperature).to(embed_dtype)
+
+        return step
+
+    def fused_steps(hook: FusedSelfConditioning) -> Callable[[], None]:
+        """Fused self-conditioning (hook) and fused sampler; the raw logits carry over."""
+        hook.logits, hook.temperature = None, temperature
+
+        def step() -> None:
+            with torch.no_grad():
+                out = model(decoder_input_ids=canvas, past_key_values=cache)
+            stats = fused_sample(out.logits, temperature, gen)
+            canvas.copy_(stats.tokens)
+            hook.logits = out.logits
+
+        return step
+
+    timings: dict[str, float] = {}
+    for label in ("stock", "fused"):
+        hook = FusedSelfConditioning(model) if label == "fused" else None
+        try:
+            step = fused_steps(hook) if hook is not None else stock_steps()
+            step()
+            step()  # warm-up with self-conditioning present
+            timings[label] = statistics.median(_timed(step, sync, steps))
+        finally:
+            if hook is not None:
+                hook.remove()
+    enc_med, step_med = statistics.median(enc_ms), timings["fused"]
     print(f"prefix encode, {prefix_len} tokens: {enc_med:.1f} ms (median of {len(enc_ms)})")
-    print(f"denoising step, canvas {canvas_len}: {step_med:.1f} ms (median of {len(step_ms)}; decoder forward "
-          f"with self-conditioning + fused sampler)")
+    print(f"denoising step, canvas {canvas_len} (median of {steps}): {step_med:.1f} ms with fused self-conditioning "
+          f"and sampler; {timings['stock']:.1f} ms stock; ratio {timings['stock'] / step_med:.2f}x")
     if device == "cuda":
         print(f"  VRAM in use after the runs {torch.cuda.memory_allocated() / gb:.2f} GB, "
               f"peak {torch.cuda.max_memory_allocated() / gb:.2f} GB")
@@ -255,6 +284,7 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
     vocab = text.vocab_size
     res = bench_sampler(vocab=vocab, canvas=canvas_len, batch=1, repeats=3, device=device, dtype="float32",
                         self_conditioning=True, hidden=text.hidden_size)
+    print("sampler alone (benchmarks/bench_sampler.py):")
     print(f"sampler on {device}, canvas {canvas_len}, vocab {vocab:,}: stock {res['stock_ms']:.2f} ms, "
           f"fused {res['fused_ms']:.2f} ms, ratio {res['stock_ms'] / res['fused_ms']:.2f}x")
     print(f"self-conditioning softmax @ embeddings: stock {res['stock_selfcond_ms']:.2f} ms, "
