@@ -256,8 +256,11 @@ def test_edit_stdin_prints_the_rewritten_buffer(daemon: Daemon) -> None:
 # --- the live view ----------------------------------------------------------------------------
 
 
-def run_on_pty(args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, str]:
-    """Run with stdout and stderr on a pseudo-terminal; returns (exit code, everything drawn)."""
+def run_on_pty(args: list[str], env: dict[str, str], timeout: float = 300,
+               interrupt_on: str | None = None) -> tuple[int, str]:
+    """Run with stdout and stderr on a pseudo-terminal; returns (exit code, everything drawn).
+
+    With `interrupt_on`, send SIGINT (Ctrl-C) as soon as that text has been drawn."""
     master, slave = pty.openpty()
     os.set_blocking(master, False)
     process = subprocess.Popen([*cli_command(), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
@@ -276,6 +279,9 @@ def run_on_pty(args: list[str], env: dict[str, str], timeout: float = 300) -> tu
                 data = b""
         if data:
             chunks.append(data)
+            if interrupt_on is not None and interrupt_on.encode() in b"".join(chunks):
+                process.send_signal(signal.SIGINT)
+                interrupt_on = None
         elif process.poll() is not None:
             break
     process.wait(10)
@@ -294,6 +300,15 @@ def test_live_view_shows_the_drafts_on_a_terminal(daemon: Daemon, project: Path)
     code, quiet = run_on_pty(["infill", f"{project / 'calc.py'}:6", "--quiet", "--socket",
                               str(daemon.socket)], daemon.env)
     assert code == 0 and "step " not in quiet and "diffgemma" not in quiet
+
+
+def test_ctrl_c_during_a_request_is_exit_130_without_a_traceback(daemon: Daemon, project: Path) -> None:
+    env = {**daemon.env, "DIFFGEMMA_STEPS": "48", "DIFFGEMMA_MAX_TOKENS": "32"}
+    code, screen = run_on_pty(["infill", f"{project / 'calc.py'}:6", "--socket", str(daemon.socket)], env,
+                              interrupt_on="step 1 ")
+    assert code == 130, screen
+    assert "diffgemma: interrupted" in screen and "Traceback" not in screen
+    assert (project / "calc.py").read_text() == SOURCE
 
 
 # --- watch ------------------------------------------------------------------------------------
