@@ -10,8 +10,9 @@ thread). Runs alternate between the two so machine load drifts hit both alike; -
 all in-process calls first and closes that engine before starting the daemon (for models too big
 to hold twice).
 
-Printed: median wall ms of each, the difference (the daemon's added latency) and the ratio, and
-the daemon's own engine time (timings.total_ms) to show the difference is transport + scheduling.
+Printed: median wall ms of each, the difference (the daemon's added latency) and the ratio, the
+daemon's own engine time (timings.total_ms) to show the difference is transport + scheduling, and
+a bare GET /health round trip (the transport floor).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     engine_ms: list[float] = []
     process: subprocess.Popen[bytes] | None = None
     client: Client | None = None
+    health_ms: list[float] = []
 
     def start_daemon() -> Client:
         nonlocal process
@@ -107,6 +109,12 @@ def main() -> None:
             for _ in range(args.runs):
                 local_ms.append(in_process())
                 daemon_ms.append(through_daemon(client))
+        # The transport floor: an HTTP round trip over the socket that does no work.
+        health_ms = []
+        for _ in range(50):
+            start = time.perf_counter()
+            client.health()
+            health_ms.append((time.perf_counter() - start) * 1000)
     finally:
         if client is not None:
             client.close()
@@ -122,6 +130,7 @@ def main() -> None:
     print(f"daemon socket round trip  median {remote:9.2f} ms   (engine time inside the daemon {inside:.2f} ms)")
     print(f"added by the daemon       {remote - local:+9.2f} ms   ratio {remote / local:.3f}x   "
           f"(wall minus its own engine time: {remote - inside:+.2f} ms)")
+    print(f"GET /health round trip    median {statistics.median(health_ms):9.2f} ms   (transport alone)")
 
 
 if __name__ == "__main__":
