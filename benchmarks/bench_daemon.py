@@ -67,6 +67,7 @@ def main() -> None:
     local_ms: list[float] = []
     daemon_ms: list[float] = []
     engine_ms: list[float] = []
+    inside_ms: list[float] = []
     process: subprocess.Popen[bytes] | None = None
     client: Client | None = None
     health_ms: list[float] = []
@@ -95,6 +96,7 @@ def main() -> None:
         result = c.infill(request)
         wall = (time.perf_counter() - start) * 1000
         engine_ms.append(float(result.timings["total_ms"]))
+        inside_ms.append(float(result.timings["daemon_ms"]))
         return wall
 
     try:
@@ -130,6 +132,9 @@ def main() -> None:
     print(f"daemon socket round trip  median {remote:9.2f} ms   (engine time inside the daemon {inside:.2f} ms)")
     print(f"added by the daemon       {remote - local:+9.2f} ms   ratio {remote / local:.3f}x   "
           f"(wall minus its own engine time: {remote - inside:+.2f} ms)")
+    gaps = [d - e for d, e in zip(inside_ms, engine_ms, strict=True)]
+    print(f"inside the daemon, beyond the engine: median {statistics.median(gaps):.2f} ms "
+          f"(queue hand-off to the worker thread, settings, bookkeeping)")
     print(f"GET /health round trip    median {statistics.median(health_ms):9.2f} ms   (transport alone)")
 
 

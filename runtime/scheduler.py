@@ -403,6 +403,8 @@ class Scheduler:
             outcome.result.timings["queue_ms"] = round(queue_ms, 3)
             outcome.result.timings["load_ms"] = round(load_ms, 3)
             latency_ms = (time.monotonic() - job.submitted) * 1000
+            # Submit to answer inside the daemon: queue wait + model load + engine + our overhead.
+            outcome.result.timings["daemon_ms"] = round(latency_ms, 3)
             with self._cond:
                 if outcome.result.finish_reason == "cancelled":
                     self.cancelled += 1
