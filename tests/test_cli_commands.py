@@ -87,8 +87,12 @@ def wait_ready(socket: Path, process: subprocess.Popen[bytes] | None, timeout: f
 
 
 def stop_daemon(socket: Path, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "stop", "--socket", str(socket)], env=env,
-                   capture_output=True, timeout=60)
+    from diffgemma.runtime.client import Client
+
+    stopped = subprocess.run([*cli_command(), "daemon", "stop", "--socket", str(socket)], env=env,
+                             capture_output=True, timeout=60)
+    with Client(socket=socket, timeout=5) as client:
+        assert not client.health(), stopped.stderr.decode()  # no daemon left behind
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +101,8 @@ def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
     env = isolated_env(base)
     socket = base / "d.sock"
     log = open(base / "serve.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(tiny_model_dir),
-         "--socket", str(socket)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([*cli_command(), "serve", "--model", str(tiny_model_dir), "--socket", str(socket)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(socket, process)
         yield Daemon(socket, {**env, "DIFFGEMMA_SOCKET": str(socket)}, tiny_model_dir, base)
