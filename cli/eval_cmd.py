@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", min=0, help="Task choice and sampling seed."),
         device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+        threads: int | None = typer.Option(
+            None, "--threads", min=1, help="Torch CPU threads (1 is fastest on a busy machine)."
+        ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Also write the markdown table here."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the raw report (JSON) here."),
     ) -> None:
@@ -51,6 +54,10 @@ def register(app: typer.Typer) -> None:
                 group_list = evaluate.parse_list(groups, evaluate.ALL_GROUPS, "group")
             except ValueError as exc:
                 raise UsageProblem(str(exc)) from None
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             for target in (out, json_out):
                 if target is not None and target.exists() and target.is_dir():
                     raise UsageProblem(f"{target} is a directory")

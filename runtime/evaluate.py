@@ -218,6 +218,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for system in report["systems"]:
         scores = system["scores"]
+        if not scores:
+            continue  # none of its suites was run
         cells = [system["name"]]
         for suite, metric in columns:
             cells.append(_pct(scores[suite][metric]) if suite in scores else "")
