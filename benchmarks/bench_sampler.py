@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sampler.py [--vocab 262144] [--canvas 256] [--batch 1] [--repeats 3]
                                        [--device cpu|cuda] [--dtype float32|bfloat16]
-                                       [--self-conditioning --hidden 2816]
+                                       [--self-conditioning --hidden 2816] [--threads N]
 
 "Stock" is what transformers' DiffusionGemma step does with the logits (float32 softmax,
 multinomial, argmax, Categorical entropy); "fused" is diffgemma.kernels.sampler.fused_sample.
@@ -81,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--self-conditioning", action="store_true",
                         help="also time softmax(logits) @ embeddings (heavy on CPU at full size)")
     parser.add_argument("--hidden", type=int, default=2816)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device present; run with --device cpu")

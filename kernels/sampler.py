@@ -25,8 +25,9 @@ import torch
 # Logits at -inf (masked by a logits processor) are clamped to this after the max is
 # subtracted, so exp() gives exactly 0 and 0 * logit stays 0 instead of NaN.
 _NEG_CLAMP = -1.0e4
-# Rows handled together in the CPU walk: keeps each chunk's temporaries in cache.
-_ROW_BLOCK = 8
+# Rows handled together in the CPU walk: 32 rows x 16384 tokens keeps a chunk's float32
+# temporaries at 2 MB (cache-sized) while each op is big enough to be worth its threads.
+_ROW_BLOCK = 32
 # Tokens per block in the CPU walk's per-block max / mass tables (exact argmax and draw).
 _BLOCK = 256
 
