@@ -182,15 +182,16 @@ class Api:
 
     # Native endpoints ---------------------------------------------------------------------------
 
-    async def infill(self, request: Request) -> Response:
+    async def infill(self, request: Request) -> Response | JobStream:
         req = InfillRequest.from_json(await read_json(request, self.info.max_body))
         return await self._generate(request, "infill", req)
 
-    async def edit(self, request: Request) -> Response:
+    async def edit(self, request: Request) -> Response | JobStream:
         req = EditRequest.from_json(await read_json(request, self.info.max_body))
         return await self._generate(request, "edit", req)
 
-    async def _generate(self, request: Request, kind: str, req: InfillRequest | EditRequest) -> Response:
+    async def _generate(self, request: Request, kind: str,
+                        req: InfillRequest | EditRequest) -> Response | JobStream:
         job, bridge = self._submit(kind, req, stream=req.stream)
         if req.stream:
             return JobStream(self, job, bridge, _ndjson_draft, _ndjson_end, "application/x-ndjson")
@@ -339,10 +340,13 @@ class TokenAuth:
         await self.app(scope, receive, send)
 
 
-def _handle(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable["Response | JobStream"]]
+
+
+def _handle(fn: Endpoint) -> Endpoint:
     """Turn every failure inside a handler into a JSON answer with a one-line reason."""
 
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response | JobStream:
         try:
             return await fn(request)
         except ProtocolError as exc:
