@@ -23,6 +23,7 @@ import pytest
 
 from diffgemma.runtime import paths
 from diffgemma.runtime.client import Client, DaemonUnavailable, ensure_daemon
+from diffgemma.runtime.daemon import DaemonConfig, stop_daemon
 from diffgemma.runtime.protocol import InfillRequest
 
 DIFFGEMMA = str(Path(sys.executable).with_name("diffgemma"))
@@ -233,10 +234,9 @@ def test_ensure_daemon_starts_one_and_reports_progress(tmp: Path, tiny_model_dir
         ensure_daemon(socket=sock, on_progress=lines.append).close()
         assert lines == []
     finally:
-        pid = client.status()["pid"]
         client.close()
-        os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not sock.exists(), "the daemon to exit")
+        assert stop_daemon(DaemonConfig(socket=sock)) is not None
+    assert not sock.exists()
 
 
 def test_ensure_daemon_reports_why_it_cannot_start(tmp: Path) -> None:
@@ -257,14 +257,17 @@ def test_two_front_ends_starting_at_once_share_one_daemon(tmp: Path) -> None:
             results.append(exc)
 
     threads = [threading.Thread(target=start) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(180)
-    assert all(isinstance(r, Client) for r in results) and len(results) == 2, results
-    pids = {r.status()["pid"] for r in results}
-    assert len(pids) == 1
-    for r in results:
-        r.close()
-    os.kill(pids.pop(), signal.SIGTERM)
-    wait_for(lambda: not sock.exists(), "the daemon to exit")
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        assert all(isinstance(r, Client) for r in results) and len(results) == 2, results
+        pids = {r.status()["pid"] for r in results}
+        assert len(pids) == 1
+    finally:
+        for r in results:
+            if isinstance(r, Client):
+                r.close()
+        stop_daemon(DaemonConfig(socket=sock))
+    assert not sock.exists()
