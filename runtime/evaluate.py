@@ -37,9 +37,12 @@ class Score:
     parsed: int = 0
     passed: int = 0
     hole_tokens: int = 0
+    truth_tokens: int = 0  # the cut-out text's length in tokens, to compare hole lengths with
     ms: float = 0.0
 
-    def add(self, *, exact: bool, parsed: bool, passed: bool, hole_tokens: int, ms: float) -> None:
+    def add(self, *, exact: bool, parsed: bool, passed: bool, hole_tokens: int, truth_tokens: int,
+            ms: float) -> None:
+        self.truth_tokens += truth_tokens
         self.n += 1
         self.exact += exact
         self.parsed += parsed
@@ -50,7 +53,7 @@ class Score:
     def as_dict(self) -> dict[str, float]:
         n = max(self.n, 1)
         return {"n": self.n, "exact": self.exact / n, "parses": self.parsed / n, "pass@1": self.passed / n,
-                "hole_tokens": self.hole_tokens / n, "ms": self.ms / n}
+                "hole_tokens": self.hole_tokens / n, "truth_tokens": self.truth_tokens / n, "ms": self.ms / n}
 
 
 @dataclass
@@ -77,6 +80,17 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
 
         return run
 
+    def oracle() -> Callable[[E.Task, int], tuple[str, int]]:
+        """The hole made exactly as long as the truth: what a perfect length choice would give."""
+
+        def run(task: E.Task, seed: int) -> tuple[str, int]:
+            size = max(1, len(engine.encode_text(task.prefix[len(task.prefix.rstrip(" \t")):] + task.truth)))
+            result = engine.infill(task.prefix, task.suffix, max_tokens=size, length_search=False,
+                                   settings=SamplingSettings(seed=seed))
+            return result.text, result.hole_tokens
+
+        return run
+
     def rewrite(strength: float) -> Callable[[E.Task, int], tuple[str, int]]:
         def run(task: E.Task, seed: int) -> tuple[str, int]:
             result = engine.edit(task.prefix, task.selection or "", task.suffix, strength=strength,
@@ -91,6 +105,7 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
         systems.append(System(f"model (length search, suffix clamp, {default_steps} steps)", fills, infill()))
     if "strategies" in groups:
         systems.append(System("model, no length search", fills, infill(length_search=False), strategy_limit))
+        systems.append(System("model, hole length = truth (oracle)", ("line",), oracle(), strategy_limit))
         systems.append(System("model, no suffix clamp", fills, infill(clamp_suffix=False), strategy_limit))
     if "steps" in groups:
         for steps in STEP_COUNTS:
@@ -171,6 +186,13 @@ def run_eval(
     tasks = build_tasks(suites, limit, seed, engine)
     systems = (_baselines() if "baselines" in groups else []) + (
         _engine_systems(engine, groups, default_steps, strategy_limit or limit) if engine is not None else [])
+    truth_sizes: dict[tuple[str, int], int] = {}
+
+    def size_of(task: E.Task) -> int:
+        # The engine heals trailing indentation into the hole, so count it with the truth.
+        healed = task.prefix[len(task.prefix.rstrip(" \t")):]
+        return len(engine.encode_text(healed + task.truth)) if engine is not None else 0
+
     started = time.perf_counter()
     for system in systems:
         for suite in system.suites:
@@ -182,7 +204,9 @@ def run_eval(
                 fill, hole = system.run(task, seed + index)
                 ms = (time.perf_counter() - t0) * 1000
                 exact, parsed, passed = score_task(task, fill)
-                score.add(exact=exact, parsed=parsed, passed=passed, hole_tokens=hole, ms=ms)
+                truth_tokens = truth_sizes.setdefault((suite, index), size_of(task))
+                score.add(exact=exact, parsed=parsed, passed=passed, hole_tokens=hole, truth_tokens=truth_tokens,
+                          ms=ms)
             if progress:
                 d = score.as_dict()
                 progress(f"{system.name} / {suite}: exact {d['exact']:.0%}, parses {d['parses']:.0%}"
@@ -214,7 +238,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             for metric in metrics:
                 columns.append((suite, metric))
                 header.append(f"{suite} {metric}")
-    header += ["mean hole tokens", "ms/task"]
+    header += ["hole / truth tokens", "ms/task"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for system in report["systems"]:
         scores = system["scores"]
@@ -225,7 +249,9 @@ def format_markdown(report: dict[str, Any]) -> str:
             cells.append(_pct(scores[suite][metric]) if suite in scores else "")
         holes = [s["hole_tokens"] for s in scores.values() if s["n"]]
         ms = [s["ms"] for s in scores.values() if s["n"]]
-        cells.append(f"{sum(holes) / len(holes):.1f}" if holes and any(holes) else "")
+        truths = [s["truth_tokens"] for s in scores.values() if s["n"]]
+        cells.append(f"{sum(holes) / len(holes):.1f} / {sum(truths) / len(truths):.1f}"
+                     if holes and any(holes) else "")
         cells.append(f"{sum(ms) / len(ms):.0f}" if ms else "")
         lines.append("| " + " | ".join(cells) + " |")
     tasks = ", ".join(f"{k} {v}" for k, v in counts.items())
