@@ -368,6 +368,15 @@ def test_keep_alive_zero_unloads_and_next_request_reloads(daemon: Daemon) -> Non
     assert status["state"] == "ready" and status["loads"] == loads + 1
 
 
+def test_idle_model_unloads_when_keep_alive_passes(daemon: Daemon) -> None:
+    daemon.client.infill(InfillRequest(prefix="r = ", suffix="\n", steps=2, max_tokens=4, keep_alive=0.5))
+    status = daemon.status()
+    assert status["state"] == "unloaded" or 0 <= status["unload_in_s"] <= 0.5
+    wait_for(lambda: daemon.status()["state"] == "unloaded", "the idle model to unload")
+    assert daemon.client.infill(InfillRequest(prefix="r = ", suffix="\n", steps=2, max_tokens=4)).timings[
+        "load_ms"] > 0
+
+
 def test_failure_inside_a_request_fails_only_that_request(daemon: Daemon, tmp_path: Path) -> None:
     # A checkpoint that loads but cannot generate (a zero-length canvas): the engine raises deep
     # inside the model's forward pass. That request gets a 500 with one line; the daemon goes on.
