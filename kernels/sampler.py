@@ -145,7 +145,12 @@ def _fused_sample_torch(logits: torch.Tensor, temperature: float | torch.Tensor,
             nb = (w + blk - 1) // blk
             b0 = c0 // blk
             x = buf[:nr, : nb * blk]
-            torch.mul(flat[r0:r1, c0:c1], it, out=x[:, :w])
+            src = flat[r0:r1, c0:c1]
+            if src.dtype == torch.float32:
+                torch.mul(src, it, out=x[:, :w])
+            else:  # a mixed-dtype mul into a float32 out is a slow path; convert, then scale
+                x[:, :w].copy_(src)
+                x[:, :w].mul_(it)
             if nb * blk != w:
                 x[:, w:].fill_(float("-inf"))
             bmax = torch.amax(x.view(nr, nb, blk), dim=2)
