@@ -1,1 +1,11 @@
-"""diffgemma.kernels."""
+"""diffgemma.kernels: the fused denoising-step sampler and 4-bit (NF4) weights for DiffusionGemma.
+
+- ``sampler``: ``fused_sample`` / ``reference_sample`` / ``self_conditioning_embeddings`` (torch, chunked)
+- ``sampler_triton``: the same on CUDA with Triton
+- ``self_conditioning``: a decoder hook that uses the fused self-conditioning
+- ``quant4``: NF4 blockwise format and ``Linear4``; ``moe4``: ``QuantizedExperts``;
+  ``moe4_triton``: the grouped dequantizing GEMM
+- ``quantize``: model swap, quantized checkpoints (write / load / load-time quantization)
+
+Importing this package imports nothing heavy; each module imports torch itself.
+"""

@@ -179,9 +179,11 @@ def _fused_sample_torch(logits: torch.Tensor, temperature: float | torch.Tensor,
 
 
 def _gumbel_like(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    # -log(E) with E ~ Exp(1) is a standard Gumbel variate (one log instead of two)
-    e = torch.empty(shape, dtype=torch.float32, device=device).exponential_(generator=generator)
-    return e.log_().neg_()
+    # -log(E) with E ~ Exp(1) is a standard Gumbel variate (one log instead of two). A generator
+    # on another device (a CPU generator for CUDA logits) draws where it lives; the draws are small.
+    where = generator.device if generator is not None else device
+    e = torch.empty(shape, dtype=torch.float32, device=where).exponential_(generator=generator)
+    return e.log_().neg_().to(device)
 
 
 def _argmax_in_block(flat: torch.Tensor, inv_t: torch.Tensor, block: torch.Tensor, blk: int,
