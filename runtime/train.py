@@ -30,7 +30,7 @@ import math
 import sys
 import sysconfig
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,6 @@ class Preset:
     self_conditioning_prob: float = 0.5
     weight_decay: float = 0.01
     min_lr_ratio: float = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
