@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_held_out_files_never_in_the_training_list() -> None:
     assert not any(T.is_held_out(f) for f in train_files)
     assert not any("/test/" in f"/{f}" or "/tests/" in f"/{f}" for f in train_files)
     assert T.split_files() == (train_files, held)  # deterministic
+    assert all(T.is_held_out(f) for f in T.SHIPPED_HELD_OUT)
+    if sys.version_info[:2] == (3, 11):
+        assert set(held) == set(T.SHIPPED_HELD_OUT)
 
 
 def test_micro_training_run_writes_a_loadable_checkpoint(source_root: Path, tmp_path: Path) -> None:
