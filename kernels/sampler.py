@@ -170,9 +170,9 @@ def _fused_sample_torch(logits: torch.Tensor, temperature: float | torch.Tensor,
         lse[r0:r1] = run_max + log_sum
         entropy[r0:r1] = (log_sum - run_dot / run_sum).clamp_(min=0.0)
 
-    argmax = _argmax_in_block(flat, inv_t, torch.argmax(block_max, dim=1), blk, noise=None)
+    argmax = _argmax_in_block(flat, inv_t, torch.argmax(block_max, dim=1), blk)
     pick = torch.argmax(block_mass + _gumbel_like(block_mass.shape, dev, generator), dim=1)
-    tokens = _argmax_in_block(flat, inv_t, pick, blk, noise=generator or True)
+    tokens = _argmax_in_block(flat, inv_t, pick, blk, gumbel=True, generator=generator)
     shape = (batch, canvas)
     return StepStats(tokens=tokens.view(shape), argmax=argmax.view(shape), entropy=entropy.view(shape),
                      lse=lse.view(shape))
@@ -187,8 +187,8 @@ def _gumbel_like(shape: tuple[int, ...], device: torch.device, generator: torch.
 
 
 def _argmax_in_block(flat: torch.Tensor, inv_t: torch.Tensor, block: torch.Tensor, blk: int,
-                     noise: torch.Generator | bool | None) -> torch.Tensor:
-    """Argmax of the scaled logits (plus Gumbel noise when ``noise``) inside one block per row.
+                     gumbel: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Argmax of the scaled logits (plus Gumbel noise when ``gumbel``) inside one block per row.
 
     With noise this is the second level of the exact hierarchical draw: given block b (chosen
     with probability mass_b / total), Gumbel-max inside b picks token i with p_i / mass_b.
@@ -199,9 +199,8 @@ def _argmax_in_block(flat: torch.Tensor, inv_t: torch.Tensor, block: torch.Tenso
     valid = index < vocab  # the last block may be short
     x = torch.gather(flat, 1, index.clamp(max=vocab - 1)).float().mul_(inv_t)
     x.masked_fill_(~valid, float("-inf"))
-    if noise is not None:
-        gen = noise if isinstance(noise, torch.Generator) else None
-        x.add_(_gumbel_like(x.shape, flat.device, gen))
+    if gumbel:
+        x.add_(_gumbel_like(x.shape, flat.device, generator))
     return (start + torch.argmax(x, dim=1)).clamp_(max=vocab - 1)
 
 
