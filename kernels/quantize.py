@@ -80,8 +80,13 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
     done: dict[int, nn.Module] = {}
     experts_names: list[str] = []
     linear_names: list[str] = []
-    targets = list(model.named_modules(remove_duplicate=False))
-    for name, module in targets:
+    # names only: holding the module objects would keep every bf16 original alive to the end
+    names = [name for name, _ in model.named_modules(remove_duplicate=False)]
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:  # inside a module swapped out already
+            continue
         if _is_experts(module):
             key = id(module.gate_up_proj)
             if key not in done:
