@@ -2,17 +2,25 @@
 
     python benchmarks/bench_sampler.py [--vocab 262144] [--canvas 256] [--batch 1] [--repeats 3]
                                        [--device cpu|cuda] [--dtype float32|bfloat16]
-                                       [--self-conditioning --hidden 2816] [--threads N]
+                                       [--self-conditioning --hidden 2816] [--threads N] [--omp-active]
 
 "Stock" is what transformers' DiffusionGemma step does with the logits (float32 softmax,
 multinomial, argmax, Categorical entropy); "fused" is diffgemma.kernels.sampler.fused_sample.
 The default input is float32 logits, as the model's softcapping step returns them. The table
 shows the best of ``--repeats`` runs and the ratio stock / fused from this one run.
+
+OpenMP threads spin after each parallel region; when the machine has fewer free cores than
+runnable threads (a shared box), the spinning worker starves the thread issuing the next
+op, and a walk of many cache-sized ops slows down several-fold while the stock path's few
+huge ops do not. Unless OMP_WAIT_POLICY is already set, this script sets it to PASSIVE
+before torch starts (both paths run under it; the header says which policy was in effect);
+``--omp-active`` keeps OpenMP's default to show that effect.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 
@@ -71,6 +79,8 @@ def run(vocab: int, canvas: int, batch: int, repeats: int, device: str, dtype: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab", type=int, default=262_144)
     parser.add_argument("--canvas", type=int, default=256)
@@ -82,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time softmax(logits) @ embeddings (heavy on CPU at full size)")
     parser.add_argument("--hidden", type=int, default=2816)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--omp-active", action="store_true",
+                        help="leave OpenMP's default (spinning) wait policy instead of PASSIVE")
     args = parser.parse_args(argv)
 
+    if not args.omp_active and "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     if args.threads:
@@ -95,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.vocab, args.canvas, args.batch, args.repeats, args.device, args.dtype,
               args.self_conditioning, args.hidden)
     print(f"sampler step: batch {args.batch}, canvas {args.canvas}, vocab {args.vocab:,}, "
-          f"{args.dtype} logits, device {args.device}, torch threads {torch.get_num_threads()}")
+          f"{args.dtype} logits, device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')}")
     print(f"{'path':<28}{'ms (best of ' + str(args.repeats) + ')':>20}")
     print(f"{'stock (softmax+multinomial)':<28}{res['stock_ms']:>20.1f}")
     print(f"{'fused':<28}{res['fused_ms']:>20.1f}")
