@@ -27,6 +27,7 @@ import csv
 import hashlib
 import json
 import math
+import shutil
 import sys
 import sysconfig
 import time
@@ -305,6 +306,7 @@ def train(
     threads: int | None = None,
     max_minutes: float | None = None,
     time_budget: float | None = None,
+    init_from: Path | str | None = None,
     save_every: int = 200,
     log_every: int = 10,
     save_dtype: str = "bf16",
@@ -315,7 +317,8 @@ def train(
     ``max_minutes`` stops early (the schedule is cut off); ``time_budget`` (minutes) instead makes
     the learning-rate schedule follow wall time as well as steps, so a run on a loaded machine
     still anneals and ends in time. Only a run without ``time_budget`` is step-for-step
-    reproducible.
+    reproducible. ``init_from`` continues from a checkpoint (its weights and tokenizer) with a
+    fresh warmup and schedule.
     """
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
@@ -334,13 +337,23 @@ def train(
         raise ValueError(f"no training files found under {root}")
 
     started = time.monotonic()
-    train_code_tokenizer(texts, preset.vocab_size, out)
+    if init_from is None:
+        train_code_tokenizer(texts, preset.vocab_size, out)
+    else:  # continue a run: same tokenizer, same weights, a fresh schedule
+        init = Path(init_from)
+        if init.resolve() != out.resolve():
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (init / name).is_file():
+                    shutil.copyfile(init / name, out / name)
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     stream = encode_stream(tokenizer, texts)
     if log:
         log(f"{len(texts)} files, {stream.numel()} tokens, tokenizer in {time.monotonic() - started:.0f}s")
 
-    model = DiffusionGemmaForBlockDiffusion(model_config(preset))
+    if init_from is None:
+        model = DiffusionGemmaForBlockDiffusion(model_config(preset))
+    else:
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(init_from), dtype=torch.float32)
     set_generation_defaults(model)
     model.to(device).train()
     parameters = sum(p.numel() for p in model.parameters())
@@ -354,6 +367,7 @@ def train(
     (out / "training_args.json").write_text(
         json.dumps({"preset": asdict(preset), "seed": seed, "files": len(train_files),
                     "tokens": stream.numel(), "parameters": parameters, "device": device,
+                    "init_from": str(init_from) if init_from else None, "time_budget_min": time_budget,
                     "threads": torch.get_num_threads()}, indent=2) + "\n"
     )
     log_path = out / "training_log.csv"
@@ -423,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early (checkpoint kept) after this")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="minutes: anneal the learning rate by wall time too and stop when it is used")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="continue from this checkpoint (weights + tokenizer) with a fresh schedule")
+    parser.add_argument("--lr", type=float, default=None, help="override the preset's peak learning rate")
     parser.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--data", type=Path, default=None, help="source root (default: this Python's stdlib)")
@@ -436,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(preset, steps=args.steps)
     if args.batch_size is not None:
         preset = replace(preset, batch_size=args.batch_size)
+    if args.lr is not None:
+        preset = replace(preset, lr=args.lr)
+    if args.init_from is not None and not (args.init_from / "config.json").is_file():
+        print(f"error: no checkpoint in {args.init_from}", file=sys.stderr)
+        return 2
     if args.data is not None and not args.data.is_dir():
         print(f"error: data root {args.data} is not a directory", file=sys.stderr)
         return 2
@@ -446,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(args.out_dir, preset, seed=args.seed, data_root=args.data, device=device,
                        threads=args.threads, max_minutes=args.max_minutes,
-                       time_budget=args.time_budget, save_every=args.save_every, log=log)
+                       time_budget=args.time_budget, init_from=args.init_from, save_every=args.save_every, log=log)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,6 +79,14 @@ def test_micro_training_run_writes_a_loadable_checkpoint(source_root: Path, tmp_
     assert loaded.tokenizer.convert_ids_to_tokens(ids).count("Ċ") == 1
     assert "Ċ" in loaded.tokenizer.convert_ids_to_tokens(ids)
 
+    # Continuing a run keeps the tokenizer and starts from the saved weights.
+    more = tmp_path / "more"
+    again = T.train(more, replace(preset, steps=1), seed=1, data_root=source_root, threads=1, save_every=0,
+                    init_from=out, save_dtype="fp32")
+    assert again.steps == 1
+    assert (more / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    assert json.loads((more / "training_args.json").read_text())["init_from"] == str(out)
+
 
 def test_loss_decreases_on_a_repeated_batch() -> None:
     from transformers import DiffusionGemmaForBlockDiffusion
