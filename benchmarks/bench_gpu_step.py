@@ -89,7 +89,7 @@ def build_random_quantized(config: Any, device: str, dtype: Any) -> Any:
     from torch import nn
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from diffgemma.kernels.quantize import empty_quantized_structure
+    from diffgemma.kernels.quantize import empty_quantized_structure, rebuild_computed_tables
 
     with torch.device("meta"):
         model = DiffusionGemmaForBlockDiffusion(config)
@@ -117,17 +117,7 @@ def build_random_quantized(config: Any, device: str, dtype: Any) -> Any:
             parent._parameters[leaf] = made[id(old)]
         else:
             parent._buffers[leaf] = made[id(old)]
-    # computed tables: rotary modules are rebuilt on the device (they compute their frequencies
-    # at construction); the embedding scale is a constant of the module
-    for name, module in list(model.named_modules(remove_duplicate=False)):
-        kind = type(module).__name__
-        if "RotaryEmbedding" in kind:
-            with torch.device(device):
-                fresh = type(module)(module.config)
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), leaf, fresh)
-        elif kind.endswith("ScaledWordEmbedding"):
-            module.embed_scale.fill_(module.scalar_embed_scale)
+    rebuild_computed_tables(model, device)  # rotary frequencies, embedding scale
     return model.eval()
 
 

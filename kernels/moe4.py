@@ -46,9 +46,16 @@ class QuantizedExperts(nn.Module):
     def from_experts(cls, experts: nn.Module, activation: str, block: int = DEFAULT_BLOCK,
                      device: torch.device | str | None = None) -> QuantizedExperts:
         """Quantize a ``DiffusionGemmaTextExperts`` one expert slice at a time (on ``device``)."""
-        gate_up = experts.gate_up_proj.detach()
-        down = experts.down_proj.detach()
+        return cls.from_tensors(experts.gate_up_proj.detach(), experts.down_proj.detach(), activation, block,
+                                device)
+
+    @classmethod
+    def from_tensors(cls, gate_up: torch.Tensor, down: torch.Tensor, activation: str, block: int = DEFAULT_BLOCK,
+                     device: torch.device | str | None = None) -> QuantizedExperts:
+        """From the raw (E, 2I, H) and (E, H, I) tensors, e.g. read straight from a checkpoint."""
         e, two_i, h = gate_up.shape
+        if tuple(down.shape) != (e, h, two_i // 2):
+            raise ValueError(f"down_proj shape {tuple(down.shape)} does not fit gate_up_proj {tuple(gate_up.shape)}")
         dev = device if device is not None else gate_up.device
         mod = cls(e, h, two_i // 2, activation, block, device="meta")
         mod.gate_up_q, mod.gate_up_absmax, mod.block_gate_up = quantize_nf4_rows(gate_up, block, dev)

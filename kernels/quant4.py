@@ -124,9 +124,15 @@ class Linear4(nn.Module):
                     device: torch.device | str | None = None) -> Linear4:
         if linear.bias is not None:
             raise ValueError("Linear4 holds bias-free projections only")
-        dev = device if device is not None else linear.weight.device
-        mod = cls(linear.in_features, linear.out_features, block, device="meta")
-        qweight, absmax, b = quantize_nf4_rows(linear.weight.detach(), block, dev)
+        return cls.from_weight(linear.weight.detach(), block, device)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, block: int = DEFAULT_BLOCK,
+                    device: torch.device | str | None = None) -> Linear4:
+        """From an (out_features, in_features) weight, e.g. read straight from a checkpoint."""
+        dev = device if device is not None else weight.device
+        mod = cls(weight.shape[1], weight.shape[0], block, device="meta")
+        qweight, absmax, b = quantize_nf4_rows(weight, block, dev)
         mod.block = b
         mod.qweight, mod.absmax = qweight, absmax
         return mod

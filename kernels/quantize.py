@@ -273,17 +273,129 @@ def load_quantized_model(path: str | Path, device: torch.device | str = "cpu",
                          keep: tuple[str, ...] = ()) -> nn.Module:
     """A 4-bit model from ``path``: a quantized checkpoint, or an unquantized one quantized now.
 
-    The unquantized case reads the checkpoint on the CPU and quantizes module by module onto
-    ``device``; peak GPU memory is the 4-bit model plus one bf16 weight tensor.
+    The unquantized case streams the checkpoint tensor by tensor (``stream_quantize``): neither
+    the GPU nor the CPU ever holds the bf16 model. A checkpoint without safetensors files is read
+    whole on the CPU by ``from_pretrained`` instead, then quantized module by module onto ``device``.
     """
     src = Path(path)
     if is_quantized_checkpoint(src):
         return load_quantized(src, device, dtype)
+    if _safetensors_files(src):
+        return stream_quantize(src, device, dtype, progress=progress, keep=keep)
     from transformers import DiffusionGemmaForBlockDiffusion
 
     model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src), dtype=dtype)
     quantize_model(model, device=device, progress=progress, keep=keep)
     return model.eval()
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        return sorted({path / name for name in weight_map.values()})
+    single = path / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def rebuild_computed_tables(model: nn.Module, device: torch.device | str) -> None:
+    """Fill the non-persistent tables a meta-built model lacks: rotary frequencies, embedding scale.
+
+    Rotary modules compute their frequencies at construction, so they are rebuilt on ``device``.
+    """
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        kind = type(module).__name__
+        if "RotaryEmbedding" in kind:
+            with torch.device(device):
+                fresh = type(module)(module.config)
+            _swap(model, name, fresh)
+        elif kind.endswith("ScaledWordEmbedding"):
+            module._buffers["embed_scale"] = torch.tensor(float(module.scalar_embed_scale), device=device)
+
+
+def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                    progress: Progress = None, keep: tuple[str, ...] = (), block: int = DEFAULT_BLOCK) -> nn.Module:
+    """Quantize an unquantized safetensors checkpoint while reading it, one tensor at a time.
+
+    The model is built on the meta device with empty 4-bit modules; each expert/linear weight is
+    read, moved to ``device``, quantized there and dropped, and every other tensor is read once
+    (tied ones through transformers' tie map) and placed on ``device``. ``dtype`` None keeps the
+    stored dtype of unquantized weights.
+    """
+    from safetensors import safe_open
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    src = Path(path)
+    files = _safetensors_files(src)
+    if not files:
+        raise QuantizeError(f"no safetensors weights in {src}")
+    config = DiffusionGemmaConfig.from_pretrained(str(src))
+    with torch.device("meta"):
+        model = DiffusionGemmaForBlockDiffusion(config)
+    # target name -> the name it is tied to (stored once in the checkpoint)
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    info = empty_quantized_structure(model, block, keep)
+    activation = _activation(model)
+    dev = torch.device(device)
+    handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
+    where = {key: h for h in handles for key in h.keys()}  # noqa: SIM118 - safe_open is not iterable
+
+    def read(name: str) -> torch.Tensor | None:
+        for key in (name, tied.get(name)):
+            if key is not None and key in where:
+                return where[key].get_tensor(key)
+        return None
+
+    def need(name: str) -> torch.Tensor:
+        t = read(name)
+        if t is None:
+            raise QuantizeError(f"{src} lacks tensor {name}: checkpoint is incomplete")
+        return t
+
+    done: dict[int, nn.Module] = {}
+    for name in info["experts"]:
+        old = model.get_submodule(name)
+        if id(old) not in done:
+            done[id(old)] = QuantizedExperts.from_tensors(need(f"{name}.gate_up_proj"), need(f"{name}.down_proj"),
+                                                          activation, block, dev)
+            if progress is not None:
+                progress(f"quantized {name}")
+        _swap(model, name, done[id(old)])
+    for name in info["linears"]:
+        old = model.get_submodule(name)
+        if id(old) not in done:
+            done[id(old)] = Linear4.from_weight(need(f"{name}.weight"), block, dev)
+        _swap(model, name, done[id(old)])
+
+    persistent = set(model.state_dict().keys())
+    made: dict[int, torch.Tensor] = {}
+    for name, old in list(_named_tensors(model)):
+        if old.device.type != "meta":
+            continue  # a quantized module's buffer, already on the device
+        if id(old) not in made:
+            t = read(name)
+            if t is None:
+                if name not in persistent:
+                    continue  # a computed table, rebuilt below
+                raise QuantizeError(f"{src} lacks tensor {name}: checkpoint is incomplete")
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            t = t.to(dev)
+            made[id(old)] = nn.Parameter(t, requires_grad=False) if isinstance(old, nn.Parameter) else t
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if leaf in parent._parameters:
+            parent._parameters[leaf] = made[id(old)]
+        else:
+            parent._buffers[leaf] = made[id(old)]
+    rebuild_computed_tables(model, dev)
+    left = [name for name, t in _named_tensors(model) if t.device.type == "meta"]
+    if left:
+        raise QuantizeError(f"{src} left {len(left)} tensors unset, first {left[0]}")
+    if (src / "generation_config.json").is_file():
+        model.generation_config = type(model.generation_config).from_pretrained(str(src))
+    model.eval()
+    return model
 
 
 def _first_line(exc: BaseException) -> str:
@@ -317,10 +429,15 @@ def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tup
     say = progress or (lambda _msg: None)
     say(f"reading {src_path}")
     try:
-        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src_path), dtype="auto")
+        if _safetensors_files(src_path):
+            model = stream_quantize(src_path, "cpu", None, progress=progress, keep=keep)
+        else:
+            model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src_path), dtype="auto")
+            quantize_model(model, progress=progress, keep=keep)
+    except QuantizeError:
+        raise
     except Exception as exc:  # a broken checkpoint is a user error, not a traceback
         raise QuantizeError(f"could not load {src_path}: {_first_line(exc)}") from exc
-    quantize_model(model, progress=progress, keep=keep)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

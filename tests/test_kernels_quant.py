@@ -261,3 +261,31 @@ def test_fused_self_conditioning_hook_matches_stock_decoder(tiny_model_dir: Path
     torch.testing.assert_close(fused_t, stock, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(none, stock)  # self-conditioning does change the logits
     torch.testing.assert_close(after, none)  # removed: back to the stock path
+
+
+def test_streamed_quantization_of_a_sharded_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Quantizing while reading shard by shard gives exactly the in-memory quantized model."""
+    from safetensors.torch import load_file, save_file
+
+    from diffgemma.kernels.quantize import stream_quantize
+
+    full = _full(tiny_model_dir)
+    sharded = tmp_path / "sharded"
+    full.save_pretrained(str(sharded), max_shard_size="100KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    streamed = stream_quantize(sharded, "cpu", torch.float32)
+    in_memory = quantize_model(_full(tiny_model_dir))
+    assert torch.equal(_decoder_logits(streamed), _decoder_logits(in_memory))
+    assert streamed.model.decoder.layers[0].experts is streamed.model.encoder.language_model.layers[0].experts
+    assert streamed.lm_head.weight is streamed.model.decoder.embed_tokens.weight
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_model_dir.iterdir():
+        if item.name != "model.safetensors":
+            (broken / item.name).write_bytes(item.read_bytes())
+    tensors = load_file(str(tiny_model_dir / "model.safetensors"))
+    del tensors["model.decoder.layers.1.experts.down_proj"]
+    save_file(tensors, str(broken / "model.safetensors"))
+    with pytest.raises(QuantizeError, match=r"lacks tensor .*experts\.down_proj"):
+        stream_quantize(broken)
