@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Quantize experts and linear layers to 4-bit NF4 (block 64) and write a checkpoint that loads fast.
 
-        The model is read on the CPU (it needs about the bf16 model's size in RAM). Embeddings, norms, the router and the vision tower stay in the checkpoint's dtype.
+        Safetensors checkpoints are read one tensor at a time, so this needs little memory beyond the 4-bit result. Embeddings, norms, the router and the vision tower stay in the checkpoint's dtype.
         """  # noqa: E501 - one line per paragraph: the help text is reflowed to the terminal
         import sys
         import time

@@ -13,8 +13,10 @@ tokenizer files. Loading it builds the model on the meta device, swaps in empty 
 modules and assigns the stored tensors straight onto the target device: no bf16 copy of
 the experts ever exists.
 
-Loading an unquantized checkpoint with quantization reads it on the CPU and quantizes
-module by module onto the target device, so the GPU never holds the bf16 model.
+Loading an unquantized safetensors checkpoint with quantization streams it: tensor by
+tensor, each expert/linear weight is read, quantized on the target device and dropped, so
+neither the GPU nor the CPU ever holds the bf16 model. (A checkpoint without safetensors
+is read whole on the CPU by ``from_pretrained``, then quantized module by module.)
 """
 
 from __future__ import annotations
