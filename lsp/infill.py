@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lsprotocol import types
+
 from diffgemma.context.window import cursor_window
 from diffgemma.runtime.protocol import ExtraFile, InfillRequest
-from lsprotocol import types
 
 from .settings import Settings
 
@@ -74,7 +75,7 @@ def completion_list(text: str, position: types.Position) -> types.CompletionList
         label=_label(text),
         kind=types.CompletionItemKind.Text,
         detail="diffgemma infill",
-        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
+        documentation=text,  # a plain string: every client can show it
         insert_text_format=types.InsertTextFormat.PlainText,
         text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
         filter_text="",

@@ -8,9 +8,10 @@ go through pygls' own position codec.
 
 from __future__ import annotations
 
-from diffgemma.context.positions import offset_to_utf16_position, utf16_col_to_offset
 from lsprotocol import types
 from pygls.workspace import TextDocument
+
+from diffgemma.context.positions import offset_to_utf16_position, utf16_col_to_offset
 
 UTF16 = (types.PositionEncodingKind.Utf16, "utf-16")
 

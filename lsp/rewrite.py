@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lsprotocol import types
+
 from diffgemma.context.window import selection_window
 from diffgemma.runtime.protocol import EditRequest, ExtraFile
-from lsprotocol import types
 
 from .settings import Settings
 

@@ -16,10 +16,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from diffgemma import __version__
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
+
+from diffgemma import __version__
 
 from . import infill, rewrite
 from .daemon_link import DaemonLink, DaemonUnavailableError
@@ -114,6 +115,7 @@ class DiffgemmaServer(LanguageServer):
         self.last_latency_ms: float | None = None
         self._pending_problems: tuple[str, ...] = ()
         self._background: set[asyncio.Future[Any]] = set()
+        self.context_workspace: Any = None  # diffgemma.context.crossfile.Workspace, once started
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -153,6 +155,11 @@ class DiffgemmaServer(LanguageServer):
         text_document = self.client_capabilities.text_document
         return bool(text_document and text_document.inline_completion is not None)
 
+    def supports_code_action_literals(self) -> bool:
+        text_document = self.client_capabilities.text_document
+        code_action = text_document.code_action if text_document else None
+        return bool(code_action and code_action.code_action_literal_support)
+
     def supports_document_changes(self) -> bool:
         workspace = self.client_capabilities.workspace
         edit = workspace.workspace_edit if workspace else None
@@ -178,16 +185,43 @@ class DiffgemmaServer(LanguageServer):
         # an editor's id we do not know (e.g. "plaintext") must not hide what the file name says
         return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text)
 
-    def extra_files(self, snap: Snapshot) -> list[Any]:
-        """Other open or nearby files the model may read (cross-file context), within the budget."""
-        if not self.settings.completion.cross_file or not self.workspace.root_path or not snap.path:
+    def extra_files(self, snap: Snapshot, language: str | None) -> list[Any]:
+        """Snippets of related files (imports, recent edits) the model may read, within the budget."""
+        if not self.settings.completion.cross_file or snap.path is None:
             return []
-        from diffgemma.context.crossfile import Workspace
+        workspace = self.context_workspace
+        if workspace is None:
+            return []
         from diffgemma.runtime.protocol import ExtraFile
 
         budget = self.settings.completion.context_chars // 2
-        found = Workspace(self.workspace.root_path).extra_for(snap.path, snap.text, budget)
-        return [item if isinstance(item, ExtraFile) else ExtraFile(path=item[0], text=item[1]) for item in found]
+        found = workspace.extra_for(snap.path, snap.text, budget, language=language)
+        return [ExtraFile(path=str(path), text=text) for path, text in found]
+
+    def start_context_workspace(self) -> None:
+        """Watch the workspace root for recently changed files (runs in a worker thread)."""
+        root = self.workspace.root_path
+        if not root or self.context_workspace is not None:
+            return
+        from diffgemma.context.crossfile import Workspace
+
+        workspace = Workspace(root)
+        try:
+            workspace.start()
+        except Exception as exc:  # a root we cannot watch still gets import-based context
+            log.warning("cannot watch %s: %s", root, exc)
+        self.context_workspace = workspace
+
+    def note_document(self, uri: str, *, opened: bool) -> None:
+        """Tell the cross-file tracker about unsaved text (the file watcher cannot see it)."""
+        workspace = self.context_workspace
+        doc = self.workspace.text_documents.get(uri)
+        if workspace is None or doc is None or doc.path is None:
+            return
+        text = doc.source
+        record = workspace.remember if opened else workspace.note_change
+        # locating the change diffs the old and new text: keep it off the event loop
+        asyncio.get_running_loop().run_in_executor(None, record, doc.path, text)
 
     # -- model work ----------------------------------------------------------------------------
 
@@ -226,7 +260,7 @@ class DiffgemmaServer(LanguageServer):
             path=snap.path,
             uri=snap.uri,
             settings=settings,
-            extra=self.extra_files(snap),
+            extra=self.extra_files(snap, language),
         )
 
     async def _ask_daemon(self, kind: str, request: Any) -> Any:
@@ -285,7 +319,7 @@ class DiffgemmaServer(LanguageServer):
                     uri=uri,
                     settings=settings,
                     instruction=instruction,
-                    extra=self.extra_files(snap),
+                    extra=self.extra_files(snap, language),
                 )
             )
             result = await self._ask_daemon("edit", request)
@@ -324,6 +358,11 @@ class DiffgemmaServer(LanguageServer):
         }
 
 
+def _field(value: Any, name: str) -> Any:
+    """A field of custom-request params: pygls hands them over as namedtuples, tests as dicts."""
+    return value[name] if isinstance(value, dict) else getattr(value, name)
+
+
 def _range_from(value: Any) -> types.Range:
     start, end = value["start"], value["end"]
     return types.Range(
@@ -343,6 +382,7 @@ def create_server() -> DiffgemmaServer:
     async def initialized(ls: DiffgemmaServer, params: types.InitializedParams) -> None:
         ls.flush_setting_problems()
         ls.background(ls.warm_up())
+        ls.background(asyncio.to_thread(ls.start_context_workspace))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: DiffgemmaServer, params: types.DidChangeConfigurationParams) -> None:
@@ -363,11 +403,19 @@ def create_server() -> DiffgemmaServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: DiffgemmaServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.inflight.supersede(params.text_document.uri)
+        ls.note_document(params.text_document.uri, opened=True)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: DiffgemmaServer, params: types.DidChangeTextDocumentParams) -> None:
         # whatever was being computed is for a text that no longer exists
         ls.inflight.supersede(params.text_document.uri)
+        ls.note_document(params.text_document.uri, opened=False)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: DiffgemmaServer, params: Any) -> None:
+        workspace, ls.context_workspace = ls.context_workspace, None
+        if workspace is not None:
+            workspace.stop()
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: DiffgemmaServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -398,11 +446,15 @@ def create_server() -> DiffgemmaServer:
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite]),
     )
-    def code_action(ls: DiffgemmaServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    def code_action(ls: DiffgemmaServer, params: types.CodeActionParams) -> list[types.CodeAction | types.Command]:
         only = params.context.only
         if only and not any(types.CodeActionKind.RefactorRewrite.value.startswith(k) for k in only):
             return []
-        return rewrite.code_actions(params.text_document.uri, params.range)
+        actions = rewrite.code_actions(params.text_document.uri, params.range)
+        if not ls.supports_code_action_literals():
+            # older clients understand only bare commands here (LSP: codeActionLiteralSupport)
+            return [action.command for action in actions if action.command is not None]  # type: ignore[misc]
+        return actions
 
     @server.command(rewrite.COMMAND)
     async def rewrite_selection(ls: DiffgemmaServer, *args: Any) -> dict[str, Any]:
@@ -429,11 +481,10 @@ def create_server() -> DiffgemmaServer:
     @server.feature(CONTEXT_REQUEST)
     async def context(ls: DiffgemmaServer, params: Any) -> dict[str, Any] | None:
         try:
-            uri = str(params["textDocument"]["uri"])
-            position = types.Position(
-                line=int(params["position"]["line"]), character=int(params["position"]["character"])
-            )
-        except (KeyError, TypeError, ValueError):
+            uri = str(_field(_field(params, "textDocument"), "uri"))
+            where = _field(params, "position")
+            position = types.Position(line=int(_field(where, "line")), character=int(_field(where, "character")))
+        except (KeyError, AttributeError, TypeError, ValueError):
             return None
         if uri not in ls.workspace.text_documents:
             return None
