@@ -590,3 +590,29 @@ async def test_missing_daemon_gives_a_clear_message_and_server_keeps_answering(t
             assert len([m for m in s.client.messages if m.type == types.MessageType.Error]) == 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_auto_start_reports_work_done_progress(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="dga", dir="/tmp"))
+    env = _isolated_env(root)
+    socket = root / "auto.sock"
+    try:
+        options = {"socket": str(socket), "model": str(tiny_model_dir), "autoStart": True, "debounceMs": 0}
+        options["maxTokens"] = 8
+        async with lsp_session(tmp_path, options, env=env) as s:
+            uri = s.open(tmp_path / "a.py", PY)
+            # the first request waits for the start-up the server began at initialize
+            assert_inline_items(await s.inline(uri, 5, 4), types.Position(line=5, character=4))
+            assert s.client.messages == []
+            reports = [r for token, rs in s.client.progress_reports.items() if "diffgemma" in str(token) for r in rs]
+            assert isinstance(reports[0], types.WorkDoneProgressBegin)
+            assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+            messages = [r.message for r in reports if isinstance(r, types.WorkDoneProgressReport)]
+            assert any("starting daemon" in (m or "") for m in messages)
+            states = [st["state"] for st in s.status]
+            assert states[0] == "starting" and "loading" in states and states[-1] == "ready"
+    finally:
+        subprocess.run(
+            [*diffgemma_cmd(), "daemon", "stop", "--socket", str(socket)], env=env, capture_output=True, timeout=60
+        )
+        shutil.rmtree(root, ignore_errors=True)

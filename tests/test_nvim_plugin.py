@@ -1,0 +1,149 @@
+"""Headless Neovim with editors/nvim, a real `diffgemma lsp` and a real daemon (tiny checkpoint):
+ask for ghost text, read it back from the extmarks, accept it, and rewrite a selection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_lsp_server import Daemon, run_daemon  # same folder: pytest puts it on sys.path
+
+PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"
+NVIM = shutil.which("nvim")
+
+pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install -y neovim)")
+
+SOURCE = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    \n"
+
+# Runs inside Neovim; writes what it saw to $DG_OUT as JSON and quits.
+SCRIPT = r"""
+local out_path = os.getenv("DG_OUT")
+local result = { version = vim.version() }
+local function finish()
+  local f = io.open(out_path, "w")
+  f:write(vim.fn.json_encode(result))
+  f:close()
+  vim.cmd("qa!")
+end
+
+local ok, err = pcall(function()
+  local dg = require("diffgemma")
+  dg.setup({
+    cmd = { os.getenv("DG_PYTHON"), "-m", "diffgemma.lsp" },
+    settings = { socket = os.getenv("DG_SOCKET"), autoStart = false, debounceMs = 0, maxTokens = 8 },
+    auto_trigger = false,
+  })
+  vim.o.virtualedit = "onemore" -- normal mode may sit just past the end of a line, as insert mode does
+  vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DG_FILE")))
+  local bufnr = vim.api.nvim_get_current_buf()
+  result.attached = vim.wait(30000, function()
+    return dg.client_id ~= nil and vim.lsp.buf_is_attached(bufnr, dg.client_id)
+  end, 20)
+  result.ready = vim.wait(120000, function() return dg.state.state == "ready" end, 20)
+  result.status_line = dg.status()
+
+  -- random weights may fill a hole with nothing: try a few cursor places
+  local places = { { 6, 4 }, { 2, 11 }, { 6, 0 } }
+  for _, place in ipairs(places) do
+    vim.api.nvim_win_set_cursor(0, place)
+    dg.suggest()
+    if vim.wait(60000, function() return dg.current() ~= nil end, 20) then
+      result.cursor = place
+      break
+    end
+  end
+  result.suggestion = dg.current()
+  result.marks = vim.api.nvim_buf_get_extmarks(bufnr, dg.ns, 0, -1, { details = true })
+  result.accepted = dg.accept()
+  result.marks_after_accept = vim.api.nvim_buf_get_extmarks(bufnr, dg.ns, 0, -1, { details = true })
+  result.lines_after_accept = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
+
+  -- rewrite lines 1-2 (the add function) through the server's command + workspace/applyEdit
+  local done = nil
+  local second = vim.api.nvim_buf_get_lines(bufnr, 1, 2, false)[1]
+  dg.rewrite(bufnr, { 0, 0 }, { 1, #second }, "use a variable", function(e, r) done = { err = e, result = r } end)
+  result.rewrite_done = vim.wait(120000, function() return done ~= nil end, 20)
+  result.rewrite = done
+  result.lines_after_rewrite = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
+  result.tick = vim.api.nvim_buf_get_changedtick(bufnr)
+end)
+if not ok then
+  result.error = tostring(err)
+end
+finish()
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
+    with run_daemon(tiny_model_dir) as d:
+        yield d
+
+
+def run_nvim(tmp_path: Path, daemon: Daemon) -> dict[str, Any]:
+    source = tmp_path / "calc.py"
+    source.write_text(SOURCE)
+    script = tmp_path / "drive.lua"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out.json"
+    env = {
+        **daemon.env,
+        "DG_OUT": str(out),
+        "DG_FILE": str(source),
+        "DG_SOCKET": str(daemon.socket),
+        "DG_PYTHON": sys.executable,
+        "XDG_STATE_HOME": str(tmp_path / "state"),  # the LSP log goes here, not to the user's
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    command = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}", "-S", str(script)]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.exists(), f"nvim wrote nothing (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return json.loads(out.read_text())
+
+
+def ghost_text(marks: list[Any]) -> tuple[int, int, str]:
+    """(row, col, text) of the one ghost-text extmark: virt_text is the first line, virt_lines the rest."""
+    assert len(marks) == 1
+    _id, row, col, details = marks[0]
+    first = "".join(chunk[0] for chunk in details.get("virt_text", []))
+    rest = ["".join(chunk[0] for chunk in line) for line in details.get("virt_lines", [])]
+    return row, col, "\n".join([first, *rest])
+
+
+def test_ghost_text_accept_and_rewrite(tmp_path: Path, daemon: Daemon) -> None:
+    result = run_nvim(tmp_path, daemon)
+    assert "error" not in result, result.get("error")
+    assert result["attached"] and result["ready"]
+    assert result["status_line"].startswith("diffgemma: ready")
+
+    suggestion = result["suggestion"]
+    assert suggestion, "no ghost text at any of the tried places"
+    row0, col0 = result["cursor"][0] - 1, result["cursor"][1]
+    assert (suggestion["row"], suggestion["col"]) == (row0, col0)
+
+    # the extmark holds exactly the suggested text at the cursor
+    row, col, text = ghost_text(result["marks"])
+    assert (row, col) == (row0, col0)
+    assert text == suggestion["text"]
+
+    # accepting inserts it at the cursor and clears the ghost text
+    assert result["accepted"] is True
+    assert result["marks_after_accept"] == []
+    before = SOURCE.split("\n")
+    expected = "\n".join([*before[:row0], before[row0][:col0] + text + before[row0][col0:], *before[row0 + 1 :]])
+    assert "\n".join(result["lines_after_accept"]) + "\n" == expected
+
+    # the rewrite came back as workspace/applyEdit and Neovim applied it to lines 1-2 only
+    assert result["rewrite_done"]
+    assert result["rewrite"].get("err") is None
+    assert result["rewrite"]["result"] == {"applied": True}
+    after_accept, after_rewrite = result["lines_after_accept"], result["lines_after_rewrite"]
+    tail = after_accept[2:]
+    assert after_rewrite[len(after_rewrite) - len(tail) :] == tail
