@@ -84,9 +84,23 @@ DeviceOpt = Annotated[str | None, typer.Option(
     "--device", envvar="DIFFGEMMA_DEVICE", show_default=False, help="cpu, cuda, cuda:1, ... (default: auto).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     "--dtype", show_default=False, help="float32, bfloat16 or float16 (default: auto for the device).")]
+QuantizeOpt = Annotated[str | None, typer.Option(
+    "--quantize", envvar="DIFFGEMMA_QUANTIZE", show_default=False,
+    help="4bit: quantize an unquantized checkpoint while loading, layer by layer (pre-quantized "
+         "checkpoints from `diffgemma quantize` need no flag).")]
 NoPreloadOpt = Annotated[bool, typer.Option(
     "--no-preload", help="Load the model on the first request instead of at start.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the daemon's status as one JSON object.")]
+
+
+def _quantize(value: str | None) -> str | None:
+    if value in (None, "", "none"):
+        return None
+    if value.lower() not in ("4bit", "nf4"):
+        from diffgemma.cli.errors import UsageProblem
+
+        raise UsageProblem(f"unknown quantization {value!r} for --quantize; use 4bit")
+    return "4bit"
 
 
 def _config(model: str | None = None, socket: Path | None = None, host: str | None = None,
@@ -164,12 +178,13 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
 @guarded
 def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
           keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
-          device: DeviceOpt = None, dtype: DtypeOpt = None, no_preload: NoPreloadOpt = False) -> None:
+          device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
+          no_preload: NoPreloadOpt = False) -> None:
     from diffgemma.runtime.daemon import DaemonStartError
     from diffgemma.runtime.daemon import serve as run
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, preload=not no_preload)
+                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload)
     try:
         code = run(config)
     except DaemonStartError as exc:
@@ -180,11 +195,12 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 @guarded
 def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
           keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
-          device: DeviceOpt = None, dtype: DtypeOpt = None, no_preload: NoPreloadOpt = False) -> None:
+          device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
+          no_preload: NoPreloadOpt = False) -> None:
     from diffgemma.runtime.daemon import DaemonStartError, start_background
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, preload=not no_preload)
+                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload)
     try:
         pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:

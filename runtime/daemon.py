@@ -65,6 +65,7 @@ class DaemonConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None  # "4bit": quantize an unquantized checkpoint while loading
     preload: bool = True  # load the default model at start instead of on the first request
 
     @property
@@ -91,7 +92,8 @@ class DaemonConfig:
             args += ["--host", self.host or "127.0.0.1", "--port", str(self.port)]
         else:
             args += ["--socket", str(self.socket_path())]
-        for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype)):
+        for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype),
+                            ("--quantize", self.quantize)):
             if value:
                 args += [flag, value]
         if not self.preload:
@@ -270,7 +272,7 @@ def serve(config: DaemonConfig) -> int:
 
     pid_file = paths.pid_path(config.address)
     default_model = resolve_default_model(config.model)
-    scheduler = Scheduler(default_model, device=config.device, dtype=config.dtype,
+    scheduler = Scheduler(default_model, device=config.device, dtype=config.dtype, quantize=config.quantize,
                           keep_alive=config.keep_alive, max_queue=config.max_queue)
     scheduler.start()
     if config.preload and default_model:
@@ -486,6 +488,7 @@ def _config_from_args(args: argparse.Namespace) -> DaemonConfig:
         keep_alive=getattr(args, "keep_alive", DEFAULT_KEEP_ALIVE_S),
         max_body=getattr(args, "max_body", DEFAULT_MAX_BODY), max_queue=getattr(args, "queue", DEFAULT_MAX_QUEUE),
         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+        quantize=getattr(args, "quantize", None),
         preload=not getattr(args, "no_preload", False),
     )
 
@@ -505,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--queue", type=int, default=DEFAULT_MAX_QUEUE, help="most requests waiting at once")
         p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: auto)")
         p.add_argument("--dtype", help="float32, bfloat16, float16 (default: auto)")
+        p.add_argument("--quantize", choices=["4bit"], help="quantize an unquantized checkpoint to 4-bit while loading")
         p.add_argument("--no-preload", action="store_true", help="load the model on the first request")
     for name in ("stop", "status"):
         _add_address_args(sub.add_parser(name, help=f"{name} the background daemon"))

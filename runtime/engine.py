@@ -89,8 +89,9 @@ class Engine:
 
     # ------------------------------------------------------------------ loading / info
     @classmethod
-    def load(cls, name: str, device: str | None = None, dtype: str | None = None, **kwargs: Any) -> Engine:
-        return cls(load_model(name, device=device, dtype=dtype), **kwargs)
+    def load(cls, name: str, device: str | None = None, dtype: str | None = None, quantize: str | None = None,
+             **kwargs: Any) -> Engine:
+        return cls(load_model(name, device=device, dtype=dtype, quantize=quantize), **kwargs)
 
     def info(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())

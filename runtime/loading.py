@@ -69,8 +69,13 @@ def resolve_model_path(name: str) -> Path:
     return Path(path)
 
 
-def load_model(name: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load model + tokenizer through the same ``from_pretrained`` path for real and tiny weights."""
+def load_model(name: str, device: str | None = None, dtype: str | None = None,
+               quantize: str | None = None) -> LoadedModel:
+    """Load model + tokenizer through the same ``from_pretrained`` path for real and tiny weights.
+
+    A checkpoint written by `diffgemma quantize` loads as 4-bit; ``quantize="4bit"`` quantizes
+    an unquantized checkpoint while loading, layer by layer, never holding it whole in bf16.
+    """
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
@@ -78,9 +83,21 @@ def load_model(name: str, device: str | None = None, dtype: str | None = None) -
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     hf_logging.disable_progress_bar()
+    if quantize not in (None, "4bit"):
+        raise ModelLoadError(f"unknown quantization {quantize!r}; use 4bit")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), dtype=torch_dtype)
+        from diffgemma.kernels.quantize import QuantizeError, is_quantized_checkpoint, load_quantized_model
+
+        if quantize == "4bit" or is_quantized_checkpoint(path):
+            try:
+                model = load_quantized_model(path, device=dev, dtype=torch_dtype)
+            except QuantizeError as exc:
+                raise ModelLoadError(str(exc)) from None
+        else:
+            model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), dtype=torch_dtype)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # a broken checkpoint must not become a traceback for the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load model from {path}: {first}") from exc

@@ -31,7 +31,7 @@ from diffgemma.runtime.types import Cancelled, CancelToken, Draft, SamplingSetti
 log = logging.getLogger("diffgemma.daemon")
 
 JobKind = Literal["infill", "edit"]
-EngineLoader = Callable[[str, "str | None", "str | None"], Any]
+EngineLoader = Callable[..., Any]  # (name, device, dtype, quantize) -> Engine
 
 
 class QueueFull(Exception):
@@ -78,10 +78,10 @@ class Job:
             log.exception("job %s: completion callback failed", self.id)
 
 
-def default_engine_loader(name: str, device: str | None, dtype: str | None) -> Any:
+def default_engine_loader(name: str, device: str | None, dtype: str | None, quantize: str | None = None) -> Any:
     from diffgemma.runtime.engine import Engine  # heavy (torch); only ever in the worker thread
 
-    return Engine.load(name, device=device, dtype=dtype)
+    return Engine.load(name, device=device, dtype=dtype, quantize=quantize)
 
 
 def _model_key(name: str) -> str:
@@ -103,10 +103,11 @@ def _one_line(exc: BaseException) -> str:
 class Scheduler:
     def __init__(self, default_model: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, keep_alive: float = 600.0, max_queue: int = 16,
-                 engine_loader: EngineLoader = default_engine_loader) -> None:
+                 engine_loader: EngineLoader = default_engine_loader, quantize: str | None = None) -> None:
         self.default_model = default_model
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
         self.keep_alive = keep_alive
         self.max_queue = max_queue
         self._load_engine = engine_loader
@@ -344,7 +345,7 @@ class Scheduler:
         started = time.perf_counter()
         log.info("loading model %s", name)
         try:
-            engine = self._load_engine(name, self.device, self.dtype)
+            engine = self._load_engine(name, self.device, self.dtype, self.quantize)
             info = dict(engine.info())
         except BaseException as exc:
             with self._cond:
