@@ -362,6 +362,16 @@ async def test_non_ascii_positions_use_utf16_columns(tmp_path: Path, daemon: Dae
         result = await s.inline(uri, 1, utf16_col)
         assert_inline_items(result, types.Position(line=1, character=utf16_col))
 
+    # a client that negotiates UTF-8 counts columns in bytes
+    caps = capabilities()
+    caps.general = types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8])
+    async with lsp_session(tmp_path, base_options(daemon), env=daemon.env, caps=caps) as s:
+        assert s.result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
+        uri = s.open(tmp_path / "u.py", text)
+        ctx = await s.context(uri, 1, len(line.encode("utf-8")))
+        assert ctx["prefix"].endswith(line)
+        assert ctx["suffix"].startswith("\nprint(s)")
+
 
 async def test_completion_fallback_is_one_plain_text_item(tmp_path: Path, daemon: Daemon) -> None:
     caps = capabilities(inline=False)

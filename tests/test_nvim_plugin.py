@@ -59,10 +59,32 @@ local ok, err = pcall(function()
     end
   end
   result.suggestion = dg.current()
+  -- how Neovim itself would show the suggestion's lines (tabs expanded, controls as ^X)
+  result.display_lines = {}
+  if result.suggestion then
+    for line in (result.suggestion.text .. "\n"):gmatch("(.-)\r?\n") do
+      local expanded = line:gsub("\t", string.rep(" ", vim.bo[bufnr].tabstop))
+      table.insert(result.display_lines, vim.fn.strtrans(expanded))
+    end
+  end
   result.marks = vim.api.nvim_buf_get_extmarks(bufnr, dg.ns, 0, -1, { details = true })
-  result.accepted = dg.accept()
+  -- accept with the key, as a user does: enter insert mode where the ghost text is, press <Tab>
+  local keys = vim.api.nvim_replace_termcodes("i<Tab><Esc>", true, false, true)
+  vim.api.nvim_feedkeys(keys, "x", false)
+  result.accepted = dg.current() == nil
   result.marks_after_accept = vim.api.nvim_buf_get_extmarks(bufnr, dg.ns, 0, -1, { details = true })
   result.lines_after_accept = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
+
+  -- the rewrite is offered as a code action on a selection
+  local params = vim.lsp.util.make_given_range_params({ 1, 0 }, { 2, 0 }, bufnr, "utf-16")
+  params.context = { diagnostics = {} }
+  local answers = vim.lsp.buf_request_sync(bufnr, "textDocument/codeAction", params, 30000) or {}
+  result.code_actions = {}
+  for _, answer in pairs(answers) do
+    for _, action in ipairs(answer.result or {}) do
+      table.insert(result.code_actions, { title = action.title, kind = action.kind })
+    end
+  end
 
   -- rewrite lines 1-2 (the add function) through the server's command + workspace/applyEdit
   local done = nil
@@ -71,7 +93,10 @@ local ok, err = pcall(function()
   result.rewrite_done = vim.wait(120000, function() return done ~= nil end, 20)
   result.rewrite = done
   result.lines_after_rewrite = vim.api.nvim_buf_get_lines(bufnr, 0, -1, false)
-  result.tick = vim.api.nvim_buf_get_changedtick(bufnr)
+  -- with no ghost text the key keeps its own meaning
+  vim.api.nvim_win_set_cursor(0, { 1, 0 })
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes("A<Tab>x<Esc>", true, false, true), "x", false)
+  result.first_line_after_tab = vim.api.nvim_buf_get_lines(bufnr, 0, 1, false)[1]
 end)
 if not ok then
   result.error = tostring(err)
@@ -128,13 +153,15 @@ def test_ghost_text_accept_and_rewrite(tmp_path: Path, daemon: Daemon) -> None:
     row0, col0 = result["cursor"][0] - 1, result["cursor"][1]
     assert (suggestion["row"], suggestion["col"]) == (row0, col0)
 
-    # the extmark holds exactly the suggested text at the cursor
-    row, col, text = ghost_text(result["marks"])
+    # the extmark shows exactly the suggested text (in Neovim's display form) at the cursor
+    row, col, shown = ghost_text(result["marks"])
     assert (row, col) == (row0, col0)
-    assert text == suggestion["text"]
+    assert shown == "\n".join(result["display_lines"])
+    text = suggestion["text"]
 
     # accepting inserts it at the cursor and clears the ghost text
     assert result["accepted"] is True
+    assert result["code_actions"] == [{"title": "Rewrite selection", "kind": "refactor.rewrite"}]
     assert result["marks_after_accept"] == []
     before = SOURCE.split("\n")
     expected = "\n".join([*before[:row0], before[row0][:col0] + text + before[row0][col0:], *before[row0 + 1 :]])
@@ -147,3 +174,5 @@ def test_ghost_text_accept_and_rewrite(tmp_path: Path, daemon: Daemon) -> None:
     after_accept, after_rewrite = result["lines_after_accept"], result["lines_after_rewrite"]
     tail = after_accept[2:]
     assert after_rewrite[len(after_rewrite) - len(tail) :] == tail
+
+    assert result["first_line_after_tab"] == after_rewrite[0] + "\tx"

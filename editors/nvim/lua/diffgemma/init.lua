@@ -124,9 +124,19 @@ local function split_lines(text)
   return lines
 end
 
+-- What a line of ghost text looks like on screen: tabs as spaces (virtual text does not expand
+-- them) and control characters as ^X, as Neovim shows them in the buffer.
+local function display(line, bufnr)
+  local spaces = string.rep(" ", vim.bo[bufnr].tabstop)
+  return vim.fn.strtrans((line:gsub("\t", spaces)))
+end
+
 local function render(bufnr, row, col, text)
   M.clear()
-  local lines = split_lines(text)
+  local lines = {}
+  for _, l in ipairs(split_lines(text)) do
+    table.insert(lines, display(l, bufnr))
+  end
   local first = table.remove(lines, 1) or ""
   local opts = { hl_mode = "combine" }
   local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
@@ -412,8 +422,9 @@ local function map_keys()
         return ""
       end
       if shown then
-        vim.schedule(M.accept)
-        return ""
+        -- <Cmd> runs in the key stream (no textlock, no scheduling), so keys typed right
+        -- after <Tab> see the accepted text
+        return "<Cmd>lua require('diffgemma').accept()<CR>"
       end
       return cfg.accept_key
     end, { expr = true, silent = true, desc = "diffgemma: accept ghost text" })
