@@ -116,6 +116,7 @@ class DiffgemmaServer(LanguageServer):
         self._pending_problems: tuple[str, ...] = ()
         self._background: set[asyncio.Future[Any]] = set()
         self.context_workspace: Any = None  # diffgemma.context.crossfile.Workspace, once started
+        self._last_error: str | None = None  # the daemon error last shown to the user
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -286,11 +287,15 @@ class DiffgemmaServer(LanguageServer):
         except DaemonError as exc:
             counters.errors += 1
             self.send_status("error", str(exc))
-            self.show(f"diffgemma: {exc}", types.MessageType.Error)
+            # a model that cannot load fails every keystroke: say it once, until something works
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                self.show(f"diffgemma: {exc}", types.MessageType.Error)
             return None
         if result.finish_reason == "cancelled":  # the daemon let a newer request win
             counters.daemon_cancelled += 1
             return None
+        self._last_error = None
         self.last_latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self.model_name = result.model or self.model_name
         self.send_status("ready", f"{kind} {result.finish_reason}")

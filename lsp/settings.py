@@ -127,9 +127,7 @@ class _Reader:
         result: dict[str, bool] = {"*": True}
         for language, flag in value.items():
             if not isinstance(language, str) or not isinstance(flag, bool):
-                self.problems.append(
-                    f"{SECTION}.{key}.{language} must be true or false (got {flag!r}); ignored"
-                )
+                self.problems.append(f"{SECTION}.{key}.{language} must be true or false (got {flag!r}); ignored")
                 continue
             result[language] = flag
         return result
@@ -157,9 +155,7 @@ def parse_settings(raw: Any) -> ParsedSettings:
         max_tokens=reader.optional_int("maxTokens", 1, MAX_TOKENS_LIMIT),
         steps=reader.optional_int("steps", 1, STEPS_LIMIT),
         debounce_ms=reader.integer("debounceMs", defaults.debounce_ms, 0, DEBOUNCE_LIMIT_MS),
-        context_chars=reader.integer(
-            "contextChars", defaults.context_chars, CONTEXT_CHARS_MIN, CONTEXT_CHARS_LIMIT
-        ),
+        context_chars=reader.integer("contextChars", defaults.context_chars, CONTEXT_CHARS_MIN, CONTEXT_CHARS_LIMIT),
         cross_file=reader.boolean("crossFile", defaults.cross_file),
         enable=reader.enable("enable"),
     )

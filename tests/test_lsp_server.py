@@ -626,3 +626,20 @@ async def test_auto_start_reports_work_done_progress(tmp_path: Path, tiny_model_
             [*diffgemma_cmd(), "daemon", "stop", "--socket", str(socket)], env=env, capture_output=True, timeout=60
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_daemon_error_is_shown_once_and_cleared_by_success(tmp_path: Path, daemon: Daemon) -> None:
+    # last in the module: asking for a model that is not there may make the daemon drop its model
+    missing = str(tmp_path / "no-such-model")
+    async with lsp_session(tmp_path, base_options(daemon, model=missing), env=daemon.env) as s:
+        uri = s.open(tmp_path / "e.py", PY)
+        assert await s.inline(uri, 5, 4) is None
+        assert await s.inline(uri, 5, 4) is None
+        errors = [m for m in s.client.messages if m.type == types.MessageType.Error]
+        assert len(errors) == 1 and missing in errors[0].message
+        assert s.status[-1]["state"] == "error"
+        assert (await s.stats())["errors"] == 2
+        # back to the daemon's own model: answers again, and the status says so
+        s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=base_options(daemon)))
+        assert_inline_items(await s.inline(uri, 5, 4), types.Position(line=5, character=4))
+        assert s.status[-1]["state"] == "ready"

@@ -60,6 +60,14 @@ local function notify(msg, level)
   end)
 end
 
+-- client:request() is the method form from Neovim 0.11 on; 0.7-0.10 take client.request()
+local function request(client, method, params, handler, bufnr)
+  if vim.fn.has("nvim-0.11") == 1 then
+    return client:request(method, params, handler, bufnr)
+  end
+  return client.request(method, params, handler, bufnr)
+end
+
 local function find_root(bufnr)
   local name = vim.api.nvim_buf_get_name(bufnr)
   local start = name ~= "" and vim.fn.fnamemodify(name, ":p:h") or vim.fn.getcwd()
@@ -211,7 +219,7 @@ function M.suggest()
   local tick = vim.api.nvim_buf_get_changedtick(bufnr)
   request_seq = request_seq + 1
   local seq = request_seq
-  client.request("textDocument/inlineCompletion", params, function(err, result)
+  request(client, "textDocument/inlineCompletion", params, function(err, result)
     if err or seq ~= request_seq or not vim.api.nvim_buf_is_valid(bufnr) then
       return
     end
@@ -312,7 +320,7 @@ function M.rewrite(bufnr, start, finish, instruction, on_done)
     table.insert(args, instruction)
   end
   M.state.state = "rewriting"
-  client.request("workspace/executeCommand", {
+  request(client, "workspace/executeCommand", {
     command = "diffgemma.rewriteSelection",
     arguments = args,
   }, function(err, result)
