@@ -108,6 +108,22 @@ def test_loss_decreases_on_a_repeated_batch() -> None:
         losses.append(float(loss.detach()))
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.1
+    with torch.no_grad():
+        noised = T.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="noised")
+        everywhere = T.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="all")
+    # After training on this batch the kept tokens are easy, the replaced ones are not.
+    assert math.isfinite(float(noised)) and float(noised) > float(everywhere)
+
+
+def test_infill_shaped_noise_keeps_the_tail_clean() -> None:
+    gen = torch.Generator().manual_seed(2)
+    clean = torch.full((500, 16), 5)
+    noisy = T.noise_canvas(clean, 4096, gen, infill_prob=1.0)
+    changed = noisy != clean
+    # every row: the noise sits in a prefix of the canvas, everything after the last change is clean
+    last = torch.where(changed.any(1), 15 - changed.flip(1).float().argmax(1), torch.full((500,), -1))
+    assert int(last.max()) < 15  # the hole never covers the whole canvas
+    assert changed.any()
 
 
 def test_noise_canvas_replaces_about_t_of_the_tokens() -> None:
