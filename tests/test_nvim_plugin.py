@@ -100,8 +100,43 @@ local ok, err = pcall(function()
 end)
 if not ok then
   result.error = tostring(err)
+  finish()
+  return
 end
-finish()
+
+-- Typing in insert mode asks by itself (auto_trigger). Insert mode only runs in Neovim's main
+-- loop, so this part is driven from timers once this script has returned.
+local dg = require("diffgemma")
+dg.config.auto_trigger = true
+dg.clear()
+vim.api.nvim_win_set_cursor(0, { vim.api.nvim_buf_line_count(0), 0 })
+vim.cmd("startinsert!")
+local deadline = vim.loop.now() + 30000
+local tries = 1
+local function poll()
+  if dg.current() == nil and vim.loop.now() > deadline and tries < 3 then
+    -- random weights may fill this spot with nothing: type one more character
+    tries = tries + 1
+    deadline = vim.loop.now() + 30000
+    vim.api.nvim_feedkeys("x", "t", false)
+  elseif dg.current() ~= nil or vim.loop.now() > deadline then
+    result.auto_mode = vim.api.nvim_get_mode().mode
+    result.auto_suggestion = dg.current()
+    result.auto_line = vim.api.nvim_get_current_line()
+    result.auto_cursor = vim.api.nvim_win_get_cursor(0)
+    vim.cmd("stopinsert")
+    vim.defer_fn(function()
+      result.cleared_on_leave = dg.current() == nil
+      finish()
+    end, 50)
+    return
+  end
+  vim.defer_fn(poll, 20)
+end
+vim.defer_fn(function()
+  vim.api.nvim_feedkeys(" r", "t", false) -- as if typed
+  vim.defer_fn(poll, 20)
+end, 100)
 """
 
 
@@ -176,3 +211,12 @@ def test_ghost_text_accept_and_rewrite(tmp_path: Path, daemon: Daemon) -> None:
     assert after_rewrite[len(after_rewrite) - len(tail) :] == tail
 
     assert result["first_line_after_tab"] == after_rewrite[0] + "\tx"
+
+    # typing in insert mode brought ghost text at the cursor by itself; leaving insert mode hid it
+    assert result["auto_mode"].startswith("i")
+    auto = result["auto_suggestion"]
+    assert auto, "no ghost text while typing"
+    assert result["auto_line"].startswith(after_rewrite[-1] + " r")
+    assert [auto["row"] + 1, auto["col"]] == result["auto_cursor"]
+    assert auto["col"] == len(result["auto_line"].encode())
+    assert result["cleared_on_leave"]
