@@ -34,6 +34,7 @@ STATUS_NOTIFICATION = "diffgemma/status"  # server -> client: {state, message, l
 STATS_REQUEST = "diffgemma/stats"  # client -> server: counters, for status views and tests
 # client -> server {textDocument: {uri}, position}: the window the model would see there
 CONTEXT_REQUEST = "diffgemma/context"
+LOAD_POLL_S = 0.5  # how often a waiting request looks whether the daemon is loading its model
 
 
 @dataclass
@@ -47,45 +48,68 @@ class Snapshot:
     path: str | None
 
 
+class _Progress:
+    """One work-done progress bar in the client, when the client supports them.
+
+    Creating the token is a request to the client; reports that arrive before it is answered
+    are skipped (the status notification carries them too), and ending before then cancels it.
+    """
+
+    def __init__(self, server: DiffgemmaServer, message: str) -> None:
+        self.server = server
+        self.token: str | None = None
+        if server.supports_work_done_progress():
+            self.token = f"diffgemma-{uuid.uuid4().hex[:12]}"
+            server.background(self._begin(self.token, message))
+
+    async def _begin(self, token: str, message: str) -> None:
+        try:
+            await self.server.work_done_progress.create_async(token)
+        except Exception:  # a client refusing progress must not stop the work
+            log.debug("client refused work-done progress", exc_info=True)
+            return
+        if self.token == token:
+            self.server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="diffgemma", message=message))
+
+    def _ready(self) -> bool:
+        return self.token is not None and self.token in self.server.work_done_progress.tokens
+
+    def report(self, message: str) -> None:
+        if self._ready():
+            self.server.work_done_progress.report(self.token, types.WorkDoneProgressReport(message=message))
+
+    def end(self, message: str) -> None:
+        if self._ready():
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+        self.token = None
+
+
+def loading_line(status: dict[str, Any]) -> str:
+    line = f"loading model {status.get('loading_model') or status.get('model') or ''}…"
+    progress = status.get("load_progress")
+    return f"{line} {progress}" if progress else line
+
+
 class _LinkEvents:
     """Turns daemon start-up into work-done progress, status notifications and messages."""
 
     def __init__(self, server: DiffgemmaServer) -> None:
         self.server = server
-        self.token: str | None = None
+        self.bar: _Progress | None = None
 
     def connecting(self) -> None:
         self.server.send_status("starting", "connecting to the diffgemma daemon")
-        self.token = None
-        if self.server.supports_work_done_progress():
-            self.token = f"diffgemma-daemon-{uuid.uuid4().hex[:8]}"
-            self.server.background(self._begin(self.token))
-
-    async def _begin(self, token: str) -> None:
-        try:
-            await self.server.work_done_progress.create_async(token)
-        except Exception:  # a client refusing progress must not stop the start-up
-            log.debug("client refused work-done progress", exc_info=True)
-            if self.token == token:
-                self.token = None
-            return
-        if self.token == token:
-            self.server.work_done_progress.begin(
-                token, types.WorkDoneProgressBegin(title="diffgemma", message="connecting to the daemon")
-            )
-
-    def _progress_ready(self) -> bool:
-        return self.token is not None and self.token in self.server.work_done_progress.tokens
+        self.bar = _Progress(self.server, "connecting to the daemon")
 
     def progress(self, line: str) -> None:
         self.server.send_status("loading", line)
-        if self._progress_ready():
-            self.server.work_done_progress.report(self.token, types.WorkDoneProgressReport(message=line))
+        if self.bar is not None:
+            self.bar.report(line)
 
     def _end(self, message: str) -> None:
-        if self._progress_ready():
-            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
-        self.token = None
+        if self.bar is not None:
+            self.bar.end(message)
+        self.bar = None
 
     def connected(self, status: dict[str, Any]) -> None:
         model = status.get("model")
@@ -264,6 +288,37 @@ class DiffgemmaServer(LanguageServer):
             extra=self.extra_files(snap, language),
         )
 
+    @staticmethod
+    async def _send(client: Any, kind: str, request: Any, watcher: asyncio.Future[None]) -> Any:
+        try:
+            return await (client.infill(request) if kind == "infill" else client.edit(request))
+        finally:
+            watcher.cancel()
+
+    async def _watch_model_load(self, client: Any) -> None:
+        """While a request waits for the daemon to (re)load its model, show that as progress."""
+        from diffgemma.runtime.client import DaemonError
+
+        bar: _Progress | None = None
+        try:
+            await asyncio.sleep(LOAD_POLL_S)  # most requests are answered before the first look
+            while True:
+                status = await client.status()
+                if status.get("state") != "loading":
+                    return
+                line = loading_line(status)
+                self.send_status("loading", line)
+                if bar is None:
+                    bar = _Progress(self, line)
+                else:
+                    bar.report(line)
+                await asyncio.sleep(LOAD_POLL_S)
+        except DaemonError:
+            return  # the request itself reports what went wrong
+        finally:
+            if bar is not None:
+                bar.end("model loaded")
+
     async def _ask_daemon(self, kind: str, request: Any) -> Any:
         """Send one request; None (with a status/message) when the daemon cannot answer."""
         from diffgemma.runtime.client import DaemonError, DaemonUnavailable
@@ -275,8 +330,9 @@ class DiffgemmaServer(LanguageServer):
         counters = self.inflight.counters
         counters.daemon_calls += 1
         started = time.perf_counter()
+        watcher = asyncio.ensure_future(self._watch_model_load(client))
         try:
-            result = await (client.infill(request) if kind == "infill" else client.edit(request))
+            result = await self._send(client, kind, request, watcher)
         except asyncio.CancelledError:
             counters.daemon_cancelled += 1
             raise

@@ -57,14 +57,14 @@ def _isolated_env(root: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_daemon(model_dir: Path) -> Iterator[Daemon]:
+def run_daemon(model_dir: Path, *args: str) -> Iterator[Daemon]:
     # a short directory: Unix socket paths are limited to ~100 bytes
     root = Path(tempfile.mkdtemp(prefix="dgl", dir="/tmp"))
     socket = root / "s.sock"
     env = _isolated_env(root)
     log = (root / "daemon.log").open("wb")
     process = subprocess.Popen(
-        [*diffgemma_cmd(), "serve", "--model", str(model_dir), "--socket", str(socket)],
+        [*diffgemma_cmd(), "serve", "--model", str(model_dir), "--socket", str(socket), *args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -626,6 +626,27 @@ async def test_auto_start_reports_work_done_progress(tmp_path: Path, tiny_model_
             [*diffgemma_cmd(), "daemon", "stop", "--socket", str(socket)], env=env, capture_output=True, timeout=60
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_model_load_during_a_request_shows_progress(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # a daemon that loads its model on the first request (and unloads it after each one)
+    with run_daemon(tiny_model_dir, "--no-preload", "--keep-alive", "0") as cold:
+        assert cold.status()["state"] == "unloaded"
+        async with lsp_session(tmp_path, base_options(cold), env=cold.env) as s:
+            uri = s.open(tmp_path / "l.py", PY)
+            assert_inline_items(await s.inline(uri, 5, 4), types.Position(line=5, character=4))
+            loading = [st for st in s.status if st["state"] == "loading"]
+            assert loading and all("loading model" in st["message"] for st in loading)
+            assert s.status[-1]["state"] == "ready"
+            bars = [
+                reports
+                for reports in s.client.progress_reports.values()
+                if reports
+                and isinstance(reports[0], types.WorkDoneProgressBegin)
+                and "loading model" in (reports[0].message or "")
+            ]
+            assert len(bars) == 1
+            assert isinstance(bars[0][-1], types.WorkDoneProgressEnd)
 
 
 async def test_daemon_error_is_shown_once_and_cleared_by_success(tmp_path: Path, daemon: Daemon) -> None:
