@@ -26,7 +26,7 @@ from . import infill, rewrite
 from .daemon_link import DaemonLink, DaemonUnavailableError
 from .inflight import Inflight
 from .positions import position_to_offset
-from .settings import SECTION, ParsedSettings, Settings, parse_settings
+from .settings import SECTION, ParsedSettings, Settings, parse_settings, settings_to_json
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,7 @@ class DiffgemmaServer(LanguageServer):
             "connected": self.link.connected,
             "lastLatencyMs": self.last_latency_ms,
             "model": self.model_name,
+            "settings": settings_to_json(self.settings),
         }
 
 

@@ -582,6 +582,23 @@ async def test_invalid_settings_are_survived(tmp_path: Path, daemon: Daemon) -> 
         assert (await s.stats())["daemon_calls"] == calls
 
 
+async def test_pull_configuration_when_the_client_sends_none(tmp_path: Path, daemon: Daemon) -> None:
+    # clients that only say "configuration changed" get asked for the diffgemma section
+    async with lsp_session(tmp_path, base_options(daemon), env=daemon.env) as s:
+        uri = s.open(tmp_path / "p.py", PY)
+        s.client.set_configuration({**base_options(daemon), "enable": {"python": False}}, section="diffgemma")
+        s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+        await wait_for(lambda: _python_disabled(s), what="the pulled settings", timeout=30)
+        assert await s.inline(uri, 5, 4) is None
+        assert (await s.stats())["daemon_calls"] == 0
+        assert s.client.messages == []
+
+
+async def _python_disabled(s: Session) -> bool:
+    # (pygls hands custom answers over as namedtuples, which rename a "*" key)
+    return (await s.stats())["settings"]["enable"].get("python") is False
+
+
 async def test_missing_daemon_gives_a_clear_message_and_server_keeps_answering(tmp_path: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="dgm", dir="/tmp"))
     try:
