@@ -371,12 +371,14 @@ local function start_client(bufnr)
     return client.id
   end
   local cfg = M.config
+  -- an empty Lua table would go out as a JSON array; the server expects an object
+  local settings = next(cfg.settings) == nil and vim.empty_dict() or cfg.settings
   M.client_id = vim.lsp.start_client({
     name = "diffgemma",
     cmd = cfg.cmd,
     root_dir = find_root(bufnr),
-    init_options = cfg.settings,
-    settings = { diffgemma = cfg.settings },
+    init_options = settings,
+    settings = { diffgemma = settings },
     handlers = { ["diffgemma/status"] = on_status },
     flags = { debounce_text_changes = 0 },
     on_exit = function(code)
