@@ -252,6 +252,8 @@ class DiffgemmaServer(LanguageServer):
 
     async def infill_at(self, uri: str, position: types.Position) -> str | None:
         """The infill at ``position``, or None when disabled, superseded, stale or unavailable."""
+        if uri not in self.workspace.text_documents:
+            return None  # only open documents: their text is what the user sees
         snap = self.snapshot(uri)
         if not self.settings.completion.enabled_for(snap.language_id):
             return None
@@ -383,7 +385,11 @@ class DiffgemmaServer(LanguageServer):
                     extra=self.extra_files(snap, language),
                 )
             )
-            result = await self._ask_daemon("edit", request)
+            bar = _Progress(self, "rewriting the selection")
+            try:
+                result = await self._ask_daemon("edit", request)
+            finally:
+                bar.end("done")
             if result is None:
                 return None
             if not self.is_current(snap):

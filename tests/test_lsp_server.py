@@ -434,6 +434,9 @@ async def test_rewrite_code_action_applies_a_workspace_edit(tmp_path: Path, daem
         assert len(change.edits) == 1
         assert change.edits[0].range == selection
         assert isinstance(change.edits[0].new_text, str)
+        # the wait was shown as work-done progress
+        bars = [r for r in s.client.progress_reports.values() if r and r[0].message == "rewriting the selection"]
+        assert len(bars) == 1 and isinstance(bars[0][-1], types.WorkDoneProgressEnd)
 
         # bad arguments: a message, an answer, and the server keeps going
         outcome = await s.client.workspace_execute_command_async(
