@@ -27,7 +27,8 @@ def infill_request(
     ``client`` is the document uri: the daemon lets a newer request of the same client supersede
     an older one, so two keystrokes never queue two full denoising runs.
     """
-    window = cursor_window(text, offset, language, settings.completion.context_chars)
+    # Keyed by document, the context module re-parses incrementally from this buffer's last tree.
+    window = cursor_window(text, offset, language, settings.completion.context_chars, document=uri)
     return InfillRequest(
         prefix=window.prefix,
         suffix=window.suffix,

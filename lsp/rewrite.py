@@ -27,7 +27,7 @@ def edit_request(
     instruction: str | None = None,
     extra: Sequence[ExtraFile] = (),
 ) -> EditRequest:
-    window = selection_window(text, start, end, language, settings.completion.context_chars)
+    window = selection_window(text, start, end, language, settings.completion.context_chars, document=uri)
     return EditRequest(
         prefix=window.prefix,
         selection=text[start:end],
