@@ -303,20 +303,23 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
                 raise DaemonUnavailable(f"the daemon did not answer within {timeout:g} s; "
                                         f"see its log: {paths.log_path(sock)}")
             time.sleep(0.05)
-    _wait_for_load(client, say, deadline, timeout)
+    status = _wait_for_load(client, say, deadline, timeout)
+    if status and status.get("notice"):
+        say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
     return client
 
 
-def _wait_for_load(client: Client, say: Callable[[str], None], deadline: float, timeout: float) -> None:
-    """Report a model load in progress, and return when it has finished (or failed)."""
+def _wait_for_load(client: Client, say: Callable[[str], None], deadline: float,
+                   timeout: float) -> dict[str, Any] | None:
+    """Report a model load in progress; return the daemon's status once it has finished (or failed)."""
     last = ""
     while True:
         try:
             status = client.status()
         except DaemonError:
-            return  # the request itself will say what is wrong
+            return None  # the request itself will say what is wrong
         if status.get("state") != "loading":
-            return
+            return status
         line = f"loading model {status.get('loading_model') or status.get('model')}…"
         progress = status.get("load_progress")
         if progress:

@@ -45,13 +45,16 @@ class DaemonStartError(RuntimeError):
     """The daemon cannot start (address in use, another daemon, bad option); one line."""
 
 
-def resolve_default_model(requested: str | None) -> str | None:
-    """The model the daemon serves when a request names none.
+def resolve_default_model(requested: str | None) -> tuple[str | None, str | None]:
+    """The model the daemon serves when a request names none, and a notice for the user.
 
-    Today: ``--model``, else $DIFFGEMMA_MODEL, else none (requests must then name a model).
-    This is the one place to change the default (e.g. to an embedded checkpoint).
+    ``--model``, else $DIFFGEMMA_MODEL, else the real DiffusionGemma when it is in the local
+    cache and a CUDA GPU is present, else the embedded diffgemma-mini (with a one-line notice
+    naming the real model and how to get it).
     """
-    return requested or os.environ.get("DIFFGEMMA_MODEL") or None
+    from diffgemma.runtime.mini import default_model
+
+    return default_model(requested or os.environ.get("DIFFGEMMA_MODEL") or None)
 
 
 @dataclass
@@ -275,7 +278,10 @@ def serve(config: DaemonConfig) -> int:
         info = ServerInfo(socket=str(sock_path), max_body=config.max_body)
 
     pid_file = paths.pid_path(config.address)
-    default_model = resolve_default_model(config.model)
+    default_model, notice = resolve_default_model(config.model)
+    info.notice = notice
+    if notice:
+        log.warning("%s", notice)
     scheduler = Scheduler(default_model, device=config.device, dtype=config.dtype, quantize=config.quantize,
                           keep_alive=config.keep_alive, max_queue=config.max_queue)
     scheduler.start()

@@ -55,6 +55,7 @@ class ServerInfo:
     url: str | None = None
     max_body: int = DEFAULT_MAX_BODY
     token: str | None = None  # required on every request but /health when set (TCP)
+    notice: str | None = None  # e.g. the embedded model stands in for the real one
 
 
 class ApiError(Exception):
@@ -210,6 +211,7 @@ class Api:
     async def status(self, request: Request) -> Response:
         data = self.scheduler.status()
         data.update({"pid": os.getpid(), "socket": self.info.socket, "url": self.info.url,
+                     "notice": self.info.notice,
                      "disconnects": self.disconnects, "api_version": API_VERSION})
         return JSONResponse(data)
 
