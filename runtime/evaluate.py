@@ -228,17 +228,18 @@ def _pct(value: float | None) -> str:
 
 
 def format_markdown(report: dict[str, Any]) -> str:
-    """One table: a row per system, exact match / parses / pass@1 per suite, mean hole and time."""
+    """One table: a row per system; per suite exact match / parses / pass@1 and the mean hole length
+    the engine chose next to the truth's length (tokens); the mean time per task."""
     counts = report["tasks"]
     header = ["system"]
     columns: list[tuple[str, str]] = []
-    for suite, metrics in (("line", ("exact", "parses")), ("multiline", ("exact", "parses")),
-                           ("humaneval", ("pass@1", "parses")), ("rewrite", ("exact",))):
+    for suite, metrics in (("line", ("exact", "parses", "hole")), ("multiline", ("exact", "parses", "hole")),
+                           ("humaneval", ("pass@1", "parses", "hole")), ("rewrite", ("exact", "hole"))):
         if suite in counts:
             for metric in metrics:
                 columns.append((suite, metric))
-                header.append(f"{suite} {metric}")
-    header += ["hole / truth tokens", "ms/task"]
+                header.append(f"{suite} {'hole/truth tok' if metric == 'hole' else metric}")
+    header.append("ms/task")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for system in report["systems"]:
         scores = system["scores"]
@@ -246,12 +247,14 @@ def format_markdown(report: dict[str, Any]) -> str:
             continue  # none of its suites was run
         cells = [system["name"]]
         for suite, metric in columns:
-            cells.append(_pct(scores[suite][metric]) if suite in scores else "")
-        holes = [s["hole_tokens"] for s in scores.values() if s["n"]]
+            score = scores.get(suite)
+            if score is None:
+                cells.append("")
+            elif metric == "hole":
+                cells.append(f"{score['hole_tokens']:.1f}/{score['truth_tokens']:.1f}" if score["hole_tokens"] else "")
+            else:
+                cells.append(_pct(score[metric]))
         ms = [s["ms"] for s in scores.values() if s["n"]]
-        truths = [s["truth_tokens"] for s in scores.values() if s["n"]]
-        cells.append(f"{sum(holes) / len(holes):.1f} / {sum(truths) / len(truths):.1f}"
-                     if holes and any(holes) else "")
         cells.append(f"{sum(ms) / len(ms):.0f}" if ms else "")
         lines.append("| " + " | ".join(cells) + " |")
     tasks = ", ".join(f"{k} {v}" for k, v in counts.items())
