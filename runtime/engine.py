@@ -243,10 +243,7 @@ class Engine:
             processed = raw / S.temperature(cur_step, cfg)
             if clamp is not None:
                 if score_mask is not None:
-                    held = clamp.tokens.clamp(min=0).unsqueeze(-1)
-                    logp = torch.log_softmax(raw.float(), dim=-1).gather(-1, held).squeeze(-1)
-                    row = (logp * score_mask).sum(-1) / score_mask.sum(-1).clamp(min=1)
-                    scores = torch.where(finished, scores, row)
+                    scores = torch.where(finished, scores, self._row_scores(raw, clamp, score_mask))
                 processed = self._clamp(processed, clamp)
             sampled = self._sample(processed, generator)
             mask = S.accept_mask(sampled.entropy, cfg.entropy_bound)
@@ -268,6 +265,14 @@ class Engine:
         if cancel is not None:
             cancel.raise_if_cancelled()
         return _Denoised(argmax=argmax, steps=done_steps, scores=scores, forwards=forwards)
+
+    @staticmethod
+    def _row_scores(raw: torch.Tensor, clamp: S.Clamp, score_mask: torch.Tensor) -> torch.Tensor:
+        """Each row's hole-length score: mean log-probability of its held suffix tokens (the
+        same number of them in every row, so rows compare alike)."""
+        logp = torch.log_softmax(raw.float(), dim=-1)
+        held = logp.gather(-1, clamp.tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (held * score_mask).sum(-1) / score_mask.sum(-1).clamp(min=1)
 
     @staticmethod
     def _clamp(processed: torch.Tensor, clamp: S.Clamp) -> torch.Tensor:
