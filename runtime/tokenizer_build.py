@@ -26,12 +26,22 @@ PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path | str) -> None:
-    """Train a byte-level BPE on ``texts`` and save it as a transformers tokenizer in ``out_dir``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train a byte-level BPE on ``texts`` and save it as a transformers tokenizer in ``out_dir``.
+
+    A newline is always a token of its own. The engine heals a prompt that ends in bare
+    indentation back to its newline and lets the model write the indentation
+    (``runtime.prompt.split_heal``); with the plain byte-level pre-tokenizer a newline is glued
+    to the next line's indentation, so a prompt ending in a lone newline would be unlike
+    anything seen in training. Splitting newlines off first makes the healed prompt ordinary.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

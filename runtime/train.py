@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
+from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
 # Folders whose files are test suites, generated tables or vendored third-party code.
 EXCLUDED_PARTS = frozenset(
@@ -182,40 +182,8 @@ def set_generation_defaults(model: Any) -> None:
 
 
 def train_code_tokenizer(texts: list[str], vocab_size: int, out_dir: Path | str) -> None:
-    """Byte-level BPE with Gemma's special-token names, where a newline is always a token of its own.
-
-    The engine heals a prompt that ends in bare indentation back to its newline and lets the
-    model write the indentation (see ``runtime.prompt.split_heal``). With the plain byte-level
-    pre-tokenizer a newline is glued to the next line's indentation ("\\n" + spaces is one
-    token), so a prompt ending in a lone newline token would be unlike anything seen in
-    training. Splitting newlines off first makes the healed prompt ordinary.
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        additional_special_tokens=["<|turn>", "<turn|>"],
-        clean_up_tokenization_spaces=False,
-    ).save_pretrained(str(out_dir))
+    """The shared byte-level BPE (newlines always their own token), trained on ``texts``."""
+    train_tokenizer(texts, vocab_size, out_dir)
 
 
 def encode_stream(tokenizer: Any, texts: list[str]) -> Any:
