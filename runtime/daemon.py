@@ -250,10 +250,6 @@ def _setup_logging() -> None:
 def serve(config: DaemonConfig) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     _setup_logging()
-    # Idle OpenMP threads that spin steal the cores the editor and the sampler's many small
-    # operations need (measured in benchmarks/bench_sampler.py); sleep instead, unless the user
-    # chose otherwise. Must be set before torch is imported (in the worker thread).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from diffgemma.runtime.scheduler import Scheduler
