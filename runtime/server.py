@@ -227,18 +227,15 @@ class Api:
             # user moves around): nothing to generate, so answer at once and keep the worker free.
             data = adapters.llama_infill_response(call, None)
             return _sse_response(adapters.llama_stream_chunks(call, None)) if call.stream else JSONResponse(data)
-        job, bridge = self._submit("infill", call.request, stream=False)
-        outcome = await self._await_outcome(request, job, bridge)
-        if outcome is None:
-            return Response(status_code=499)
-        if outcome.result is None:
-            return error_response(outcome.status, outcome.error or "request failed")
-        if call.stream:
-            return _sse_response(adapters.llama_stream_chunks(call, outcome.result))
-        return JSONResponse(adapters.llama_infill_response(call, outcome.result))
+        return await self._adapted(request, call, adapters.llama_stream_chunks, adapters.llama_infill_response)
 
     async def openai_completions(self, request: Request) -> Response:
         call = adapters.openai_completion_request(await read_json(request, self.info.max_body))
+        return await self._adapted(request, call, adapters.openai_stream_chunks, adapters.openai_completion_response)
+
+    async def _adapted(self, request: Request, call: Any, chunks: Callable[..., Any],
+                       answer: Callable[..., dict[str, Any]]) -> Response:
+        """Run a compatibility request on the engine and answer in that client's wire shape."""
         job, bridge = self._submit("infill", call.request, stream=False)
         outcome = await self._await_outcome(request, job, bridge)
         if outcome is None:
@@ -246,8 +243,8 @@ class Api:
         if outcome.result is None:
             return error_response(outcome.status, outcome.error or "request failed")
         if call.stream:
-            return _sse_response(adapters.openai_stream_chunks(call, outcome.result))
-        return JSONResponse(adapters.openai_completion_response(call, outcome.result))
+            return _sse_response(chunks(call, outcome.result))
+        return JSONResponse(answer(call, outcome.result))
 
 
 def _outcome_response(outcome: Outcome) -> Response:
