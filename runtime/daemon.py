@@ -89,8 +89,10 @@ class DaemonConfig:
 
     def argv(self) -> list[str]:
         """The `serve` arguments that reproduce this configuration (for background starts)."""
-        args = ["--keep-alive", repr(self.keep_alive), "--max-body", str(self.max_body),
-                "--queue", str(self.max_queue)]
+        args = ["--max-body", str(self.max_body), "--queue", str(self.max_queue)]
+        if self.keep_alive != DEFAULT_KEEP_ALIVE_S:
+            # Left out at the default so the started daemon still honours DIFFGEMMA_KEEP_ALIVE.
+            args += ["--keep-alive", repr(self.keep_alive)]
         if self.tcp:
             args += ["--host", self.host or "127.0.0.1", "--port", str(self.port)]
         else:
@@ -499,6 +501,14 @@ def _config_from_args(args: argparse.Namespace) -> DaemonConfig:
     )
 
 
+def _env_keep_alive() -> float:
+    """$DIFFGEMMA_KEEP_ALIVE, as `diffgemma serve` reads it, for daemons started in the background."""
+    try:
+        return float(os.environ.get("DIFFGEMMA_KEEP_ALIVE", DEFAULT_KEEP_ALIVE_S))
+    except ValueError:
+        return DEFAULT_KEEP_ALIVE_S
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.daemon",
                                      description="Run or manage the diffgemma daemon.")
@@ -508,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in (serve_p, start_p):
         p.add_argument("--model", help="default model (path or Hugging Face id)")
         _add_address_args(p)
-        p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE_S,
+        p.add_argument("--keep-alive", type=float, default=_env_keep_alive(),
                        help="seconds an idle model stays loaded (0: unload after each request, <0: forever)")
         p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="largest request body in bytes")
         p.add_argument("--queue", type=int, default=DEFAULT_MAX_QUEUE, help="most requests waiting at once")
