@@ -36,9 +36,6 @@ from diffgemma.runtime.types import (
 DraftCallback = Callable[[Draft], None]
 
 MAX_TOKENS_LIMIT = 16384
-# Clamped positions get this logit gap instead of -inf, so every entropy formula (stock or
-# fused) sees exactly zero probability elsewhere without 0 * inf = nan.
-_CLAMP_GAP = 1.0e4
 
 
 @dataclass
@@ -244,7 +241,7 @@ class Engine:
             if clamp is not None:
                 if score_mask is not None:
                     scores = torch.where(finished, scores, self._row_scores(raw, clamp, score_mask))
-                processed = self._clamp(processed, clamp)
+                processed = S.apply_clamp(processed, clamp)
             sampled = self._sample(processed, generator)
             mask = S.accept_mask(sampled.entropy, cfg.entropy_bound)
             accepted = torch.where(mask, sampled.tokens, canvas)
@@ -273,12 +270,6 @@ class Engine:
         logp = torch.log_softmax(raw.float(), dim=-1)
         held = logp.gather(-1, clamp.tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (held * score_mask).sum(-1) / score_mask.sum(-1).clamp(min=1)
-
-    @staticmethod
-    def _clamp(processed: torch.Tensor, clamp: S.Clamp) -> torch.Tensor:
-        forced = torch.full_like(processed, -_CLAMP_GAP)
-        forced.scatter_(-1, clamp.tokens.clamp(min=0).unsqueeze(-1), 0.0)
-        return torch.where(clamp.mask.unsqueeze(-1), forced, processed)
 
     # ------------------------------------------------------------------ generate (parity)
     @torch.no_grad()

@@ -63,12 +63,17 @@ def stock_sample(processed: torch.Tensor, generator: torch.Generator | None = No
     return Sampled(tokens=tokens, argmax=argmax, entropy=entropy)
 
 
+# Held positions get this logit gap instead of -inf, so every entropy formula (stock or fused)
+# sees exactly zero probability elsewhere without 0 * inf = nan.
+CLAMP_GAP = 1.0e4
+
+
 def apply_clamp(processed: torch.Tensor, clamp: Clamp | None) -> torch.Tensor:
     """Force a one-hot at held positions: zero entropy, so they are always accepted."""
     if clamp is None:
         return processed
-    forced = torch.full_like(processed, float("-inf"))
-    forced.scatter_(-1, clamp.tokens.unsqueeze(-1), 0.0)
+    forced = torch.full_like(processed, -CLAMP_GAP)
+    forced.scatter_(-1, clamp.tokens.clamp(min=0).unsqueeze(-1), 0.0)
     return torch.where(clamp.mask.unsqueeze(-1), forced, processed)
 
 
