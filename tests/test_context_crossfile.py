@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from conftest import grammars_missing
 
 from diffgemma.context.crossfile import Workspace, changed_span, crossfile_snippets, find_imports
-from diffgemma.context.languages import has_grammar
 from diffgemma.context.parsing import parse
 
-
-def _grammars_missing() -> str | None:
-    """Why no grammar loads, when that is the known offline limit of the 1.x language pack.
-
-    tree-sitter-language-pack 1.x downloads grammars on first use, which cannot work without
-    network access; 0.x ships them in the wheel (the project pins <1). Any other reason for a
-    missing grammar fails the tests instead of skipping them.
-    """
-    if has_grammar("python"):
-        return None
-    version = importlib.metadata.version("tree-sitter-language-pack")
-    if int(version.split(".")[0]) >= 1:
-        return f"tree-sitter-language-pack {version} downloads grammars at run time; install a 0.x release"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_grammars_missing() is not None, reason=str(_grammars_missing()))
+pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
 
 
 def _write(root: Path, rel: str, text: str) -> Path:

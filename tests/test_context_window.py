@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import random
 import re
 from pathlib import Path
 
 import pytest
+from conftest import grammars_missing
 
 from diffgemma.context import (
     PositionError,
@@ -26,22 +26,7 @@ from diffgemma.context.window import clear_caches
 DATA = Path(__file__).parent / "data" / "context"
 
 
-def _grammars_missing() -> str | None:
-    """Why no grammar loads, when that is the known offline limit of the 1.x language pack.
-
-    tree-sitter-language-pack 1.x downloads grammars on first use, which cannot work without
-    network access; 0.x ships them in the wheel (the project pins <1). Any other reason for a
-    missing grammar fails the tests instead of skipping them.
-    """
-    if has_grammar("python"):
-        return None
-    version = importlib.metadata.version("tree-sitter-language-pack")
-    if int(version.split(".")[0]) >= 1:
-        return f"tree-sitter-language-pack {version} downloads grammars at run time; install a 0.x release"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_grammars_missing() is not None, reason=str(_grammars_missing()))
+pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
 
 SAMPLES = {
     "python": "sample.py",
