@@ -207,6 +207,7 @@ class Engine:
         anchor_keep: float = 0.0,
         cancel: CancelToken | None = None,
         on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        timings: Timings | None = None,
     ) -> _Denoised:
         """Denoise a batch of canvases that share one encoded prompt.
 
@@ -214,6 +215,7 @@ class Engine:
         log-probability the model gives the held tokens (before clamping) at each row's last
         denoising step.
         """
+        started = time.perf_counter()
         model = self.model
         batch, length = canvas.shape
         device = model.device
@@ -261,7 +263,29 @@ class Engine:
                 break
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if timings is not None:
+            # ms_per_step holds the summed decode time until `_finish` divides it by the steps.
+            timings.ms_per_step += (time.perf_counter() - started) * 1000
+            timings.steps += done_steps
+            timings.canvases += 1
         return _Denoised(argmax=argmax, steps=done_steps, scores=scores, forwards=forwards)
+
+    def _prepare(self, ids: list[int], timings: Timings, first: bool) -> Any:
+        """The prefix cache over ``ids``, with what it encoded and reused added to ``timings``."""
+        use = self.prefix_cache.prepare(ids)
+        timings.encode_ms += use.encode_ms
+        timings.encoded_tokens += use.encoded_tokens
+        if first:
+            timings.cached_tokens = use.cached_tokens
+        return use
+
+    @staticmethod
+    def _finish(timings: Timings, generated: int, t0: float) -> Timings:
+        timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
+        timings.generated_tokens = generated
+        timings.tokens_per_forward = generated / max(timings.steps, 1)
+        timings.total_ms = (time.perf_counter() - t0) * 1000
+        return timings
 
     @staticmethod
     def _row_scores(raw: torch.Tensor, clamp: S.Clamp, score_mask: torch.Tensor) -> torch.Tensor:
@@ -303,11 +327,7 @@ class Engine:
             timings.encode_ms += (time.perf_counter() - t_enc) * 1000
             timings.encoded_tokens += len(pending)
             canvas = S.random_canvas(1, length, self.vocab_size, device, gen)
-            t_dec = time.perf_counter()
-            out = self._denoise(cache, len(ids), canvas, cfg, gen, cancel=cancel)
-            timings.ms_per_step += (time.perf_counter() - t_dec) * 1000
-            timings.steps += out.steps
-            timings.canvases += 1
+            out = self._denoise(cache, len(ids), canvas, cfg, gen, cancel=cancel, timings=timings)
             block = out.argmax[0].tolist()
             ids += block
             pending = block
@@ -316,11 +336,8 @@ class Engine:
                 cut = len(ids) - length + eos[0] + 1
                 ids[cut:] = [self.pad_id] * (len(ids) - cut)
                 break
-        timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
         new = [t for t in ids[len(input_ids):] if t != self.pad_id]
-        timings.generated_tokens = len(new)
-        timings.tokens_per_forward = len(new) / max(timings.steps, 1)
-        timings.total_ms = (time.perf_counter() - t0) * 1000
+        self._finish(timings, len(new), t0)
         return ids, timings
 
     # ------------------------------------------------------------------ infill
@@ -382,11 +399,7 @@ class Engine:
 
         while True:
             remaining = budget - len(filled)
-            use = self.prefix_cache.prepare(prompt + filled)
-            timings.encode_ms += use.encode_ms
-            timings.encoded_tokens += use.encoded_tokens
-            if canvas_index == 0:
-                timings.cached_tokens = use.cached_tokens
+            use = self._prepare(prompt + filled, timings, first=canvas_index == 0)
             prompt_len = len(prompt) + len(filled)
             has_suffix = bool(suffix_ids) and clamp_suffix
             if has_suffix:
@@ -416,14 +429,10 @@ class Engine:
                 best = int(torch.argmax(scores)) if len(_lengths) > 1 else 0
                 draft_cb(argmax[best, : _lengths[best]].tolist(), step)
 
-            t_dec = time.perf_counter()
             out = self._denoise(
                 use.cache, prompt_len, canvas, cfg, gen, clamp=clamp, score_mask=score_mask,
-                cancel=cancel, on_step=on_step if on_draft is not None else None,
+                cancel=cancel, on_step=on_step if on_draft is not None else None, timings=timings,
             )
-            timings.ms_per_step += (time.perf_counter() - t_dec) * 1000
-            timings.steps += out.steps
-            timings.canvases += 1
             best = int(torch.argmax(out.scores)) if batch > 1 else 0
             hole = out.argmax[best, : lengths[best]].tolist()
             self.last_canvas = (out.argmax[best].tolist(), clamp.mask[best].tolist() if clamp is not None else [])
@@ -432,14 +441,11 @@ class Engine:
                 filled += hole[:eos]
                 break
             longest_won = has_suffix and best == batch - 1 and batch > 1
-            can_continue = remaining - length > 0 and len(filled) + length <= budget
-            if longest_won and can_continue and length_search:
+            if longest_won and remaining > length and length_search:
                 # The hole is longer than this canvas: commit a plain-continuation canvas and
                 # search again after it, with the suffix still held.
                 cont = S.random_canvas(1, length, self.vocab_size, self.model.device, gen)
-                plain = self._denoise(use.cache, prompt_len, cont, cfg, gen, cancel=cancel)
-                timings.steps += plain.steps
-                timings.canvases += 1
+                plain = self._denoise(use.cache, prompt_len, cont, cfg, gen, cancel=cancel, timings=timings)
                 filled += plain.argmax[0].tolist()
                 canvas_index += 1
                 continue
@@ -454,10 +460,7 @@ class Engine:
         text = self.decode([t for t in filled if t not in self.eos_ids])
         text = strip_heal(text, parts.healed)
         text = trim_join(text, prefix, suffix)
-        timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
-        timings.generated_tokens = len(filled)
-        timings.tokens_per_forward = len(filled) / max(timings.steps, 1)
-        timings.total_ms = (time.perf_counter() - t0) * 1000
+        self._finish(timings, len(filled), t0)
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(filled))
 
     # ------------------------------------------------------------------ rewrite
@@ -515,11 +518,7 @@ class Engine:
             else:
                 cands = [max(1, len(orig))]
             cands = [c for c in cands if c <= budget - len(out_ids)] or [max(1, min(len(orig), budget - len(out_ids)))]
-            use = self.prefix_cache.prepare(prompt + out_ids)
-            timings.encode_ms += use.encode_ms
-            timings.encoded_tokens += use.encoded_tokens
-            if canvas_index == 0:
-                timings.cached_tokens = use.cached_tokens
+            use = self._prepare(prompt + out_ids, timings, first=canvas_index == 0)
             batch = len(cands)
             device = self.model.device
             noise = S.random_canvas(batch, length, self.vocab_size, device, gen)
@@ -550,16 +549,12 @@ class Engine:
                     text = self.decode([*_done, *argmax[best, : _c[best]].tolist()])
                     on_draft(Draft(step=step, text=strip_heal(text, parts.healed), canvas=_k))
 
-            t_dec = time.perf_counter()
             out = self._denoise(
                 use.cache, len(prompt) + len(out_ids), canvas, cfg, gen, clamp=clamp,
                 score_mask=score_mask if clamp is not None and hold > 0 else None,
                 anchor=anchor, anchor_keep=1.0 - strength, cancel=cancel,
-                on_step=on_step if on_draft is not None else None,
+                on_step=on_step if on_draft is not None else None, timings=timings,
             )
-            timings.ms_per_step += (time.perf_counter() - t_dec) * 1000
-            timings.steps += out.steps
-            timings.canvases += 1
             best = int(torch.argmax(out.scores)) if batch > 1 and hold > 0 else 0
             out_ids += out.argmax[best, : cands[best]].tolist()
             pos += len(orig)
@@ -568,10 +563,7 @@ class Engine:
                 break
         text = self.decode([t for t in out_ids if t not in self.eos_ids])
         text = strip_heal(text, parts.healed)
-        timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
-        timings.generated_tokens = len(out_ids)
-        timings.tokens_per_forward = len(out_ids) / max(timings.steps, 1)
-        timings.total_ms = (time.perf_counter() - t0) * 1000
+        self._finish(timings, len(out_ids), t0)
         finish = "length" if len(out_ids) >= budget and pos < len(sel_ids) else "stop"
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(out_ids))
 
