@@ -6,7 +6,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled"]
+# "time": the request's time budget ran out and the best draft so far is the answer (a diffusion
+# draft is always a whole answer).
+FinishReason = Literal["stop", "length", "cancelled", "time"]
 
 
 class SettingsError(ValueError):
@@ -93,6 +95,9 @@ class Timings:
     encoded_tokens: int = 0  # prompt tokens run through the encoder for this request
     generated_tokens: int = 0
     canvases: int = 0
+    # canvas positions passed through the decoder over the whole request (rows x canvas x steps,
+    # summed): what the hole-length search and alternatives really cost
+    decoder_tokens: int = 0
     total_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +111,9 @@ class Draft:
     step: int
     text: str
     canvas: int = 0
+    # True once for each canvas when it is committed: ``text`` is then the whole answer so far
+    # and will only be extended (streams send the new part at once)
+    final: bool = False
 
 
 @dataclass
@@ -114,3 +122,5 @@ class EngineResult:
     finish_reason: FinishReason
     timings: Timings = field(default_factory=Timings)
     hole_tokens: int = 0  # length of the chosen hole, in tokens
+    # distinct texts when alternatives were asked for; the first is ``text``
+    alternatives: list[str] = field(default_factory=list)
