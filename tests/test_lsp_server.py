@@ -22,6 +22,7 @@ from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient, make_test_lsp_client
 
 from diffgemma.runtime.client import Client
+from diffgemma.runtime.protocol import MAX_STEPS
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -468,7 +469,7 @@ async def test_rewrite_for_older_clients_uses_commands_and_plain_changes(tmp_pat
 
 async def test_cancel_request_stops_daemon_work(tmp_path: Path, daemon: Daemon) -> None:
     # enough tokens and steps that the request is still running when the cancel arrives
-    options = base_options(daemon, maxTokens=512, steps=1024)
+    options = base_options(daemon, maxTokens=512, steps=MAX_STEPS)
     async with lsp_session(tmp_path, options, env=daemon.env) as s:
         uri = s.open(tmp_path / "c.py", PY)
         before = daemon.status()
@@ -508,11 +509,13 @@ def _daemon_idle(daemon: Daemon) -> bool:
 
 
 async def test_superseded_and_stale_answers_are_dropped(tmp_path: Path, daemon: Daemon) -> None:
-    async with lsp_session(tmp_path, base_options(daemon, debounceMs=300), env=daemon.env) as s:
+    # The debounce holds each request far longer than the client takes to send the next message,
+    # even on a busy machine: no request reaches the daemon before it is superseded.
+    async with lsp_session(tmp_path, base_options(daemon, debounceMs=3000), env=daemon.env) as s:
         uri = s.open(tmp_path / "s.py", PY)
         # an edit while the request waits: the answer would be for text that is gone
         first = asyncio.ensure_future(s.inline(uri, 5, 4))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # let the request go out before the edit
         s.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
@@ -526,7 +529,7 @@ async def test_superseded_and_stale_answers_are_dropped(tmp_path: Path, daemon: 
         assert await first is None
         # a newer request for the same document supersedes the older one
         older = asyncio.ensure_future(s.inline(uri, 5, 5))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
         newer = await s.inline(uri, 5, 5)
         assert await older is None
         assert_inline_items(newer, types.Position(line=5, character=5))
@@ -538,7 +541,8 @@ async def test_superseded_and_stale_answers_are_dropped(tmp_path: Path, daemon: 
 async def test_edit_during_daemon_work_cancels_it_and_drops_the_answer(tmp_path: Path, daemon: Daemon) -> None:
     # the document changes while the daemon is working on the old text: the work is cancelled
     # (the HTTP request closed) and the client gets no answer for the old version
-    async with lsp_session(tmp_path, base_options(daemon, maxTokens=256, steps=256), env=daemon.env) as s:
+    # the daemon's most steps, so the work is still running however slow the machine is
+    async with lsp_session(tmp_path, base_options(daemon, maxTokens=256, steps=MAX_STEPS), env=daemon.env) as s:
         uri = s.open(tmp_path / "v.py", PY)
         pending = asyncio.ensure_future(s.inline(uri, 5, 4))
         await wait_for(lambda: _daemon_running(daemon), what="the request to reach the daemon")
