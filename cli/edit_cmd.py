@@ -106,6 +106,8 @@ def edit(
         shown = "stdin"
     else:
         source = fileio.read_source(target)
+        if apply:
+            fileio.check_writable(source)  # refuse before the daemon does the work
         path, shown = Path(target), target
     text = source.text
     start, end, first, _last = fileio.selection_offsets(text, selection, shown)

@@ -90,33 +90,53 @@ def one_line(text: object) -> str:
     return type(text).__name__ if isinstance(text, BaseException) else "unknown error"
 
 
-def _looks_like_model_load(message: str) -> bool:
-    lowered = message.lower()
-    return ("load" in lowered and "model" in lowered) or "modelloaderror" in lowered
+# The daemon's error codes (runtime/errors.py ErrorCode values) -> exit codes. Looked up by the
+# code's string so this module stays import-free; a code missing here is a failed request.
+_EXIT_BY_ERROR_CODE: dict[str, ExitCode] = {
+    "model_load_failed": ExitCode.MODEL,
+    "model_not_found": ExitCode.MODEL,
+    "no_model": ExitCode.MODEL,
+    "unauthorized": ExitCode.DAEMON,  # a daemon we may not use is, to us, no daemon
+    "forbidden": ExitCode.DAEMON,
+    "model_locked": ExitCode.REQUEST,
+    "invalid_request": ExitCode.REQUEST,
+    "invalid_json": ExitCode.REQUEST,
+    "body_too_large": ExitCode.REQUEST,
+    "not_found": ExitCode.REQUEST,
+    "method_not_allowed": ExitCode.REQUEST,
+    "duplicate_id": ExitCode.REQUEST,
+    "queue_full": ExitCode.REQUEST,
+    "cancelled": ExitCode.REQUEST,
+    "internal_error": ExitCode.REQUEST,
+}
+
+
+def exit_code_for(code: str | None, status: int | None, unavailable: bool) -> ExitCode:
+    """The exit code of a daemon error, from its wire code (never from its message)."""
+    if code is not None and str(code) in _EXIT_BY_ERROR_CODE:
+        return _EXIT_BY_ERROR_CODE[str(code)]
+    if unavailable or status in (401, 403):
+        return ExitCode.DAEMON
+    return ExitCode.REQUEST  # any other answer: an unknown code, or none (an older daemon)
 
 
 def classify(exc: BaseException) -> CliError | None:
     """Map an exception from a dependency to a CliError; None when it is not one we expect."""
     if isinstance(exc, CliError):
         return exc
-    # The client and protocol modules are imported lazily: an error from them means they
-    # are loaded already, so looking them up in sys.modules keeps this import-free.
+    # The runtime modules are imported lazily: an error from them means they are loaded
+    # already, so looking them up in sys.modules keeps this import-free.
     client = sys.modules.get("diffgemma.runtime.client")
-    if client is not None:
+    daemon_error = getattr(client, "DaemonError", None) if client else None
+    if isinstance(daemon_error, type) and isinstance(exc, daemon_error):
         unavailable = getattr(client, "DaemonUnavailable", None)
-        daemon_error = getattr(client, "DaemonError", None)
-        model_error = getattr(client, "ModelLoadFailed", None) or getattr(client, "ModelLoadError", None)
-        message = one_line(exc)
-        if isinstance(model_error, type) and isinstance(exc, model_error):
-            return ModelLoadFailed(message)
-        if isinstance(unavailable, type) and isinstance(exc, unavailable):
-            if _looks_like_model_load(message):
-                return ModelLoadFailed(message)
-            return DaemonDown(message)
-        if isinstance(daemon_error, type) and isinstance(exc, daemon_error):
-            if _looks_like_model_load(message):
-                return ModelLoadFailed(message)
-            return RequestFailed(message)
+        is_down = isinstance(unavailable, type) and isinstance(exc, unavailable)
+        code = getattr(exc, "code", None)
+        return CliError(one_line(exc), exit_code_for(code, getattr(exc, "status", None), is_down))
+    paths = sys.modules.get("diffgemma.runtime.paths")
+    runtime_dir_error = getattr(paths, "UnusableRuntimeDir", None) if paths else None
+    if isinstance(runtime_dir_error, type) and isinstance(exc, runtime_dir_error):
+        return DaemonDown(one_line(exc))
     protocol = sys.modules.get("diffgemma.runtime.protocol")
     protocol_error = getattr(protocol, "ProtocolError", None) if protocol else None
     if isinstance(protocol_error, type) and isinstance(exc, protocol_error):

@@ -7,6 +7,10 @@ with `os.replace`: a reader sees the old file or the new one, never half of one.
 replace, the file on disk is compared (size, mtime and SHA-256) with what was read; if
 anything changed, nothing is written (`FileChanged`). The previous contents are kept beside
 the file as `FILE.diffgemma.bak` (one backup per file, overwritten by the next write).
+
+A symlink stays a link (its target is written); a file with more than one hard link is written
+in place after the backup, so every name keeps sharing one text; a file whose owner may not
+write it (no `u+w`) is refused, whoever runs us, root included.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
+from diffgemma.cli.options import parse_ascii_int
 
 BACKUP_SUFFIX = ".diffgemma.bak"
 TEMP_MARK = ".diffgemma-tmp-"
@@ -142,17 +147,64 @@ def backup_path(path: Path) -> Path:
     return path.with_name(path.name + BACKUP_SUFFIX)
 
 
+def check_writable(source: SourceFile) -> None:
+    """Refuse a file its owner may not write (FileProblem, exit 3), before any work is done.
+
+    The owner's write bit is the user's own "do not change this" mark. Root could write it
+    anyway, and os.replace only needs the directory to be writable, so neither is asked: the
+    mode decides, for every user alike.
+    """
+    if not source.mode & stat.S_IWUSR:
+        raise FileProblem(f"{source.path} is read-only (mode {source.mode:04o}); nothing written")
+
+
+def write_target(path: Path) -> Path:
+    """The file a write to ``path`` must change: through symlinks, to the file they name.
+
+    Replacing the link itself would turn it into a regular file and leave its target unedited.
+    """
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def write_source(source: SourceFile, new_text: str, *, backup: bool = True) -> Path | None:
-    """Atomically replace the file with `new_text` (in the file's own newline style).
+    """Replace the file with `new_text` (in the file's own newline style).
 
     Returns the backup path (or None). Raises FileChanged, leaving the file as it is, when the
-    file on disk differs from what was read.
+    file on disk differs from what was read, and FileProblem when its owner may not write it.
+
+    A symlink keeps being a link: its target is written. A file with several hard links is
+    written in place (after the backup is safely on disk) so that every name sees the new
+    text; any other file is replaced atomically through a temporary file.
     """
+    check_writable(source)
     path = source.path
-    directory = path.parent
+    target = write_target(path)
     payload = source.encode(new_text)
+    for hook in before_commit_hooks:
+        hook(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + TEMP_MARK, dir=directory)
+        links = os.stat(target).st_nlink
+    except FileNotFoundError:
+        _check_unchanged(source)  # deleted since it was read: that is a change, not a problem
+        raise
+    except OSError as exc:
+        raise FileProblem(f"cannot write {path}: {exc.strerror}") from None
+    if links > 1:
+        return _write_in_place(source, target, payload, backup)
+    return _write_replacing(source, target, payload, backup)
+
+
+def _check_unchanged(source: SourceFile) -> None:
+    reason = changed_since(source)
+    if reason is not None:
+        raise FileChanged(f"{source.path} changed since it was read ({reason}); nothing written")
+
+
+def _write_replacing(source: SourceFile, target: Path, payload: bytes, backup: bool) -> Path | None:
+    """Write a temporary file beside ``target`` and rename it over: readers see old or new."""
+    path, directory = source.path, target.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + TEMP_MARK, dir=directory)
     except OSError as exc:
         raise FileProblem(f"cannot write in {directory}: {exc.strerror}") from None
     tmp = Path(tmp_name)
@@ -162,16 +214,9 @@ def write_source(source: SourceFile, new_text: str, *, backup: bool = True) -> P
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, source.mode)
-        for hook in before_commit_hooks:
-            hook(path)
-        reason = changed_since(source)
-        if reason is not None:
-            raise FileChanged(f"{path} changed since it was read ({reason}); nothing written")
-        saved: Path | None = None
-        if backup:
-            saved = backup_path(path)
-            _write_backup(path, saved, source)
-        os.replace(tmp, path)
+        _check_unchanged(source)
+        saved = _backup_if(source, backup)
+        os.replace(tmp, target)
         _fsync_dir(directory)
         return saved
     except OSError as exc:
@@ -179,6 +224,37 @@ def write_source(source: SourceFile, new_text: str, *, backup: bool = True) -> P
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
+
+
+def _write_in_place(source: SourceFile, target: Path, payload: bytes, backup: bool) -> Path | None:
+    """Overwrite ``target``'s own inode, so its other hard links keep sharing the new text.
+
+    A rename would give this name a new inode and leave the other names with the old text,
+    silently splitting what the user linked on purpose. Refusing would make hard-linked files
+    uneditable. Writing in place is not atomic, so the backup goes first (fsynced): a crash
+    mid-write leaves FILE.diffgemma.bak to restore from. Without --no-backup nothing can be lost.
+    """
+    path = source.path
+    try:
+        with open(target, "r+b") as handle:
+            _check_unchanged(source)
+            saved = _backup_if(source, backup)
+            handle.seek(0)
+            handle.write(payload)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+        return saved
+    except OSError as exc:
+        raise FileProblem(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _backup_if(source: SourceFile, backup: bool) -> Path | None:
+    if not backup:
+        return None
+    saved = backup_path(source.path)
+    _write_backup(source.path, saved, source)
+    return saved
 
 
 def _write_backup(path: Path, saved: Path, source: SourceFile) -> None:
@@ -242,9 +318,21 @@ def write_stdout(source: SourceText, text: str) -> None:
 # Lines and columns are 1-based; a column counts characters (code points) and names the
 # cursor position before that character, so column len(line)+1 is the end of the line.
 
-_TARGET = re.compile(r"^(?P<path>.+?):(?P<line>\d+)(?::(?P<col>\d+))?$")
-_POINT = r"(\d+)(?::(\d+))?"
-_SELECTION = re.compile(rf"^\s*{_POINT}\s*-\s*{_POINT}\s*$")
+# [0-9], not \d: \d also matches other scripts' digits ("٣", "２"), which int() would accept.
+_TARGET = re.compile(r"^(?P<path>.+?):(?P<line>[0-9]+)(?::(?P<col>[0-9]+))?$")
+_POINT = r"([0-9]+)(?::([0-9]+))?"
+_SELECTION = re.compile(rf"^[ \t]*{_POINT}[ \t]*-[ \t]*{_POINT}[ \t]*$")
+# Larger line or column numbers cannot name a place in any buffer an editor holds; refusing
+# them early also keeps int() away from strings of thousands of digits.
+MAX_POSITION = 2**31 - 1
+
+
+def _position_number(digits: str, what: str) -> int:
+    try:
+        return parse_ascii_int(digits, 0, MAX_POSITION)
+    except ValueError:
+        shown = digits if len(digits) <= 24 else f"{digits[:20]}… ({len(digits)} digits)"
+        raise UsageProblem(f"{what} {shown} is too large (at most {MAX_POSITION})") from None
 
 
 @dataclass(frozen=True)
@@ -269,7 +357,8 @@ def parse_target(target: str) -> tuple[str, int | None, int | None]:
             if sep and head and os.path.isfile(head):
                 raise UsageProblem(f"malformed position {target!r}: expected FILE:LINE[:COL] with numbers")
         return target, None, None
-    line, col = int(match["line"]), int(match["col"]) if match["col"] is not None else None
+    line = _position_number(match["line"], "line")
+    col = _position_number(match["col"], "column") if match["col"] is not None else None
     if line < 1 or (col is not None and col < 1):
         raise OutOfRange(f"{target}: lines and columns start at 1")
     return match["path"], line, col
@@ -321,7 +410,9 @@ def parse_selection(spec: str) -> tuple[int, int | None, int, int | None]:
     match = _SELECTION.match(spec)
     if match is None:
         raise UsageProblem(f"malformed selection {spec!r}: expected L1[:C1]-L2[:C2], e.g. 10-14 or 3:5-3:20")
-    l1, c1, l2, c2 = (int(g) if g is not None else None for g in match.groups())
+    names = ("line", "column", "line", "column")
+    l1, c1, l2, c2 = (_position_number(g, name) if g is not None else None
+                      for g, name in zip(match.groups(), names, strict=True))
     assert l1 is not None and l2 is not None
     return l1, c1, l2, c2
 

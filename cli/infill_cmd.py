@@ -211,6 +211,8 @@ def infill(
         return
     path_s, line, col = fileio.parse_target(target)
     source = fileio.read_source(path_s)
+    if apply:
+        fileio.check_writable(source)  # refuse before the daemon does the work
     if line is None:
         _fill_marker(source, Path(path_s), path_s, settings, language, apply=apply, json_out=json_out)
         return

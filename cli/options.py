@@ -26,9 +26,64 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import UsageProblem
+from diffgemma.runtime.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
 
 DEFAULT_MARKER = "<FILL>"
 DEFAULT_CONTEXT_CHARS = 6000
+CONTEXT_CHARS_MIN = 200
+CONTEXT_CHARS_MAX = 1_000_000
+SEED_MAX = 2**63 - 1  # the daemon's bound
+
+# key -> (lowest, highest): one table for the flags, their environment variables and config.toml,
+# so a value refused on the command line is refused in the file too. The daemon's own limits
+# are imported, so a request that would be refused there is refused here, before connecting.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "max_tokens": (1, MAX_TOKENS_LIMIT),
+    "steps": (1, MAX_STEPS),
+    "seed": (0, SEED_MAX),
+    "context_chars": (CONTEXT_CHARS_MIN, CONTEXT_CHARS_MAX),
+}
+
+
+def parse_ascii_int(text: str, low: int, high: int) -> int:
+    """A whole number written in ASCII digits, from ``low`` to ``high``; ValueError otherwise.
+
+    Python's int() also reads other scripts' digits ("٣", "２") and has no size limit worth
+    relying on (a 5,000-digit string raises a different error); neither is a number a user typed
+    on purpose. The length check comes first so no huge string is ever converted.
+    """
+    digits = text.strip()
+    body = digits[1:] if digits.startswith("-") else digits
+    if not body or not body.isascii() or not body.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    if len(body) > len(str(max(abs(low), abs(high)))) or not low <= int(digits) <= high:
+        shown = digits if len(digits) <= 24 else digits[:20] + "…"
+        raise ValueError(f"{shown} is out of range (from {low} to {high})")
+    return int(digits)
+
+
+def check_int(key: str, value: int) -> int:
+    """Range-check an already-typed integer (from config.toml) against INT_LIMITS."""
+    low, high = INT_LIMITS[key]
+    if not low <= value <= high:
+        shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "…"
+        raise UsageProblem(f"{key} must be from {low} to {high} (got {shown})")
+    return value
+
+
+def _int_parser(key: str) -> Any:
+    """A Typer ``parser`` for an integer option: ASCII digits within INT_LIMITS[key]."""
+    low, high = INT_LIMITS[key]
+
+    def parse(value: Any) -> int:
+        if isinstance(value, int):  # a default Typer passes through
+            return value
+        try:
+            return parse_ascii_int(str(value), low, high)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return parse
 
 # key -> (type, default); the single source of truth for what config.toml may set here.
 CONFIG_KEYS: dict[str, tuple[type, Any]] = {
@@ -70,8 +125,9 @@ MaxTokensOpt = Annotated[
         "--max-tokens",
         envvar="DIFFGEMMA_MAX_TOKENS",
         show_envvar=True,
-        min=1,
-        help="Most tokens to generate.",
+        parser=_int_parser("max_tokens"),
+        metavar="INTEGER",
+        help=f"Most tokens to generate (1-{MAX_TOKENS_LIMIT}).",
         show_default=False,
     ),
 ]
@@ -81,8 +137,9 @@ StepsOpt = Annotated[
         "--steps",
         envvar="DIFFGEMMA_STEPS",
         show_envvar=True,
-        min=1,
-        help="Most denoising steps per canvas.",
+        parser=_int_parser("steps"),
+        metavar="INTEGER",
+        help=f"Most denoising steps per canvas (1-{MAX_STEPS}).",
         show_default=False,
     ),
 ]
@@ -92,7 +149,8 @@ SeedOpt = Annotated[
         "--seed",
         envvar="DIFFGEMMA_SEED",
         show_envvar=True,
-        min=0,
+        parser=_int_parser("seed"),
+        metavar="INTEGER",
         help="Sampling seed, for repeatable output.",
         show_default=False,
     ),
@@ -126,8 +184,10 @@ ContextCharsOpt = Annotated[
         "--context-chars",
         envvar="DIFFGEMMA_CONTEXT_CHARS",
         show_envvar=True,
-        min=200,
-        help=f"Budget of context characters around the cursor (default {DEFAULT_CONTEXT_CHARS}).",
+        parser=_int_parser("context_chars"),
+        metavar="INTEGER",
+        help=f"Budget of context characters around the cursor (default {DEFAULT_CONTEXT_CHARS}, "
+        f"at least {CONTEXT_CHARS_MIN}).",
         show_default=False,
     ),
 ]
@@ -163,7 +223,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         raise UsageProblem(f"cannot read config file {path}: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError, or an int of 4,300+ digits
         raise UsageProblem(f"bad config file {path}: {str(exc).splitlines()[0]}") from None
     config: dict[str, Any] = {}
     for key, value in data.items():
@@ -176,6 +236,11 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if not ok:
             raise UsageProblem(f"config file {path}: '{key}' must be {kind.__name__}, got {value!r}")
+        if key_norm in INT_LIMITS:
+            try:
+                check_int(key_norm, value)
+            except UsageProblem as exc:
+                raise UsageProblem(f"config file {path}: {exc}") from None
         config[key_norm] = value
     return config
 
@@ -215,9 +280,9 @@ def resolve(quiet: bool = False, **given: Any) -> Settings:
         values["model"] = os.path.expanduser(values["model"])
     if not values["marker"]:
         raise UsageProblem("the marker must not be empty")
-    for key in ("max_tokens", "steps"):
-        if values[key] is not None and values[key] < 1:
-            raise UsageProblem(f"{key.replace('_', '-')} must be at least 1 (got {values[key]})")
+    for key in INT_LIMITS:  # flags were checked by their parser; this covers callers in Python
+        if values[key] is not None:
+            check_int(key, values[key])
     return Settings(quiet=quiet, sources=sources, **values)
 
 

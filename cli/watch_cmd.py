@@ -201,6 +201,7 @@ class FileWatcher:
         if self.settings.marker not in source.text and not pattern.search(source.text):
             workspace.note_change(path.resolve(), source.text)
             return []
+        fileio.check_writable(source)  # a read-only file: say so once per save, ask nothing
         fills, text = self._fill_all(source, path, language, pattern, workspace)
         if not fills:
             return []

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from diffgemma.runtime import paths
+from diffgemma.runtime import errors, paths
+from diffgemma.runtime.errors import ErrorCode
 from diffgemma.runtime.protocol import EditRequest, InfillRequest, ProtocolError, Result
 
 DraftCallback = Callable[[dict[str, Any]], None]
@@ -28,11 +29,16 @@ _UDS_BASE_URL = "http://diffgemma"
 
 
 class DaemonError(Exception):
-    """The daemon answered with an error, or its answer made no sense. The message is one line."""
+    """The daemon answered with an error, or its answer made no sense. The message is one line.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``code`` is the wire error's code (None for an answer without one: an older daemon, a proxy,
+    a broken stream) and ``status`` its HTTP status; decisions look at these, never at the text.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: ErrorCode | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 class DaemonUnavailable(DaemonError):
@@ -46,17 +52,20 @@ def _one_line(text: str) -> str:
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
     raw = body if body is not None else response.content
-    message = ""
+    message, code = "", None
     try:
         data = json.loads(raw)
-        if isinstance(data, dict):
-            message = str(data.get("error") or data.get("detail") or "")
     except ValueError:
         message = _one_line(raw.decode("utf-8", "replace"))
+    else:
+        if isinstance(data, dict) and "error" in data:
+            message, code = errors.parse_error_body(data)
+        elif isinstance(data, dict) and data.get("detail"):  # an ASGI layer's own answer
+            message = _one_line(str(data["detail"]))
     if not message:
         message = response.reason_phrase or "error"
     status = response.status_code
-    return DaemonError(f"daemon answered {status}: {_one_line(message)}", status=status)
+    return DaemonError(f"daemon answered {status}: {_one_line(message)}", status=status, code=code)
 
 
 def _resolve_token(base_url: str | None, token: str | None) -> str | None:
@@ -76,6 +85,11 @@ def _describe(socket: Path | None, base_url: str | None) -> str:
 
 
 def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | None:
+    """The result when ``line`` carries it; drafts go to ``on_draft``; other line types are skipped.
+
+    Lines of types this version does not know (and fields it does not know in a draft, such as
+    ``final``) are ignored, so a newer daemon can add to the stream without breaking us.
+    """
     if not line.strip():
         return None
     try:
@@ -93,8 +107,13 @@ def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | No
         except ProtocolError as exc:
             raise DaemonError(f"daemon sent a malformed result: {exc}") from None
     if kind == "error":
-        raise DaemonError(_one_line(str(data.get("error", "request failed"))))
-    raise DaemonError(f"daemon sent an unknown stream line: {line[:80]!r}")
+        message, code = errors.parse_error_body(data)
+        status = data.get("status")
+        status = status if isinstance(status, int) and not isinstance(status, bool) else None
+        raise DaemonError(message, status=status, code=code)
+    if not isinstance(data, dict):
+        raise DaemonError(f"daemon sent a malformed stream line: {line[:80]!r}")
+    return None
 
 
 def _parse_result(response: httpx.Response) -> Result:

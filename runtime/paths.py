@@ -8,7 +8,6 @@ DIFFGEMMA_CONFIG_DIR.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 APP_NAME = "diffgemma"
@@ -23,19 +22,50 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
+class UnusableRuntimeDir(RuntimeError):
+    """The directory for the daemon's socket cannot be created or is not private; one line."""
+
+
+def _runtime_base() -> tuple[Path, str]:
+    """(directory, what names it) where the socket's directory goes, without creating anything.
+
+    XDG_RUNTIME_DIR when set. Unset, the system's per-user /run/user/<uid> when it exists, else
+    our own state directory: both private to the user. Never a shared temporary directory (where
+    platformdirs falls back to): another user could create the directory first, or run a
+    daemon there that every front end would then talk to.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg), "XDG_RUNTIME_DIR"
+    system = Path(f"/run/user/{os.getuid()}") if hasattr(os, "getuid") else None
+    if system is not None and system.is_dir() and os.access(system, os.W_OK | os.X_OK):
+        return system, str(system)
+    return state_dir() / "run", "the state directory"
+
+
 def runtime_dir() -> Path:
-    """The per-user runtime directory (0700) that holds the daemon's socket."""
+    """The per-user runtime directory (0700) that holds the daemon's socket.
+
+    Raises UnusableRuntimeDir when it cannot be made (e.g. XDG_RUNTIME_DIR names a regular
+    file, or a path under one): a broken setting is reported, never replaced by another place.
+    """
     override = os.environ.get("DIFFGEMMA_RUNTIME_DIR")
     if override:
-        return _private_dir(Path(override).expanduser())
-    import platformdirs
-
-    with warnings.catch_warnings():
-        # Without XDG_RUNTIME_DIR platformdirs falls back to /tmp/runtime-$UID and warns; the
-        # fallback is fine for us because we force 0700 on the directory ourselves.
-        warnings.simplefilter("ignore")
-        base = platformdirs.user_runtime_dir(APP_NAME)
-    return _private_dir(Path(base))
+        path, named = Path(override).expanduser(), "DIFFGEMMA_RUNTIME_DIR"
+    else:
+        base, named = _runtime_base()
+        path = base / APP_NAME
+    try:
+        made = _private_dir(path)
+        if not made.is_dir() or made.is_symlink():
+            raise NotADirectoryError(20, "Not a directory")
+        return made
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnusableRuntimeDir(
+            f"cannot use the runtime directory {path} (from {named}): {reason}; "
+            "fix it, or set DIFFGEMMA_RUNTIME_DIR or DIFFGEMMA_SOCKET"
+        ) from None
 
 
 def default_socket_path() -> Path:
