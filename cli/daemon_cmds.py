@@ -15,6 +15,7 @@ import typer
 
 from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import reflow
+from diffgemma.runtime.daemon import LIMIT_FLAGS  # light: the flag table both command lines share
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -92,6 +93,36 @@ NoPreloadOpt = Annotated[bool, typer.Option(
     "--no-preload", help="Load the model on the first request instead of at start.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the daemon's status as one JSON object.")]
 
+_FLAGS = {flag.dest: flag for flag in LIMIT_FLAGS}
+
+
+def _help(dest: str) -> str:
+    text = _FLAGS[dest].help
+    return text[0].upper() + text[1:] + "."
+
+
+MaxRequestSecondsOpt = Annotated[float, typer.Option(
+    "--max-request-seconds", min=0, max=86400, envvar="DIFFGEMMA_MAX_REQUEST_SECONDS",
+    help=_help("max_request_seconds"))]
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, max=1024, help=_help("max_steps"))]
+MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, max=8192, help=_help("max_tokens"))]
+AllowOriginOpt = Annotated[list[str] | None, typer.Option(
+    "--allow-origin", show_default=False, help=_help("allow_origins"))]
+AllowModelOpt = Annotated[list[str] | None, typer.Option(
+    "--allow-model", show_default=False, help=_help("allow_models"))]
+FixedModelOpt = Annotated[bool, typer.Option("--fixed-model", help=_help("fixed_model"))]
+SamplerOpt = Annotated[str | None, typer.Option(
+    "--sampler", show_default=False, help=_help("sampler"))]
+
+
+def _limits(max_request_seconds: float, max_steps: int, max_tokens: int, allow_origin: list[str] | None,
+            allow_model: list[str] | None, fixed_model: bool, sampler: str | None) -> dict[str, Any]:
+    if sampler is not None and sampler not in (_FLAGS["sampler"].choices or ()):
+        raise UsageProblem(f"unknown sampler {sampler!r} for --sampler; use stream or stock")
+    return {"max_request_seconds": max_request_seconds, "max_steps": max_steps, "max_tokens": max_tokens,
+            "allow_origins": tuple(allow_origin or ()), "allow_models": tuple(allow_model or ()),
+            "fixed_model": fixed_model, "sampler": sampler}
+
 
 def _quantize(value: str | None) -> str | None:
     if value in (None, "", "none"):
@@ -157,7 +188,8 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
     if as_json:
         print(json.dumps(status if status is not None else {"running": False, "address": address}, indent=2))
     elif status is None:
-        print(f"daemon: not running (nothing answers on {address})")
+        # Not an answer but an error: stdout stays clean for pipes.
+        print(f"daemon: not running (nothing answers on {address})", file=sys.stderr)
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -179,12 +211,18 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
 def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
           keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
           device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
-          no_preload: NoPreloadOpt = False) -> None:
+          no_preload: NoPreloadOpt = False,
+          max_request_seconds: MaxRequestSecondsOpt = _FLAGS["max_request_seconds"].default,
+          max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
+          allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
+          sampler: SamplerOpt = None) -> None:
     from diffgemma.runtime.daemon import DaemonStartError
     from diffgemma.runtime.daemon import serve as run
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload)
+                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
+                     **_limits(max_request_seconds, max_steps, max_tokens, allow_origin, allow_model, fixed_model,
+                               sampler))
     try:
         code = run(config)
     except DaemonStartError as exc:
@@ -196,11 +234,17 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
           keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
           device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
-          no_preload: NoPreloadOpt = False) -> None:
+          no_preload: NoPreloadOpt = False,
+          max_request_seconds: MaxRequestSecondsOpt = _FLAGS["max_request_seconds"].default,
+          max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
+          allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
+          sampler: SamplerOpt = None) -> None:
     from diffgemma.runtime.daemon import DaemonStartError, start_background
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload)
+                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
+                     **_limits(max_request_seconds, max_steps, max_tokens, allow_origin, allow_model, fixed_model,
+                               sampler))
     try:
         pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:

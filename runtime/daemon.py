@@ -41,8 +41,57 @@ AF_UNIX_PATH_MAX = 107
 log = logging.getLogger("diffgemma.daemon")
 
 
+ADDRESS_TAKEN = "address_taken"  # another daemon holds the address: a lost start race, not a failure
+START_FAILED = "start_failed"
+
+
 class DaemonStartError(RuntimeError):
-    """The daemon cannot start (address in use, another daemon, bad option); one line."""
+    """The daemon cannot start (address in use, another daemon, bad option); one line.
+
+    ``code`` says why in a form other code may act on (the message is for people only).
+    """
+
+    def __init__(self, message: str, code: str = START_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One `serve`/`start` option, defined once for both command lines (argparse here, Typer in
+    cli/daemon_cmds.py), so a daemon started in the background accepts what `diffgemma serve` does."""
+
+    name: str
+    dest: str
+    kind: type
+    default: Any
+    help: str
+    multiple: bool = False
+    choices: tuple[str, ...] | None = None
+
+
+DEFAULT_MAX_REQUEST_SECONDS = 30.0  # same as scheduler.DEFAULT_MAX_REQUEST_SECONDS (kept light)
+DEFAULT_MAX_STEPS = 256
+DEFAULT_MAX_TOKENS = 1024
+
+LIMIT_FLAGS: tuple[Flag, ...] = (
+    Flag("--max-request-seconds", "max_request_seconds", float, DEFAULT_MAX_REQUEST_SECONDS,
+         "wall-time limit per request, on every endpoint; at the limit the best draft so far is the answer "
+         "(finish reason \"time\"); 0: no limit"),
+    Flag("--max-steps", "max_steps", int, DEFAULT_MAX_STEPS,
+         "most denoising steps per canvas any request may ask for (larger requests are capped)"),
+    Flag("--max-tokens", "max_tokens", int, DEFAULT_MAX_TOKENS,
+         "longest answer in tokens (a larger max_tokens / n_predict is capped)"),
+    Flag("--allow-origin", "allow_origins", str, (),
+         "TCP: a browser Origin allowed to call the daemon (repeatable; '*' allows any); default: none", multiple=True),
+    Flag("--allow-model", "allow_models", str, (),
+         "a model requests may name besides the default one and the cached real model (repeatable); "
+         "given or over TCP, no other model can be named", multiple=True),
+    Flag("--fixed-model", "fixed_model", bool, False,
+         "serve only the default model: requests cannot load, switch or unload models"),
+    Flag("--sampler", "sampler", str, None, "the denoising sampler: stream (default) or stock",
+         choices=("stream", "stock")),
+)
 
 
 def resolve_default_model(requested: str | None) -> tuple[str | None, str | None]:
@@ -70,6 +119,13 @@ class DaemonConfig:
     dtype: str | None = None
     quantize: str | None = None  # "4bit": quantize an unquantized checkpoint while loading
     preload: bool = True  # load the default model at start instead of on the first request
+    max_request_seconds: float = DEFAULT_MAX_REQUEST_SECONDS
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    allow_origins: tuple[str, ...] = ()
+    allow_models: tuple[str, ...] = ()
+    fixed_model: bool = False
+    sampler: str | None = None  # None: the engine's default (stream)
 
     @property
     def tcp(self) -> bool:
@@ -103,7 +159,32 @@ class DaemonConfig:
                 args += [flag, value]
         if not self.preload:
             args.append("--no-preload")
+        for flag in LIMIT_FLAGS:
+            value = getattr(self, flag.dest)
+            if flag.multiple:
+                for item in value:
+                    args += [flag.name, item]
+            elif flag.kind is bool:
+                if value:
+                    args.append(flag.name)
+            elif value is not None and value != flag.default:
+                args += [flag.name, repr(value) if isinstance(value, float) else str(value)]
         return args
+
+    def check(self) -> None:
+        """Refuse settings no daemon can run with (one line each, before anything is bound)."""
+        if self.max_queue < 1:
+            raise DaemonStartError("--queue must be at least 1")
+        if self.max_body < 1024:
+            raise DaemonStartError("--max-body must be at least 1024 bytes")
+        if not (self.max_request_seconds >= 0 and self.max_request_seconds <= 24 * 3600):
+            raise DaemonStartError("--max-request-seconds must be between 0 (no limit) and 86400")
+        if not 1 <= self.max_steps <= 1024:
+            raise DaemonStartError("--max-steps must be between 1 and 1024")
+        if not 1 <= self.max_tokens <= 8192:
+            raise DaemonStartError("--max-tokens must be between 1 and 8192")
+        if self.sampler not in (None, "stream", "stock"):
+            raise DaemonStartError(f"unknown --sampler {self.sampler!r}; use stream or stock")
 
 
 # --- token ----------------------------------------------------------------------------------------
@@ -171,7 +252,7 @@ class AddressLock:
             handle.close()
             holder = _read_pid(self.path)
             who = f" (pid {holder})" if holder else ""
-            raise DaemonStartError(f"another diffgemma daemon{who} is already serving {what}") from None
+            raise DaemonStartError(f"another diffgemma daemon{who} is already serving {what}", ADDRESS_TAKEN) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -192,17 +273,18 @@ def bind_unix_socket(path: Path, lock: AddressLock) -> socketlib.socket:
         raise DaemonStartError(f"socket path {path} is {len(os.fsencode(path))} bytes; Unix sockets allow "
                                f"at most {AF_UNIX_PATH_MAX}: choose a shorter --socket")
     parent = path.parent
+    # Every refusal comes before any warning: a start that fails says one thing, its error.
+    if path.exists() and socket_answers(path):
+        raise DaemonStartError(f"a diffgemma daemon is already answering on {path}; "
+                               f"stop it with `diffgemma daemon stop` first", ADDRESS_TAKEN)
+    if (path.exists() or path.is_symlink()) and not stat.S_ISSOCK(path.lstat().st_mode):
+        raise DaemonStartError(f"{path} exists and is not a socket; choose another --socket")
+    lock.acquire(str(path))
     if not parent.exists():
         parent.mkdir(parents=True, mode=0o700)
         os.chmod(parent, 0o700)
     elif parent.stat().st_mode & 0o077:
         log.warning("the socket's directory %s is open to other users; the socket itself is 0600", parent)
-    if path.exists() and socket_answers(path):
-        raise DaemonStartError(f"a diffgemma daemon is already answering on {path}; "
-                               f"stop it with `diffgemma daemon stop` first")
-    if (path.exists() or path.is_symlink()) and not stat.S_ISSOCK(path.lstat().st_mode):
-        raise DaemonStartError(f"{path} exists and is not a socket; choose another --socket")
-    lock.acquire(str(path))
     if path.exists() or path.is_symlink():
         # Nothing answers and we hold the lock: a crashed daemon's leftover.
         log.warning("replacing stale socket %s", path)
@@ -254,13 +336,10 @@ def serve(config: DaemonConfig) -> int:
     _setup_logging()
     import uvicorn
 
-    from diffgemma.runtime.scheduler import Scheduler
+    from diffgemma.runtime.scheduler import Limits, Scheduler
     from diffgemma.runtime.server import ServerInfo, create_app
 
-    if config.max_queue < 1:
-        raise DaemonStartError("--queue must be at least 1")
-    if config.max_body < 1024:
-        raise DaemonStartError("--max-body must be at least 1024 bytes")
+    config.check()
     host = config.host or "127.0.0.1"
     lock = AddressLock(paths.lock_path(config.address))
     token = None
@@ -269,7 +348,8 @@ def serve(config: DaemonConfig) -> int:
             log.warning("listening on %s: reachable from other machines (the bearer token still applies)", host)
         token = load_or_create_token()
         sock = bind_tcp_socket(host, int(config.port or 0), lock)
-        info = ServerInfo(url=config.describe(), max_body=config.max_body, token=token)
+        info = ServerInfo(url=config.describe(), max_body=config.max_body, token=token, host=host,
+                          allow_origins=tuple(config.allow_origins))
     else:
         sock_path = config.socket_path()
         sock = bind_unix_socket(sock_path, lock)
@@ -280,8 +360,13 @@ def serve(config: DaemonConfig) -> int:
     info.notice = notice
     if notice:
         log.warning("%s", notice)
+    limits = Limits(max_request_seconds=config.max_request_seconds or None, max_steps=config.max_steps,
+                    max_tokens=config.max_tokens, allowed_models=tuple(config.allow_models),
+                    # Over TCP any token holder could otherwise load any path: only what the operator named.
+                    restrict_models=config.tcp or bool(config.allow_models), fixed_model=config.fixed_model)
     scheduler = Scheduler(default_model, device=config.device, dtype=config.dtype, quantize=config.quantize,
-                          keep_alive=config.keep_alive, max_queue=config.max_queue)
+                          keep_alive=config.keep_alive, max_queue=config.max_queue, sampler=config.sampler,
+                          limits=limits)
     scheduler.start()
     if config.preload and default_model:
         scheduler.preload()
@@ -352,8 +437,21 @@ def spawn_background(config: DaemonConfig | None = None, *, socket: Path | None 
             raise DaemonStartError(f"cannot start the daemon: {exc.strerror}") from None
 
 
-def last_log_error(log_file: Path) -> str | None:
-    """The last ``error:`` line of a daemon log (what a failed start said), if any."""
+class LogError(str):
+    """A failed start's message as the log recorded it, with its DaemonStartError code."""
+
+    code: str = START_FAILED
+
+
+def _log_error(message: str, code: str) -> LogError:
+    error = LogError(message)
+    error.code = code
+    return error
+
+
+def last_log_error(log_file: Path) -> LogError | None:
+    """The last ``error:`` line of a daemon log (what a failed start said), if any, with its code
+    (``error[code]: message``, as `main` writes it)."""
     try:
         with open(log_file, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -363,13 +461,17 @@ def last_log_error(log_file: Path) -> str | None:
         return None
     for line in reversed(lines):
         if line.startswith("error: "):
-            return line.removeprefix("error: ")
+            return _log_error(line.removeprefix("error: "), START_FAILED)
+        if line.startswith("error[") and "]: " in line:
+            code, _, message = line.removeprefix("error[").partition("]: ")
+            return _log_error(message, code)
     return None
 
 
 def lost_start_race(reason: str | None) -> bool:
-    """True when a start failed only because another daemon took the address first (then use it)."""
-    return bool(reason) and "diffgemma daemon" in str(reason) and "already" in str(reason)
+    """True when a start failed only because another daemon took the address first (then use it).
+    Decided on the error's code, never on its wording."""
+    return getattr(reason, "code", None) == ADDRESS_TAKEN
 
 
 def _client_for(config: DaemonConfig, timeout: float = 10.0) -> Any:
@@ -486,6 +588,18 @@ def _add_address_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="serve TCP on this port (needs the bearer token)")
 
 
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    for flag in LIMIT_FLAGS:
+        if flag.kind is bool:
+            parser.add_argument(flag.name, dest=flag.dest, action="store_true", help=flag.help)
+        elif flag.multiple:
+            parser.add_argument(flag.name, dest=flag.dest, action="append", default=[], type=flag.kind,
+                                help=flag.help)
+        else:
+            parser.add_argument(flag.name, dest=flag.dest, type=flag.kind, default=flag.default,
+                                choices=flag.choices, help=flag.help)
+
+
 def _config_from_args(args: argparse.Namespace) -> DaemonConfig:
     if args.socket and (args.host or args.port is not None):
         raise DaemonStartError("use either --socket or --host/--port, not both")
@@ -498,6 +612,8 @@ def _config_from_args(args: argparse.Namespace) -> DaemonConfig:
         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
         quantize=getattr(args, "quantize", None),
         preload=not getattr(args, "no_preload", False),
+        **{f.dest: (tuple(getattr(args, f.dest)) if f.multiple else getattr(args, f.dest))
+           for f in LIMIT_FLAGS if hasattr(args, f.dest)},
     )
 
 
@@ -526,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dtype", help="float32, bfloat16, float16 (default: auto)")
         p.add_argument("--quantize", choices=["4bit"], help="quantize an unquantized checkpoint to 4-bit while loading")
         p.add_argument("--no-preload", action="store_true", help="load the model on the first request")
+        add_limit_args(p)
     for name in ("stop", "status"):
         _add_address_args(sub.add_parser(name, help=f"{name} the background daemon"))
     args = parser.parse_args(argv)
@@ -543,14 +660,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         status = daemon_status(config)
         if status is None:
-            print(f"no daemon answers on {config.describe()}")
+            print(f"no daemon answers on {config.describe()}", file=sys.stderr)
             return 1
         import json
 
         print(json.dumps(status, indent=2))
         return 0
     except DaemonStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # The code travels in the log line, so a client that started us can tell a lost start
+        # race from a failure without reading the message.
+        tag = "error" if exc.code == START_FAILED else f"error[{exc.code}]"
+        print(f"{tag}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,11 +13,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from diffgemma.runtime.errors import WireError
+
 # Hard upper bounds. They keep one request from holding the worker for hours; the engine has
 # its own, tighter, model-dependent checks on top.
 MAX_TOKENS_LIMIT = 8192
 MAX_STEPS = 1024  # same bound as SamplingSettings.steps
-MAX_EXTRA_FILES = 64
+MAX_EXTRA_FILES = 64  # more chunks than this: the most recent ones are kept (never refused)
+# Extra context kept per request, in characters: beyond it the oldest chunks are dropped. About
+# 12k tokens of code, well inside the model's context next to a prefix, suffix and canvas.
+MAX_EXTRA_CHARS = 48_000
+MAX_ALTERNATIVES = 4  # OpenAI ``n`` / llama.cpp ``n_cmpl``: candidates denoised as one batch
+MAX_TIME_LIMIT_MS = 3_600_000
 MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
 MAX_ID_LENGTH = 200
 
@@ -31,7 +38,7 @@ SAMPLING_OPTIONS: dict[str, type] = {
     "confidence_threshold": float,
 }
 
-FINISH_REASONS = ("stop", "length", "cancelled")
+FINISH_REASONS = ("stop", "length", "cancelled", "time")
 
 
 class ProtocolError(ValueError):
@@ -51,7 +58,7 @@ def _type_name(value: Any) -> str:
             dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _string(optional: bool = False, max_length: int | None = None) -> Checker:
+def _string(optional: bool = False, max_length: int | None = None, printable: bool = False) -> Checker:
     def check(name: str, value: Any) -> Any:
         if value is None and optional:
             return None
@@ -59,6 +66,9 @@ def _string(optional: bool = False, max_length: int | None = None) -> Checker:
             raise ProtocolError(f"{name} must be a string (got {_type_name(value)})")
         if max_length is not None and len(value) > max_length:
             raise ProtocolError(f"{name} is longer than {max_length} characters")
+        # Ids travel in headers and log lines: no control characters (a newline would split both).
+        if printable and not value.isprintable():
+            raise ProtocolError(f"{name} must not contain control characters")
         return value
 
     return check
@@ -119,8 +129,6 @@ def _extra(name: str, value: Any) -> Any:
         return []
     if not isinstance(value, list):
         raise ProtocolError(f"{name} must be an array of {{path, text}} objects (got {_type_name(value)})")
-    if len(value) > MAX_EXTRA_FILES:
-        raise ProtocolError(f"{name} holds {len(value)} files; at most {MAX_EXTRA_FILES} are allowed")
     out = []
     for i, item in enumerate(value):
         if isinstance(item, ExtraFile):
@@ -137,7 +145,25 @@ def _extra(name: str, value: Any) -> Any:
             if not isinstance(item[key], str):
                 raise ProtocolError(f"{name}[{i}].{key} must be a string (got {_type_name(item[key])})")
         out.append(ExtraFile(path=item["path"], text=item["text"]))
-    return out
+    return keep_recent(out)
+
+
+def keep_recent(extra: list[ExtraFile]) -> list[ExtraFile]:
+    """The most recent chunks (the list's end) within MAX_EXTRA_FILES and MAX_EXTRA_CHARS.
+
+    Ring-buffer clients (llama.vim, llama.vscode) send chunks oldest first and let the user size
+    the ring, so too much context is trimmed here, never refused.
+    """
+    kept: list[ExtraFile] = []
+    chars = 0
+    for item in reversed(extra):
+        size = len(item.text) + len(item.path)
+        if len(kept) >= MAX_EXTRA_FILES or chars + size > MAX_EXTRA_CHARS:
+            break
+        kept.append(item)
+        chars += size
+    kept.reverse()
+    return kept
 
 
 def _options(name: str, value: Any) -> Any:
@@ -167,9 +193,10 @@ _COMMON_CHECKS: dict[str, Checker] = {
     "steps": _integer(1, MAX_STEPS),
     "seed": _integer(0, 2**63 - 1),
     "stream": _boolean,
-    "client": _string(optional=True, max_length=MAX_ID_LENGTH),
-    "model": _string(optional=True, max_length=4096),
-    "id": _string(optional=True, max_length=MAX_ID_LENGTH),
+    "client": _string(optional=True, max_length=MAX_ID_LENGTH, printable=True),
+    "model": _string(optional=True, max_length=4096, printable=True),
+    "id": _string(optional=True, max_length=MAX_ID_LENGTH, printable=True),
+    "time_limit_ms": _integer(1, MAX_TIME_LIMIT_MS),
     "keep_alive": _keep_alive,
     "options": _options,
 }
@@ -245,12 +272,16 @@ class InfillRequest(_Request):
     id: str | None = None  # None: the daemon assigns one (returned in the result)
     keep_alive: float | None = None  # seconds to keep the model loaded after this request
     options: dict[str, Any] | None = None  # sampling overrides, see SAMPLING_OPTIONS
+    # wall-time budget: at its end the best draft so far is the answer (finish_reason "time")
+    time_limit_ms: int | None = None
+    alternatives: int | None = None  # distinct candidates, 1..MAX_ALTERNATIVES (Result.alternatives)
 
     kind: ClassVar[str] = "infill"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "suffix")
     _checks: ClassVar[dict[str, Checker]] = {
         "prefix": _string(),
         "suffix": _string(),
+        "alternatives": _integer(1, MAX_ALTERNATIVES),
         **_COMMON_CHECKS,
     }
 
@@ -276,6 +307,7 @@ class EditRequest(_Request):
     id: str | None = None
     keep_alive: float | None = None
     options: dict[str, Any] | None = None
+    time_limit_ms: int | None = None
 
     kind: ClassVar[str] = "edit"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "selection", "suffix")
@@ -302,7 +334,7 @@ class CancelRequest:
             raise ProtocolError(f"unknown field {unknown[0]!r} in cancel request")
         if "id" not in data:
             raise ProtocolError("cancel request is missing the required field 'id'")
-        return cls(id=_string(max_length=MAX_ID_LENGTH)("id", data["id"]))
+        return cls(id=_string(max_length=MAX_ID_LENGTH, printable=True)("id", data["id"]))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id}
@@ -316,13 +348,18 @@ class Result:
     """The answer to an infill or edit request (also the ``{"type": "result"}`` stream line)."""
 
     text: str
-    finish_reason: str  # "stop" | "length" | "cancelled"
+    finish_reason: str  # "stop" | "length" | "cancelled" | "time" (the time budget ran out)
     timings: dict[str, Any]
     id: str
     model: str
+    # distinct candidates when the request asked for alternatives; the first is ``text``
+    alternatives: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.alternatives:
+            del data["alternatives"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Result:
@@ -335,8 +372,11 @@ class Result:
             raise ProtocolError(f"result is missing {exc.args[0]!r}") from None
         if not isinstance(text, str) or not isinstance(reason, str) or not isinstance(timings, dict):
             raise ProtocolError("result has fields of the wrong type")
+        alternatives = data.get("alternatives") or []
+        if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
+            raise ProtocolError("result has fields of the wrong type")
         return cls(text=text, finish_reason=reason, timings=timings, id=str(data.get("id", "")),
-                   model=str(data.get("model", "")))
+                   model=str(data.get("model", "")), alternatives=alternatives)
 
 
 def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:
@@ -347,8 +387,77 @@ def result_line(result: Result) -> dict[str, Any]:
     return {"type": "result", **result.to_json()}
 
 
-def error_line(message: str) -> dict[str, Any]:
-    return {"type": "error", "error": message}
+def error_line(error: WireError, request_id: str | None = None) -> dict[str, Any]:
+    """The NDJSON error line: the typed error object, its HTTP status and the request's id."""
+    return {"type": "error", **error.body(), "status": error.status, "id": request_id}
+
+
+# --- chat and tokens (the OpenAI / llama.cpp compatibility endpoints) ---------------------------
+
+CHAT_ROLES = ("system", "user", "assistant", "developer", "tool")
+
+
+def _content_text(name: str, value: Any) -> str:
+    """A message's content: a string, or OpenAI's array of parts of which the text ones count."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for i, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ProtocolError(f"{name}[{i}] must be a text part {{type: text, text}}")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ProtocolError(f"{name} must be a string or an array of text parts (got {_type_name(value)})")
+
+
+def chat_messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("messages must be a non-empty array of {role, content} objects")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise ProtocolError(f"messages[{i}] must be an object with role and content")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise ProtocolError(f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}")
+        out.append({"role": "system" if role == "developer" else str(role),
+                    "content": _content_text(f"messages[{i}].content", message.get("content"))})
+    return out
+
+
+@dataclass
+class ChatRequest:
+    """Plain generation after the model's chat template (the engine's ``chat``)."""
+
+    messages: list[dict[str, str]]
+    max_tokens: int | None = None
+    steps: int | None = None
+    seed: int | None = None
+    stream: bool = False
+    client: str | None = None
+    model: str | None = None
+    id: str | None = None
+    keep_alive: float | None = None
+    options: dict[str, Any] | None = None
+    time_limit_ms: int | None = None
+    kind: ClassVar[str] = "chat"
+
+
+@dataclass
+class TokenizeRequest:
+    """``/tokenize`` (content -> ids) or ``/detokenize`` (tokens -> content)."""
+
+    content: str | None = None
+    tokens: list[int] | None = None
+    with_pieces: bool = False
+    client: str | None = None
+    id: str | None = None
+    model: str | None = None
+    keep_alive: float | None = None
+    kind: ClassVar[str] = "tokenize"
 
 
 # --- JSON schema (for /openapi.json), generated from the dataclasses and their checkers ----------
@@ -362,7 +471,8 @@ _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
                  "description": "0 keeps the selection, 1 rewrites freely."},
     "language": {"type": "string", "description": "Language id (python, rust, ...)."},
     "path": {"type": "string", "description": "The file's path, shown to the model."},
-    "extra": {"type": "array", "maxItems": MAX_EXTRA_FILES, "description": "Snippets of other files.",
+    "extra": {"type": "array", "description": "Snippets of other files (the most recent ones within the "
+                                              "context budget are used).",
               "items": {"type": "object", "additionalProperties": False, "required": ["path", "text"],
                         "properties": {"path": {"type": "string"}, "text": {"type": "string"}}}},
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
@@ -373,6 +483,11 @@ _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
     "client": {"type": "string", "description": "Supersession key: a newer request cancels older ones."},
     "model": {"type": "string", "description": "Model name or path; default: the daemon's model."},
     "id": {"type": "string", "description": "Request id (for /v1/cancel); assigned when absent."},
+    "time_limit_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIME_LIMIT_MS,
+                      "description": "Time budget: at its end the best draft so far is the answer "
+                                     "(finish_reason \"time\")."},
+    "alternatives": {"type": "integer", "minimum": 1, "maximum": MAX_ALTERNATIVES,
+                     "description": "Distinct candidates denoised as one batch (Result.alternatives)."},
     "keep_alive": {"type": "number", "description": "Seconds to keep the model loaded; 0 unloads now."},
     "options": {"type": "object", "additionalProperties": False, "description": "Sampling overrides.",
                 "properties": {k: {"type": "integer" if t is int else "number"}
@@ -400,5 +515,6 @@ RESULT_SCHEMA: dict[str, Any] = {
                                                      "canvases, total_ms, queue_ms"},
         "id": {"type": "string"},
         "model": {"type": "string"},
+        "alternatives": {"type": "array", "items": {"type": "string"}},
     },
 }

@@ -16,6 +16,7 @@ Torch is imported only inside the worker, through the engine loader.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -25,36 +26,69 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from diffgemma.runtime.protocol import EditRequest, InfillRequest, Result
+from diffgemma.runtime.errors import ErrorCode, WireError, one_line, status_of
+from diffgemma.runtime.protocol import ChatRequest, EditRequest, InfillRequest, Result, TokenizeRequest
 from diffgemma.runtime.types import Cancelled, CancelToken, Draft, SamplingSettings, SettingsError
 
 log = logging.getLogger("diffgemma.daemon")
 
-JobKind = Literal["infill", "edit"]
-EngineLoader = Callable[..., Any]  # (name, device, dtype, quantize) -> Engine
+JobKind = Literal["infill", "edit", "chat", "tokenize", "detokenize"]
+JobRequest = InfillRequest | EditRequest | ChatRequest | TokenizeRequest
+EngineLoader = Callable[..., Any]  # (name, device, dtype, quantize, sampler) -> Engine
+
+DEFAULT_MAX_REQUEST_SECONDS = 30.0  # interactive use: nobody waits longer for a completion
+DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
+DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
+
+# One text for every model a request may not use: it must not tell a missing path from a file
+# that exists, or a directory from a system file.
+MODEL_REFUSED = "model not available: this daemon serves its default model and those allowed with --allow-model"
+MODEL_FIXED = "this daemon serves a fixed model (--fixed-model): requests cannot load or unload models"
 
 
-class QueueFull(Exception):
-    """The queue holds as many waiting requests as it may."""
+@dataclass
+class Limits:
+    """What one request may cost and which models requests may name (operator settings)."""
 
-
-class NoModel(Exception):
-    """The request names no model and the daemon has no default."""
+    max_request_seconds: float | None = DEFAULT_MAX_REQUEST_SECONDS  # None or <= 0: no limit
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    allowed_models: tuple[str, ...] = ()
+    # When False, any model may be named (a Unix socket only its owner reaches); TCP sets it True.
+    restrict_models: bool = False
+    fixed_model: bool = False
 
 
 @dataclass
 class Outcome:
-    """What a job ended with: a result, or an error with the HTTP status it maps to."""
+    """What a job ended with: a result (or a plain value for token jobs), or a typed error."""
 
     result: Result | None = None
-    error: str | None = None
-    status: int = 200
+    value: Any = None
+    code: ErrorCode | None = None
+    message: str = ""
+
+    @classmethod
+    def failed(cls, code: ErrorCode, message: str) -> Outcome:
+        return cls(code=code, message=one_line(message))
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @property
+    def status(self) -> int:
+        return 200 if self.code is None else status_of(self.code)
+
+    @property
+    def error(self) -> WireError | None:
+        return None if self.code is None else WireError(self.code, self.message or "request failed")
 
 
 @dataclass
 class Job:
     kind: JobKind
-    request: InfillRequest | EditRequest
+    request: JobRequest
     model: str
     on_done: Callable[[Outcome], None]
     on_draft: Callable[[Draft], None] | None = None
@@ -78,10 +112,12 @@ class Job:
             log.exception("job %s: completion callback failed", self.id)
 
 
-def default_engine_loader(name: str, device: str | None, dtype: str | None, quantize: str | None = None) -> Any:
+def default_engine_loader(name: str, device: str | None, dtype: str | None, quantize: str | None = None,
+                          sampler: str | None = None) -> Any:
     from diffgemma.runtime.engine import Engine  # heavy (torch); only ever in the worker thread
 
-    return Engine.load(name, device=device, dtype=dtype, quantize=quantize)
+    kwargs = {"sampler": sampler} if sampler else {}
+    return Engine.load(name, device=device, dtype=dtype, quantize=quantize, **kwargs)
 
 
 def _model_key(name: str) -> str:
@@ -90,7 +126,7 @@ def _model_key(name: str) -> str:
     try:
         if path.exists():
             return str(path.resolve())
-    except OSError:
+    except (OSError, ValueError):
         pass
     return name
 
@@ -100,14 +136,33 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _finite(data: dict[str, Any]) -> dict[str, Any]:
+    """Timings as JSON can carry them: a 0/0 rate becomes 0.0, never NaN."""
+    return {k: (0.0 if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+
+def _real_model_if_cached() -> str | None:
+    try:
+        from diffgemma.runtime.loading import REAL_MODEL_ID
+        from diffgemma.runtime.mini import real_model_cached
+
+        return REAL_MODEL_ID if real_model_cached() else None
+    except Exception:  # a broken cache only means: not cached
+        return None
+
+
 class Scheduler:
     def __init__(self, default_model: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, keep_alive: float = 600.0, max_queue: int = 16,
-                 engine_loader: EngineLoader = default_engine_loader, quantize: str | None = None) -> None:
+                 engine_loader: EngineLoader = default_engine_loader, quantize: str | None = None,
+                 sampler: str | None = None, limits: Limits | None = None) -> None:
         self.default_model = default_model
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.sampler = sampler
+        self.limits = limits or Limits()
+        self._allowed_keys: set[str] | None = None
         self.keep_alive = keep_alive
         self.max_queue = max_queue
         self._load_engine = engine_loader
@@ -184,17 +239,41 @@ class Scheduler:
     # --- the event loop's side --------------------------------------------------------------
 
     def resolve_model(self, requested: str | None) -> str:
+        """The model a request runs on; a WireError for one it may not name."""
         name = requested or self.default_model
         if not name:
-            raise NoModel("no model given and the daemon has no default; start it with --model or "
-                          "DIFFGEMMA_MODEL, or name one in the request's \"model\" field")
+            raise WireError(ErrorCode.NO_MODEL, "no model given and the daemon has no default; start it with "
+                            "--model or DIFFGEMMA_MODEL, or name one in the request's \"model\" field")
+        if not requested or requested == self.default_model:
+            return name
+        if self.limits.fixed_model:
+            if self.default_model and _model_key(requested) == _model_key(self.default_model):
+                return self.default_model
+            raise WireError(ErrorCode.MODEL_LOCKED, MODEL_FIXED)
+        if self.limits.restrict_models and _model_key(requested) not in self._allowed():
+            raise WireError(ErrorCode.MODEL_NOT_FOUND, MODEL_REFUSED)
         return name
 
+    def _allowed(self) -> set[str]:
+        if self._allowed_keys is None:
+            names = [self.default_model, *self.limits.allowed_models, _real_model_if_cached()]
+            self._allowed_keys = {_model_key(n) for n in names if n}
+        return self._allowed_keys
+
+    def listed_models(self) -> list[str]:
+        """The models requests may name, for /v1/models: default first, then loaded, then allowed."""
+        names = [self.default_model, self._model, *self.limits.allowed_models]
+        seen: list[str] = []
+        for name in names:
+            if name and name not in seen:
+                seen.append(name)
+        return seen
+
     def submit(self, job: Job) -> None:
-        """Queue ``job``; supersede the same client's older work. Raises QueueFull."""
+        """Queue ``job``; supersede the same client's older work. Raises WireError (queue full)."""
         with self._cond:
             if self._stopping:
-                raise QueueFull("the daemon is shutting down")
+                raise WireError(ErrorCode.QUEUE_FULL, "the daemon is shutting down")
             if job.client is not None:
                 for old in [j for j in self._queue if j.client == job.client]:
                     self._queue.remove(old)
@@ -206,7 +285,7 @@ class Scheduler:
                     self._running.cancel.cancel()
             if len(self._queue) >= self.max_queue:
                 self.rejected += 1
-                raise QueueFull(f"the daemon's queue is full ({self.max_queue} waiting); "
+                raise WireError(ErrorCode.QUEUE_FULL, f"the daemon's queue is full ({self.max_queue} waiting); "
                                 f"retry shortly or start it with a larger --queue")
             self._queue.append(job)
             self._cond.notify_all()
@@ -261,6 +340,11 @@ class Scheduler:
                 "memory_bytes": int(self._info.get("memory_bytes") or 0) if self._engine is not None else 0,
                 "parameters": self._info.get("parameters") if self._engine is not None else None,
                 "canvas_length": self._info.get("canvas_length") if self._engine is not None else None,
+                "context_length": self._info.get("context_length") if self._engine is not None else None,
+                "sampler": self._info.get("sampler", self.sampler),
+                "limits": {"max_request_seconds": self.limits.max_request_seconds,
+                           "max_steps": self.limits.max_steps, "max_tokens": self.limits.max_tokens,
+                           "fixed_model": self.limits.fixed_model},
                 "keep_alive": self.keep_alive,
                 "unload_in_s": unload_in,
                 "queue_length": len(self._queue),
@@ -310,7 +394,8 @@ class Scheduler:
                     outcome = self._run(job)
                 except BaseException as exc:  # keep the worker alive whatever happens
                     log.exception("request %s failed", job.id)
-                    outcome = Outcome(error=f"internal error: {type(exc).__name__}: {_one_line(exc)}", status=500)
+                    outcome = Outcome.failed(ErrorCode.INTERNAL,
+                                             f"internal error: {type(exc).__name__}: {_one_line(exc)}")
                 # Not running any more before anyone hears the answer: a cancel that arrives
                 # after the answer must find nothing to cancel.
                 with self._cond:
@@ -345,7 +430,10 @@ class Scheduler:
         started = time.perf_counter()
         log.info("loading model %s", name)
         try:
-            engine = self._load_engine(name, self.device, self.dtype, self.quantize)
+            if self.sampler:
+                engine = self._load_engine(name, self.device, self.dtype, self.quantize, self.sampler)
+            else:
+                engine = self._load_engine(name, self.device, self.dtype, self.quantize)
             info = dict(engine.info())
         except BaseException as exc:
             with self._cond:
@@ -398,7 +486,7 @@ class Scheduler:
         except Exception as exc:
             with self._cond:
                 self.errors += 1
-            return Outcome(error=f"could not load model {job.model}: {_one_line(exc)}", status=400)
+            return self._load_failed(job, exc)
         outcome = self._generate(job)
         if outcome.result is not None:
             outcome.result.timings["queue_ms"] = round(queue_ms, 3)
@@ -414,38 +502,97 @@ class Scheduler:
                     self._latency_total_ms += latency_ms
                     if int(outcome.result.timings.get("cached_tokens") or 0) > 0:
                         self.cache_hits += 1
-        else:
+        elif not outcome.ok:
             with self._cond:
                 self.errors += 1
-        self._set_unload_deadline(job.request.keep_alive)
+        keep_alive = None if self.limits.fixed_model else job.request.keep_alive
+        self._set_unload_deadline(keep_alive)
         return outcome
 
+    def _load_failed(self, job: Job, exc: Exception) -> Outcome:
+        from diffgemma.runtime.loading import ModelLoadError
+
+        if self.limits.restrict_models:
+            # Over TCP the reason could describe the operator's files: say only that it failed.
+            log.error("could not load %s: %s", job.model, _one_line(exc))
+            return Outcome.failed(ErrorCode.MODEL_LOAD_FAILED, "the model could not be loaded; see the daemon's log")
+        code = ErrorCode.MODEL_NOT_FOUND if isinstance(exc, ModelLoadError) else ErrorCode.MODEL_LOAD_FAILED
+        return Outcome.failed(code, f"could not load model {job.model}: {_one_line(exc)}")
+
+    def _deadline(self, request: Any) -> float | None:
+        """When the best draft so far becomes the answer: the request's budget or the daemon's."""
+        limits = [self.limits.max_request_seconds or 0.0]
+        own = getattr(request, "time_limit_ms", None)
+        if own:
+            limits.append(own / 1000)
+        useful = [x for x in limits if x > 0]
+        return time.monotonic() + min(useful) if useful else None
+
+    def _settings(self, req: Any) -> SamplingSettings:
+        steps = req.steps
+        ceiling = self.limits.max_steps
+        default = getattr(getattr(self._engine, "defaults", None), "steps", None)
+        if steps is None and isinstance(default, int) and default > ceiling:
+            steps = ceiling
+        if steps is not None:
+            steps = min(steps, ceiling)
+        return SamplingSettings(steps=steps, seed=req.seed, **(req.options or {})).validate()
+
+    def _max_tokens(self, requested: int | None) -> int | None:
+        return None if requested is None else min(requested, self.limits.max_tokens)
+
     def _generate(self, job: Job) -> Outcome:
-        req = job.request
-        engine = self._engine
         try:
-            settings = SamplingSettings(steps=req.steps, seed=req.seed, **(req.options or {})).validate()
-            extra = [(e.path, e.text) for e in req.extra]
-            if isinstance(req, EditRequest):
-                kwargs: dict[str, Any] = {}
-                if req.strength is not None:
-                    kwargs["strength"] = req.strength
-                res = engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
-                                  extra=extra, max_tokens=req.max_tokens, settings=settings,
-                                  on_draft=job.on_draft, cancel=job.cancel, **kwargs)
-            else:
-                res = engine.infill(req.prefix, req.suffix, extra=extra, max_tokens=req.max_tokens,
-                                    settings=settings, on_draft=job.on_draft, cancel=job.cancel)
+            if job.kind in ("tokenize", "detokenize"):
+                return self._tokens(job)
+            res = self._engine_call(job)
         except Cancelled:
             return Outcome(result=self._cancelled_result(job))
         except SettingsError as exc:
-            return Outcome(error=_one_line(exc), status=400)
+            return Outcome.failed(ErrorCode.INVALID_REQUEST, _one_line(exc))
+        except WireError as exc:
+            return Outcome.failed(exc.code, exc.message)
         except Exception as exc:  # one request's failure must not take the daemon down
             log.exception("request %s failed", job.id)
-            return Outcome(error=f"internal error: {type(exc).__name__}: {_one_line(exc)}", status=500)
-        timings = res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings)
+            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {_one_line(exc)}")
+        timings = _finite(res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings))
         log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
                  res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
                  timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
+        alternatives = list(getattr(res, "alternatives", None) or [])
         return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
-                                     model=job.model))
+                                     model=job.model, alternatives=alternatives if len(alternatives) > 1 else []))
+
+    def _engine_call(self, job: Job) -> Any:
+        req: Any = job.request
+        engine = self._engine
+        settings = self._settings(req)
+        common = {"max_tokens": self._max_tokens(req.max_tokens), "settings": settings,
+                  "on_draft": job.on_draft, "cancel": job.cancel, "deadline": self._deadline(req)}
+        if isinstance(req, ChatRequest):
+            return engine.chat(req.messages, **common)
+        extra = [(e.path, e.text) for e in req.extra]
+        if isinstance(req, EditRequest):
+            if req.strength is not None:
+                common["strength"] = req.strength
+            return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
+                         extra=extra, **common)
+        if req.alternatives and req.alternatives > 1:
+            common["alternatives"] = req.alternatives
+        return engine.infill(req.prefix, req.suffix, extra=extra, **common)
+
+    def _tokens(self, job: Job) -> Outcome:
+        req = job.request
+        assert isinstance(req, TokenizeRequest)
+        engine = self._engine
+        if job.kind == "detokenize":
+            vocab = int(getattr(engine, "vocab_size", 0) or 0)
+            bad = next((t for t in req.tokens or [] if vocab and not 0 <= t < vocab), None)
+            if bad is not None:
+                return Outcome.failed(ErrorCode.INVALID_REQUEST,
+                                      f"token {bad} is outside the vocabulary (0..{vocab - 1})")
+            return Outcome(value={"content": engine.decode(req.tokens or [])})
+        ids = engine.encode_text(req.content or "")
+        if req.with_pieces:
+            return Outcome(value={"tokens": [{"id": i, "piece": engine.decode([i])} for i in ids]})
+        return Outcome(value={"tokens": ids})

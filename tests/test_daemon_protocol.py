@@ -9,6 +9,8 @@ import pytest
 
 from diffgemma.runtime import adapters, paths
 from diffgemma.runtime.protocol import (
+    MAX_EXTRA_FILES,
+    MAX_TOKENS_LIMIT,
     CancelRequest,
     EditRequest,
     ExtraFile,
@@ -17,6 +19,7 @@ from diffgemma.runtime.protocol import (
     Result,
     json_schema,
 )
+from diffgemma.runtime.types import Draft
 
 
 def test_infill_request_round_trip() -> None:
@@ -50,6 +53,9 @@ def test_defaults_are_left_out_of_the_wire() -> None:
     ({"prefix": "a", "suffix": "", "options": {"top_k": 4}}, "unknown option 'top_k'"),
     ({"prefix": "a", "suffix": "", "options": {"entropy_bound": 0}}, "entropy_bound must be in (0"),
     ({"prefix": "a", "suffix": "", "id": "x" * 500}, "id is longer than"),
+    ({"prefix": "a", "suffix": "", "id": "a\nb"}, "id must not contain control characters"),
+    ({"prefix": "a", "suffix": "", "alternatives": 5}, "alternatives must be between 1 and 4"),
+    ({"prefix": "a", "suffix": "", "time_limit_ms": 0}, "time_limit_ms must be between 1"),
 ])
 def test_infill_request_validation(body: dict, reason: str) -> None:
     with pytest.raises(ProtocolError) as info:
@@ -92,25 +98,52 @@ def test_llama_infill_mapping() -> None:
     call = adapters.llama_infill_request({
         "input_prefix": "def f():\n", "input_suffix": "\n", "prompt": "    return ", "n_predict": -1,
         "input_extra": [{"filename": "a.py", "text": "x = 1\n", "time": 3.5}], "samplers": ["top_k"],
-        "id_slot": 0, "stop": ["\n\n"], "seed": -1, "response_fields": ["content", "timings/prompt_n"]})
+        "id_slot": 0, "stop": ["\n\n"], "seed": -1, "response_fields": ["content", "timings/prompt_n"],
+        "t_max_predict_ms": 250})
     assert call.request.prefix == "def f():\n    return "  # prompt appended, as llama.cpp does
     assert call.request.extra == [ExtraFile("a.py", "x = 1\n")]
     assert call.request.max_tokens is None and call.request.seed is None
+    assert call.request.time_limit_ms == 250
     result = Result(text="42\n\nmore", finish_reason="stop", id="i", model="m",
                     timings={"encoded_tokens": 10, "encode_ms": 5.0, "generated_tokens": 4, "total_ms": 25.0,
                              "cached_tokens": 3})
     assert adapters.llama_infill_response(call, result) == {"content": "42", "timings/prompt_n": 10}
-    call.response_fields = None
+    call.codec.response_fields = None
     full = adapters.llama_infill_response(call, result)
     assert full["stop_type"] == "word" and full["stopping_word"] == "\n\n" and full["tokens_cached"] == 3
     assert full["timings"]["predicted_ms"] == 20.0 and full["timings"]["predicted_per_second"] == 200.0
 
 
+def test_llama_n_cmpl_answers_an_array_and_time_is_a_limit() -> None:
+    call = adapters.llama_infill_request({"input_prefix": "a", "input_suffix": "b", "n_cmpl": 3})
+    assert call.request.alternatives == 3
+    result = Result(text="x", finish_reason="time", id="i", model="m", timings={}, alternatives=["x", "y", "z"])
+    answer = adapters.llama_infill_response(call, result)
+    assert [a["content"] for a in answer] == ["x", "y", "z"] and [a["index"] for a in answer] == [0, 1, 2]
+    assert answer[0]["stop_type"] == "limit"
+    with pytest.raises(ProtocolError, match="Field 'n_cmpl': Value must be between 1 <= value <= 4"):
+        adapters.llama_infill_request({"n_cmpl": 7})
+
+
+def test_llama_infill_keeps_the_newest_extra_chunks() -> None:
+    chunks = [{"filename": f"f{i}.py", "text": f"x{i}\n"} for i in range(200)]
+    call = adapters.llama_infill_request({"input_prefix": "a", "input_extra": chunks})
+    assert call.request.extra[-1] == ExtraFile("f199.py", "x199\n")
+    assert len(call.request.extra) == MAX_EXTRA_FILES
+    big = [{"filename": "", "text": "y" * 40_000} for _ in range(3)]
+    assert len(adapters.llama_infill_request({"input_extra": big}).request.extra) == 1
+
+
 def test_llama_infill_rejects_wrong_types() -> None:
     for body in ({"input_prefix": 1}, {"input_extra": [{"filename": "a"}]}, {"n_predict": "8"},
-                 {"stream": 1}, {"stop": [1]}, {"n_predict": 10**9}, []):
+                 {"stream": 1}, {"stop": [1]}, {"n_predict": 10**12}, {"n_cmpl": 0}, {"t_max_predict_ms": "1"}, []):
         with pytest.raises(ProtocolError):
             adapters.llama_infill_request(body)
+
+
+def test_large_max_tokens_is_capped_not_refused() -> None:
+    call = adapters.openai_completion_request({"prompt": "p", "max_tokens": 100_000})
+    assert call.request.max_tokens == MAX_TOKENS_LIMIT
 
 
 def test_openai_completion_mapping() -> None:
@@ -121,9 +154,29 @@ def test_openai_completion_mapping() -> None:
     result = Result(text="ab\ncd", finish_reason="length", id="i", model="m", timings={"generated_tokens": 5})
     data = adapters.openai_completion_response(call, result)
     assert data["choices"] == [{"text": "pab", "index": 0, "finish_reason": "stop", "logprobs": None}]
-    chunks = adapters.openai_stream_chunks(call, result)
-    assert chunks[-1] == b"data: [DONE]\n\n"
+    chunks = call.codec.end(result).split(b"\n\n")
+    assert chunks[-2] == b"data: [DONE]"
     assert json.loads(chunks[0].removeprefix(b"data: "))["choices"][0]["text"] == "pab"
+
+
+def test_openai_n_gives_indexed_choices_and_time_is_length() -> None:
+    call = adapters.openai_completion_request({"prompt": "p", "suffix": "s", "n": 2})
+    result = Result(text="a", finish_reason="time", id="i", model="m", timings={}, alternatives=["a", "b"])
+    choices = adapters.openai_completion_response(call, result)["choices"]
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in choices] == [(0, "a", "length"), (1, "b", "length")]
+    with pytest.raises(ProtocolError):
+        adapters.openai_completion_request({"prompt": "p", "n": 5})
+
+
+def test_streaming_sends_committed_text_and_holds_back_a_possible_stop() -> None:
+    call = adapters.openai_completion_request({"prompt": "p", "stop": ["\n\n"], "stream": True})
+    codec = call.codec
+    assert codec.draft(Draft(step=3, text="abc"), "i") == b""  # a step's draft: not sent
+    first = codec.draft(Draft(step=5, text="abc\n", final=True), "i")
+    assert json.loads(first.removeprefix(b"data: "))["choices"][0]["text"] == "abc"  # "\n" may start a stop
+    assert codec.draft(Draft(step=9, text="abc\n\nrest", final=True), "i") == b""  # stopped
+    end = codec.end(Result(text="abc\n\nrest", finish_reason="length", id="i", model="m", timings={}))
+    assert b'"finish_reason": "stop"' in end and codec.sent == "abc"
 
 
 def test_apply_stop_cuts_at_earliest() -> None:
