@@ -1,11 +1,12 @@
-"""The engine: infill and inline rewrite on DiffusionGemma's canvas.
+"""The engine: infill, inline rewrite and chat on DiffusionGemma's canvas.
 
-We own the denoising loop (built from the pure step functions in `steps`) instead of
-calling ``model.generate``, because infill and rewrite need things ``generate`` does not
-offer: the suffix head held fixed inside the canvas, several hole lengths denoised as one
-batch and scored against that suffix, a canvas that starts from the user's code, drafts
-after every step, cancellation between steps, and a prefix cache that survives requests.
-With the stock sampler and no clamps, `Engine.generate` reproduces ``model.generate``.
+We own the denoising loop (`runtime.denoise`, built from the pure step functions in `steps`)
+instead of calling ``model.generate``, because infill and rewrite need things ``generate`` does
+not offer: the suffix head held fixed inside the canvas, several hole lengths denoised as one
+batch, scored against that suffix and pruned early, a canvas that starts from the user's code,
+drafts after every step, a time budget, cancellation between steps, a streaming head that
+never holds a full-vocabulary tensor, and a prefix cache that survives requests. With the
+stock sampler and no clamps, `Engine.generate` reproduces ``model.generate``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import functools
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from diffgemma.runtime import steps as S
+from diffgemma.runtime.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
 from diffgemma.runtime.loading import LoadedModel, load_model
-from diffgemma.runtime.prefix_cache import PrefixCache, decoder_view, encode
-from diffgemma.runtime.prompt import build_parts, strip_heal
+from diffgemma.runtime.prefix_cache import PrefixCache, encode
+from diffgemma.runtime.prompt import build_parts, format_chat, strip_heal
 from diffgemma.runtime.types import (
     Cancelled,
     CancelToken,
@@ -36,14 +37,6 @@ from diffgemma.runtime.types import (
 DraftCallback = Callable[[Draft], None]
 
 MAX_TOKENS_LIMIT = 16384
-
-
-@dataclass
-class _Denoised:
-    argmax: torch.Tensor  # (B, C) final canvas per row
-    steps: int
-    scores: torch.Tensor  # (B,) mean log-prob of the held suffix tokens (0 when none)
-    forwards: torch.Tensor  # (B,) decoder passes while the row was still denoising
 
 
 def _frees_on_cancel(method: Callable[..., EngineResult]) -> Callable[..., EngineResult]:
@@ -64,9 +57,9 @@ def _frees_on_cancel(method: Callable[..., EngineResult]) -> Callable[..., Engin
 class Engine:
     """Infill/rewrite over one loaded DiffusionGemma. Not thread-safe: callers serialize."""
 
-    def __init__(self, loaded: LoadedModel, sampler: str = "stock", prefix_cache: bool = True) -> None:
-        if sampler not in ("stock", "fused"):
-            raise SettingsError(f"unknown sampler {sampler!r}; use 'stock' or 'fused'")
+    def __init__(self, loaded: LoadedModel, sampler: str = "stream", prefix_cache: bool = True) -> None:
+        if sampler not in SAMPLERS:
+            raise SettingsError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -83,6 +76,8 @@ class Engine:
         self.defaults = self._defaults()
         # The last infill's chosen canvas and its held-suffix mask, for inspecting the joins.
         self.last_canvas: tuple[list[int], list[bool]] = ([], [])
+        self.last_confidence: list[float] = []
+        self.denoiser = Denoiser(self.model, self.vocab_size, sampler)
 
     # ------------------------------------------------------------------ loading / info
     @classmethod
@@ -186,89 +181,17 @@ class Engine:
         return ids + self._encode_header(header) + self.encode_text(prefix)
 
     # ------------------------------------------------------------------ the loop
-    def _sample(self, processed: torch.Tensor, generator: torch.Generator) -> S.Sampled:
-        if self.sampler == "fused":
-            from diffgemma.kernels.sampler import fused_sample
-
-            stats = fused_sample(processed, 1.0, generator=generator)
-            return S.Sampled(tokens=stats.tokens, argmax=stats.argmax, entropy=stats.entropy)
-        return S.stock_sample(processed, generator)
-
-    def _denoise(
-        self,
-        cache: Any,
-        prompt_len: int,
-        canvas: torch.Tensor,
-        cfg: S.LoopConfig,
-        generator: torch.Generator,
-        clamp: S.Clamp | None = None,
-        score_mask: torch.Tensor | None = None,
-        anchor: torch.Tensor | None = None,
-        anchor_keep: float = 0.0,
-        cancel: CancelToken | None = None,
-        on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-        timings: Timings | None = None,
-    ) -> _Denoised:
-        """Denoise a batch of canvases that share one encoded prompt.
-
-        ``score_mask`` marks the held suffix positions used to score each row: the mean
-        log-probability the model gives the held tokens (before clamping) at each row's last
-        denoising step.
-        """
+    def _denoise(self, cache: Any, prompt_len: int, problem: Problem, cfg: S.LoopConfig, gen: torch.Generator,
+                 timings: Timings, budget: Budget, on_step: StepCallback | None = None) -> Denoised:
         started = time.perf_counter()
-        model = self.model
-        batch, length = canvas.shape
-        device = model.device
-        view = decoder_view(cache, batch)
-        positions = torch.arange(prompt_len, prompt_len + length, dtype=torch.int32, device=device).unsqueeze(0)
-        embed_dtype = model.model.decoder.embed_tokens.weight.dtype
-        stopper = S.StableAndConfident(cfg)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        forwards = torch.zeros(batch, dtype=torch.int32, device=device)
-        scores = torch.zeros(batch, dtype=torch.float32, device=device)
-        self_cond: torch.Tensor | None = None
-        argmax = canvas
-        done_steps = 0
-        for cur_step in reversed(range(1, cfg.steps + 1)):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            forwards += (~finished).to(torch.int32)
-            raw = model(
-                decoder_input_ids=canvas,
-                self_conditioning_logits=self_cond,
-                past_key_values=view,
-                decoder_position_ids=positions,
-            ).logits
-            processed = raw / S.temperature(cur_step, cfg)
-            if clamp is not None:
-                if score_mask is not None:
-                    scores = torch.where(finished, scores, self._row_scores(raw, clamp, score_mask))
-                processed = S.apply_clamp(processed, clamp)
-            sampled = self._sample(processed, generator)
-            mask = S.accept_mask(sampled.entropy, cfg.entropy_bound)
-            accepted = torch.where(mask, sampled.tokens, canvas)
-            new_canvas = S.renoise(accepted, mask, self.vocab_size, generator, anchor, anchor_keep)
-            new_argmax = sampled.argmax
-            if finished.any():
-                new_argmax = torch.where(finished[:, None], argmax, new_argmax)
-                new_canvas = torch.where(finished[:, None], canvas, new_canvas)
-                processed = torch.where(finished[:, None, None], self_cond, processed)
-            finished |= stopper(new_argmax, processed)
-            self_cond = processed.to(embed_dtype)
-            canvas, argmax = new_canvas, new_argmax
-            done_steps += 1
-            if on_step is not None:
-                on_step(done_steps, argmax, scores)
-            if bool(finished.all()):
-                break
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        if timings is not None:
-            # ms_per_step holds the summed decode time until `_finish` divides it by the steps.
-            timings.ms_per_step += (time.perf_counter() - started) * 1000
-            timings.steps += done_steps
-            timings.canvases += 1
-        return _Denoised(argmax=argmax, steps=done_steps, scores=scores, forwards=forwards)
+        counters = {"decoder_tokens": 0}
+        out = self.denoiser.run(cache, prompt_len, problem, cfg, gen, budget, on_step, counters)
+        # ms_per_step holds the summed decode time until `_finish` divides it by the steps.
+        timings.ms_per_step += (time.perf_counter() - started) * 1000
+        timings.steps += out.steps
+        timings.canvases += 1
+        timings.decoder_tokens += counters["decoder_tokens"]
+        return out
 
     def _prepare(self, ids: list[int], timings: Timings, first: bool) -> Any:
         """The prefix cache over ``ids``, with what it encoded and reused added to ``timings``."""
@@ -287,13 +210,8 @@ class Engine:
         timings.total_ms = (time.perf_counter() - t0) * 1000
         return timings
 
-    @staticmethod
-    def _row_scores(raw: torch.Tensor, clamp: S.Clamp, score_mask: torch.Tensor) -> torch.Tensor:
-        """Each row's hole-length score: mean log-probability of its held suffix tokens (the
-        same number of them in every row, so rows compare alike)."""
-        logp = torch.log_softmax(raw.float(), dim=-1)
-        held = logp.gather(-1, clamp.tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (held * score_mask).sum(-1) / score_mask.sum(-1).clamp(min=1)
+    def _noise(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        return S.random_canvas(batch, self.canvas_length, self.vocab_size, self.model.device, gen)
 
     # ------------------------------------------------------------------ generate (parity)
     @torch.no_grad()
@@ -306,9 +224,9 @@ class Engine:
     ) -> tuple[list[int], Timings]:
         """Plain block-autoregressive generation, the same algorithm as ``model.generate``.
 
-        With the same seed (``settings.seed``, or the global seed when ``None`` is passed as
-        the generator's seed) this reproduces ``model.generate(input_ids, max_new_tokens=...)``
-        token for token, including ``<pad>`` after the first ``<eos>``.
+        With the stock sampler and the same seed (``settings.seed``) this reproduces
+        ``model.generate(input_ids, max_new_tokens=...)`` token for token, including ``<pad>``
+        after the first ``<eos>``.
         """
         cfg = self.resolve(settings)
         gen = self._generator(settings)
@@ -320,14 +238,13 @@ class Engine:
         ids = list(input_ids)
         pending = list(input_ids)
         length = self.canvas_length
-        device = self.model.device
+        budget = Budget(cancel=cancel)
         for _ in range(-(-max_new_tokens // length)):
             t_enc = time.perf_counter()
             encode(self.model, cache, pending, start_pos=len(ids) - len(pending))
             timings.encode_ms += (time.perf_counter() - t_enc) * 1000
             timings.encoded_tokens += len(pending)
-            canvas = S.random_canvas(1, length, self.vocab_size, device, gen)
-            out = self._denoise(cache, len(ids), canvas, cfg, gen, cancel=cancel, timings=timings)
+            out = self._denoise(cache, len(ids), Problem(canvas=self._noise(1, gen)), cfg, gen, timings, budget)
             block = out.argmax[0].tolist()
             ids += block
             pending = block
@@ -355,6 +272,26 @@ class Engine:
         grid = {n for n in grid if n < longest} | {longest}
         return sorted(grid), hold
 
+    def _infill_problem(self, lengths: list[int], suffix_ids: list[int], hold: int, gen: torch.Generator,
+                        keep: int) -> Problem:
+        """One row per hole length, the suffix head held right after each hole."""
+        batch, length = len(lengths), self.canvas_length
+        canvas = self._noise(batch, gen)
+        if not suffix_ids:
+            return Problem(canvas=canvas, keep=keep)
+        mask = torch.zeros(batch, length, dtype=torch.bool)
+        tokens = torch.full((batch, length), -1, dtype=torch.long)
+        score_mask = torch.zeros(batch, length)
+        for row, hole in enumerate(lengths):
+            held = suffix_ids[: length - hole]
+            mask[row, hole: hole + len(held)] = True
+            tokens[row, hole: hole + len(held)] = torch.tensor(held)
+            score_mask[row, hole: hole + hold] = 1.0
+        device = canvas.device
+        mask, tokens = mask.to(device), tokens.to(device)
+        return Problem(canvas=torch.where(mask, tokens, canvas), clamp=S.Clamp(mask=mask, tokens=tokens),
+                       score_mask=score_mask.to(device), keep=keep)
+
     @_frees_on_cancel
     @torch.no_grad()
     def infill(
@@ -369,99 +306,125 @@ class Engine:
         cancel: CancelToken | None = None,
         length_search: bool = True,
         clamp_suffix: bool = True,
+        deadline: float | None = None,
+        alternatives: int = 1,
     ) -> EngineResult:
         """Fill the hole between ``prefix`` and ``suffix``.
 
         The suffix head is held fixed in the canvas right after the hole, so the hole is
         denoised between fixed text on both sides. The hole length is chosen by denoising
-        several lengths as one batch and keeping the one after which the model finds the held
-        suffix most probable. A hole that needs more than one canvas (the longest candidate
-        wins) continues on the next canvas: the first canvas is committed as plain
-        continuation and the search repeats after it.
+        several lengths as one batch and halving them on how probable the model finds the held
+        suffix after each of the first steps, until one (or ``alternatives``) remain. A hole that
+        needs more than one canvas (the longest candidate wins) continues on the next canvas:
+        the first canvas is committed as plain continuation and the search repeats after it.
+        ``deadline`` (time.monotonic()): past it the best draft so far is the answer
+        (finish reason "time").
         """
-        t0 = time.perf_counter()
-        cfg = self.resolve(settings)
-        length = self.canvas_length
-        budget = self._max_tokens(max_tokens, default=length)
-        gen = self._generator(settings)
         parts = build_parts(prefix, extra)
         prompt = self._prompt_ids(parts.header, parts.prefix)
-        suffix_ids = self.encode_text(suffix)
+        suffix_ids = self.encode_text(suffix) if clamp_suffix else []
+        return self._fill(prompt, suffix_ids, parts.healed, prefix, suffix, max_tokens=max_tokens, settings=settings,
+                          on_draft=on_draft, budget=Budget(cancel=cancel, deadline=deadline),
+                          length_search=length_search, alternatives=alternatives)
+
+    @_frees_on_cancel
+    @torch.no_grad()
+    def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        settings: SamplingSettings | None = None,
+        on_draft: DraftCallback | None = None,
+        cancel: CancelToken | None = None,
+        deadline: float | None = None,
+    ) -> EngineResult:
+        """A chat answer: the tokenizer's chat template (Gemma's turn format when it has none),
+        then plain generation, canvas after canvas, until end of turn or ``max_tokens``."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if template:
+            text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            ids = self._encode_header(text)
+            if self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+                ids = [self.bos_id, *ids]
+        else:
+            ids = self._prompt_ids(format_chat(messages), "")
+        stops = set(self.eos_ids)
+        end_turn = self.tokenizer.convert_tokens_to_ids("<turn|>")
+        if isinstance(end_turn, int) and end_turn != getattr(self.tokenizer, "unk_token_id", None):
+            stops.add(end_turn)
+        return self._fill(ids, [], "", "", "", max_tokens=max_tokens, settings=settings, on_draft=on_draft,
+                          budget=Budget(cancel=cancel, deadline=deadline), stops=stops)
+
+    def _fill(self, prompt: list[int], suffix_ids: list[int], healed: str, prefix: str, suffix: str, *,
+              max_tokens: int | None, settings: SamplingSettings | None, on_draft: DraftCallback | None,
+              budget: Budget, length_search: bool = True, alternatives: int = 1,
+              stops: set[int] | None = None) -> EngineResult:
+        t0 = time.perf_counter()
+        if isinstance(alternatives, bool) or not isinstance(alternatives, int) or not 1 <= alternatives <= 4:
+            raise SettingsError(f"alternatives must be between 1 and 4 (got {alternatives!r})")
+        cfg = self.resolve(settings)
+        length = self.canvas_length
+        budget_tokens = self._max_tokens(max_tokens, default=length)
+        gen = self._generator(settings)
+        stops = stops if stops is not None else set(self.eos_ids)
         timings = Timings()
-        filled: list[int] = []
+        fill = _Fill(self, healed, prefix, on_draft)
         finish = "stop"
-        canvas_index = 0
-
-        def draft_cb(best_tokens: list[int], step: int) -> None:
-            if on_draft is not None:
-                text = strip_heal(self.decode(filled + best_tokens), parts.healed)
-                on_draft(Draft(step=step, text=text, canvas=canvas_index))
-
+        rows_out: list[list[int]] = []
         while True:
-            remaining = budget - len(filled)
-            use = self._prepare(prompt + filled, timings, first=canvas_index == 0)
-            prompt_len = len(prompt) + len(filled)
-            has_suffix = bool(suffix_ids) and clamp_suffix
-            if has_suffix:
+            remaining = budget_tokens - len(fill.tokens)
+            use = self._prepare(prompt + fill.tokens, timings, first=fill.canvas == 0)
+            prompt_len = len(prompt) + len(fill.tokens)
+            if suffix_ids:
                 lengths, hold = self.hole_candidates(remaining, len(suffix_ids))
                 if not length_search:
                     lengths = lengths[-1:]
             else:
                 lengths, hold = [min(remaining, length)], 0
-            batch = len(lengths)
-            canvas = S.random_canvas(batch, length, self.vocab_size, self.model.device, gen)
-            clamp = score_mask = None
-            if has_suffix:
-                mask = torch.zeros(batch, length, dtype=torch.bool)
-                tokens = torch.full((batch, length), -1, dtype=torch.long)
-                score_mask = torch.zeros(batch, length)
-                for row, hole in enumerate(lengths):
-                    held = suffix_ids[: length - hole]
-                    mask[row, hole: hole + len(held)] = True
-                    tokens[row, hole: hole + len(held)] = torch.tensor(held)
-                    score_mask[row, hole: hole + hold] = 1.0
-                mask, tokens = mask.to(canvas.device), tokens.to(canvas.device)
-                canvas = torch.where(mask, tokens, canvas)
-                clamp = S.Clamp(mask=mask, tokens=tokens)
-                score_mask = score_mask.to(canvas.device)
-
-            def on_step(step: int, argmax: torch.Tensor, scores: torch.Tensor, _lengths=lengths) -> None:
-                best = int(torch.argmax(scores)) if len(_lengths) > 1 else 0
-                draft_cb(argmax[best, : _lengths[best]].tolist(), step)
-
-            out = self._denoise(
-                use.cache, prompt_len, canvas, cfg, gen, clamp=clamp, score_mask=score_mask,
-                cancel=cancel, on_step=on_step if on_draft is not None else None, timings=timings,
-            )
-            best = int(torch.argmax(out.scores)) if batch > 1 else 0
+            if len(lengths) < alternatives:  # more rows of the same lengths, each its own noise
+                lengths = sorted((lengths * alternatives)[: max(alternatives, len(lengths))])
+            problem = self._infill_problem(lengths, suffix_ids, hold, gen, keep=alternatives)
+            out = self._denoise(use.cache, prompt_len, problem, cfg, gen, timings, budget,
+                                fill.on_step(lengths) if on_draft is not None else None)
+            best = int(torch.argmax(out.scores)) if len(lengths) > 1 else 0
             hole = out.argmax[best, : lengths[best]].tolist()
-            self.last_canvas = (out.argmax[best].tolist(), clamp.mask[best].tolist() if clamp is not None else [])
-            eos = next((i for i, t in enumerate(hole) if t in self.eos_ids), None)
-            if not has_suffix and eos is not None:
-                filled += hole[:eos]
+            self.last_canvas = (out.argmax[best].tolist(),
+                                problem.clamp.mask[best].tolist() if problem.clamp is not None else [])
+            self.last_confidence = out.confidence[best, : lengths[best]].tolist()
+            if out.timed_out:
+                fill.tokens += _until(hole, stops)
+                finish = "time"
                 break
-            longest_won = has_suffix and best == batch - 1 and batch > 1
+            end = next((i for i, t in enumerate(hole) if t in stops), None)
+            if not suffix_ids and end is not None:
+                fill.tokens += hole[:end]
+                rows_out = [_until(out.argmax[r, : lengths[r]].tolist(), stops) for r in out.alive]
+                break
+            longest_won = bool(suffix_ids) and best == len(lengths) - 1 and len(lengths) > 1
             if longest_won and remaining > length and length_search:
                 # The hole is longer than this canvas: commit a plain-continuation canvas and
                 # search again after it, with the suffix still held.
-                cont = S.random_canvas(1, length, self.vocab_size, self.model.device, gen)
-                plain = self._denoise(use.cache, prompt_len, cont, cfg, gen, cancel=cancel, timings=timings)
-                filled += plain.argmax[0].tolist()
-                canvas_index += 1
+                plain = self._denoise(use.cache, prompt_len, Problem(canvas=self._noise(1, gen)), cfg, gen, timings,
+                                      budget)
+                fill.commit(plain.argmax[0].tolist())
+                if plain.timed_out:
+                    finish = "time"
+                    break
                 continue
-            filled += hole
-            if not has_suffix and len(filled) < budget:
-                canvas_index += 1
+            rows_out = [out.argmax[r, : lengths[r]].tolist() for r in out.alive]
+            if not suffix_ids and len(fill.tokens) + len(hole) < budget_tokens:
+                fill.commit(hole)
                 continue
-            if len(filled) >= budget and (not has_suffix or best == batch - 1):
+            fill.tokens += hole
+            if len(fill.tokens) >= budget_tokens and (not suffix_ids or best == len(lengths) - 1):
                 finish = "length"
             break
-
-        text = self.decode([t for t in filled if t not in self.eos_ids])
-        text = strip_heal(text, parts.healed)
-        text = trim_join(text, prefix, suffix)
-        self._finish(timings, len(filled), t0)
-        return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(filled))
+        text = fill.text(suffix, stops)
+        others = [fill.text(suffix, stops, tail=row) for row in rows_out] if alternatives > 1 else []
+        self._finish(timings, len(fill.tokens), t0)
+        return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(fill.tokens),
+                            alternatives=_distinct([text, *others]) if alternatives > 1 else [])
 
     # ------------------------------------------------------------------ rewrite
     @_frees_on_cancel
@@ -480,6 +443,7 @@ class Engine:
         on_draft: DraftCallback | None = None,
         cancel: CancelToken | None = None,
         length_search: bool = True,
+        deadline: float | None = None,
     ) -> EngineResult:
         """Rewrite ``selection`` in place; the canvas starts from the selection's tokens.
 
@@ -500,72 +464,144 @@ class Engine:
         # The healed indentation belongs to the selection's first line now.
         sel_ids = self.encode_text(parts.healed + selection)
         suffix_ids = self.encode_text(suffix)
-        budget = self._max_tokens(max_tokens, default=max(2 * len(sel_ids) + 16, length))
+        budget_tokens = self._max_tokens(max_tokens, default=max(2 * len(sel_ids) + 16, length))
+        budget = Budget(cancel=cancel, deadline=deadline)
         timings = Timings()
         out_ids: list[int] = []
         pos = 0
         canvas_index = 0
         hold_cap = max(1, length // 4)
+        finish = "stop"
         while True:
             rest = sel_ids[pos:]
             last = len(rest) <= length - min(hold_cap, len(suffix_ids))
             orig = rest if last else rest[: length - hold_cap]
             following = suffix_ids if last else rest[len(orig):] + suffix_ids
-            if last and length_search:
-                n = len(orig)
-                room = length - min(hold_cap, len(following)) if following else length
-                cands = sorted({max(1, min(room, m)) for m in (n, round(n * 0.75), round(n * 1.25), n - 2, n + 2)})
-            else:
-                cands = [max(1, len(orig))]
-            cands = [c for c in cands if c <= budget - len(out_ids)] or [max(1, min(len(orig), budget - len(out_ids)))]
+            cands = self._edit_lengths(orig, following, last and length_search, budget_tokens - len(out_ids))
             use = self._prepare(prompt + out_ids, timings, first=canvas_index == 0)
-            batch = len(cands)
-            device = self.model.device
-            noise = S.random_canvas(batch, length, self.vocab_size, device, gen)
-            anchor = torch.full((batch, length), -1, dtype=torch.long)
-            mask = torch.zeros(batch, length, dtype=torch.bool)
-            tokens = torch.full((batch, length), -1, dtype=torch.long)
-            score_mask = torch.zeros(batch, length)
-            hold = min(len(following), length - max(cands)) if following else 0
-            for row, m in enumerate(cands):
-                seed = orig[:m]
-                anchor[row, : len(seed)] = torch.tensor(seed, dtype=torch.long) if seed else anchor[row, :0]
-                held = following[: length - m]
-                if held:
-                    mask[row, m: m + len(held)] = True
-                    tokens[row, m: m + len(held)] = torch.tensor(held)
-                    score_mask[row, m: m + hold] = 1.0
-            anchor, mask, tokens, score_mask = (t.to(device) for t in (anchor, mask, tokens, score_mask))
-            start_noise = torch.rand(anchor.shape, generator=gen).to(device) < strength
-            canvas = torch.where((anchor >= 0) & ~start_noise, anchor, noise)
-            canvas = torch.where(mask, tokens, canvas)
-            clamp = S.Clamp(mask=mask, tokens=tokens) if bool(mask.any()) else None
+            problem, hold = self._edit_problem(cands, orig, following, strength, gen)
 
-            def on_step(
-                step: int, argmax: torch.Tensor, scores: torch.Tensor, _c=cands, _done=tuple(out_ids), _k=canvas_index
-            ) -> None:
+            def on_step(step: int, argmax: torch.Tensor, scores: torch.Tensor, _c: list[int] = cands,
+                        _done: tuple[int, ...] = tuple(out_ids), _k: int = canvas_index) -> None:
                 best = int(torch.argmax(scores)) if len(_c) > 1 else 0
                 if on_draft is not None:
                     text = self.decode([*_done, *argmax[best, : _c[best]].tolist()])
                     on_draft(Draft(step=step, text=strip_heal(text, parts.healed), canvas=_k))
 
-            out = self._denoise(
-                use.cache, len(prompt) + len(out_ids), canvas, cfg, gen, clamp=clamp,
-                score_mask=score_mask if clamp is not None and hold > 0 else None,
-                anchor=anchor, anchor_keep=1.0 - strength, cancel=cancel,
-                on_step=on_step if on_draft is not None else None, timings=timings,
-            )
-            best = int(torch.argmax(out.scores)) if batch > 1 and hold > 0 else 0
+            out = self._denoise(use.cache, len(prompt) + len(out_ids), problem, cfg, gen, timings, budget,
+                                on_step if on_draft is not None else None)
+            best = int(torch.argmax(out.scores)) if len(cands) > 1 and hold > 0 else 0
             out_ids += out.argmax[best, : cands[best]].tolist()
             pos += len(orig)
             canvas_index += 1
-            if last or len(out_ids) >= budget:
+            if out.timed_out:
+                finish = "time"
+                break
+            if last or len(out_ids) >= budget_tokens:
                 break
         text = self.decode([t for t in out_ids if t not in self.eos_ids])
         text = strip_heal(text, parts.healed)
         self._finish(timings, len(out_ids), t0)
-        finish = "length" if len(out_ids) >= budget and pos < len(sel_ids) else "stop"
+        if finish != "time":
+            finish = "length" if len(out_ids) >= budget_tokens and pos < len(sel_ids) else "stop"
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(out_ids))
+
+    def _edit_lengths(self, orig: list[int], following: list[int], search: bool, room_left: int) -> list[int]:
+        """Rewrite lengths to try: the selection's own length and a few around it (last canvas only)."""
+        length = self.canvas_length
+        if search:
+            n = len(orig)
+            room = length - min(max(1, length // 4), len(following)) if following else length
+            cands = sorted({max(1, min(room, m)) for m in (n, round(n * 0.75), round(n * 1.25), n - 2, n + 2)})
+        else:
+            cands = [max(1, len(orig))]
+        return [c for c in cands if c <= room_left] or [max(1, min(len(orig), room_left))]
+
+    def _edit_problem(self, cands: list[int], orig: list[int], following: list[int], strength: float,
+                      gen: torch.Generator) -> tuple[Problem, int]:
+        """Rows seeded with the selection (partly noised), what follows it held after each length."""
+        batch, length = len(cands), self.canvas_length
+        device = self.model.device
+        noise = self._noise(batch, gen)
+        anchor = torch.full((batch, length), -1, dtype=torch.long)
+        mask = torch.zeros(batch, length, dtype=torch.bool)
+        tokens = torch.full((batch, length), -1, dtype=torch.long)
+        score_mask = torch.zeros(batch, length)
+        hold = min(len(following), length - max(cands)) if following else 0
+        for row, m in enumerate(cands):
+            seed = orig[:m]
+            if seed:
+                anchor[row, : len(seed)] = torch.tensor(seed, dtype=torch.long)
+            held = following[: length - m]
+            if held:
+                mask[row, m: m + len(held)] = True
+                tokens[row, m: m + len(held)] = torch.tensor(held)
+                score_mask[row, m: m + hold] = 1.0
+        anchor, mask, tokens, score_mask = (t.to(device) for t in (anchor, mask, tokens, score_mask))
+        start_noise = torch.rand(anchor.shape, generator=gen).to(device) < strength
+        canvas = torch.where((anchor >= 0) & ~start_noise, anchor, noise)
+        canvas = torch.where(mask, tokens, canvas)
+        clamp = S.Clamp(mask=mask, tokens=tokens) if bool(mask.any()) else None
+        problem = Problem(canvas=canvas, clamp=clamp, score_mask=score_mask if clamp is not None and hold > 0 else None,
+                          anchor=anchor, anchor_keep=1.0 - strength, keep=1 if hold > 0 else 0)
+        return problem, hold
+
+
+class _Fill:
+    """The tokens of an answer committed so far, and the drafts that show it."""
+
+    def __init__(self, engine: Engine, healed: str, prefix: str, on_draft: DraftCallback | None) -> None:
+        self.engine = engine
+        self.healed = healed
+        self.prefix = prefix
+        self.on_draft = on_draft
+        self.tokens: list[int] = []
+        self.committed = 0  # tokens of the committed canvases
+        self.canvas = 0
+
+    def _decode(self, tokens: list[int], stops: set[int] | None = None) -> str:
+        kept = [t for t in tokens if stops is None or t not in stops]
+        return strip_heal(self.engine.decode(kept), self.healed)
+
+    def on_step(self, lengths: list[int]) -> StepCallback:
+        canvas = self.canvas
+
+        def step(n: int, argmax: torch.Tensor, scores: torch.Tensor) -> None:
+            best = int(torch.argmax(scores)) if len(lengths) > 1 else 0
+            if self.on_draft is not None:
+                text = self._decode(self.tokens + argmax[best, : lengths[best]].tolist())
+                self.on_draft(Draft(step=n, text=text, canvas=canvas))
+
+        return step
+
+    def commit(self, tokens: list[int]) -> None:
+        """A canvas is final: later canvases only extend it, so a stream can send it now. The
+        text is sent up to its last line break (the join clean-up only ever drops whole lines)."""
+        self.tokens += tokens
+        self.committed = len(self.tokens)
+        if self.on_draft is not None:
+            text = trim_join(self._decode(self.tokens), self.prefix, "")
+            cut = text.rfind("\n") + 1
+            self.on_draft(Draft(step=0, text=text[:cut], canvas=self.canvas, final=True))
+        self.canvas += 1
+
+    def text(self, suffix: str, stops: set[int], tail: list[int] | None = None) -> str:
+        """The answer's text; with ``tail``, an alternative for the last canvas's hole (the
+        committed canvases are shared by all alternatives)."""
+        tokens = self.tokens if tail is None else self.tokens[: self.committed] + tail
+        return trim_join(self._decode(tokens, stops), self.prefix, suffix)
+
+
+def _until(tokens: list[int], stops: set[int]) -> list[int]:
+    end = next((i for i, t in enumerate(tokens) if t in stops), None)
+    return tokens if end is None else tokens[:end]
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for t in texts:
+        seen.setdefault(t, None)
+    return list(seen)
 
 
 def trim_join(text: str, prefix: str, suffix: str) -> str:

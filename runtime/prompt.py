@@ -56,3 +56,21 @@ def strip_heal(text: str, healed: str) -> str:
 def build_parts(prefix: str, extra: Sequence[tuple[str, str]] = (), instruction: str | None = None) -> PromptParts:
     body, healed = split_heal(prefix)
     return PromptParts(header=format_instruction(instruction) + format_extra(extra), prefix=body, healed=healed)
+
+
+def format_chat(messages: Sequence[dict[str, str]]) -> str:
+    """Chat messages in Gemma's turn format, ending with an open model turn (used when the
+    tokenizer has no chat template of its own). A system message is folded into the first user
+    turn, as Gemma's template does."""
+    parts: list[str] = []
+    system = ""
+    for message in messages:
+        role, content = message.get("role", "user"), message.get("content", "")
+        if role == "system":
+            system += content.strip() + "\n\n"
+            continue
+        turn = "model" if role == "assistant" else "user"
+        if turn == "user" and system:
+            content, system = system + content, ""
+        parts.append(f"<|turn>{turn}\n{content.strip()}<turn|>\n")
+    return "".join(parts) + "<|turn>model\n"

@@ -113,16 +113,21 @@ class StableAndConfident:
         self.cfg = cfg
         self.history: torch.Tensor | None = None
 
-    def __call__(self, argmax: torch.Tensor, processed: torch.Tensor) -> torch.Tensor:
+    def __call__(self, argmax: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+        """``entropy`` (B, C): each position's entropy of the distribution the step sampled from."""
         n = self.cfg.stability_threshold
         if n == 0:
-            stable = torch.ones(processed.shape[0], dtype=torch.bool, device=processed.device)
+            stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
         else:
             if self.history is None:
                 self.history = torch.full((n, *argmax.shape), -1, dtype=argmax.dtype, device=argmax.device)
             stable = (self.history == argmax[None]).all(dim=-1).all(dim=0)
             self.history = torch.roll(self.history, shifts=-1, dims=0)
             self.history[-1] = argmax
-        entropy = torch.distributions.Categorical(logits=processed).entropy()
         confident = entropy.mean(dim=-1) < self.cfg.confidence_threshold
         return stable & confident
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Rows left the batch: keep the history of the others (``rows`` index the current batch)."""
+        if self.history is not None:
+            self.history = self.history[:, rows]
