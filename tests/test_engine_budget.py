@@ -3,6 +3,7 @@ budget, alternatives in one batch, committed canvases for streams, chat, and the
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_committed_canvases_are_streamed_and_only_extended(engine: Engine) -> No
                            on_draft=drafts.append)
     finals = [d for d in drafts if d.final]
     assert result.timings.canvases >= 2 and finals
-    for earlier, later in zip(finals, finals[1:], strict=False):
+    for earlier, later in itertools.pairwise(finals):
         assert later.text.startswith(earlier.text)
     assert result.text.startswith(finals[-1].text)
     # each committed canvas is announced before the next canvas's first step
