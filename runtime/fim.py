@@ -64,8 +64,15 @@ def _context(head: str) -> tuple[list[ExtraFile], str | None, str]:
     text of the edited file that comes before the prefix marker (usually nothing)."""
     for marker in _REPO_NAMES:
         if head.startswith(marker):
-            # The repository name is one line; the files follow.
-            _, _, head = head[len(marker):].partition("\n")
+            # The repository name runs to the end of its line or to the first file (StarCoder2
+            # writes ``<repo_name>name<file_sep>``); the files follow.
+            rest = head[len(marker):]
+            found = _SEPARATOR_RE.search(rest)
+            newline = rest.find("\n")
+            if found and (newline < 0 or found.start() < newline):
+                head = rest[found.start():]
+            else:
+                head = rest[newline + 1:] if newline >= 0 else ""
     pieces = _SEPARATOR_RE.split(head)
     if len(pieces) == 1:
         return [], None, head

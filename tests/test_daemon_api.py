@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from diffgemma.runtime.client import AsyncClient, Client, DaemonError
+from diffgemma.runtime.errors import ErrorCode, status_of
 from diffgemma.runtime.protocol import EditRequest, InfillRequest, Result
 
 MAX_BODY = 65536
@@ -81,10 +83,61 @@ class Daemon:
                 self.process.wait()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TcpDaemon:
+    """A daemon on loopback TCP with a known token (the shape OpenAI-style clients reach)."""
+
+    token = "test-token-0123456789"
+
+    def __init__(self, tmp: Path, model: Path, *extra: str) -> None:
+        self.dir = tmp
+        self.model = str(model)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "daemon.log"
+        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(tmp / "state"), "DIFFGEMMA_RUNTIME_DIR": str(tmp),
+               "DIFFGEMMA_TOKEN": self.token}
+        env.pop("DIFFGEMMA_MODEL", None)
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
+                 "--port", str(self.port), *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
+        wait_for(lambda: self._healthy() or self.process.poll() is not None, "the daemon to answer")
+        assert self.process.poll() is None, self.log.read_text()
+        wait_for(lambda: self.http().get("/v1/status").json()["state"] == "ready", "the model to load")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.base + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def http(self, timeout: float = 300, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=timeout,
+                            headers={"Authorization": f"Bearer {self.token}", **headers})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 @pytest.fixture(scope="module")
 def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
     tmp = Path(tempfile.mkdtemp(prefix="dgd", dir="/tmp"))  # short: AF_UNIX paths are limited
-    d = Daemon(tmp, tiny_model_dir, "--queue", "1", "--max-body", str(MAX_BODY))
+    # BUSY requests must run until cancelled: no time limit or steps ceiling gets in their way here
+    # (those limits have their own tests in test_hardening_daemon.py).
+    d = Daemon(tmp, tiny_model_dir, "--queue", "1", "--max-body", str(MAX_BODY), "--max-request-seconds", "0",
+               "--max-steps", "1024")
     try:
         d.wait_ready()
         yield d
@@ -191,7 +244,11 @@ def test_openapi_describes_every_endpoint(daemon: Daemon) -> None:
         doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/cancel", "/v1/status", "/health",
-                                 "/openapi.json", "/infill", "/v1/completions"}
+                                 "/openapi.json", "/infill", "/v1/completions", "/completion", "/props",
+                                 "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions",
+                                 "/v1/fim/completions"}
+    error = doc["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["required"] == ["message", "type", "code"]
     infill = doc["components"]["schemas"]["InfillRequest"]
     assert infill["required"] == ["prefix", "suffix"] and infill["additionalProperties"] is False
     assert "max_tokens" in infill["properties"]
@@ -254,7 +311,8 @@ def test_full_queue_answers_503(daemon: Daemon) -> None:
     with daemon.http() as http:
         response = http.post("/v1/infill", json={"prefix": "z = ", "suffix": "\n", "max_tokens": 4})
     assert response.status_code == 503
-    assert "queue is full" in response.json()["error"]
+    assert response.json()["error"]["code"] == "queue_full"
+    assert "queue is full" in response.json()["error"]["message"]
     assert daemon.status()["rejected"] >= 1
     # Free the worker again: the queued one is dropped at once, the running one at its next step.
     assert daemon.client.cancel("waiting") and daemon.client.cancel("busy")
@@ -306,8 +364,8 @@ BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
     ("oversized body", "/v1/infill", b'{"prefix": "' + b"a" * MAX_BODY + b'", "suffix": ""}', 413, "limit"),
     ("cancel without id", "/v1/cancel", b"{}", 400, "id"),
     ("llama.cpp wrong type", "/infill", b'{"input_prefix": 5}', 400, "input_prefix"),
-    ("openai n > 1", "/v1/completions", b'{"prompt": "a", "n": 3}', 400, "n = 1"),
-    ("unknown model", "/v1/infill", b'{"prefix": "a", "suffix": "", "model": "/nonexistent/ckpt"}', 400,
+    ("openai n > 4", "/v1/completions", b'{"prompt": "a", "n": 5}', 400, "Value must be between 1 <= value <= 4"),
+    ("unknown model", "/v1/infill", b'{"prefix": "a", "suffix": "", "model": "/nonexistent/ckpt"}', 404,
      "could not load model"),
 ]
 
@@ -319,7 +377,9 @@ def test_bad_input_is_a_4xx_and_the_daemon_keeps_serving(daemon: Daemon, name: s
         response = http.post(path, content=body, headers={"content-type": "application/json"})
         assert response.status_code == code, response.text
         error = response.json()["error"]
-        assert reason in error and "\n" not in error
+        assert set(error) == {"message", "type", "code"}
+        assert reason in error["message"] and "\n" not in error["message"]
+        assert ErrorCode(error["code"]) and status_of(ErrorCode(error["code"])) == code
         good = http.post("/v1/infill", json={"prefix": "n = ", "suffix": "\n", "steps": 2, "max_tokens": 4})
         assert good.status_code == 200, good.text
         assert good.json()["finish_reason"] in ("stop", "length")
@@ -340,15 +400,17 @@ def test_oversized_chunked_body_is_refused(daemon: Daemon) -> None:
 
 def test_unknown_route_and_method(daemon: Daemon) -> None:
     with daemon.http() as http:
-        assert http.get("/v2/nothing").status_code == 404
+        missing = http.get("/v2/nothing")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         response = http.get("/v1/infill")
-        assert response.status_code == 405 and "error" in response.json()
+        assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_client_raises_one_line_daemon_error(daemon: Daemon) -> None:
     with pytest.raises(DaemonError) as info:
         daemon.client.infill(InfillRequest(prefix="a", suffix="", model="/nonexistent/ckpt"))
-    assert info.value.status == 400 and "\n" not in str(info.value)
+    assert info.value.status == 404 and "\n" not in str(info.value)
+    assert info.value.code == ErrorCode.MODEL_NOT_FOUND
 
 
 # --- keep_alive ----------------------------------------------------------------------------------------
@@ -389,7 +451,8 @@ def test_failure_inside_a_request_fails_only_that_request(daemon: Daemon, tmp_pa
         response = http.post("/v1/infill", json={"prefix": "a = ", "suffix": "\n", "max_tokens": 4,
                                                  "model": str(broken)})
         assert response.status_code == 500
-        message = response.json()["error"]
+        message = response.json()["error"]["message"]
+        assert response.json()["error"]["code"] == "internal_error"
         assert message.startswith("internal error: ") and "\n" not in message
         good = http.post("/v1/infill", json={"prefix": "a = ", "suffix": "\n", "steps": 2, "max_tokens": 4})
         assert good.status_code == 200 and good.json()["model"] == daemon.model
