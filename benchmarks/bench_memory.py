@@ -72,7 +72,7 @@ def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> 
     sock = work / f"{label}.sock"
     env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}")}
     command = [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
-               "--socket", str(sock), "--keep-alive", "-1", "--device", "cpu"]
+               "--socket", str(sock), "--keep-alive", "-1", "--device", "cpu", "--max-request-seconds", "0"]
     if sampler:
         command += ["--sampler", sampler]
     log_path = work / f"{label}.log"
