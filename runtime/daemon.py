@@ -625,7 +625,7 @@ def _env_keep_alive() -> float:
         return DEFAULT_KEEP_ALIVE_S
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.daemon",
                                      description="Run or manage the diffgemma daemon.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -645,7 +645,11 @@ def main(argv: list[str] | None = None) -> int:
         add_limit_args(p)
     for name in ("stop", "status"):
         _add_address_args(sub.add_parser(name, help=f"{name} the background daemon"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         config = _config_from_args(args)
         if args.command == "serve":

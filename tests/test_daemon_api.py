@@ -46,10 +46,10 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120.0) ->
 
 
 class Daemon:
-    def __init__(self, tmp: Path, model: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, model: Path, *extra: str, socket_path: Path | None = None) -> None:
         self.dir = tmp
         self.model = str(model)
-        self.socket = tmp / "d.sock"
+        self.socket = socket_path or tmp / "d.sock"
         self.log = tmp / "daemon.log"
         env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(tmp / "state"), "DIFFGEMMA_RUNTIME_DIR": str(tmp)}
         env.pop("DIFFGEMMA_MODEL", None)
