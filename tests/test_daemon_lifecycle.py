@@ -108,7 +108,8 @@ def test_tcp_needs_the_bearer_token(tmp: Path, tiny_model_dir: Path) -> None:
         assert http.get("/v1/status").status_code == 401
         assert http.get("/v1/status", headers={"Authorization": "Bearer " + token[:-1] + "x"}).status_code == 401
         response = http.post("/v1/infill", json={"prefix": "a", "suffix": ""})
-        assert response.status_code == 401 and "token" in response.json()["error"]
+        assert response.status_code == 401 and "token" in response.json()["error"]["message"]
+        assert response.json()["error"]["code"] == "unauthorized"
         assert http.post("/infill", json={"input_prefix": "a"}).status_code == 401
         ok = http.get("/v1/status", headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200 and ok.json()["url"] == base
@@ -215,7 +216,7 @@ def test_background_start_status_stop_via_cli(tmp: Path, tiny_model_dir: Path) -
         stopped = cli("daemon", "stop", "--socket", str(sock))
     assert stopped.returncode == 0 and f"(pid {pid}) stopped" in stopped.stdout
     gone = cli("status", "--socket", str(sock))
-    assert gone.returncode == 5 and "not running" in gone.stdout
+    assert gone.returncode == 5 and "not running" in gone.stderr and gone.stdout == ""
     assert cli("daemon", "stop", "--socket", str(sock)).stdout.startswith("no daemon was running")
 
 
@@ -271,3 +272,17 @@ def test_two_front_ends_starting_at_once_share_one_daemon(tmp: Path) -> None:
                 r.close()
         stop_daemon(DaemonConfig(socket=sock))
     assert not sock.exists()
+
+
+def test_a_lost_start_race_is_told_by_its_code_not_its_words(tmp_path: Path) -> None:
+    from diffgemma.runtime.daemon import ADDRESS_TAKEN, last_log_error, lost_start_race
+
+    log = tmp_path / "daemon.log"
+    log.write_text("--- start\nerror[address_taken]: whatever the wording\n")
+    reason = last_log_error(log)
+    assert reason == "whatever the wording" and getattr(reason, "code", None) == ADDRESS_TAKEN
+    assert lost_start_race(reason)
+    # The old words without the code: a real failure, not a race.
+    log.write_text("error: another diffgemma daemon (pid 1) is already serving x\n")
+    assert not lost_start_race(last_log_error(log))
+    assert not lost_start_race(None)
