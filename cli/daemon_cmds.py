@@ -25,8 +25,15 @@ directory), so only you can reach it. With --port it listens on TCP instead (loo
 state directory (`Authorization: Bearer <token>`).
 
 Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks
-llama.cpp's POST /infill (llama.vim, llama.vscode) and OpenAI's POST /v1/completions with a
-suffix (Continue, Tabby), so those editor plugins work unchanged.
+llama.cpp's /infill, /completion, /props and /tokenize (llama.vim, llama.vscode), OpenAI's
+/v1/completions (with a suffix or a FIM template in the prompt), /v1/chat/completions and
+/v1/models (Continue, Tabby, the openai SDK) and Mistral's /v1/fim/completions, so those
+clients work unchanged. Errors are {"error": {"message", "type", "code"}} everywhere.
+
+Every request gets at most --max-request-seconds (then its best draft so far is the answer),
+--max-steps per canvas and --max-tokens. Over TCP, browser origins are refused unless
+--allow-origin names them, and requests may name only the default model, the cached real one
+and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
 An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it
 with Ctrl-C or SIGTERM."""

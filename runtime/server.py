@@ -619,6 +619,7 @@ def create_app(scheduler: Scheduler, info: ServerInfo) -> ASGIApp:
         Route("/completion", _handle(api.llama_completion), methods=["POST"]),
         Route("/completions", _handle(api.llama_completion), methods=["POST"]),
         Route("/props", _handle(api.props), methods=["GET"]),
+        Route("/v1/props", _handle(api.props), methods=["GET"]),
         Route("/tokenize", _handle(api.tokenize), methods=["POST"]),
         Route("/detokenize", _handle(api.detokenize), methods=["POST"]),
         Route("/v1/models", _handle(api.models), methods=["GET"]),

@@ -38,7 +38,7 @@ def sse_events(text: str) -> list[Any]:
 @pytest.fixture(scope="module")
 def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
     tmp = Path(tempfile.mkdtemp(prefix="dgc", dir="/tmp"))
-    d = Daemon(tmp, tiny_model_dir, "--max-tokens", "12", "--max-steps", "4")
+    d = Daemon(tmp, tiny_model_dir, "--max-tokens", "12", "--max-steps", "4", "--sampler", "stock")
     try:
         d.wait_ready()
         yield d
@@ -145,3 +145,14 @@ def test_continue_openai_completion_with_repo_context(daemon: Daemon) -> None:
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     text = "".join(c["choices"][0]["text"] for c in chunks)
     assert "<|" not in text and "\n\n" not in text
+
+
+def test_the_daemon_caps_steps_and_tokens_and_uses_its_sampler(daemon: Daemon) -> None:
+    with daemon.http() as http:
+        data = http.post("/v1/infill", json={"prefix": "a", "suffix": "", "max_tokens": 64, "steps": 1024,
+                                             "options": {"stability_threshold": 64}}).json()
+    canvases = max(1, data["timings"]["canvases"])
+    assert data["timings"]["steps"] <= 4 * canvases  # --max-steps 4, not the 1024 asked for
+    assert data["timings"]["generated_tokens"] <= 12  # --max-tokens 12
+    status = daemon.status()
+    assert status["sampler"] == "stock" and status["limits"]["max_steps"] == 4
