@@ -143,6 +143,7 @@ class Codec:
     created: int = field(default_factory=lambda: int(time.time()))
     sent: str = ""
     word: str | None = None  # the stop string hit while streaming
+    model: str = ""  # the model answering, for stream events sent before the result exists
 
     def take(self, text: str, done: bool) -> str:
         """The part of the committed ``text`` not sent yet (minus what a stop string could start)."""
@@ -275,7 +276,7 @@ class LlamaCodec(Codec):
         return items if self.count > 1 else items[0]
 
     def event(self, text: str, request_id: str) -> bytes:
-        return sse({"index": 0, "content": text, "stop": False, "id_slot": 0})
+        return sse({"index": 0, "content": text, "stop": False, "id_slot": 0, "model": self.model})
 
     def end(self, result: Result | None) -> bytes:
         out = []
@@ -395,7 +396,8 @@ class CompletionCodec(Codec):
         return sse({"id": f"cmpl-{request_id}", "object": "text_completion", "created": self.created,
                     "model": model, "choices": [choice], **more})
 
-    def event(self, text: str, request_id: str, model: str = "", index: int = 0) -> bytes:
+    def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
+        model = self.model if model is None else model
         if self.echo:  # the first text sent carries the echoed prompt
             text, self.echo = self.echo + text, ""
         return self._chunk(request_id, model, {"text": text, "index": index, "finish_reason": None, "logprobs": None})
@@ -491,7 +493,8 @@ class ChatCodec(Codec):
         return sse({"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": self.created,
                     "model": model, "choices": [choice], **more})
 
-    def event(self, text: str, request_id: str, model: str = "", index: int = 0) -> bytes:
+    def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
+        model = self.model if model is None else model
         delta = {"role": "assistant", "content": text}
         return self._chunk(request_id, model, {"index": index, "delta": delta, "finish_reason": None})
 

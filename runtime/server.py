@@ -315,6 +315,7 @@ class Api:
                        stream: bool) -> Response | JobStream:
         """Run a compatibility request on the engine and answer in that client's wire shape."""
         job, bridge = self._submit(kind, req, stream=stream)
+        codec.model = job.model
         if stream:
             return JobStream(self, job, bridge, lambda j, d: codec.draft(d, j.id),
                              lambda j, o: codec.end(o.result) if o.result is not None
@@ -735,11 +736,15 @@ def openapi_schema() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+    _add_compat_paths(doc["paths"], gen_errors)
+    return doc
+
+
+def _add_compat_paths(paths: dict[str, Any], errors: dict[str, str]) -> None:
     for path, summary in _COMPAT_PATHS.items():
         method = "get" if path in ("/props", "/v1/models") else "post"
-        doc["paths"][path] = {method: {"summary": summary, "responses": _answers({"type": "object"},
-                                                                              "text/event-stream", gen_errors)}}
-    return doc
+        paths[path] = {method: {"summary": summary, "responses": _answers({"type": "object"}, "text/event-stream",
+                                                                           errors)}}
 
 
 _COMPAT_PATHS = {
