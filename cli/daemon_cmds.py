@@ -109,8 +109,7 @@ def _help(dest: str) -> str:
 
 
 MaxRequestSecondsOpt = Annotated[float, typer.Option(
-    "--max-request-seconds", min=0, max=86400, envvar="DIFFGEMMA_MAX_REQUEST_SECONDS",
-    help=_help("max_request_seconds"))]
+    "--max-request-seconds", min=0, max=86400, help=_help("max_request_seconds"))]
 MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, max=1024, help=_help("max_steps"))]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, max=8192, help=_help("max_tokens"))]
 AllowOriginOpt = Annotated[list[str] | None, typer.Option(

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from diffgemma.runtime import adapters, paths
+from diffgemma.runtime.errors import ErrorCode, WireError
 from diffgemma.runtime.protocol import (
     MAX_EXTRA_FILES,
     MAX_TOKENS_LIMIT,
@@ -17,6 +18,7 @@ from diffgemma.runtime.protocol import (
     InfillRequest,
     ProtocolError,
     Result,
+    error_line,
     json_schema,
 )
 from diffgemma.runtime.types import Draft
@@ -195,3 +197,16 @@ def test_paths_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path)
     assert paths.lock_path(paths.tcp_address("127.0.0.1", 9)).parent == tmp_path / "st"
     monkeypatch.setenv("DIFFGEMMA_SOCKET", str(tmp_path / "x.sock"))
     assert paths.default_socket_path() == tmp_path / "x.sock"
+
+
+def test_too_much_extra_context_keeps_the_newest_files() -> None:
+    extra = [{"path": f"f{i}.py", "text": "x\n"} for i in range(100)]
+    req = InfillRequest.from_json({"prefix": "a", "suffix": "", "extra": extra})
+    assert len(req.extra) == MAX_EXTRA_FILES and req.extra[-1] == ExtraFile("f99.py", "x\n")
+    assert req.extra[0] == ExtraFile(f"f{100 - MAX_EXTRA_FILES}.py", "x\n")
+
+
+def test_error_lines_carry_the_typed_error() -> None:
+    line = error_line(WireError(ErrorCode.QUEUE_FULL, "full\nsecond line"), "r1")
+    assert line == {"type": "error", "error": {"message": "full", "type": "server_busy", "code": "queue_full"},
+                    "status": 503, "id": "r1"}
