@@ -46,6 +46,7 @@ class Problem:
     anchor: torch.Tensor | None = None  # (B, C) rewrite: original tokens (-1 elsewhere)
     anchor_keep: float = 0.0
     keep: int = 1  # prune the candidate rows down to this many (0: never prune)
+    focus: torch.Tensor | None = None  # (B, C) bool: the positions whose settling stops a row
 
 
 @dataclass
@@ -195,7 +196,7 @@ class Denoiser:
                 accepted = torch.where(mask, sampled.tokens, state.canvas)
                 anchor = state.anchor()
                 new_canvas = S.renoise(accepted, mask, self.vocab_size, gen, anchor, problem.anchor_keep)
-                finished = stopper(sampled.argmax, sampled.entropy)
+                finished = stopper(sampled.argmax, sampled.entropy, state.focus())
                 state.record(sampled.argmax, step.scores, step.confidence)
                 done += 1
                 keep_rows = state.settle(finished, done)
@@ -255,6 +256,9 @@ class _RowState:
 
     def anchor(self) -> torch.Tensor | None:
         return self._take(self.problem.anchor)
+
+    def focus(self) -> torch.Tensor | None:
+        return self._take(self.problem.focus)
 
     def record(self, argmax: torch.Tensor, scores: torch.Tensor | None, confidence: torch.Tensor) -> None:
         rows = self._rows()

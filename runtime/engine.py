@@ -20,10 +20,12 @@ from typing import Any
 import torch
 
 from diffgemma.runtime import steps as S
+from diffgemma.runtime.confidence import pieces
 from diffgemma.runtime.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
 from diffgemma.runtime.loading import LoadedModel, load_model
 from diffgemma.runtime.prefix_cache import PrefixCache, encode
 from diffgemma.runtime.prompt import build_parts, format_chat, strip_heal
+from diffgemma.runtime.repair import Layout, refine, repair_language
 from diffgemma.runtime.types import (
     Cancelled,
     CancelToken,
@@ -289,8 +291,11 @@ class Engine:
             score_mask[row, hole: hole + hold] = 1.0
         device = canvas.device
         mask, tokens = mask.to(device), tokens.to(device)
+        # a row is done when its hole has settled: the free positions after the held suffix are
+        # never part of the answer
+        focus = torch.arange(length, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
         return Problem(canvas=torch.where(mask, tokens, canvas), clamp=S.Clamp(mask=mask, tokens=tokens),
-                       score_mask=score_mask.to(device), keep=keep)
+                       score_mask=score_mask.to(device), keep=keep, focus=focus)
 
     @_frees_on_cancel
     @torch.no_grad()
@@ -308,6 +313,8 @@ class Engine:
         clamp_suffix: bool = True,
         deadline: float | None = None,
         alternatives: int = 1,
+        language: str | None = None,
+        refine: bool = True,
     ) -> EngineResult:
         """Fill the hole between ``prefix`` and ``suffix``.
 
@@ -318,14 +325,16 @@ class Engine:
         needs more than one canvas (the longest candidate wins) continues on the next canvas:
         the first canvas is committed as plain continuation and the search repeats after it.
         ``deadline`` (time.monotonic()): past it the best draft so far is the answer
-        (finish reason "time").
+        (finish reason "time"). With ``language`` (a tree-sitter grammar name) and ``refine``, a
+        fill that breaks the window's syntax is repaired (`runtime.repair`).
         """
         parts = build_parts(prefix, extra)
         prompt = self._prompt_ids(parts.header, parts.prefix)
         suffix_ids = self.encode_text(suffix) if clamp_suffix else []
         return self._fill(prompt, suffix_ids, parts.healed, prefix, suffix, max_tokens=max_tokens, settings=settings,
                           on_draft=on_draft, budget=Budget(cancel=cancel, deadline=deadline),
-                          length_search=length_search, alternatives=alternatives)
+                          length_search=length_search, alternatives=alternatives,
+                          language=repair_language(language) if refine else None)
 
     @_frees_on_cancel
     @torch.no_grad()
@@ -359,7 +368,8 @@ class Engine:
     def _fill(self, prompt: list[int], suffix_ids: list[int], healed: str, prefix: str, suffix: str, *,
               max_tokens: int | None, settings: SamplingSettings | None, on_draft: DraftCallback | None,
               budget: Budget, length_search: bool = True, alternatives: int = 1,
-              stops: set[int] | None = None) -> EngineResult:
+              stops: set[int] | None = None, language: str | None = None) -> EngineResult:
+        """``language``: repair the fill's syntax with that grammar (None: no repair)."""
         t0 = time.perf_counter()
         if isinstance(alternatives, bool) or not isinstance(alternatives, int) or not 1 <= alternatives <= 4:
             raise SettingsError(f"alternatives must be between 1 and 4 (got {alternatives!r})")
@@ -372,6 +382,7 @@ class Engine:
         fill = _Fill(self, healed, prefix, on_draft)
         finish = "stop"
         rows_out: list[list[int]] = []
+        last: tuple[Any, int, Denoised, int, Problem] | None = None
         while True:
             remaining = budget_tokens - len(fill.tokens)
             use = self._prepare(prompt + fill.tokens, timings, first=fill.canvas == 0)
@@ -389,16 +400,17 @@ class Engine:
                                 fill.on_step(lengths) if on_draft is not None else None)
             best = int(torch.argmax(out.scores)) if len(lengths) > 1 else 0
             hole = out.argmax[best, : lengths[best]].tolist()
+            conf = out.confidence[best, : lengths[best]].tolist()
             self.last_canvas = (out.argmax[best].tolist(),
                                 problem.clamp.mask[best].tolist() if problem.clamp is not None else [])
-            self.last_confidence = out.confidence[best, : lengths[best]].tolist()
             if out.timed_out:
-                fill.tokens += _until(hole, stops)
+                fill.add(_until(hole, stops), conf)
                 finish = "time"
                 break
             end = next((i for i, t in enumerate(hole) if t in stops), None)
             if not suffix_ids and end is not None:
-                fill.tokens += hole[:end]
+                last = (use.cache, prompt_len, out, best, problem)
+                fill.add(hole[:end], conf)
                 rows_out = [_until(out.argmax[r, : lengths[r]].tolist(), stops) for r in out.alive]
                 break
             longest_won = bool(suffix_ids) and best == len(lengths) - 1 and len(lengths) > 1
@@ -407,24 +419,56 @@ class Engine:
                 # search again after it, with the suffix still held.
                 plain = self._denoise(use.cache, prompt_len, Problem(canvas=self._noise(1, gen)), cfg, gen, timings,
                                       budget)
-                fill.commit(plain.argmax[0].tolist())
+                fill.commit(plain.argmax[0].tolist(), plain.confidence[0].tolist())
                 if plain.timed_out:
                     finish = "time"
                     break
                 continue
             rows_out = [out.argmax[r, : lengths[r]].tolist() for r in out.alive]
             if not suffix_ids and len(fill.tokens) + len(hole) < budget_tokens:
-                fill.commit(hole)
+                fill.commit(hole, conf)
                 continue
-            fill.tokens += hole
+            last = (use.cache, prompt_len, out, best, problem)
+            fill.add(hole, conf)
             if len(fill.tokens) >= budget_tokens and (not suffix_ids or best == len(lengths) - 1):
                 finish = "length"
             break
+        if language is not None and last is not None:
+            self._repair(fill, last, suffix, stops, bool(suffix_ids), language, cfg, gen, timings, budget)
+        self.last_confidence = fill.conf[fill.committed:]
         text = fill.text(suffix, stops)
         others = [fill.text(suffix, stops, tail=row) for row in rows_out] if alternatives > 1 else []
         self._finish(timings, len(fill.tokens), t0)
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(fill.tokens),
-                            alternatives=_distinct([text, *others]) if alternatives > 1 else [])
+                            alternatives=_distinct([text, *others]) if alternatives > 1 else [],
+                            tokens=pieces(self.decode, fill.tokens, fill.conf, text))
+
+    def _repair(self, fill: _Fill, last: tuple[Any, int, Denoised, int, Problem], suffix: str, stops: set[int],
+                held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
+                budget: Budget) -> None:
+        """Syntax-guided repair of the last canvas's hole (`runtime.repair`), in place in ``fill``."""
+        cache, prompt_len, out, best, problem = last
+        base = fill.committed
+        row = out.argmax[best].tolist()
+        hole_len = len(fill.tokens) - base
+        if not held_suffix:  # the hole ran to a stop token: a few positions past it may grow it
+            hole_len = min(len(row), hole_len + 4)
+        held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
+        layout = Layout(tokens=row, held=held, holes=[(0, max(hole_len, 1))],
+                        confidence=out.confidence[best].tolist())
+
+        def cut(tokens: list[int]) -> list[int]:
+            return tokens if held_suffix else _until(tokens, stops)
+
+        def render(lay: Layout) -> list[str]:
+            return [fill.text(suffix, stops, tail=cut(lay.hole_tokens(0)))]
+
+        fixed = [fill.prefix, suffix]
+        repaired = refine(self, cache, prompt_len, layout, fixed, render, language, cfg, gen, timings, budget)
+        if repaired is not layout:
+            new = cut(repaired.hole_tokens(0))
+            fill.tokens[base:] = new
+            fill.conf[base:] = repaired.confidence[: len(new)]
 
     # ------------------------------------------------------------------ rewrite
     @_frees_on_cancel
@@ -542,8 +586,9 @@ class Engine:
         canvas = torch.where((anchor >= 0) & ~start_noise, anchor, noise)
         canvas = torch.where(mask, tokens, canvas)
         clamp = S.Clamp(mask=mask, tokens=tokens) if bool(mask.any()) else None
+        focus = torch.arange(length, device=device)[None, :] < torch.tensor(cands, device=device)[:, None]
         problem = Problem(canvas=canvas, clamp=clamp, score_mask=score_mask if clamp is not None and hold > 0 else None,
-                          anchor=anchor, anchor_keep=1.0 - strength, keep=1 if hold > 0 else 0)
+                          anchor=anchor, anchor_keep=1.0 - strength, keep=1 if hold > 0 else 0, focus=focus)
         return problem, hold
 
 
@@ -556,6 +601,7 @@ class _Fill:
         self.prefix = prefix
         self.on_draft = on_draft
         self.tokens: list[int] = []
+        self.conf: list[float] = []  # each token's confidence
         self.committed = 0  # tokens of the committed canvases
         self.canvas = 0
 
@@ -574,10 +620,14 @@ class _Fill:
 
         return step
 
-    def commit(self, tokens: list[int]) -> None:
+    def add(self, tokens: list[int], confidence: list[float]) -> None:
+        self.tokens += tokens
+        self.conf += confidence[: len(tokens)]
+
+    def commit(self, tokens: list[int], confidence: list[float]) -> None:
         """A canvas is final: later canvases only extend it, so a stream can send it now. The
         text is sent up to its last line break (the join clean-up only ever drops whole lines)."""
-        self.tokens += tokens
+        self.add(tokens, confidence)
         self.committed = len(self.tokens)
         if self.on_draft is not None:
             text = trim_join(self._decode(self.tokens), self.prefix, "")

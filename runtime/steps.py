@@ -113,18 +113,28 @@ class StableAndConfident:
         self.cfg = cfg
         self.history: torch.Tensor | None = None
 
-    def __call__(self, argmax: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
-        """``entropy`` (B, C): each position's entropy of the distribution the step sampled from."""
+    def __call__(self, argmax: torch.Tensor, entropy: torch.Tensor, focus: torch.Tensor | None = None) -> torch.Tensor:
+        """``entropy`` (B, C): each position's entropy of the distribution the step sampled from.
+        ``focus`` (B, C) bool: the positions that make the answer (an infill's hole); the others
+        (noise after the held suffix) never settle and must not keep a row running."""
         n = self.cfg.stability_threshold
         if n == 0:
             stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
         else:
             if self.history is None:
                 self.history = torch.full((n, *argmax.shape), -1, dtype=argmax.dtype, device=argmax.device)
-            stable = (self.history == argmax[None]).all(dim=-1).all(dim=0)
+            same = self.history == argmax[None]
+            if focus is not None:
+                same = same | ~focus[None]
+            stable = same.all(dim=-1).all(dim=0)
             self.history = torch.roll(self.history, shifts=-1, dims=0)
             self.history[-1] = argmax
-        confident = entropy.mean(dim=-1) < self.cfg.confidence_threshold
+        if focus is None:
+            mean = entropy.mean(dim=-1)
+        else:
+            weight = focus.to(entropy.dtype)
+            mean = (entropy * weight).sum(-1) / weight.sum(-1).clamp(min=1)
+        confident = mean < self.cfg.confidence_threshold
         return stable & confident
 
     def keep(self, rows: torch.Tensor) -> None:

@@ -1,0 +1,121 @@
+"""Warm infill latency through the daemon (the embedded diffgemma-mini by default), side by side.
+
+    python benchmarks/bench_latency.py [--runs 15] [--model M] [--baseline DIR] [--threads N]
+
+A real daemon serves the model on a temp socket; after two warm-up requests the same infill (the
+CLI's default max_tokens, 128) is timed ``--runs`` times from the client: p50 and p90 of the round
+trip, with the daemon's own steps, ms per step and decoder_tokens. ``--baseline DIR`` names a
+checkout of another version of this project (for example one made with ``git worktree add``):
+its daemon is started too and the requests alternate between the two, so the ratio holds when
+the machine's speed drifts. ``--threads N`` sets the daemons' torch threads (OMP_NUM_THREADS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PREFIX = "import math\n\n\ndef area(radius: float) -> float:\n    return "
+SUFFIX = "\n\n\nprint(area(2.0))\n"
+
+
+class Served:
+    def __init__(self, label: str, work: Path, model: str, tree: Path | None, threads: int | None) -> None:
+        from diffgemma.runtime.client import Client
+
+        self.label = label
+        sock = work / f"{label}.sock"
+        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}")}
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        if tree is not None:
+            # import `diffgemma` from that checkout: a folder holding a link named after the package
+            shim = work / f"shim-{label}"
+            shim.mkdir()
+            (shim / "diffgemma").symlink_to(tree.resolve())
+            env["PYTHONPATH"] = str(shim)
+        self.log = work / f"{label}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", model, "--socket", str(sock),
+                 "--keep-alive", "-1"], stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(work))
+        self.client = Client(socket=sock)
+        deadline = time.monotonic() + 300
+        while not (self.client.health() and self.client.status().get("state") == "ready"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{label}: the daemon did not start: {self.log.read_text()[-800:]}")
+            time.sleep(0.2)
+        self.walls: list[float] = []
+        self.timings: list[dict[str, Any]] = []
+
+    def once(self, seed: int, record: bool = True) -> None:
+        from diffgemma.runtime.protocol import InfillRequest
+
+        start = time.perf_counter()
+        result = self.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, max_tokens=128, seed=seed))
+        if record:
+            self.walls.append((time.perf_counter() - start) * 1000)
+            self.timings.append(result.timings)
+
+    def close(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(60)
+
+    def row(self) -> str:
+        walls = sorted(self.walls)
+        p90 = walls[min(len(walls) - 1, round(0.9 * (len(walls) - 1)))]
+        med = statistics.median
+
+        def t(key: str) -> float:
+            return med(float(x.get(key) or 0) for x in self.timings)
+
+        return (f"| {self.label} | {med(walls):.0f} | {p90:.0f} | {t('steps'):.0f} | {t('ms_per_step'):.1f} | "
+                f"{t('decoder_tokens'):.0f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="diffgemma-mini")
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--baseline", type=Path, help="a checkout of another version, served side by side")
+    parser.add_argument("--threads", type=int, help="torch threads in the daemons (OMP_NUM_THREADS)")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="dgl", dir="/tmp"))
+    served: list[Served] = []
+    try:
+        served.append(Served("this tree", work, args.model, None, args.threads))
+        if args.baseline is not None:
+            served.append(Served("baseline", work, args.model, args.baseline, args.threads))
+        for s in served:
+            s.once(100, record=False)
+            s.once(101, record=False)
+        for i in range(args.runs):
+            for s in served:
+                s.once(i)
+    finally:
+        for s in served:
+            s.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"warm infill through the daemon: model {args.model}, max_tokens 128, {args.runs} runs each, "
+          f"threads {args.threads or 'default'}")
+    print("| daemon | p50 ms | p90 ms | steps | ms/step | decoder_tokens |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for s in served:
+        print(s.row())
+    if len(served) == 2:
+        ratios = [b / a for a, b in zip(served[0].walls, served[1].walls, strict=True)]
+        print(f"baseline / this tree, pair by pair: median {statistics.median(ratios):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
