@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from diffgemma.cli.options import int_parser
+
 
 def register(app: typer.Typer) -> None:
     @app.command("lsp")
@@ -12,7 +14,8 @@ def register(app: typer.Typer) -> None:
         tcp: bool = typer.Option(False, "--tcp", help="Listen on TCP instead, for debugging with a client."),
         host: str = typer.Option("127.0.0.1", "--host", envvar="DIFFGEMMA_LSP_HOST", help="TCP host."),
         port: int = typer.Option(
-            2087, "--port", envvar="DIFFGEMMA_LSP_PORT", min=1, max=65535, help="TCP port."
+            2087, "--port", envvar="DIFFGEMMA_LSP_PORT", parser=int_parser(1, 65535), metavar="INTEGER",
+            help="TCP port (1-65535).",
         ),
         log_file: str | None = typer.Option(
             None,

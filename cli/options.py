@@ -73,7 +73,11 @@ def check_int(key: str, value: int) -> int:
 
 def _int_parser(key: str) -> Any:
     """A Typer ``parser`` for an integer option: ASCII digits within INT_LIMITS[key]."""
-    low, high = INT_LIMITS[key]
+    return int_parser(*INT_LIMITS[key])
+
+
+def int_parser(low: int, high: int) -> Any:
+    """A Typer ``parser`` for any integer option: ASCII digits from ``low`` to ``high``."""
 
     def parse(value: Any) -> int:
         if isinstance(value, int):  # a default Typer passes through

@@ -64,22 +64,30 @@ def _label(text: str, width: int = 60) -> str:
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
-def completion_list(text: str, position: types.Position) -> types.CompletionList:
+def completion_list(
+    text: str, position: types.Position, word_start: types.Position | None = None, word: str = ""
+) -> types.CompletionList:
     """The fallback for clients without inline completion: one plain-text item, never a snippet.
 
-    ``is_incomplete`` makes the client ask again as the user types rather than filter a stale
-    answer; the edit range is empty at the cursor so client-side filtering keeps the item.
+    In the middle of a word (``    ret|``) the item replaces that word: its edit starts where the
+    word does and its text, label and filterText begin with the word. Clients filter items by
+    the word under the cursor (eglot, Neovim's built-in client), and an item that starts
+    anywhere else would be filtered away. ``is_incomplete`` makes the client ask again as the
+    user types rather than filter a stale answer.
     """
     if not text:
         return types.CompletionList(is_incomplete=True, items=[])
+    start = word_start if word else position
+    full = word + text
     item = types.CompletionItem(
-        label=_label(text),
+        label=_label(full),
         kind=types.CompletionItemKind.Text,
         detail="diffgemma infill",
         documentation=text,  # a plain string: every client can show it
+        insert_text=full,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
-        filter_text="",
+        text_edit=types.TextEdit(range=types.Range(start=start or position, end=position), new_text=full),
+        filter_text=full,
         sort_text="0",
         preselect=True,
     )

@@ -25,7 +25,8 @@ from diffgemma import __version__
 from . import infill, rewrite
 from .daemon_link import DaemonLink, DaemonUnavailableError
 from .inflight import Inflight
-from .positions import position_to_offset
+from .jsonrpc import UINTEGER_MAX, DiffgemmaProtocol, invalid_params
+from .positions import offset_to_position, position_to_offset
 from .settings import SECTION, ParsedSettings, Settings, parse_settings, settings_to_json
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ STATUS_NOTIFICATION = "diffgemma/status"  # server -> client: {state, message, l
 STATS_REQUEST = "diffgemma/stats"  # client -> server: counters, for status views and tests
 # client -> server {textDocument: {uri}, position}: the window the model would see there
 CONTEXT_REQUEST = "diffgemma/context"
+# server -> client {job, uri, applied}: a rewrite job has finished (its edit applied or not)
+REWRITE_DONE = "diffgemma/rewriteDone"
 LOAD_POLL_S = 0.5  # how often a waiting request looks whether the daemon is loading its model
 
 
@@ -131,6 +134,7 @@ class DiffgemmaServer(LanguageServer):
             name="diffgemma",
             version=__version__,
             text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=DiffgemmaProtocol,
         )
         self.settings = Settings()
         self.inflight = Inflight()
@@ -141,6 +145,7 @@ class DiffgemmaServer(LanguageServer):
         self._background: set[asyncio.Future[Any]] = set()
         self.context_workspace: Any = None  # diffgemma.context.crossfile.Workspace, once started
         self._last_error: str | None = None  # the daemon error last shown to the user
+        self.configuration_changes = 0  # didChangeConfiguration notifications handled
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -160,6 +165,25 @@ class DiffgemmaServer(LanguageServer):
     def _show_problems(self, problems: tuple[str, ...]) -> None:
         if problems:
             self.show("diffgemma: invalid settings: " + "; ".join(problems), types.MessageType.Warning)
+
+    async def change_configuration(self, raw: Any) -> None:
+        """Apply didChangeConfiguration settings, pulling our section when the client sent none."""
+        if _empty(raw):
+            # pull model: the client only says "something changed"; ask for our section
+            workspace = self.client_capabilities.workspace
+            if workspace and workspace.configuration:
+                items = [types.ConfigurationItem(section=SECTION)]
+                values = await self.workspace_configuration_async(types.ConfigurationParams(items=items))
+                raw = values[0] if values else None
+        if _empty(raw):
+            # Nothing configured on the client's side (eglot sends {} right after connecting and
+            # answers [null]): keep what initializationOptions (or a later change) set.
+            return
+        before = self.settings.daemon
+        self.apply_settings(raw)
+        if self.settings.daemon != before:
+            await self.link.reset()
+            self.background(self.warm_up())
 
     # -- messages to the client ----------------------------------------------------------------
 
@@ -203,6 +227,14 @@ class DiffgemmaServer(LanguageServer):
     def offset_of(self, snap: Snapshot, position: types.Position) -> int:
         doc = self.workspace.get_text_document(snap.uri)
         return position_to_offset(doc, snap.text, position, self.workspace.position_encoding)
+
+    def word_before(self, uri: str, position: types.Position) -> tuple[types.Position, str]:
+        """(start, text) of the identifier that ends at ``position`` in the current document."""
+        snap = self.snapshot(uri)
+        offset = self.offset_of(snap, position)
+        start = _word_before(snap.text, offset)
+        doc = self.workspace.get_text_document(uri)
+        return offset_to_position(doc, snap.text, start, self.workspace.position_encoding), snap.text[start:offset]
 
     def language_of(self, snap: Snapshot) -> str | None:
         from diffgemma.context.languages import detect_language
@@ -277,7 +309,7 @@ class DiffgemmaServer(LanguageServer):
             self.inflight.counters.stale += 1
             return None
         self.inflight.counters.completed += 1
-        return result.text
+        return editor_text(result.text)
 
     def build_infill(self, snap: Snapshot, offset: int, language: str | None, settings: Settings) -> Any:
         return infill.infill_request(
@@ -359,50 +391,76 @@ class DiffgemmaServer(LanguageServer):
         self.send_status("ready", f"{kind} {result.finish_reason}")
         return result
 
-    async def rewrite_range(
-        self, uri: str, selection: types.Range, instruction: str | None
-    ) -> types.ApplyWorkspaceEditResult | None:
+    def start_rewrite(self, uri: str, selection: types.Range, instruction: str | None) -> dict[str, Any]:
+        """Start rewriting ``selection`` as a job of its own and answer at once.
+
+        Clients such as eglot wait for workspace/executeCommand synchronously (with a timeout),
+        and a rewrite takes as long as the model does: the answer only says the job started. The
+        job shows work-done progress, sends workspace/applyEdit, and ends with a REWRITE_DONE
+        notification carrying its id.
+        """
         snap = self.snapshot(uri)
         start = self.offset_of(snap, selection.start)
         end = self.offset_of(snap, selection.end)
         if end <= start:
             self.show("diffgemma: select the code to rewrite first", types.MessageType.Info)
-            return None
+            return {"started": False}
+        job = f"rewrite-{uuid.uuid4().hex[:12]}"
+        self.background(self._rewrite_job(job, snap, selection, (start, end), instruction))
+        return {"started": True, "job": job}
+
+    async def _rewrite_job(self, job: str, snap: Snapshot, selection: types.Range, span: tuple[int, int],
+                           instruction: str | None) -> None:
+        applied = False
+        try:
+            work = self._rewrite_work(snap, selection, span, instruction)
+            applied = bool(await self.inflight.run(f"{snap.uri}#rewrite", work))
+        finally:
+            self.protocol.notify(REWRITE_DONE, {"job": job, "uri": snap.uri, "applied": applied})
+
+    async def _rewrite_work(self, snap: Snapshot, selection: types.Range, span: tuple[int, int],
+                            instruction: str | None) -> bool:
         language = self.language_of(snap)
         settings = self.settings
-
-        async def work() -> types.ApplyWorkspaceEditResult | None:
-            request = await asyncio.to_thread(
-                lambda: rewrite.edit_request(
-                    snap.text,
-                    start,
-                    end,
-                    language=language,
-                    path=snap.path,
-                    uri=uri,
-                    settings=settings,
-                    instruction=instruction,
-                    extra=self.extra_files(snap, language),
-                )
+        request = await asyncio.to_thread(
+            lambda: rewrite.edit_request(
+                snap.text, span[0], span[1], language=language, path=snap.path, uri=snap.uri,
+                settings=settings, instruction=instruction, extra=self.extra_files(snap, language),
             )
-            bar = _Progress(self, "rewriting the selection")
-            try:
-                result = await self._ask_daemon("edit", request)
-            finally:
-                bar.end("done")
-            if result is None:
-                return None
-            if not self.is_current(snap):
-                self.inflight.counters.stale += 1
-                self.show("diffgemma: the document changed during the rewrite; not applied", types.MessageType.Info)
-                return None
-            self.inflight.counters.completed += 1
-            edit = rewrite.workspace_edit(
-                uri, snap.version, selection, result.text, document_changes=self.supports_document_changes()
-            )
-            return await self.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=rewrite.TITLE))
+        )
+        bar = _Progress(self, "rewriting the selection")
+        try:
+            result = await self._ask_daemon("edit", request)
+        finally:
+            bar.end("done")
+        if result is None:
+            return False
+        if not self.is_current(snap):
+            self.inflight.counters.stale += 1
+            self.show("diffgemma: the document changed during the rewrite; not applied", types.MessageType.Info)
+            return False
+        self.inflight.counters.completed += 1
+        edit = rewrite.workspace_edit(
+            snap.uri, snap.version, selection, editor_text(result.text),
+            document_changes=self.supports_document_changes(),
+        )
+        return await self._apply(edit)
 
-        return await self.inflight.run(f"{uri}#rewrite", work())
+    async def _apply(self, edit: types.WorkspaceEdit) -> bool:
+        """Send the edit; a client that rejects it (or fails) is told so in a message, not a crash."""
+        from pygls.exceptions import JsonRpcException
+
+        try:
+            params = types.ApplyWorkspaceEditParams(edit=edit, label=rewrite.TITLE)
+            answer = await self.workspace_apply_edit_async(params)
+        except JsonRpcException as exc:
+            self.show(f"diffgemma: the editor refused the rewrite: {exc.message}", types.MessageType.Warning)
+            return False
+        if answer is None or not answer.applied:
+            reason = getattr(answer, "failure_reason", None) or "no reason given"
+            self.show(f"diffgemma: the editor did not apply the rewrite ({reason})", types.MessageType.Warning)
+            return False
+        return True
 
     async def warm_up(self) -> None:
         """Connect (and start the daemon if allowed) before the first keystroke needs it."""
@@ -423,7 +481,18 @@ class DiffgemmaServer(LanguageServer):
             "lastLatencyMs": self.last_latency_ms,
             "model": self.model_name,
             "settings": settings_to_json(self.settings),
+            "configurationChanges": self.configuration_changes,
         }
+
+
+def editor_text(text: str) -> str:
+    """Model output as an editor can take it: without NUL characters.
+
+    A NUL is never part of source code, and some clients reject the whole message that carries
+    one (Emacs's JSON parser refuses "\u0000"), which would lose the answer and leave the
+    request waiting until it times out.
+    """
+    return text.replace("\x00", "")
 
 
 def _field(value: Any, name: str) -> Any:
@@ -431,12 +500,52 @@ def _field(value: Any, name: str) -> Any:
     return value[name] if isinstance(value, dict) else getattr(value, name)
 
 
+def _uinteger(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINTEGER_MAX:
+        raise invalid_params(f"{what} must be an integer from 0 to {UINTEGER_MAX} (got {value!r})")
+    return value
+
+
+def _position_from(value: Any, what: str = "position") -> types.Position:
+    try:
+        line, character = _field(value, "line"), _field(value, "character")
+    except (KeyError, AttributeError, TypeError):
+        raise invalid_params(f"{what} must be {{line, character}}") from None
+    return types.Position(line=_uinteger(line, f"{what}.line"), character=_uinteger(character, f"{what}.character"))
+
+
 def _range_from(value: Any) -> types.Range:
-    start, end = value["start"], value["end"]
-    return types.Range(
-        start=types.Position(line=int(start["line"]), character=int(start["character"])),
-        end=types.Position(line=int(end["line"]), character=int(end["character"])),
-    )
+    try:
+        start, end = _field(value, "start"), _field(value, "end")
+    except (KeyError, AttributeError, TypeError):
+        raise invalid_params("range must be {start, end}") from None
+    return types.Range(start=_position_from(start, "range.start"), end=_position_from(end, "range.end"))
+
+
+def _rewrite_arguments(args: tuple[Any, ...]) -> tuple[str, types.Range, str | None]:
+    """(uri, range, instruction) of the rewrite command; anything else is InvalidParams."""
+    usage = f"{rewrite.COMMAND} takes (uri, range, optional instruction)"
+    if len(args) not in (2, 3) or not isinstance(args[0], str):
+        raise invalid_params(usage)
+    if len(args) == 3 and args[2] is not None and not isinstance(args[2], str):
+        raise invalid_params(f"{usage}: the instruction must be a string")
+    instruction = args[2] if len(args) == 3 else None
+    return args[0], _range_from(args[1]), instruction or None
+
+
+def _word_before(text: str, offset: int) -> int:
+    """Where the identifier that ends at ``offset`` starts (``offset`` itself when none does)."""
+    start = offset
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    return start
+
+
+def _empty(raw: Any) -> bool:
+    """No settings at all: null, {}, or {"diffgemma": null / {}}."""
+    if isinstance(raw, dict) and set(raw) <= {SECTION}:
+        return _empty(raw.get(SECTION)) if raw else True
+    return raw is None
 
 
 def create_server() -> DiffgemmaServer:
@@ -454,19 +563,10 @@ def create_server() -> DiffgemmaServer:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: DiffgemmaServer, params: types.DidChangeConfigurationParams) -> None:
-        raw = params.settings
-        if raw is None or raw == {}:
-            # pull model: the client only says "something changed"; ask for our section
-            workspace = ls.client_capabilities.workspace
-            if workspace and workspace.configuration:
-                items = [types.ConfigurationItem(section=SECTION)]
-                values = await ls.workspace_configuration_async(types.ConfigurationParams(items=items))
-                raw = values[0] if values else None
-        before = ls.settings.daemon
-        ls.apply_settings(raw)
-        if ls.settings.daemon != before:
-            await ls.link.reset()
-            ls.background(ls.warm_up())
+        try:
+            await ls.change_configuration(params.settings)
+        finally:
+            ls.configuration_changes += 1  # handled (pulls answered): stats views and tests see it
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: DiffgemmaServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -508,7 +608,8 @@ def create_server() -> DiffgemmaServer:
         text = await ls.infill_at(params.text_document.uri, params.position)
         if text is None:
             return None
-        return infill.completion_list(text, params.position)
+        word_start, word = ls.word_before(params.text_document.uri, params.position)
+        return infill.completion_list(text, params.position, word_start, word)
 
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
@@ -525,22 +626,11 @@ def create_server() -> DiffgemmaServer:
         return actions
 
     @server.command(rewrite.COMMAND)
-    async def rewrite_selection(ls: DiffgemmaServer, *args: Any) -> dict[str, Any]:
-        try:
-            uri = str(args[0])
-            selection = _range_from(args[1])
-            instruction = args[2] if len(args) > 2 and isinstance(args[2], str) else None
-        except (IndexError, KeyError, TypeError, ValueError):
-            ls.show(
-                f"diffgemma: {rewrite.COMMAND} needs (uri, range, optional instruction)",
-                types.MessageType.Error,
-            )
-            return {"applied": False}
+    def rewrite_selection(ls: DiffgemmaServer, *args: Any) -> dict[str, Any]:
+        uri, selection, instruction = _rewrite_arguments(args)
         if uri not in ls.workspace.text_documents:
-            ls.show(f"diffgemma: {uri} is not open", types.MessageType.Error)
-            return {"applied": False}
-        result = await ls.rewrite_range(uri, selection, instruction)
-        return {"applied": bool(result and result.applied)}
+            raise invalid_params(f"{uri} is not open")
+        return ls.start_rewrite(uri, selection, instruction)
 
     @server.feature(STATS_REQUEST)
     def stats(ls: DiffgemmaServer, params: Any) -> dict[str, Any]:
@@ -549,11 +639,13 @@ def create_server() -> DiffgemmaServer:
     @server.feature(CONTEXT_REQUEST)
     async def context(ls: DiffgemmaServer, params: Any) -> dict[str, Any] | None:
         try:
-            uri = str(_field(_field(params, "textDocument"), "uri"))
+            uri = _field(_field(params, "textDocument"), "uri")
             where = _field(params, "position")
-            position = types.Position(line=int(_field(where, "line")), character=int(_field(where, "character")))
-        except (KeyError, AttributeError, TypeError, ValueError):
-            return None
+        except (KeyError, AttributeError, TypeError):
+            raise invalid_params(f"{CONTEXT_REQUEST} takes {{textDocument: {{uri}}, position}}") from None
+        if not isinstance(uri, str):
+            raise invalid_params("textDocument.uri must be a string")
+        position = _position_from(where)
         if uri not in ls.workspace.text_documents:
             return None
         snap = ls.snapshot(uri)

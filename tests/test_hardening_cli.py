@@ -327,3 +327,10 @@ def test_apply_through_links_with_the_real_cli(daemon: Daemon, tmp_path: Path) -
     result = daemon.run(["infill", str(marked), "--apply", "--quiet"])
     assert result.returncode == 0, result.stderr.decode()
     assert "<FILL>" not in marked.read_text() and other.read_text() == marked.read_text()
+
+
+@pytest.mark.parametrize("port", ["٣", "２０８７", "0", "70000", HUGE])
+def test_the_language_server_port_is_an_ascii_number_in_range(offline: tuple[dict[str, str], Listener, Path],
+                                                              port: str) -> None:
+    env, _listener, _where = offline
+    one_line_error(run(["lsp", "--tcp", "--port", port], env), ExitCode.USAGE, "--port")

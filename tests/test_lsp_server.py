@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from lsprotocol import types
-from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient, make_test_lsp_client
 
 from diffgemma.runtime.client import Client
@@ -116,6 +116,7 @@ class Session:
     result: types.InitializeResult
     status: list[dict[str, Any]] = field(default_factory=list)
     applied: list[types.ApplyWorkspaceEditParams] = field(default_factory=list)
+    done: list[dict[str, Any]] = field(default_factory=list)  # diffgemma/rewriteDone notifications
 
     async def stats(self) -> dict[str, Any]:
         return plain(await self.client.protocol.send_request_async("diffgemma/stats", {}))
@@ -177,6 +178,7 @@ async def lsp_session(
     *,
     env: dict[str, str],
     caps: types.ClientCapabilities | None = None,
+    apply_answer: types.ApplyWorkspaceEditResult | None = None,
 ) -> AsyncIterator[Session]:
     client = make_test_lsp_client()
     session_holder: list[Session] = []
@@ -186,10 +188,14 @@ async def lsp_session(
         if session_holder:
             session_holder[0].status.append(plain(params))
 
+    @client.feature("diffgemma/rewriteDone")
+    def on_rewrite_done(params: Any) -> None:
+        session_holder[0].done.append(plain(params))
+
     @client.feature(types.WORKSPACE_APPLY_EDIT)
     def on_apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
         session_holder[0].applied.append(params)
-        return types.ApplyWorkspaceEditResult(applied=True)
+        return apply_answer or types.ApplyWorkspaceEditResult(applied=True)
 
     await client.start_io(sys.executable, "-m", "diffgemma.lsp", env=env)
     try:
@@ -425,7 +431,10 @@ async def test_rewrite_code_action_applies_a_workspace_edit(tmp_path: Path, daem
         outcome = await s.client.workspace_execute_command_async(
             types.ExecuteCommandParams(command=action.command.command, arguments=[*arguments, "use a loop"])
         )
-        assert outcome == {"applied": True}
+        # answered at once: the rewrite runs as its own job, and says when it is done
+        assert outcome["started"] is True and outcome["job"]
+        await wait_for(lambda: s.done, what="the rewrite job to finish", timeout=120)
+        assert s.done == [{"job": outcome["job"], "uri": uri, "applied": True}]
         assert len(s.applied) == 1
         edit = s.applied[0].edit
         assert edit.document_changes is not None and len(edit.document_changes) == 1
@@ -439,12 +448,13 @@ async def test_rewrite_code_action_applies_a_workspace_edit(tmp_path: Path, daem
         bars = [r for r in s.client.progress_reports.values() if r and r[0].message == "rewriting the selection"]
         assert len(bars) == 1 and isinstance(bars[0][-1], types.WorkDoneProgressEnd)
 
-        # bad arguments: a message, an answer, and the server keeps going
-        outcome = await s.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command="diffgemma.rewriteSelection", arguments=[uri])
-        )
-        assert outcome == {"applied": False}
-        assert any("rewriteSelection" in m.message for m in s.client.messages)
+        # bad arguments: an InvalidParams answer that names the command, and the server keeps going
+        with pytest.raises(JsonRpcException) as caught:
+            await s.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command="diffgemma.rewriteSelection", arguments=[uri])
+            )
+        assert caught.value.code == -32602 and "rewriteSelection" in caught.value.message
+        assert (await s.stats())["errors"] == 0
 
 
 async def test_rewrite_for_older_clients_uses_commands_and_plain_changes(tmp_path: Path, daemon: Daemon) -> None:
@@ -460,11 +470,68 @@ async def test_rewrite_for_older_clients_uses_commands_and_plain_changes(tmp_pat
         outcome = await s.client.workspace_execute_command_async(
             types.ExecuteCommandParams(command=command.command, arguments=arguments)
         )
-        assert outcome == {"applied": True}
+        assert outcome["started"] is True
+        await wait_for(lambda: s.done, what="the rewrite job to finish", timeout=120)
+        assert s.done[0]["applied"] is True
         edit = s.applied[0].edit
         assert edit.document_changes is None
         assert edit.changes is not None and list(edit.changes) == [uri]
         assert [e.range for e in edit.changes[uri]] == [selection]
+
+
+async def test_a_rejected_edit_is_a_message_to_the_user(tmp_path: Path, daemon: Daemon) -> None:
+    refusal = types.ApplyWorkspaceEditResult(applied=False, failure_reason="the buffer is read-only")
+    async with lsp_session(tmp_path, base_options(daemon), env=daemon.env, apply_answer=refusal) as s:
+        uri = s.open(tmp_path / "j.py", PY)
+        selection = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=1, character=16))
+        outcome = await s.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="diffgemma.rewriteSelection", arguments=[uri, selection])
+        )
+        assert outcome["started"] is True
+        await wait_for(lambda: s.done, what="the rewrite job to finish", timeout=120)
+        assert s.done[0]["applied"] is False and len(s.applied) == 1
+        warnings = [m for m in s.client.messages if m.type == types.MessageType.Warning]
+        assert len(warnings) == 1 and "the buffer is read-only" in warnings[0].message
+        assert not [m for m in s.client.messages if m.type == types.MessageType.Error]
+        assert (await s.stats())["errors"] == 0
+
+
+async def test_mid_word_completion_replaces_the_word(tmp_path: Path, daemon: Daemon) -> None:
+    caps = capabilities(inline=False)
+    text = "def add(a, b):\n    total = a + b\n    ret\n"
+    async with lsp_session(tmp_path, base_options(daemon), env=daemon.env, caps=caps) as s:
+        uri = s.open(tmp_path / "w.py", text)
+        for line, character, word in ((2, 7, "ret"), (2, 6, "re"), (1, 9, "total")):
+            position = types.Position(line=line, character=character)
+            result = await s.client.text_document_completion_async(
+                types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri), position=position)
+            )
+            assert isinstance(result, types.CompletionList)
+            for item in result.items:
+                assert isinstance(item.text_edit, types.TextEdit)
+                start = types.Position(line=line, character=character - len(word))
+                assert item.text_edit.range == types.Range(start=start, end=position)
+                assert item.text_edit.new_text.startswith(word) and len(item.text_edit.new_text) > len(word)
+                assert item.filter_text is not None and item.filter_text.startswith(word)
+                assert item.label.startswith(word) and item.insert_text == item.text_edit.new_text
+        assert (await s.stats())["daemon_calls"] == 3
+
+
+async def test_empty_configuration_keeps_the_initialization_options(tmp_path: Path, daemon: Daemon) -> None:
+    # what eglot does: initializationOptions, then didChangeConfiguration {settings: {}}, and
+    # [null] when asked for the section
+    options = {**base_options(daemon), "enable": {"python": False}, "contextChars": 777}
+    async with lsp_session(tmp_path, options, env=daemon.env) as s:
+        s.client.set_configuration(None, section="diffgemma")
+        for settings in ({}, None, {"diffgemma": None}, {"diffgemma": {}}):
+            s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=settings))
+        await wait_for(lambda: _configuration_changes(s, 4), what="the four changes (and their pulls) handled")
+        stats = await s.stats()
+        assert stats["settings"]["contextChars"] == 777 and await _python_disabled(s)
+        uri = s.open(tmp_path / "k.py", PY)
+        assert await s.inline(uri, 5, 4) is None
+        assert (await s.stats())["daemon_calls"] == 0
+        assert s.client.messages == []
 
 
 async def test_cancel_request_stops_daemon_work(tmp_path: Path, daemon: Daemon) -> None:
@@ -599,6 +666,10 @@ async def test_pull_configuration_when_the_client_sends_none(tmp_path: Path, dae
         assert await s.inline(uri, 5, 4) is None
         assert (await s.stats())["daemon_calls"] == 0
         assert s.client.messages == []
+
+
+async def _configuration_changes(s: Session, count: int) -> bool:
+    return (await s.stats())["configurationChanges"] >= count
 
 
 async def _python_disabled(s: Session) -> bool:

@@ -291,6 +291,11 @@ end
 
 -- rewrite ------------------------------------------------------------------------------------
 
+-- Rewrites run as jobs on the server: workspace/executeCommand answers at once with the job's
+-- id, the edit arrives as workspace/applyEdit, and diffgemma/rewriteDone {job, applied} ends it.
+-- job id -> on_done, filled by M.rewrite and emptied by on_rewrite_done (further down).
+local rewrite_waiters = {}
+
 local function lsp_position(bufnr, row, byte_col, encoding)
   local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
   byte_col = math.min(byte_col, #line)
@@ -303,7 +308,8 @@ local function lsp_position(bufnr, row, byte_col, encoding)
 end
 
 --- Rewrite lines/columns of a buffer through the server's diffgemma.rewriteSelection command.
---- start/finish are {row0, byte_col0} (finish exclusive); the edit comes back as workspace/applyEdit.
+--- start/finish are {row0, byte_col0} (finish exclusive); the edit comes back as workspace/applyEdit,
+--- and on_done(err, {applied}) runs once the server's rewrite job has finished.
 function M.rewrite(bufnr, start, finish, instruction, on_done)
   local client = get_client()
   if client == nil then
@@ -327,9 +333,14 @@ function M.rewrite(bufnr, start, finish, instruction, on_done)
     if err then
       notify("rewrite failed: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
     end
-    if on_done then
-      on_done(err, result)
+    if err or type(result) ~= "table" or not result.started then
+      if on_done then
+        on_done(err, { applied = false })
+      end
+      return
     end
+    -- started: on_done runs when the job's rewriteDone arrives (after the edit is applied)
+    rewrite_waiters[result.job] = on_done or function() end
   end, bufnr)
 end
 
@@ -365,6 +376,20 @@ local function on_status(_, result)
   end
 end
 
+local function on_rewrite_done(_, result)
+  if type(result) ~= "table" or result.job == nil then
+    return
+  end
+  local waiter = rewrite_waiters[result.job]
+  rewrite_waiters[result.job] = nil
+  if M.state.state == "rewriting" then
+    M.state.state = "ready"
+  end
+  if waiter then
+    waiter(nil, { applied = result.applied == true })
+  end
+end
+
 local function start_client(bufnr)
   local client = get_client()
   if client then
@@ -379,7 +404,7 @@ local function start_client(bufnr)
     root_dir = find_root(bufnr),
     init_options = settings,
     settings = { diffgemma = settings },
-    handlers = { ["diffgemma/status"] = on_status },
+    handlers = { ["diffgemma/status"] = on_status, ["diffgemma/rewriteDone"] = on_rewrite_done },
     flags = { debounce_text_changes = 0 },
     on_exit = function(code)
       M.client_id = nil
