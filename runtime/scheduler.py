@@ -141,6 +141,14 @@ def _finite(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (0.0 if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
 
+def _context_length(engine: Any) -> int | None:
+    """The model's context window (llama.vscode sizes its prompts by /props' n_ctx)."""
+    config = getattr(getattr(engine, "model", None), "config", None)
+    text = getattr(config, "text_config", config)
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _real_model_if_cached() -> str | None:
     try:
         from diffgemma.runtime.loading import REAL_MODEL_ID
@@ -435,6 +443,7 @@ class Scheduler:
             else:
                 engine = self._load_engine(name, self.device, self.dtype, self.quantize)
             info = dict(engine.info())
+            info.setdefault("context_length", _context_length(engine))
         except BaseException as exc:
             with self._cond:
                 self._state = "error"
