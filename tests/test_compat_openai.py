@@ -120,3 +120,17 @@ def test_ndjson_marks_each_committed_canvas(daemon: TcpDaemon) -> None:
     assert all(b.startswith(a) for a, b in itertools.pairwise(texts))  # committed text only grows
     steps = [line for line in lines if line["type"] == "draft" and not line.get("final")]
     assert steps, "the per-step drafts are still sent"
+
+
+def test_llama_cpp_completion_streams_canvas_by_canvas(daemon: TcpDaemon) -> None:
+    # Continue's llama.cpp provider: /completion, streamed, the text assembled from .content.
+    body = {"prompt": "def fib(n):\n", "n_predict": 96, "seed": 1}
+    with daemon.http() as http:
+        whole = http.post("/completion", json=body).json()
+        with http.stream("POST", "/completion", json={**body, "stream": True}) as response:
+            events = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
+                      if line.startswith("data: ")]
+    texts = [e for e in events if e.get("content")]
+    assert len(texts) >= 2 and all(e["stop"] is False for e in texts)
+    assert events[-1]["stop"] is True and events.index(texts[-1]) < len(events) - 1
+    assert "".join(e["content"] for e in events) == whole["content"]
