@@ -12,7 +12,7 @@ import {
   TransportKind,
 } from "vscode-languageclient/node";
 
-import { rewriteArguments } from "./rewrite";
+import { RewriteDone, RewriteJobs, RewriteStarted, rewriteArguments } from "./rewrite";
 import { needsRestart, serverCommand, serverSettings } from "./settings";
 import { formatStatus, StatusParams } from "./status";
 
@@ -22,6 +22,7 @@ const SERVER_COMMAND = "diffgemma.rewriteSelection";
 let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let output: vscode.LogOutputChannel;
+const rewriteJobs = new RewriteJobs();
 
 function config(): (key: string) => unknown {
   const cfg = vscode.workspace.getConfiguration(SECTION);
@@ -55,6 +56,7 @@ async function startClient(): Promise<void> {
   };
   client = new LanguageClient("diffgemma", "diffgemma", serverOptions, clientOptions);
   client.onNotification("diffgemma/status", (params: StatusParams) => showStatus(params));
+  client.onNotification("diffgemma/rewriteDone", (params: RewriteDone) => rewriteJobs.done(params));
   showStatus({ state: "starting", message: `${command} ${args.join(" ")}` });
   try {
     await client.start();
@@ -69,6 +71,7 @@ async function startClient(): Promise<void> {
 async function stopClient(): Promise<void> {
   const running = client;
   client = undefined;
+  rewriteJobs.clear();
   if (running) {
     await running.stop();
   }
@@ -98,11 +101,16 @@ async function rewriteSelection(): Promise<void> {
   await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: "diffgemma: rewriting…", cancellable: true },
     async (_progress, token) => {
-      await client?.sendRequest(
+      // the server answers at once and runs the rewrite as a job; the edit arrives as
+      // workspace/applyEdit, and diffgemma/rewriteDone ends the wait
+      const started = (await client?.sendRequest(
         ExecuteCommandRequest.type,
         { command: SERVER_COMMAND, arguments: rewriteArguments(uri, range, instruction) },
         token,
-      );
+      )) as RewriteStarted | null | undefined;
+      if (started?.started && started.job) {
+        await rewriteJobs.wait(started.job);
+      }
     },
   );
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { rewriteArguments } from "../rewrite";
+import { RewriteJobs, rewriteArguments } from "../rewrite";
 import { formatLatency, formatStatus } from "../status";
 
 test("latency formatting", () => {
@@ -34,4 +34,16 @@ test("rewrite arguments carry the instruction only when given", () => {
   assert.deepEqual(rewriteArguments("file:///a.py", range), ["file:///a.py", range]);
   assert.deepEqual(rewriteArguments("file:///a.py", range, "  "), ["file:///a.py", range]);
   assert.deepEqual(rewriteArguments("file:///a.py", range, "use a loop"), ["file:///a.py", range, "use a loop"]);
+});
+
+test("a rewrite job is awaited whichever comes first, its answer or its end", async () => {
+  const jobs = new RewriteJobs();
+  const waited = jobs.wait("a");
+  jobs.done({ job: "a", applied: true });
+  assert.equal(await waited, true);
+  jobs.done({ job: "b", applied: false });
+  assert.equal(await jobs.wait("b"), false);
+  const pending = jobs.wait("c");
+  jobs.clear();
+  assert.equal(await pending, false);
 });
