@@ -92,9 +92,9 @@ def test_models_and_chat(sdk: openai.OpenAI, daemon: TcpDaemon) -> None:
 
 
 def test_first_text_arrives_before_the_end_of_a_multi_canvas_fill(daemon: TcpDaemon) -> None:
-    # No suffix and 96 tokens: three canvases of the test model's 32. The first canvas's text must
+    # No suffix and 64 tokens: two canvases of the model's 32. The first canvas's text must
     # come out as soon as it is committed, not with the last event.
-    body = {"model": "diffgemma", "prompt": "def fib(n):\n", "max_tokens": 96, "seed": 1, "stream": True,
+    body = {"model": "diffgemma", "prompt": "def fib(n):\n", "max_tokens": 64, "seed": 1, "stream": True,
             "t_max_predict_ms": 120_000}
     arrivals: list[tuple[float, dict]] = []
     with daemon.http() as http, http.stream("POST", "/v1/completions", json=body) as response:
@@ -124,7 +124,7 @@ def test_ndjson_marks_each_committed_canvas(daemon: TcpDaemon) -> None:
 
 def test_llama_cpp_completion_streams_canvas_by_canvas(daemon: TcpDaemon) -> None:
     # Continue's llama.cpp provider: /completion, streamed, the text assembled from .content.
-    body = {"prompt": "def fib(n):\n", "n_predict": 96, "seed": 1}
+    body = {"prompt": "def fib(n):\n", "n_predict": 64, "seed": 1}  # two canvases of 32
     with daemon.http() as http:
         whole = http.post("/completion", json=body).json()
         with http.stream("POST", "/completion", json={**body, "stream": True}) as response:
