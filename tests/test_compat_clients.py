@@ -156,3 +156,12 @@ def test_the_daemon_caps_steps_and_tokens_and_uses_its_sampler(daemon: Daemon) -
     assert data["timings"]["generated_tokens"] <= 12  # --max-tokens 12
     status = daemon.status()
     assert status["sampler"] == "stock" and status["limits"]["max_steps"] == 4
+
+
+def test_a_stream_that_fails_before_its_first_event_is_a_typed_error(daemon: Daemon) -> None:
+    # The model does not load: nothing was streamed yet, so the answer is the error with its status.
+    with daemon.http() as http:
+        response = http.post("/v1/infill", json={"prefix": "a", "suffix": "", "stream": True,
+                                                 "model": "/nonexistent/ckpt"})
+    assert response.status_code == 404 and response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "model_not_found"
