@@ -22,6 +22,7 @@ could still start is held back until it is known not to.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +118,7 @@ def _count(body: dict[str, Any], key: str) -> int:
 def _time_limit(body: dict[str, Any]) -> int | None:
     """llama.cpp's ``t_max_predict_ms`` (also read on the OpenAI endpoints); <= 0 means none."""
     value = _check_type(body, "t_max_predict_ms", (int, float), "a number")
-    if value is None or value != value or value <= 0:  # value != value: NaN never reaches here, but be sure
+    if value is None or not math.isfinite(value) or value <= 0:
         return None
     return int(min(max(1.0, float(value)), MAX_TIME_LIMIT_MS))
 
