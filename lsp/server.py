@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,21 +58,33 @@ class _Progress:
     are skipped (the status notification carries them too), and ending before then cancels it.
     """
 
-    def __init__(self, server: DiffgemmaServer, message: str) -> None:
+    def __init__(self, server: DiffgemmaServer, message: str, on_cancel: Callable[[], None] | None = None) -> None:
         self.server = server
         self.token: str | None = None
+        self.on_cancel = on_cancel  # given: the bar is cancellable, and this stops the work
         if server.supports_work_done_progress():
             self.token = f"diffgemma-{uuid.uuid4().hex[:12]}"
             server.background(self._begin(self.token, message))
 
     async def _begin(self, token: str, message: str) -> None:
+        progress = self.server.work_done_progress
         try:
-            await self.server.work_done_progress.create_async(token)
+            await progress.create_async(token)
         except Exception:  # a client refusing progress must not stop the work
             log.debug("client refused work-done progress", exc_info=True)
             return
-        if self.token == token:
-            self.server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="diffgemma", message=message))
+        if self.token != token:
+            return
+        cancellable = self.on_cancel is not None
+        progress.begin(token, types.WorkDoneProgressBegin(title="diffgemma", message=message, cancellable=cancellable))
+        future = progress.tokens.get(token)
+        if cancellable and future is not None:
+            # pygls cancels the token's future on window/workDoneProgress/cancel
+            future.add_done_callback(self._cancelled)
+
+    def _cancelled(self, future: Any) -> None:
+        if future.cancelled() and self.token is not None and self.on_cancel is not None:
+            self.on_cancel()
 
     def _ready(self) -> bool:
         return self.token is not None and self.token in self.server.work_done_progress.tokens
@@ -428,7 +440,9 @@ class DiffgemmaServer(LanguageServer):
                 settings=settings, instruction=instruction, extra=self.extra_files(snap, language),
             )
         )
-        bar = _Progress(self, "rewriting the selection")
+        # the user can stop a rewrite from its progress bar: that cancels the job like an edit does
+        key = f"{snap.uri}#rewrite"
+        bar = _Progress(self, "rewriting the selection", on_cancel=lambda: self.inflight.supersede(key))
         try:
             result = await self._ask_daemon("edit", request)
         finally:

@@ -496,6 +496,34 @@ async def test_a_rejected_edit_is_a_message_to_the_user(tmp_path: Path, daemon: 
         assert (await s.stats())["errors"] == 0
 
 
+async def test_a_rewrite_can_be_cancelled_from_its_progress_bar(tmp_path: Path, daemon: Daemon) -> None:
+    # the daemon's most steps, so the rewrite is still running when the cancel arrives
+    async with lsp_session(tmp_path, base_options(daemon, maxTokens=256, steps=MAX_STEPS), env=daemon.env) as s:
+        uri = s.open(tmp_path / "q.py", PY)
+        selection = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=1, character=16))
+        outcome = await s.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="diffgemma.rewriteSelection", arguments=[uri, selection])
+        )
+        assert outcome["started"] is True
+        await wait_for(lambda: _daemon_running(daemon), what="the rewrite to reach the daemon")
+        await wait_for(lambda: _rewrite_bar(s), what="the rewrite's progress bar")
+        token, begin = _rewrite_bar(s)
+        assert begin.cancellable is True
+        s.client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+        await wait_for(lambda: s.done, what="the rewrite job to finish")
+        assert s.done[0]["applied"] is False and s.applied == []
+        await wait_for(lambda: _daemon_idle(daemon), what="the daemon to drop the work")
+        assert (await s.stats())["daemon_cancelled"] == 1
+
+
+def _rewrite_bar(s: Session) -> tuple[Any, types.WorkDoneProgressBegin] | None:
+    for token, reports in s.client.progress_reports.items():
+        first = reports[0] if reports else None
+        if isinstance(first, types.WorkDoneProgressBegin) and first.message == "rewriting the selection":
+            return token, first
+    return None
+
+
 async def test_mid_word_completion_replaces_the_word(tmp_path: Path, daemon: Daemon) -> None:
     caps = capabilities(inline=False)
     text = "def add(a, b):\n    total = a + b\n    ret\n"
