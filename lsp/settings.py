@@ -12,11 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffgemma.runtime.protocol import MAX_STEPS
+
 SECTION = "diffgemma"
 
 # Upper bounds keep a typo (e.g. maxTokens 100000) from queueing minutes of work on the daemon.
+# Tokens are capped tighter than the daemon does (ghost text is interactive); steps at the
+# daemon's own limit, so a value it would refuse is reported here, as a setting.
 MAX_TOKENS_LIMIT = 4096
-STEPS_LIMIT = 1024
+STEPS_LIMIT = MAX_STEPS
 DEBOUNCE_LIMIT_MS = 5000
 CONTEXT_CHARS_MIN = 64
 CONTEXT_CHARS_LIMIT = 200_000
