@@ -334,3 +334,21 @@ def test_the_language_server_port_is_an_ascii_number_in_range(offline: tuple[dic
                                                               port: str) -> None:
     env, _listener, _where = offline
     one_line_error(run(["lsp", "--tcp", "--port", port], env), ExitCode.USAGE, "--port")
+
+
+def test_watch_refuses_a_read_only_file_before_asking_the_daemon(offline: tuple[dict[str, str], Listener, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffgemma.cli import options as opt
+    from diffgemma.cli.watch_cmd import FileWatcher
+
+    env, listener, where = offline
+    monkeypatch.setenv("DIFFGEMMA_SOCKET", env["DIFFGEMMA_SOCKET"])
+    monkeypatch.setenv("DIFFGEMMA_CONFIG_DIR", env["DIFFGEMMA_CONFIG_DIR"])
+    path = where / "todo.py"
+    path.write_text("def add(a, b):\n    return <FILL>\n")
+    path.chmod(0o444)
+    watcher = FileWatcher(opt.resolve(quiet=True), None)
+    with pytest.raises(FileProblem, match="read-only"):
+        watcher.handle(path)
+    assert not listener.connected()
+    assert path.read_text() == "def add(a, b):\n    return <FILL>\n"
