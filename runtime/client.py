@@ -315,7 +315,8 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
                 reason = daemon.last_log_error(paths.log_path(sock))
                 if not daemon.lost_start_race(reason):
                     client.close()
-                    raise DaemonUnavailable(f"the daemon did not start: {reason or f'it exited with status {code}'}")
+                    raise DaemonUnavailable(f"the daemon did not start: {reason or f'it exited with status {code}'}",
+                                            code=_wire_code(getattr(reason, "code", None)))
                 # Another front end started one at the same moment: wait for that one instead.
             if time.monotonic() > deadline:
                 client.close()
@@ -326,6 +327,14 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     if status and status.get("notice"):
         say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
     return client
+
+
+def _wire_code(code: object) -> ErrorCode | None:
+    """A start failure's code as a wire error code, when it is one (e.g. model_load_failed)."""
+    try:
+        return ErrorCode(code) if isinstance(code, str) else None
+    except ValueError:
+        return None
 
 
 def _wait_for_load(client: Client, say: Callable[[str], None], deadline: float,

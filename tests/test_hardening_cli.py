@@ -200,6 +200,10 @@ def test_no_decision_rests_on_the_wording_of_a_message() -> None:
     coded = client_mod.DaemonError("daemon answered 500: something", status=500, code=ErrorCode.MODEL_LOAD_FAILED)
     assert classify(coded).code == ExitCode.MODEL  # type: ignore[union-attr]
     assert exit_code_for("a_code_from_a_newer_daemon", 400, unavailable=False) == ExitCode.REQUEST
+    # a daemon that could not start says why with a code too (its log's error[code] line)
+    start = client_mod.DaemonUnavailable("the daemon did not start: x", code=client_mod._wire_code("model_load_failed"))
+    assert classify(start).code == ExitCode.MODEL  # type: ignore[union-attr]
+    assert client_mod._wire_code("start_failed") is None
 
 
 def test_the_old_error_shape_and_plain_text_are_still_read() -> None:
