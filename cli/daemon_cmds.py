@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import reflow
+from diffgemma.cli.options import int_parser, reflow
 from diffgemma.runtime.daemon import LIMIT_FLAGS  # light: the flag table both command lines share
+from diffgemma.runtime.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -81,13 +82,17 @@ SocketOpt = Annotated[Path | None, typer.Option(
     help="Unix socket path (default: daemon.sock in the user runtime directory).")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", show_default=False, help="With --port: the address to listen on (default 127.0.0.1).")]
+# Integers are ASCII digits within range (click's int also takes other scripts' digits).
 PortOpt = Annotated[int | None, typer.Option(
-    "--port", min=0, max=65535, show_default=False, help="Listen on TCP instead of the Unix socket.")]
+    "--port", parser=int_parser(0, 65535), metavar="INTEGER", show_default=False,
+    help="Listen on TCP instead of the Unix socket.")]
 KeepAliveOpt = Annotated[float, typer.Option(
     "--keep-alive", envvar="DIFFGEMMA_KEEP_ALIVE", show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
-MaxBodyOpt = Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")]
-QueueOpt = Annotated[int, typer.Option("--queue", min=1, help="Most requests waiting at once (503 beyond).")]
+MaxBodyOpt = Annotated[int, typer.Option("--max-body", parser=int_parser(1024, 2**31 - 1), metavar="INTEGER",
+                                         help="Largest request body, in bytes.")]
+QueueOpt = Annotated[int, typer.Option("--queue", parser=int_parser(1, 4096), metavar="INTEGER",
+                                       help="Most requests waiting at once (503 beyond).")]
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", envvar="DIFFGEMMA_DEVICE", show_default=False, help="cpu, cuda, cuda:1, ... (default: auto).")]
 DtypeOpt = Annotated[str | None, typer.Option(
@@ -110,8 +115,10 @@ def _help(dest: str) -> str:
 
 MaxRequestSecondsOpt = Annotated[float, typer.Option(
     "--max-request-seconds", min=0, max=86400, help=_help("max_request_seconds"))]
-MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, max=1024, help=_help("max_steps"))]
-MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, max=8192, help=_help("max_tokens"))]
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", parser=int_parser(1, MAX_STEPS), metavar="INTEGER",
+                                          help=_help("max_steps"))]
+MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", parser=int_parser(1, MAX_TOKENS_LIMIT), metavar="INTEGER",
+                                           help=_help("max_tokens"))]
 AllowOriginOpt = Annotated[list[str] | None, typer.Option(
     "--allow-origin", show_default=False, help=_help("allow_origins"))]
 AllowModelOpt = Annotated[list[str] | None, typer.Option(
