@@ -55,6 +55,9 @@ class Denoised:
     steps: int
     scores: torch.Tensor  # (B,) mean held-suffix log-prob at each row's last step; -inf when pruned
     confidence: torch.Tensor  # (B, C) probability of each final token at its last step
+    # (B, C) log-probability of each scored held token at its row's last step (0 elsewhere): what
+    # several holes in one canvas are scored by, each on the held text after it
+    held_logp: torch.Tensor | None = None
     timed_out: bool = False
     alive: list[int] = field(default_factory=list)  # rows that were not pruned
 
@@ -94,6 +97,7 @@ class _SelfConditioningHook:
 class _Step:
     sampled: S.Sampled
     scores: torch.Tensor | None  # (n,) row scores this step
+    held: torch.Tensor | None  # (n, C) per-position held log-probs (scored positions only)
     confidence: torch.Tensor  # (n, C)
     self_cond: torch.Tensor  # next step's self-conditioning (logits or embeddings)
 
@@ -121,9 +125,10 @@ class Denoiser:
         raw = self.model(decoder_input_ids=canvas, self_conditioning_logits=sc, past_key_values=view,
                          decoder_position_ids=positions).logits
         processed = raw / temp
-        scores = None
+        scores = held = None
         if clamp is not None and score is not None:
-            scores = _row_scores(raw, clamp, score)
+            held = _held_logp(raw, clamp, score)
+            scores = held.sum(-1) / score.sum(-1).clamp(min=1)
         processed = S.apply_clamp(processed, clamp)
         if self.sampler == "fused":
             from diffgemma.kernels.sampler import fused_sample
@@ -134,7 +139,7 @@ class Denoiser:
         else:
             sampled = S.stock_sample(processed, gen)
             confidence = torch.softmax(processed, -1).gather(-1, sampled.argmax.unsqueeze(-1)).squeeze(-1)
-        return _Step(sampled, scores, confidence, processed.to(self.embed_dtype))
+        return _Step(sampled, scores, held, confidence, processed.to(self.embed_dtype))
 
     def _stream_step(self, canvas: torch.Tensor, sc: torch.Tensor | None, view: Any, positions: torch.Tensor,
                      temp: float, clamp: S.Clamp | None, score: torch.Tensor | None, gen: torch.Generator,
@@ -155,7 +160,8 @@ class Denoiser:
             scores = (stats.held_logp * score).sum(-1) / score.sum(-1).clamp(min=1)
         sampled = S.Sampled(tokens=stats.tokens, argmax=stats.argmax, entropy=stats.entropy)
         assert stats.self_cond is not None
-        return _Step(sampled, scores, stats.confidence, stats.self_cond)
+        held = stats.held_logp * score if scores is not None and score is not None else None
+        return _Step(sampled, scores, held, stats.confidence, stats.self_cond)
 
     # ---------------------------------------------------------------- the loop
     def run(self, cache: Any, prompt_len: int, problem: Problem, cfg: S.LoopConfig, gen: torch.Generator,
@@ -197,7 +203,7 @@ class Denoiser:
                 anchor = state.anchor()
                 new_canvas = S.renoise(accepted, mask, self.vocab_size, gen, anchor, problem.anchor_keep)
                 finished = stopper(sampled.argmax, sampled.entropy, state.focus())
-                state.record(sampled.argmax, step.scores, step.confidence)
+                state.record(sampled.argmax, step.scores, step.confidence, step.held)
                 done += 1
                 keep_rows = state.settle(finished, done)
                 sc = step.self_cond
@@ -215,7 +221,7 @@ class Denoiser:
         if budget.cancel is not None:
             budget.cancel.raise_if_cancelled()
         return Denoised(argmax=state.argmax, steps=done, scores=state.final_scores(), confidence=state.confidence,
-                        timed_out=timed_out, alive=state.alive())
+                        held_logp=state.held, timed_out=timed_out, alive=state.alive())
 
 
 class _RowState:
@@ -231,6 +237,7 @@ class _RowState:
         self.confidence = torch.zeros(batch, length, dtype=torch.float32, device=device)
         self.scores = torch.zeros(batch, dtype=torch.float32, device=device)
         self.pruned = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.held: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
 
     def _rows(self) -> torch.Tensor:
@@ -260,12 +267,17 @@ class _RowState:
     def focus(self) -> torch.Tensor | None:
         return self._take(self.problem.focus)
 
-    def record(self, argmax: torch.Tensor, scores: torch.Tensor | None, confidence: torch.Tensor) -> None:
+    def record(self, argmax: torch.Tensor, scores: torch.Tensor | None, confidence: torch.Tensor,
+               held: torch.Tensor | None = None) -> None:
         rows = self._rows()
         self.argmax[rows] = argmax
         self.confidence[rows] = confidence
         if scores is not None:
             self.scores[rows] = scores
+        if held is not None:
+            if self.held is None:
+                self.held = torch.zeros_like(self.confidence)
+            self.held[rows] = held.float()
 
     def final_scores(self) -> torch.Tensor:
         return torch.where(self.pruned, torch.full_like(self.scores, float("-inf")), self.scores)
@@ -295,9 +307,9 @@ class _RowState:
         return torch.tensor(positions, dtype=torch.long, device=self.canvas.device)
 
 
-def _row_scores(raw: torch.Tensor, clamp: S.Clamp, score_mask: torch.Tensor) -> torch.Tensor:
-    """Each row's hole-length score: mean log-probability of its held suffix tokens (the same number
-    of them in every row, so rows compare alike)."""
+def _held_logp(raw: torch.Tensor, clamp: S.Clamp, score_mask: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each scored held token (0 elsewhere). Its mean over a row is the row's
+    hole-length score (the same number of scored tokens in every row, so rows compare alike)."""
     logp = torch.log_softmax(raw.float(), dim=-1)
     held = logp.gather(-1, clamp.tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (held * score_mask).sum(-1) / score_mask.sum(-1).clamp(min=1)
+    return held * score_mask

@@ -22,6 +22,7 @@ import torch
 from diffgemma.runtime import steps as S
 from diffgemma.runtime.confidence import pieces
 from diffgemma.runtime.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
+from diffgemma.runtime.holes import infill_holes
 from diffgemma.runtime.loading import LoadedModel, load_model
 from diffgemma.runtime.prefix_cache import PrefixCache, encode
 from diffgemma.runtime.prompt import build_parts, format_chat, strip_heal
@@ -79,6 +80,7 @@ class Engine:
         # The last infill's chosen canvas and its held-suffix mask, for inspecting the joins.
         self.last_canvas: tuple[list[int], list[bool]] = ([], [])
         self.last_confidence: list[float] = []
+        self.last_holes: list[tuple[int, int]] = []  # several holes: their (start, length) in last_canvas
         self.denoiser = Denoiser(self.model, self.vocab_size, sampler)
 
     # ------------------------------------------------------------------ loading / info
@@ -335,6 +337,13 @@ class Engine:
                           on_draft=on_draft, budget=Budget(cancel=cancel, deadline=deadline),
                           length_search=length_search, alternatives=alternatives,
                           language=repair_language(language) if refine else None)
+
+    @_frees_on_cancel
+    @torch.no_grad()
+    def infill_holes(self, pieces: Sequence[str], **options: Any) -> EngineResult:
+        """Several holes: ``pieces`` is the fixed text around them (one more than holes); the
+        result's ``holes`` has one entry per hole. See `runtime.holes` for the options."""
+        return infill_holes(self, pieces, **options)
 
     @_frees_on_cancel
     @torch.no_grad()

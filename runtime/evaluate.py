@@ -21,7 +21,7 @@ from typing import Any
 from diffgemma.runtime import eval_suites as E
 
 ALL_SUITES = ("line", "multiline", "humaneval", "rewrite")
-ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength")
+ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength", "repair")
 STEP_COUNTS = (4, 8, 16, 32)
 STRENGTHS = (0.25, 0.5, 0.75, 1.0)
 HUMANEVAL_MAX_TOKENS = 128
@@ -107,6 +107,10 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
         systems.append(System("model, no length search", fills, infill(length_search=False), strategy_limit))
         systems.append(System("model, hole length = truth (oracle)", ("line",), oracle(), strategy_limit))
         systems.append(System("model, no suffix clamp", fills, infill(clamp_suffix=False), strategy_limit))
+    if "repair" in groups:
+        # the same tasks and seeds with the fill's syntax repaired (tree-sitter) and without
+        systems.append(System("model, syntax repair off", fills, infill(language="python", refine=False)))
+        systems.append(System("model + syntax repair", fills, infill(language="python", refine=True)))
     if "steps" in groups:
         for steps in STEP_COUNTS:
             if steps != default_steps or "model" not in groups:

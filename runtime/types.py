@@ -98,6 +98,8 @@ class Timings:
     # canvas positions passed through the decoder over the whole request (rows x canvas x steps,
     # summed): what the hole-length search and alternatives really cost
     decoder_tokens: int = 0
+    # syntax-guided repair rounds run (0: the fill parsed, repair was off, or no grammar)
+    refine_rounds: int = 0
     total_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +119,27 @@ class Draft:
 
 
 @dataclass
+class TokenPiece:
+    """One token of an answer: its text as it shows in the answer and the probability the model
+    gave it at the last step that saw it. An answer's pieces join to its text."""
+
+    text: str
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "confidence": round(self.confidence, 4)}
+
+
+@dataclass
+class HoleFill:
+    """One hole's answer when several holes are filled at once."""
+
+    text: str
+    hole_tokens: int = 0
+    tokens: list[TokenPiece] = field(default_factory=list)
+
+
+@dataclass
 class EngineResult:
     text: str
     finish_reason: FinishReason
@@ -124,3 +147,6 @@ class EngineResult:
     hole_tokens: int = 0  # length of the chosen hole, in tokens
     # distinct texts when alternatives were asked for; the first is ``text``
     alternatives: list[str] = field(default_factory=list)
+    tokens: list[TokenPiece] = field(default_factory=list)  # ``text``, token by token
+    # several holes: one entry per hole, in order (``text`` is then the first hole's)
+    holes: list[HoleFill] = field(default_factory=list)

@@ -1,0 +1,114 @@
+"""Syntax errors of a filled window, and which of them a fill brought in (torch-free).
+
+The engine's repair step asks: after splicing the fills into the window around them, does the
+text have ERROR or MISSING nodes that the window without the fills did not have? The window a
+front end cuts often does not parse on its own (it starts or ends inside a construct), so the
+question is always relative to the empty fill: errors that lie wholly in the fixed text, at the
+same place as without the fills, belong to the surroundings and are not the fill's doing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from diffgemma.context.languages import get_parser
+
+# Tree-sitter's error recovery can walk a pathological buffer for long; the repair is an
+# optional refinement, so a parse is abandoned past this (microseconds).
+PARSE_TIMEOUT_US = 200_000
+MAX_NODES = 20_000
+
+
+@dataclass(frozen=True)
+class SyntaxIssue:
+    """An innermost ERROR node or a MISSING node, as character offsets into the parsed text."""
+
+    start: int
+    end: int
+    missing: bool
+
+
+def syntax_issues(text: str, language: str | None) -> list[SyntaxIssue] | None:
+    """The innermost ERROR and all MISSING nodes of ``text``; None when no grammar loads."""
+    parser = get_parser(language)
+    if parser is None:
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    tree = parser.parse(data)
+    root = tree.root_node
+    if not root.has_error:
+        return []
+    ascii_text = len(data) == len(text)
+
+    def char(b: int) -> int:
+        return b if ascii_text else len(data[:b].decode("utf-8", "ignore"))
+
+    issues: list[SyntaxIssue] = []
+    stack = [root]
+    visited = 0
+    while stack and visited < MAX_NODES:
+        node = stack.pop()
+        visited += 1
+        if node.is_missing:
+            issues.append(SyntaxIssue(char(node.start_byte), char(node.end_byte), True))
+            continue
+        if not node.has_error:
+            continue
+        inner = [c for c in node.children if c.has_error or c.is_missing]
+        if node.is_error and not inner:
+            issues.append(SyntaxIssue(char(node.start_byte), char(node.end_byte), False))
+        stack.extend(inner)
+    return sorted(issues, key=lambda i: (i.start, i.end))
+
+
+@dataclass(frozen=True)
+class Spliced:
+    """A window with fills in it: the text and each fill's character range."""
+
+    text: str
+    fills: tuple[tuple[int, int], ...]
+
+
+def splice(fixed: Sequence[str], fills: Sequence[str]) -> Spliced:
+    """``fixed[0] + fills[0] + fixed[1] + ... + fills[-1] + fixed[-1]``, with the fills' ranges."""
+    assert len(fixed) == len(fills) + 1
+    parts: list[str] = [fixed[0]]
+    ranges: list[tuple[int, int]] = []
+    pos = len(fixed[0])
+    for fill, after in zip(fills, fixed[1:], strict=True):
+        ranges.append((pos, pos + len(fill)))
+        pos += len(fill) + len(after)
+        parts += [fill, after]
+    return Spliced("".join(parts), tuple(ranges))
+
+
+def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None) -> list[SyntaxIssue] | None:
+    """The issues of the filled window that the empty-filled window does not have at the same
+    place (an issue inside a fill or cutting through one is always new); None when no grammar
+    loads. New issues in the fixed text count too: an unclosed bracket in a fill shows up where
+    the parser gives up, after it."""
+    filled = splice(fixed, fills)
+    issues = syntax_issues(filled.text, language)
+    if issues is None:
+        return None
+    if not issues:
+        return []
+    known = {_key(i) for i in syntax_issues("".join(fixed), language) or []}
+    return [i for i in issues if _key(_to_empty(i, filled.fills)) not in known]
+
+
+def _key(issue: SyntaxIssue | None) -> tuple[int, int, bool] | None:
+    return None if issue is None else (issue.start, issue.end, issue.missing)
+
+
+def _to_empty(issue: SyntaxIssue, fills: Sequence[tuple[int, int]]) -> SyntaxIssue | None:
+    """The issue's offsets in the window without fills, or None when it is the fill's own: it
+    lies in a fill or cuts through one. An issue around a whole fill (tree-sitter's recovery
+    wrapping a construct the window cuts) maps to the same issue around the empty hole."""
+    start, end = issue.start, issue.end
+    for a, b in fills:
+        if b > a and (a < start < b or a < end < b or (a <= start and end <= b)):
+            return None
+    return SyntaxIssue(start - sum(b - a for a, b in fills if b <= start),
+                       end - sum(b - a for a, b in fills if b <= end), issue.missing)

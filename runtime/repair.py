@@ -1,0 +1,169 @@
+"""Syntax-guided repair: re-noise the part of a fill where the parse breaks and denoise it again.
+
+After a canvas converges, its fills are spliced into the window around them and parsed with
+tree-sitter (`context.syntax`). When the fills bring in ERROR or MISSING nodes that the window
+without them does not have, the fill tokens overlapping those nodes (plus a margin) go back to
+noise and the canvas is denoised again with every other position held, so the model rewrites
+only where the syntax broke, seeing the text on both sides. A few rounds, a wider margin each
+time, the last one re-noising the whole hole; the first version that parses wins. When none
+does, the fill without the smallest re-noised span (that span denoised to nothing) is kept if it
+parses, else the original. This is what a left-to-right decoder cannot do: it can only cut or
+patch the end of its answer, never rewrite its middle with the suffix in view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from diffgemma.context.syntax import SyntaxIssue, new_issues, splice
+from diffgemma.runtime import steps as S
+from diffgemma.runtime.denoise import Budget, Problem
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.engine import Engine
+    from diffgemma.runtime.types import Timings
+
+REFINE_ROUNDS = 3
+# Rows denoised per round, each from its own noise: two tries for the price of a little more
+# than one step's worth of decoder time at small canvases.
+REFINE_ROWS = 2
+MARGIN_TOKENS = (2, 4)  # per round; the round after these re-noises the whole hole
+
+
+@dataclass
+class Layout:
+    """One denoised canvas row: its tokens, held positions, the holes in it and confidences."""
+
+    tokens: list[int]
+    held: list[bool]
+    holes: list[tuple[int, int]]  # (start, length) in canvas positions
+    confidence: list[float]
+
+    def hole_tokens(self, i: int) -> list[int]:
+        start, length = self.holes[i]
+        return self.tokens[start: start + length]
+
+
+# fills(layout) -> each hole's text as it will be spliced into the window
+Renderer = Callable[[Layout], list[str]]
+
+
+def repair_language(language: str | None) -> str | None:
+    """The grammar to repair with, or None when ``language`` has none here."""
+    from diffgemma.context.languages import has_grammar, normalize_language
+
+    name = normalize_language(language) if language else None
+    return name if name is not None and has_grammar(name) else None
+
+
+def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: Sequence[str], render: Renderer,
+           language: str | None, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
+           budget: Budget) -> Layout:
+    """The layout with repaired holes, or ``layout`` itself when it parses or no round helps.
+    ``fixed`` is the window's text around the holes (one more piece than holes)."""
+    issues = new_issues(fixed, render(layout), language)
+    if not issues:  # parses, or no grammar
+        return layout
+    dropped: Layout | None = None
+    for round_ in range(REFINE_ROUNDS):
+        if budget.expired():
+            break
+        noised = _positions(engine, layout, fixed, render, issues, round_)
+        if not noised:
+            break
+        timings.refine_rounds += 1
+        candidates = _denoise_round(engine, cache, prompt_len, layout, noised, cfg, gen, timings, budget)
+        parsed = [c for c in candidates if not new_issues(fixed, render(c), language)]
+        if parsed:
+            return max(parsed, key=lambda c: _mean(c.confidence, noised))
+        if dropped is None and round_ < len(MARGIN_TOKENS):
+            # the same span denoised to nothing (stop tokens, which no fill shows): the fallback
+            # when no round rewrites it into something that parses
+            cut = _without(engine, layout, noised)
+            if not new_issues(fixed, render(cut), language):
+                dropped = cut
+    return dropped or layout
+
+
+def _without(engine: Engine, layout: Layout, positions: list[int]) -> Layout:
+    stop = engine.eos_ids[0] if engine.eos_ids else engine.pad_id
+    tokens = list(layout.tokens)
+    for p in positions:
+        tokens[p] = stop
+    return Layout(tokens=tokens, held=layout.held, holes=layout.holes, confidence=layout.confidence)
+
+
+def _mean(values: list[float], positions: list[int]) -> float:
+    return sum(values[p] for p in positions) / max(1, len(positions))
+
+
+def _positions(engine: Engine, layout: Layout, fixed: Sequence[str], render: Renderer,
+               issues: list[SyntaxIssue], round_: int) -> list[int]:
+    """Canvas positions to re-noise: fill tokens overlapping an issue, plus a margin; in the last
+    round, every hole position. An issue in the fixed text (where the parser gave up on an
+    unclosed bracket, say) points at the nearest fill before it."""
+    if round_ >= len(MARGIN_TOKENS):
+        return [p for start, length in layout.holes for p in range(start, start + length)]
+    margin = MARGIN_TOKENS[round_]
+    spliced = splice(fixed, render(layout))
+    chosen: set[int] = set()
+    for issue in issues:
+        hit = [i for i, (a, b) in enumerate(spliced.fills) if issue.start <= b and issue.end >= a]
+        if not hit:
+            before = [i for i, (a, _) in enumerate(spliced.fills) if a <= issue.start]
+            hit = [before[-1] if before else 0]
+        for i in hit:
+            start, length = layout.holes[i]
+            offsets = _offsets(engine, layout.hole_tokens(i))
+            a = issue.start - spliced.fills[i][0]
+            b = issue.end - spliced.fills[i][0]
+            touched = [k for k in range(length) if offsets[k] <= b and offsets[k + 1] >= a]
+            if not touched:  # the issue lies past this fill: its tail
+                touched = [length - 1]
+            lo, hi = max(0, min(touched) - margin), min(length, max(touched) + margin + 1)
+            chosen.update(range(start + lo, start + hi))
+    return sorted(chosen)
+
+
+def _offsets(engine: Engine, tokens: list[int]) -> list[int]:
+    """Character offset where each token's text starts in the decoded fill (and the end)."""
+    out, prev = [0], ""
+    for k in range(1, len(tokens) + 1):
+        text = engine.decode(tokens[:k])
+        # a token that completes a multi-byte character can shorten the decoded text's tail
+        out.append(max(out[-1], len(text) if text.startswith(prev[: len(text)]) else out[-1]))
+        prev = text
+    return out
+
+
+def _denoise_round(engine: Engine, cache: Any, prompt_len: int, layout: Layout, noised: list[int],
+                   cfg: S.LoopConfig, gen: torch.Generator, timings: Timings, budget: Budget) -> list[Layout]:
+    """REFINE_ROWS rows of the canvas with ``noised`` re-noised and the rest of the holes and the
+    held text held; the free tail after the held text stays free, as in the first pass."""
+    rows, length = REFINE_ROWS, len(layout.tokens)
+    device = engine.model.device
+    current = torch.tensor(layout.tokens, dtype=torch.long)
+    hole_mask = torch.zeros(length, dtype=torch.bool)
+    for start, n in layout.holes:
+        hole_mask[start: start + n] = True
+    free = torch.zeros(length, dtype=torch.bool)
+    free[noised] = True
+    held = (torch.tensor(layout.held, dtype=torch.bool) | hole_mask) & ~free
+    tokens = torch.where(held, current, torch.full_like(current, -1))
+    noise = engine._noise(rows, gen).cpu()
+    canvas = torch.where(free[None], noise, current[None].expand(rows, -1))
+    mask = held[None].expand(rows, -1).contiguous()
+    clamp = S.Clamp(mask=mask.to(device), tokens=tokens[None].expand(rows, -1).contiguous().to(device))
+    problem = Problem(canvas=canvas.to(device), clamp=clamp, keep=0, focus=free[None].expand(rows, -1).to(device))
+    out = engine._denoise(cache, prompt_len, problem, cfg, gen, timings, budget)
+    results = []
+    for r in range(rows):
+        toks = out.argmax[r].tolist()
+        conf = out.confidence[r].tolist()
+        merged = [conf[p] if free[p] else layout.confidence[p] for p in range(length)]
+        results.append(Layout(tokens=toks, held=layout.held, holes=layout.holes, confidence=merged))
+    return results

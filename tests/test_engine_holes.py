@@ -1,0 +1,141 @@
+"""Several holes, syntax-guided repair and per-token confidence on the tiny random-weight model
+(the mechanics; the quality figures come from diffgemma-mini's evaluation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import grammars_missing
+
+from diffgemma.context.syntax import new_issues, syntax_issues
+from diffgemma.runtime import repair
+from diffgemma.runtime.denoise import Budget
+from diffgemma.runtime.engine import Engine
+from diffgemma.runtime.holes import plan_groups
+from diffgemma.runtime.types import SamplingSettings, SettingsError, Timings
+
+pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
+
+FAST = SamplingSettings(seed=3, steps=3)
+CLOSE = ["def f(x):\n    y = ", " + 1\n    z = ", "\n    return y\n"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine.load(str(tiny_model_dir))
+
+
+def test_close_holes_share_a_canvas_with_the_text_between_held_exactly(engine: Engine) -> None:
+    result = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False)
+    assert len(result.holes) == 2 and result.text == result.holes[0].text
+    tokens, held = engine.last_canvas
+    (s0, n0), (s1, n1) = engine.last_holes
+    between = engine.encode_text(CLOSE[1])
+    tail = engine.encode_text(CLOSE[2])[: engine.canvas_length // 4]
+    # the text between the holes sits right after the first hole, held, and the second hole
+    # starts right after it; the suffix head right after the second
+    assert s0 == 0 and s1 == n0 + len(between)
+    assert tokens[n0: s1] == between and all(held[n0: s1])
+    assert tokens[s1 + n1: s1 + n1 + len(tail)] == tail and all(held[s1 + n1: s1 + n1 + len(tail)])
+    assert not any(held[s0: s0 + n0]) and not any(held[s1: s1 + n1])
+    # one scouting run of candidate lengths, then one canvas with the chosen lengths
+    assert result.timings.canvases == 2
+    assert {n0, n1} <= set(range(1, engine.canvas_length))
+
+
+def test_far_holes_go_left_to_right_with_earlier_fills_as_context(engine: Engine) -> None:
+    far = "\n".join(f"    v{i} = {i} * {i}" for i in range(12)) + "\n    w = "
+    pieces = ["def f():\n    a = ", far, "\n    return w\n"]
+    ids = [engine.encode_text(p) for p in pieces]
+    assert [g.holes for g in plan_groups(engine, ids)] == [[0], [1]]
+    assert [g.holes for g in plan_groups(engine, [engine.encode_text(p) for p in CLOSE])] == [[0, 1]]
+    result = engine.infill_holes(pieces, settings=FAST, refine_syntax=False)
+    assert len(result.holes) == 2
+    # the second hole's prompt is the first group's answer in place: the same fill as asking for
+    # it alone with that prefix
+    second = engine.infill(pieces[0] + result.holes[0].text + pieces[1], pieces[2],
+                           settings=SamplingSettings(seed=FAST.seed + 1, steps=3), refine=False)
+    assert second.text == result.holes[1].text
+
+
+def test_hole_count_is_checked(engine: Engine) -> None:
+    with pytest.raises(SettingsError):
+        engine.infill_holes(["only text"])
+
+
+def test_confidences_are_probabilities_aligned_with_the_text(engine: Engine) -> None:
+    prefix = "class Stack:\n    def push(self, item):\n        "  # healed indentation
+    for result in (engine.infill(prefix, "\n    def pop(self):\n", settings=FAST, refine=False),
+                   engine.infill(prefix, "", max_tokens=40, settings=FAST, refine=False)):
+        assert result.tokens, "a fill with text has tokens"
+        assert "".join(t.text for t in result.tokens) == result.text
+        assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
+        assert len(result.tokens) <= result.hole_tokens
+    multi = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False)
+    for hole in multi.holes:
+        assert "".join(t.text for t in hole.tokens) == hole.text
+        assert all(0.0 <= t.confidence <= 1.0 for t in hole.tokens)
+
+
+def test_syntax_issues_are_relative_to_the_empty_fill() -> None:
+    fixed = ["def f(x):\n    return (", ")\n"]
+    assert syntax_issues("".join(fixed), "python") == []
+    assert new_issues(fixed, ["x + 1"], "python") == []
+    assert new_issues(fixed, ["x +"], "python")
+    # a window cut inside a construct has errors of its own: a fill that keeps them is fine
+    cut = ["    return (", "\n  ]]\n"]
+    assert syntax_issues("".join(cut), "python")
+    assert new_issues(cut, ["x"], "python") == []
+    assert new_issues(fixed, ["x +"], "no-such-language") is None
+
+
+def test_an_injected_syntax_error_is_re_noised_where_it_breaks(engine: Engine) -> None:
+    prefix, suffix = "def f(x):\n    y = g(x, ", ")\n    return y\n"
+    broken = engine.encode_text("x]] + (1")
+    suffix_ids = engine.encode_text(suffix)
+    length = engine.canvas_length
+    row = (broken + suffix_ids + [0] * length)[:length]
+    held = [False] * len(broken) + [True] * len(suffix_ids) + [False] * length
+    layout = repair.Layout(tokens=row, held=held[:length], holes=[(0, len(broken))], confidence=[0.5] * length)
+    prompt = engine._prompt_ids("", prefix)
+    timings = Timings()
+    use = engine._prepare(prompt, timings, first=True)
+
+    def render(lay: repair.Layout) -> list[str]:
+        return [engine.decode(lay.hole_tokens(0))]
+
+    fixed = [prefix, suffix]
+    issues = new_issues(fixed, render(layout), "python")
+    assert issues
+    chosen = repair._positions(engine, layout, fixed, render, issues, 0)
+    assert chosen and set(chosen) <= set(range(len(broken)))
+    cfg = engine.resolve(FAST)
+    gen = torch.Generator().manual_seed(0)
+    rows = repair._denoise_round(engine, use.cache, len(prompt), layout, chosen, cfg, gen, timings, Budget())
+    for cand in rows:  # only the re-noised positions may change; the held suffix stays
+        assert [t for p, t in enumerate(cand.tokens[:len(broken) + len(suffix_ids)]) if p not in chosen] == \
+            [t for p, t in enumerate(row[:len(broken) + len(suffix_ids)]) if p not in chosen]
+    timings = Timings()
+    out = repair.refine(engine, use.cache, len(prompt), layout, fixed, render, "python", cfg, gen, timings, Budget())
+    assert 1 <= timings.refine_rounds <= repair.REFINE_ROUNDS
+    # the version that parses, or the original when no round found one
+    assert out is layout or new_issues(fixed, render(out), "python") == []
+
+
+def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: Engine) -> None:
+    prefix, suffix = "def f(x):\n    return g(", ")\n"
+    for seed in range(4):
+        settings = SamplingSettings(seed=seed, steps=3)
+        off = engine.infill(prefix, suffix, settings=settings, language="python", refine=False)
+        if not new_issues([prefix, suffix], [off.text], "python"):
+            continue  # this seed's fill parses: nothing to repair
+        on = engine.infill(prefix, suffix, settings=settings, language="python")
+        assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
+        assert on.text == off.text or new_issues([prefix, suffix], [on.text], "python") == []
+        assert "".join(t.text for t in on.tokens) == on.text
+        plain = engine.infill(prefix, suffix, settings=settings, language="no-such-language")
+        assert plain.timings.refine_rounds == 0 and plain.text == off.text
+        return
+    pytest.fail("no seed gave a fill that breaks the syntax on random weights")
