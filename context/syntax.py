@@ -85,7 +85,7 @@ def splice(fixed: Sequence[str], fills: Sequence[str]) -> Spliced:
 
 def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None) -> list[SyntaxIssue] | None:
     """The issues of the filled window that the empty-filled window does not have at the same
-    place (an issue inside a fill or cutting through one is always new); None when no grammar
+    place (an issue that touches a fill is always new); None when no grammar
     loads. New issues in the fixed text count too: an unclosed bracket in a fill shows up where
     the parser gives up, after it."""
     filled = splice(fixed, fills)
@@ -103,12 +103,10 @@ def _key(issue: SyntaxIssue | None) -> tuple[int, int, bool] | None:
 
 
 def _to_empty(issue: SyntaxIssue, fills: Sequence[tuple[int, int]]) -> SyntaxIssue | None:
-    """The issue's offsets in the window without fills, or None when it is the fill's own: it
-    lies in a fill or cuts through one. An issue around a whole fill (tree-sitter's recovery
-    wrapping a construct the window cuts) maps to the same issue around the empty hole."""
-    start, end = issue.start, issue.end
-    for a, b in fills:
-        if b > a and (a < start < b or a < end < b or (a <= start and end <= b)):
-            return None
-    return SyntaxIssue(start - sum(b - a for a, b in fills if b <= start),
-                       end - sum(b - a for a, b in fills if b <= end), issue.missing)
+    """The issue's offsets in the window without fills, or None when it touches a fill: one that
+    lies in a fill, cuts through it or wraps it is the fill's to fix (the empty hole may have
+    been the cause, and a fill that parses is the point)."""
+    if any(issue.start <= b and issue.end >= a for a, b in fills):
+        return None
+    shift = sum(b - a for a, b in fills if b <= issue.start)
+    return SyntaxIssue(issue.start - shift, issue.end - shift, issue.missing)

@@ -76,10 +76,15 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
         if not noised:
             break
         timings.refine_rounds += 1
-        candidates = _denoise_round(engine, cache, prompt_len, layout, noised, cfg, gen, timings, budget)
-        parsed = [c for c in candidates if not new_issues(fixed, render(c), language)]
+        if round_ >= len(MARGIN_TOKENS):  # the whole hole again, at other lengths too
+            rows = [(lay, _hole_positions(lay)) for lay in _resized(layout)]
+        else:
+            rows = [(layout, noised)] * REFINE_ROWS
+        candidates = _denoise_round(engine, cache, prompt_len, rows, cfg, gen, timings, budget)
+        parsed = [(c, p) for c, (_, p) in zip(candidates, rows, strict=True)
+                  if not new_issues(fixed, render(c), language)]
         if parsed:
-            return max(parsed, key=lambda c: _mean(c.confidence, noised))
+            return max(parsed, key=lambda cp: _mean(cp[0].confidence, cp[1]))[0]
         if dropped is None and round_ < len(MARGIN_TOKENS):
             # the same span denoised to nothing (stop tokens, which no fill shows): the fallback
             # when no round rewrites it into something that parses
@@ -140,30 +145,57 @@ def _offsets(engine: Engine, tokens: list[int]) -> list[int]:
     return out
 
 
-def _denoise_round(engine: Engine, cache: Any, prompt_len: int, layout: Layout, noised: list[int],
+def _hole_positions(layout: Layout) -> list[int]:
+    return [p for start, length in layout.holes for p in range(start, start + length)]
+
+
+def _resized(layout: Layout) -> list[Layout]:
+    """The layout with its (single) hole at other lengths, the held text after it moved along:
+    a fill that cannot parse at its length (a call missing its closing bracket) may at another.
+    Several holes keep their lengths (two rows of the same)."""
+    if len(layout.holes) != 1:
+        return [layout] * REFINE_ROWS
+    (start, n), size = layout.holes[0], len(layout.tokens)
+    held_after = sum(layout.held[start + n:])
+    room = size - start - min(held_after, max(1, size // 4))
+    out = []
+    for m in sorted({max(1, n // 2), n, min(room, n + max(2, n // 2)), min(room, 2 * n)} - {0, -1}):
+        def moved(values: list[Any], fill: Any, m: int = m) -> list[Any]:
+            return (values[:start] + [fill] * m + values[start + n:] + [fill] * size)[:size]
+
+        out.append(Layout(tokens=moved(layout.tokens, 0), held=moved(layout.held, False), holes=[(start, m)],
+                          confidence=moved(layout.confidence, 0.0)))
+    return out
+
+
+def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple[Layout, list[int]]],
                    cfg: S.LoopConfig, gen: torch.Generator, timings: Timings, budget: Budget) -> list[Layout]:
-    """REFINE_ROWS rows of the canvas with ``noised`` re-noised and the rest of the holes and the
+    """One row per (layout, positions): those positions re-noised, the rest of the holes and the
     held text held; the free tail after the held text stays free, as in the first pass."""
-    rows, length = REFINE_ROWS, len(layout.tokens)
     device = engine.model.device
-    current = torch.tensor(layout.tokens, dtype=torch.long)
-    hole_mask = torch.zeros(length, dtype=torch.bool)
-    for start, n in layout.holes:
-        hole_mask[start: start + n] = True
-    free = torch.zeros(length, dtype=torch.bool)
-    free[noised] = True
-    held = (torch.tensor(layout.held, dtype=torch.bool) | hole_mask) & ~free
-    tokens = torch.where(held, current, torch.full_like(current, -1))
-    noise = engine._noise(rows, gen).cpu()
-    canvas = torch.where(free[None], noise, current[None].expand(rows, -1))
-    mask = held[None].expand(rows, -1).contiguous()
-    clamp = S.Clamp(mask=mask.to(device), tokens=tokens[None].expand(rows, -1).contiguous().to(device))
-    problem = Problem(canvas=canvas.to(device), clamp=clamp, keep=0, focus=free[None].expand(rows, -1).to(device))
+    length = len(rows[0][0].tokens)
+    noise = engine._noise(len(rows), gen).cpu()
+    canvas, masks, held_tokens, focus = [], [], [], []
+    for r, (layout, noised) in enumerate(rows):
+        current = torch.tensor(layout.tokens, dtype=torch.long)
+        hole_mask = torch.zeros(length, dtype=torch.bool)
+        for start, n in layout.holes:
+            hole_mask[start: start + n] = True
+        free = torch.zeros(length, dtype=torch.bool)
+        free[noised] = True
+        held = (torch.tensor(layout.held, dtype=torch.bool) | hole_mask) & ~free
+        canvas.append(torch.where(free, noise[r], current))
+        masks.append(held)
+        held_tokens.append(torch.where(held, current, torch.full_like(current, -1)))
+        focus.append(free)
+    clamp = S.Clamp(mask=torch.stack(masks).to(device), tokens=torch.stack(held_tokens).to(device))
+    problem = Problem(canvas=torch.stack(canvas).to(device), clamp=clamp, keep=0, focus=torch.stack(focus).to(device))
     out = engine._denoise(cache, prompt_len, problem, cfg, gen, timings, budget)
     results = []
-    for r in range(rows):
-        toks = out.argmax[r].tolist()
+    for r, (layout, noised) in enumerate(rows):
         conf = out.confidence[r].tolist()
-        merged = [conf[p] if free[p] else layout.confidence[p] for p in range(length)]
-        results.append(Layout(tokens=toks, held=layout.held, holes=layout.holes, confidence=merged))
+        free_set = set(noised)
+        merged = [conf[p] if p in free_set else layout.confidence[p] for p in range(length)]
+        results.append(Layout(tokens=out.argmax[r].tolist(), held=layout.held, holes=layout.holes,
+                              confidence=merged))
     return results

@@ -85,7 +85,7 @@ def test_syntax_issues_are_relative_to_the_empty_fill() -> None:
     assert new_issues(fixed, ["x + 1"], "python") == []
     assert new_issues(fixed, ["x +"], "python")
     # a window cut inside a construct has errors of its own: a fill that keeps them is fine
-    cut = ["    return (", "\n  ]]\n"]
+    cut = ["x = (", ")\n\n\ndef g():\n    return ]]\n"]
     assert syntax_issues("".join(cut), "python")
     assert new_issues(cut, ["x"], "python") == []
     assert new_issues(fixed, ["x +"], "no-such-language") is None
@@ -113,7 +113,8 @@ def test_an_injected_syntax_error_is_re_noised_where_it_breaks(engine: Engine) -
     assert chosen and set(chosen) <= set(range(len(broken)))
     cfg = engine.resolve(FAST)
     gen = torch.Generator().manual_seed(0)
-    rows = repair._denoise_round(engine, use.cache, len(prompt), layout, chosen, cfg, gen, timings, Budget())
+    rows = repair._denoise_round(engine, use.cache, len(prompt), [(layout, chosen)] * 2, cfg, gen, timings,
+                                 Budget())
     for cand in rows:  # only the re-noised positions may change; the held suffix stays
         assert [t for p, t in enumerate(cand.tokens[:len(broken) + len(suffix_ids)]) if p not in chosen] == \
             [t for p, t in enumerate(row[:len(broken) + len(suffix_ids)]) if p not in chosen]
