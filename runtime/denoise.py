@@ -33,7 +33,8 @@ SAMPLERS = ("stream", "stock", "fused")
 # 8 + 4 + 2 rows over the first three steps, then one; see `hole_pruning` in the engine notes.
 PRUNE_STEPS = (1, 2, 3, 4)
 
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+# (step, argmax, row scores, per-position confidence)
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
@@ -212,7 +213,7 @@ class Denoiser:
                     new_canvas, sc = new_canvas[keep_rows], sc[keep_rows]
                 state.canvas = new_canvas
                 if on_step is not None:
-                    on_step(done, state.argmax, state.final_scores())
+                    on_step(done, state.argmax, state.final_scores(), state.confidence)
                 if not state.active:
                     break
         finally:

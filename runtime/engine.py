@@ -534,7 +534,8 @@ class Engine:
             use = self._prepare(prompt + out_ids, timings, first=canvas_index == 0)
             problem, hold = self._edit_problem(cands, orig, following, strength, gen)
 
-            def on_step(step: int, argmax: torch.Tensor, scores: torch.Tensor, _c: list[int] = cands,
+            def on_step(step: int, argmax: torch.Tensor, scores: torch.Tensor, _conf: torch.Tensor,
+                        _c: list[int] = cands,
                         _done: tuple[int, ...] = tuple(out_ids), _k: int = canvas_index) -> None:
                 best = int(torch.argmax(scores)) if len(_c) > 1 else 0
                 if on_draft is not None:
@@ -621,11 +622,15 @@ class _Fill:
     def on_step(self, lengths: list[int]) -> StepCallback:
         canvas = self.canvas
 
-        def step(n: int, argmax: torch.Tensor, scores: torch.Tensor) -> None:
+        def step(n: int, argmax: torch.Tensor, scores: torch.Tensor, confidence: torch.Tensor) -> None:
             best = int(torch.argmax(scores)) if len(lengths) > 1 else 0
             if self.on_draft is not None:
-                text = self._decode(self.tokens + argmax[best, : lengths[best]].tolist())
-                self.on_draft(Draft(step=n, text=text, canvas=canvas))
+                hole = argmax[best, : lengths[best]].tolist()
+                text = self._decode(self.tokens + hole)
+                # the draft token by token, so a live view can show how sure each token is
+                tokens = pieces(self.engine.decode, self.tokens + hole,
+                                self.conf + confidence[best, : lengths[best]].tolist(), text)
+                self.on_draft(Draft(step=n, text=text, canvas=canvas, tokens=tokens))
 
         return step
 

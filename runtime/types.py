@@ -116,6 +116,7 @@ class Draft:
     # True once for each canvas when it is committed: ``text`` is then the whole answer so far
     # and will only be extended (streams send the new part at once)
     final: bool = False
+    tokens: list[TokenPiece] | None = None  # ``text`` token by token, with confidences (infill drafts)
 
 
 @dataclass

@@ -140,3 +140,13 @@ def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: E
         assert plain.timings.refine_rounds == 0 and plain.text == off.text
         return
     pytest.fail("no seed gave a fill that breaks the syntax on random weights")
+
+
+def test_drafts_carry_their_tokens_and_confidences(engine: Engine) -> None:
+    drafts = []
+    engine.infill("def f(x):\n    y = ", "\n    return y\n", settings=FAST, on_draft=drafts.append, refine=False)
+    assert drafts
+    for draft in drafts:
+        assert draft.tokens is not None
+        assert "".join(t.text for t in draft.tokens) == draft.text
+        assert all(0.0 <= t.confidence <= 1.0 for t in draft.tokens)
