@@ -95,18 +95,29 @@ def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None)
     if not issues:
         return []
     known = {_key(i) for i in syntax_issues("".join(fixed), language) or []}
-    return [i for i in issues if _key(_to_empty(i, filled.fills)) not in known]
+    return [i for i in issues if not _old(i, filled, known)]
 
 
 def _key(issue: SyntaxIssue | None) -> tuple[int, int, bool] | None:
     return None if issue is None else (issue.start, issue.end, issue.missing)
 
 
-def _to_empty(issue: SyntaxIssue, fills: Sequence[tuple[int, int]]) -> SyntaxIssue | None:
-    """The issue's offsets in the window without fills, or None when it touches a fill: one that
-    lies in a fill, cuts through it or wraps it is the fill's to fix (the empty hole may have
-    been the cause, and a fill that parses is the point)."""
-    if any(issue.start <= b and issue.end >= a for a, b in fills):
-        return None
-    shift = sum(b - a for a, b in fills if b <= issue.start)
-    return SyntaxIssue(issue.start - shift, issue.end - shift, issue.missing)
+def _old(issue: SyntaxIssue, filled: Spliced, known: set[tuple[int, int, bool] | None]) -> bool:
+    """Whether the empty-filled window has this issue at the same place, and it is not the fill's.
+
+    An issue inside a fill or cutting through one is the fill's. One that wraps a fill is the
+    surroundings' only when it spans whole lines on both sides of it (tree-sitter's recovery
+    around a construct the window cuts); wrapping just the hole's line, the empty hole may be
+    the cause (``y = f(<hole>``) and a fill that parses is the point."""
+    text = filled.text
+    shift_start = shift_end = 0
+    for a, b in filled.fills:
+        if issue.start <= b and issue.end >= a:  # touches this fill
+            wraps = issue.start <= a and issue.end >= b
+            if not wraps or "\n" not in text[issue.start: a] or "\n" not in text[b: issue.end]:
+                return False
+        if b <= issue.start:
+            shift_start += b - a
+        if b <= issue.end:
+            shift_end += b - a
+    return (issue.start - shift_start, issue.end - shift_end, issue.missing) in known
