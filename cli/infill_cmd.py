@@ -21,6 +21,28 @@ if TYPE_CHECKING:
     from diffgemma.runtime.client import Client
     from diffgemma.runtime.protocol import EditRequest, ExtraFile, InfillRequest, Result
 
+AlternativesOpt = Annotated[
+    int | None,
+    typer.Option("--alternatives", parser=opt.int_parser(1, 4), metavar="N",
+                 help="Ask for N distinct candidates (1-4), denoised as one batch; the first is the answer, "
+                      "--json lists them all.", show_default=False),
+]
+NoRefineOpt = Annotated[
+    bool,
+    typer.Option("--no-refine", help="Keep the fill as denoised: no syntax-guided repair (on by default "
+                                      "for languages with a grammar)."),
+]
+
+
+@dataclass(frozen=True)
+class Asks:
+    """What a request asks for beyond the fill itself."""
+
+    alternatives: int | None = None
+    refine: bool = True
+    confidence: bool = False  # per-token confidences (--json, the live view)
+
+
 # Files whose presence marks the root of a workspace (for cross-file context).
 _ROOT_MARKERS = (".git", ".hg", "pyproject.toml", "setup.py", "package.json", "go.mod", "Cargo.toml",
                  "pom.xml", "build.gradle", "CMakeLists.txt", "Makefile", ".diffgemma")
@@ -30,8 +52,11 @@ HELP = """Fill the hole at a cursor with code that joins the text after it.
 [bold]TARGET[/bold] is one of:
 
   [cyan]FILE:LINE[:COL][/cyan]   the cursor in FILE; prints the inserted text
-  [cyan]FILE[/cyan]              FILE holds one marker ([cyan]<FILL>[/cyan]); prints the filled buffer
-  [cyan]-[/cyan]                 a buffer with one marker on stdin; prints the filled buffer
+  [cyan]FILE[/cyan]              FILE holds markers ([cyan]<FILL>[/cyan]); prints the filled buffer
+  [cyan]-[/cyan]                 a buffer with markers on stdin; prints the filled buffer
+
+Several markers are filled together: holes close to each other are denoised in one canvas, each
+seeing the others, farther ones left to right.
 
 Lines and columns are 1-based and count characters; COL is the cursor position before that
 character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after
@@ -51,12 +76,16 @@ EPILOG = (
   diffgemma infill app.py:42 --json       {text, range, timings} as JSON
   cat a.py | diffgemma infill - > b.py    a filter: the hole is marked <FILL>
   printf 'def add(a, b):\\n    <FILL>\\n' | diffgemma infill - -l python
-  diffgemma infill notes.py --marker @@   fill the @@ marker in notes.py
+  diffgemma infill notes.py --marker @@   fill the @@ marker(s) in notes.py
+  diffgemma infill app.py:42 --alternatives 3 --json
 
 With --apply the file is replaced atomically (same mode and line endings), the previous contents
 are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json
-prints {text, range: {start: {line, col}, end: {line, col}}, timings, ...}; the range is where
-the text now sits (1-based, end exclusive).
+prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is
+where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to
+the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply
+writes all the fills at once. A fill that breaks the syntax is re-noised where it breaks and
+denoised again (--no-refine: keep it as it came).
 
 """
     + EXIT_CODES_HELP
@@ -197,59 +226,67 @@ def infill(
     context_chars: opt.ContextCharsOpt = None,
     no_backup: opt.NoBackupOpt = False,
     quiet: opt.QuietOpt = False,
+    alternatives: AlternativesOpt = None,
+    no_refine: NoRefineOpt = False,
 ) -> None:
     from diffgemma.cli import fileio
 
     settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
                            seed=seed, marker=marker, context_chars=context_chars,
                            backup=False if no_backup else None)
+    asks = Asks(alternatives=alternatives, refine=not no_refine, confidence=json_out)
     if target == "-":
         if apply:
             raise UsageProblem("--apply needs a FILE; with stdin the filled buffer goes to stdout")
         source: fileio.SourceText = fileio.read_stdin()
-        _fill_marker(source, None, "stdin", settings, language, apply=False, json_out=json_out)
+        _fill_marker(source, None, "stdin", settings, language, apply=False, json_out=json_out, asks=asks)
         return
     path_s, line, col = fileio.parse_target(target)
     source = fileio.read_source(path_s)
     if apply:
         fileio.check_writable(source)  # refuse before the daemon does the work
     if line is None:
-        _fill_marker(source, Path(path_s), path_s, settings, language, apply=apply, json_out=json_out)
+        _fill_marker(source, Path(path_s), path_s, settings, language, apply=apply, json_out=json_out, asks=asks)
         return
     offset, position = fileio.position_offset(source.text, line, col, path_s)
-    _fill_at(source, Path(path_s), offset, position, settings, language, apply=apply, json_out=json_out)
+    _fill_at(source, Path(path_s), offset, position, settings, language, apply=apply, json_out=json_out,
+             asks=asks)
 
 
 def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path | None,
-                    language: str | None, live: bool, workspace: Any = None) -> tuple[InfillRequest, Window]:
+                    language: str | None, live: bool, workspace: Any = None,
+                    asks: Asks = Asks()) -> tuple[InfillRequest, Window]:
     from diffgemma.runtime.protocol import InfillRequest
 
     window = cursor_context(text, offset, language, settings.context_chars)
     extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, language, workspace)
     req = InfillRequest(prefix=window.prefix, suffix=window.suffix, language=language,
                         path=str(path) if path else None, extra=extra, stream=live,
+                        alternatives=asks.alternatives if asks.alternatives and asks.alternatives > 1 else None,
+                        refine=None if asks.refine else False, confidence=True if asks.confidence or live else None,
                         **sampling_fields(settings))
     return req, window
 
 
 def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
               explicit_language: str | None, title: str, *, live: bool | None = None,
-              workspace: Any = None) -> Result:
+              workspace: Any = None, asks: Asks = Asks()) -> Result:
     """Infill `text` at `offset` through the daemon (live view unless quiet or live=False)."""
     language = language_for(str(path) if path else None, explicit_language, text)
     live = (not settings.quiet) if live is None else live
-    req, window = _infill_request(settings, text, offset, path, language, live, workspace)
+    req, window = _infill_request(settings, text, offset, path, language, live, workspace, asks)
     with connect(settings) as client:
         return run_request(client, req, live=live, before=window.prefix, after=window.suffix, title=title)
 
 
 def _fill_at(source: Any, path: Path, offset: int, position: Any, settings: opt.Settings,
-             language: str | None, *, apply: bool, json_out: bool) -> None:
+             language: str | None, *, apply: bool, json_out: bool, asks: Asks = Asks()) -> None:
     from diffgemma.cli import fileio
     from diffgemma.cli.live import stdout_is_terminal
 
     text = source.text
-    result = fill_text(settings, text, offset, path, language, f"{path}:{position.line}:{position.col}")
+    result = fill_text(settings, text, offset, path, language, f"{path}:{position.line}:{position.col}",
+                       asks=asks)
     new_text = text[:offset] + result.text + text[offset:]
     backup = None
     if apply and result.text:
@@ -266,13 +303,19 @@ def _fill_at(source: Any, path: Path, offset: int, position: Any, settings: opt.
 
 
 def _fill_marker(source: Any, path: Path | None, what: str, settings: opt.Settings,
-                 language: str | None, *, apply: bool, json_out: bool) -> None:
+                 language: str | None, *, apply: bool, json_out: bool, asks: Asks = Asks()) -> None:
     from diffgemma.cli import fileio
+    from diffgemma.cli.multihole import split_markers
 
+    holes = split_markers(source.text, settings.marker, what)
+    if holes is not None:
+        _fill_holes(source, holes, path, what, settings, language, apply=apply, json_out=json_out, asks=asks)
+        return
     offset = fileio.find_marker(source.text, settings.marker, what)
     text = source.text[:offset] + source.text[offset + len(settings.marker):]
     position = fileio.offset_position(text, offset)
-    result = fill_text(settings, text, offset, path, language, f"{what}:{position.line}:{position.col}")
+    result = fill_text(settings, text, offset, path, language, f"{what}:{position.line}:{position.col}",
+                       asks=asks)
     new_text = text[:offset] + result.text + text[offset:]
     backup = None
     if apply:
@@ -285,11 +328,36 @@ def _fill_marker(source: Any, path: Path | None, what: str, settings: opt.Settin
     _report(settings, result, f"{what}:{position.line}:{position.col}", apply, backup)
 
 
+def _fill_holes(source: Any, holes: Any, path: Path | None, what: str, settings: opt.Settings,
+                language: str | None, *, apply: bool, json_out: bool, asks: Asks) -> None:
+    """Several markers: one request, every fill written (or printed) at once."""
+    from diffgemma.cli import fileio, multihole
+
+    if asks.alternatives and asks.alternatives > 1:
+        raise UsageProblem("--alternatives works with one hole; this buffer has several markers")
+    whole = holes.filled([""] * holes.count)
+    language = language_for(str(path) if path else None, language, whole)
+    req = multihole.holes_request(settings, holes, language, path, refine=asks.refine, confidence=asks.confidence)
+    with connect(settings) as client:
+        result = client.infill(req)
+    if result.finish_reason == "cancelled":
+        raise RequestFailed("the request was cancelled before it finished")
+    fills = multihole.hole_texts(result, holes.count)
+    new_text = holes.filled(fills)
+    backup = fileio.write_source(source, new_text, backup=settings.backup) if apply else None
+    if json_out:
+        multihole.print_json(result, holes, fills, path=str(path) if path else None, applied=apply, backup=backup)
+    elif not apply:
+        fileio.write_stdout(source, new_text)
+    _report(settings, result, f"{what}: {holes.count} holes", apply, backup, chars=sum(map(len, fills)))
+
+
 def _print_json(result: Result, start: Any, end: Any, *, path: str | None, applied: bool,
                 backup: Path | None) -> None:
     payload = {
         "text": result.text,
         "range": {"start": start.as_json(), "end": end.as_json()},
+        "tokens": result.tokens,
         "timings": result.timings,
         "finish_reason": result.finish_reason,
         "model": result.model,
@@ -297,17 +365,22 @@ def _print_json(result: Result, start: Any, end: Any, *, path: str | None, appli
         "applied": applied,
         "backup": str(backup) if backup else None,
     }
+    if result.alternatives:
+        payload["alternatives"] = result.alternatives
     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
-def _report(settings: opt.Settings, result: Result, where: str, applied: bool, backup: Path |
-None) -> None:
+def _report(settings: opt.Settings, result: Result, where: str, applied: bool, backup: Path | None,
+            chars: int | None = None) -> None:
     from diffgemma.cli.live import stderr_is_terminal
 
     if settings.quiet or not (applied or stderr_is_terminal()):
         return
-    line = f"diffgemma: {where}: {len(result.text)} chars ({timings_line(result)})"
+    for i, other in enumerate(result.alternatives[1:], start=2):  # the first is the answer itself
+        print(f"diffgemma: alternative {i}:\n{other}", file=sys.stderr, flush=True)
+    count = len(result.text) if chars is None else chars
+    line = f"diffgemma: {where}: {count} chars ({timings_line(result)})"
     if applied:
         line += " written" + (f", backup {backup}" if backup else "")
     print(line, file=sys.stderr, flush=True)

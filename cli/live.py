@@ -18,6 +18,8 @@ from typing import Any
 # Lines of context shown around the hole in the live view.
 _BEFORE_LINES = 4
 _AFTER_LINES = 3
+# Draft tokens the model gave less than this probability are drawn dimmed.
+LOW_CONFIDENCE = 0.5
 
 
 def stderr_is_terminal() -> bool:
@@ -79,6 +81,7 @@ class LiveCanvas:
         self.title = title
         self.step = 0
         self.draft = ""
+        self.tokens: list[dict[str, Any]] = []  # the draft token by token, when the daemon sends them
         self.frames = 0
         self._started = time.monotonic()
         self._live: Any = None
@@ -102,6 +105,8 @@ class LiveCanvas:
     def update(self, draft: dict[str, Any]) -> None:
         self.step = int(draft.get("step", self.step + 1))
         self.draft = str(draft.get("text", ""))
+        tokens = draft.get("tokens")
+        self.tokens = tokens if isinstance(tokens, list) else []
         self.frames += 1
         if self._live is not None:
             self._live.update(self._render(), refresh=True)
@@ -112,7 +117,12 @@ class LiveCanvas:
 
         body = Text()
         body.append(printable(self.before), style="dim")
-        if self.step:
+        if self.step and self.tokens and "".join(str(t.get("text", "")) for t in self.tokens) == self.draft:
+            for token in self.tokens:  # how sure the model is shows as brightness
+                low = float(token.get("confidence", 1.0)) < LOW_CONFIDENCE
+                body.append(printable(str(token.get("text", ""))),
+                            style="dim black on yellow" if low else "bold black on yellow")
+        elif self.step:
             body.append(printable(self.draft) or "∅", style="bold black on yellow")
         else:
             body.append("…", style="bold yellow")

@@ -214,6 +214,8 @@ class FileWatcher:
                   pattern: re.Pattern[str], workspace: Any) -> tuple[list[Fill], str]:
         text = source.text
         marker = self.settings.marker
+        if text.count(marker) > 1 and not pattern.search(text):
+            return self._fill_joint(text, path, language, workspace)
         budget = text.count(marker) + len(pattern.findall(text))  # model output never loops us
         fills: list[Fill] = []
         position = 0
@@ -230,6 +232,25 @@ class FileWatcher:
             if fill is not None:
                 fills.append(fill)
         return fills, text
+
+    def _fill_joint(self, text: str, path: Path, language: str | None, workspace: Any) -> tuple[list[Fill], str]:
+        """Several fill markers and no instruction: one request for all of them (holes close to
+        each other are denoised together, each seeing the others)."""
+        from diffgemma.cli import multihole
+        from diffgemma.cli.infill_cmd import connect
+
+        holes = multihole.split_markers(text, self.settings.marker, str(path))
+        assert holes is not None
+        started = time.monotonic()
+        req = multihole.holes_request(self.settings, holes, language, path, refine=True, confidence=False,
+                                      workspace=workspace)
+        with connect(self.settings) as client:
+            result = client.infill(req)
+        ms = (time.monotonic() - started) * 1000
+        fills = multihole.hole_texts(result, holes.count)
+        new_text = holes.filled(fills)
+        return [Fill(new_text.count("\n", 0, start) + 1, "filled", end - start, 0, ms)
+                for start, end in holes.offsets(fills)], new_text
 
     def _fill(self, text: str, at: int, path: Path, language: str | None,
               workspace: Any) -> tuple[str, int, Fill]:

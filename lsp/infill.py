@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from lsprotocol import types
 
@@ -39,23 +40,42 @@ def infill_request(
         steps=settings.completion.steps,
         client=uri,
         model=settings.daemon.model,
+        alternatives=settings.completion.alternatives if settings.completion.alternatives > 1 else None,
+        confidence=True if settings.completion.confident_prefix is not None else None,
     )
 
 
-def inline_items(text: str, position: types.Position) -> list[types.InlineCompletionItem]:
-    """One item inserting ``text`` at the cursor.
+def answer_texts(result: Any, confident_prefix: float | None) -> list[str]:
+    """The texts to offer: the answer, then the other alternatives. With ``confident_prefix`` the
+    answer stops before its first token under that confidence (the alternatives carry no tokens
+    and are offered whole)."""
+    text = result.text
+    tokens = getattr(result, "tokens", None) or []
+    if confident_prefix is not None and tokens:
+        kept = []
+        for token in tokens:
+            if float(token.get("confidence", 0.0)) < confident_prefix:
+                break
+            kept.append(str(token.get("text", "")))
+        text = "".join(kept)
+    others = [a for a in (getattr(result, "alternatives", None) or [])[1:] if a and a != text]
+    return [t for t in (text, *others) if t] if text or others else []
+
+
+def inline_items(text: str | Sequence[str], position: types.Position) -> list[types.InlineCompletionItem]:
+    """One item per text (the answer first, then alternatives), each inserting at the cursor.
 
     The range is empty and sits on the cursor's line, as LSP 3.18 requires; ``text`` itself may
     span lines. The daemon ends the infill exactly at the suffix, so nothing after the cursor
     needs replacing.
     """
-    if not text:
-        return []
+    texts = [text] if isinstance(text, str) else list(text)
     return [
         types.InlineCompletionItem(
-            insert_text=text,
+            insert_text=t,
             range=types.Range(start=position, end=position),
         )
+        for t in dict.fromkeys(texts) if t
     ]
 
 

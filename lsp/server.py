@@ -296,6 +296,11 @@ class DiffgemmaServer(LanguageServer):
 
     async def infill_at(self, uri: str, position: types.Position) -> str | None:
         """The infill at ``position``, or None when disabled, superseded, stale or unavailable."""
+        texts = await self.infill_texts_at(uri, position)
+        return None if texts is None else (texts[0] if texts else "")
+
+    async def infill_texts_at(self, uri: str, position: types.Position) -> list[str] | None:
+        """The answer and its alternatives (``alternatives`` setting) at ``position``; None as above."""
         if uri not in self.workspace.text_documents:
             return None  # only open documents: their text is what the user sees
         snap = self.snapshot(uri)
@@ -303,7 +308,7 @@ class DiffgemmaServer(LanguageServer):
             return None
         return await self.inflight.run(uri, self._infill_work(snap, position))
 
-    async def _infill_work(self, snap: Snapshot, position: types.Position) -> str | None:
+    async def _infill_work(self, snap: Snapshot, position: types.Position) -> list[str] | None:
         settings = self.settings
         if settings.completion.debounce_ms:
             await asyncio.sleep(settings.completion.debounce_ms / 1000)
@@ -321,7 +326,7 @@ class DiffgemmaServer(LanguageServer):
             self.inflight.counters.stale += 1
             return None
         self.inflight.counters.completed += 1
-        return editor_text(result.text)
+        return [editor_text(t) for t in infill.answer_texts(result, settings.completion.confident_prefix)]
 
     def build_infill(self, snap: Snapshot, offset: int, language: str | None, settings: Settings) -> Any:
         return infill.infill_request(
@@ -608,10 +613,10 @@ def create_server() -> DiffgemmaServer:
     async def inline_completion(
         ls: DiffgemmaServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList | None:
-        text = await ls.infill_at(params.text_document.uri, params.position)
-        if text is None:
+        texts = await ls.infill_texts_at(params.text_document.uri, params.position)
+        if texts is None:
             return None
-        return types.InlineCompletionList(items=infill.inline_items(text, params.position))
+        return types.InlineCompletionList(items=infill.inline_items(texts, params.position))
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
     async def completion(ls: DiffgemmaServer, params: types.CompletionParams) -> types.CompletionList | None:

@@ -24,6 +24,9 @@ STEPS_LIMIT = MAX_STEPS
 DEBOUNCE_LIMIT_MS = 5000
 CONTEXT_CHARS_MIN = 64
 CONTEXT_CHARS_LIMIT = 200_000
+ALTERNATIVES_LIMIT = 4  # the daemon's own bound
+# ``confidentPrefix: true``: ghost text stops before the first token the model gave less than this
+DEFAULT_CONFIDENT_PREFIX = 0.5
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class CompletionSettings:
     cross_file: bool = True
     # language id -> enabled; "*" is the default for languages not named
     enable: Mapping[str, bool] = field(default_factory=lambda: {"*": True})
+    alternatives: int = 1  # inline items per request (distinct candidates, one batch)
+    # cut ghost text at the first token under this confidence (None: show it all)
+    confident_prefix: float | None = None
 
     def enabled_for(self, language: str | None) -> bool:
         if language and language in self.enable:
@@ -116,6 +122,18 @@ class _Reader:
         value = self.optional_int(key, low, high)
         return default if value is None else value
 
+    def threshold(self, key: str, when_true: float) -> float | None:
+        """Off (false), on at ``when_true`` (true), or a probability in (0, 1]."""
+        present, value = self._get(key)
+        if not present or value is False:
+            return None
+        if value is True:
+            return when_true
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+            return float(value)
+        self.problems.append(f"{SECTION}.{key} must be true, false or a number in (0, 1] (got {value!r}); off")
+        return None
+
     def enable(self, key: str) -> dict[str, bool]:
         present, value = self._get(key)
         if not present:
@@ -162,6 +180,8 @@ def parse_settings(raw: Any) -> ParsedSettings:
         context_chars=reader.integer("contextChars", defaults.context_chars, CONTEXT_CHARS_MIN, CONTEXT_CHARS_LIMIT),
         cross_file=reader.boolean("crossFile", defaults.cross_file),
         enable=reader.enable("enable"),
+        alternatives=reader.integer("alternatives", defaults.alternatives, 1, ALTERNATIVES_LIMIT),
+        confident_prefix=reader.threshold("confidentPrefix", DEFAULT_CONFIDENT_PREFIX),
     )
     unknown = sorted(str(key) for key in raw if key not in reader.seen)
     if unknown:
@@ -182,6 +202,8 @@ def settings_to_json(settings: Settings) -> dict[str, Any]:
         "contextChars": c.context_chars,
         "crossFile": c.cross_file,
         "enable": dict(c.enable),
+        "alternatives": c.alternatives,
+        "confidentPrefix": c.confident_prefix if c.confident_prefix is not None else False,
     }
 
 

@@ -27,6 +27,7 @@ MAX_ALTERNATIVES = 4  # OpenAI ``n`` / llama.cpp ``n_cmpl``: candidates denoised
 MAX_TIME_LIMIT_MS = 3_600_000
 MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
 MAX_ID_LENGTH = 200
+MAX_HOLES = 32  # several holes in one infill request (``holes``)
 
 # Sampling overrides a request may carry in ``options`` (ollama style); names and meaning are
 # those of runtime.types.SamplingSettings.
@@ -111,6 +112,21 @@ def _boolean(name: str, value: Any) -> Any:
     if not isinstance(value, bool):
         raise ProtocolError(f"{name} must be true or false (got {_type_name(value)})")
     return value
+
+
+def _holes(name: str, value: Any) -> Any:
+    """``holes``: one object per hole, ``{"prefix": text before it}`` (since the previous hole;
+    the request's ``prefix`` comes before the first one's, its ``suffix`` after the last hole)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_HOLES:
+        raise ProtocolError(f"{name} must be a list of 1 to {MAX_HOLES} objects (got {_type_name(value)})")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"prefix"}:
+            raise ProtocolError(f"{name}[{i}] must be an object with one field, prefix")
+        out.append({"prefix": _string()(f"{name}[{i}].prefix", item.get("prefix", ""))})
+    return out
 
 
 def _keep_alive(name: str, value: Any) -> Any:
@@ -275,6 +291,10 @@ class InfillRequest(_Request):
     # wall-time budget: at its end the best draft so far is the answer (finish_reason "time")
     time_limit_ms: int | None = None
     alternatives: int | None = None  # distinct candidates, 1..MAX_ALTERNATIVES (Result.alternatives)
+    # several holes: [{"prefix": text before each}], ``suffix`` after the last (Result.holes)
+    holes: list[dict[str, str]] | None = None
+    refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
+    confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
 
     kind: ClassVar[str] = "infill"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "suffix")
@@ -282,8 +302,25 @@ class InfillRequest(_Request):
         "prefix": _string(),
         "suffix": _string(),
         "alternatives": _integer(1, MAX_ALTERNATIVES),
+        "holes": _holes,
+        "refine": _boolean,
+        "confidence": _boolean,
         **_COMMON_CHECKS,
     }
+
+    @classmethod
+    def from_json(cls, data: Any) -> InfillRequest:
+        # with ``holes`` the text before the first hole is its prefix: ``prefix`` may be left out
+        if isinstance(data, dict) and "holes" in data and "prefix" not in data:
+            data = {**data, "prefix": ""}
+        return super().from_json(data)
+
+    def pieces(self) -> list[str]:
+        """The fixed text around the holes (one more piece than holes)."""
+        if not self.holes:
+            return [self.prefix, self.suffix]
+        heads = [h["prefix"] for h in self.holes]
+        return [self.prefix + heads[0], *heads[1:], self.suffix]
 
 
 @dataclass
@@ -354,11 +391,16 @@ class Result:
     model: str
     # distinct candidates when the request asked for alternatives; the first is ``text``
     alternatives: list[str] = field(default_factory=list)
+    # when asked for (``confidence``): ``text`` token by token, [{"text", "confidence"}]
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    # several holes: one {"text", "tokens"?} per hole, in order (``text`` is the first one's)
+    holes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if not self.alternatives:
-            del data["alternatives"]
+        for key in ("alternatives", "tokens", "holes"):
+            if not data[key]:
+                del data[key]
         return data
 
     @classmethod
@@ -375,8 +417,12 @@ class Result:
         alternatives = data.get("alternatives") or []
         if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
             raise ProtocolError("result has fields of the wrong type")
+        tokens, holes = data.get("tokens") or [], data.get("holes") or []
+        if not isinstance(tokens, list) or not isinstance(holes, list) or not all(
+                isinstance(x, dict) for x in [*tokens, *holes]):
+            raise ProtocolError("result has fields of the wrong type")
         return cls(text=text, finish_reason=reason, timings=timings, id=str(data.get("id", "")),
-                   model=str(data.get("model", "")), alternatives=alternatives)
+                   model=str(data.get("model", "")), alternatives=alternatives, tokens=tokens, holes=holes)
 
 
 def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:

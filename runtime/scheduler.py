@@ -569,8 +569,10 @@ class Scheduler:
                  res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
                  timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
         alternatives = list(getattr(res, "alternatives", None) or [])
+        tokens, holes = _confidence_fields(job.request, res)
         return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
-                                     model=job.model, alternatives=alternatives if len(alternatives) > 1 else []))
+                                     model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
+                                     tokens=tokens, holes=holes))
 
     def _engine_call(self, job: Job) -> Any:
         req: Any = job.request
@@ -588,7 +590,12 @@ class Scheduler:
                          extra=extra, **common)
         if req.alternatives and req.alternatives > 1:
             common["alternatives"] = req.alternatives
-        return engine.infill(req.prefix, req.suffix, extra=extra, **common)
+        if req.holes:  # several holes: no drafts (each hole's draft is not one text)
+            del common["on_draft"]
+            return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
+                                       refine_syntax=req.refine is not False, **common)
+        return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
+                             refine=req.refine is not False, **common)
 
     def _tokens(self, job: Job) -> Outcome:
         req = job.request
@@ -605,3 +612,21 @@ class Scheduler:
         if req.with_pieces:
             return Outcome(value={"tokens": [{"id": i, "piece": engine.decode([i])} for i in ids]})
         return Outcome(value={"tokens": ids})
+
+
+def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Result.tokens (when the request asked for confidences) and Result.holes (several holes)."""
+    asked = bool(getattr(req, "confidence", None))
+
+    def pieces(items: Any) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in items or []] if asked else []
+
+    tokens = pieces(getattr(res, "tokens", None))
+    holes = []
+    if getattr(req, "holes", None):
+        for hole in getattr(res, "holes", None) or []:
+            entry: dict[str, Any] = {"text": hole.text}
+            if asked:
+                entry["tokens"] = pieces(hole.tokens)
+            holes.append(entry)
+    return tokens, holes

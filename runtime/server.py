@@ -389,6 +389,8 @@ def _ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["canvas"] = draft.canvas
     if draft.final:
         line["final"] = True  # this canvas is committed: later text only extends it
+    if draft.tokens is not None and getattr(job.request, "confidence", None):
+        line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is
     return (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 

@@ -94,7 +94,7 @@ def test_bad_input_is_one_line_with_its_exit_code(files: Path, env: dict[str, st
         (b"", ["infill", "-"], 3, "stdin is empty"),
         (b"  \n\n", ["infill", "-"], 3, "stdin is empty"),
         (b"def f():\n    pass\n", ["infill", "-"], 4, "no <FILL> marker"),
-        (b"a = <FILL>\nb = <FILL>\n", ["infill", "-"], 4, "2 <FILL> markers"),
+        (b"a = <FILL>\n" * 33, ["infill", "-"], 4, "33 <FILL> markers"),
         (b"a = @@\n", ["infill", "-", "--marker", "<X>"], 4, "no <X> marker"),
         (b"\x00\x01binary", ["infill", "-"], 3, "stdin looks binary"),
         (b"caf\xe9 <FILL>\n", ["infill", "-"], 3, "stdin is not valid UTF-8"),
