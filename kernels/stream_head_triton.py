@@ -97,8 +97,12 @@ def _seed(generator: torch.Generator | None, device: torch.device) -> int:
 
 
 def walk_triton(h: torch.Tensor, inv_t: torch.Tensor, inp: HeadInputs, run: _Running, chunk: int,
-                generator: torch.Generator | None, rows_per_program: int = 1, block: int = 1024) -> None:
+                generator: torch.Generator | None, rows_per_program: int | None = None, block: int = 1024) -> None:
     """The walk of `stream_head._walk_torch`, the per-chunk statistics from one kernel each."""
+    if rows_per_program is None:
+        # On CUDA one row per program already fills the GPU at the real vocabulary; in the CPU
+        # interpreter each program is a Python-level loop, so rows are batched to keep it quick.
+        rows_per_program = 1 if h.is_cuda else 32
     weight = inp.weight
     vocab = weight.shape[0]
     rows = h.shape[0]
