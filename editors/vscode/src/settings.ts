@@ -13,6 +13,8 @@ export const SERVER_KEYS = [
   "contextChars",
   "crossFile",
   "enable",
+  "alternatives",
+  "confidentPrefix",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];

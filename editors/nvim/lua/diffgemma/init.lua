@@ -23,6 +23,9 @@ local defaults = {
   accept_key = "<Tab>",
   -- key that hides the ghost text in insert mode; false to map nothing
   dismiss_key = false,
+  -- insert-mode key that shows the next alternative (settings = { alternatives = 3 } asks the
+  -- server for several); false to map nothing
+  cycle_key = "<M-]>",
   -- ask for ghost text as you type; false: only on :DiffgemmaSuggest / require("diffgemma").suggest()
   auto_trigger = true,
   -- wait this long after the last keystroke before asking (the server debounces too)
@@ -121,7 +124,8 @@ function M.current()
   if shown == nil then
     return nil
   end
-  return { bufnr = shown.bufnr, row = shown.row, col = shown.col, text = shown.text }
+  return { bufnr = shown.bufnr, row = shown.row, col = shown.col, text = shown.text,
+           count = shown.items and #shown.items or 1 }
 end
 
 local function split_lines(text)
@@ -235,22 +239,42 @@ function M.suggest()
       end
     end
     local items = result and (result.items or result) or {}
-    local item = items[1]
-    if item == nil then
-      M.clear(bufnr)
-      return
-    end
     local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
-    local text = text_at_cursor(item, line, col, encoding)
-    if text == "" then
+    -- every item (the answer, then its alternatives), for cycling
+    local texts, seen = {}, {}
+    for _, item in ipairs(items) do
+      local t = text_at_cursor(item, line, col, encoding)
+      if t ~= "" and not seen[t] then
+        seen[t] = true
+        table.insert(texts, t)
+      end
+    end
+    if #texts == 0 then
       M.clear(bufnr)
       return
     end
-    render(bufnr, row, col, text)
+    render(bufnr, row, col, texts[1])
+    shown.items, shown.index = texts, 1
     if M.on_shown then
       M.on_shown(M.current())
     end
   end, bufnr)
+end
+
+--- Show the next (step 1) or previous (step -1) alternative; returns true when there was one.
+function M.cycle(step)
+  local inline = builtin_inline()
+  if inline and inline.select then
+    return pcall(inline.select, { count = step or 1 })
+  end
+  if shown == nil or shown.items == nil or #shown.items < 2 then
+    return false
+  end
+  local s = shown
+  local index = ((s.index - 1 + (step or 1)) % #s.items) + 1
+  render(s.bufnr, s.row, s.col, s.items[index])
+  shown.items, shown.index = s.items, index
+  return true
 end
 
 --- Insert the shown ghost text; returns true when there was some.
@@ -463,6 +487,11 @@ local function map_keys()
       end
       return cfg.accept_key
     end, { expr = true, silent = true, desc = "diffgemma: accept ghost text" })
+  end
+  if cfg.cycle_key then
+    vim.keymap.set("i", cfg.cycle_key, function()
+      M.cycle(1)
+    end, { silent = true, desc = "diffgemma: next alternative" })
   end
   if cfg.dismiss_key then
     vim.keymap.set("i", cfg.dismiss_key, function()

@@ -1,0 +1,104 @@
+"""Headless Neovim with editors/nvim asking for several alternatives (a real `diffgemma lsp`, a real
+daemon on the tiny checkpoint) and cycling through them with the cycle key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_lsp_server import Daemon, run_daemon
+
+PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"
+NVIM = shutil.which("nvim")
+
+pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install -y neovim)")
+
+SOURCE = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    \n"
+
+SCRIPT = r"""
+local result = {}
+local ok, err = pcall(function()
+  local dg = require("diffgemma")
+  dg.setup({
+    cmd = { os.getenv("DG_PYTHON"), "-m", "diffgemma.lsp" },
+    settings = { socket = os.getenv("DG_SOCKET"), autoStart = false, debounceMs = 0, maxTokens = 8,
+                 steps = 3, alternatives = 4 },
+    auto_trigger = false,
+  })
+  vim.o.virtualedit = "onemore" -- normal mode may sit where insert mode does, past the line's end
+  vim.cmd("edit " .. vim.fn.fnameescape(os.getenv("DG_FILE")))
+  local bufnr = vim.api.nvim_get_current_buf()
+  vim.wait(30000, function() return dg.client_id ~= nil and vim.lsp.buf_is_attached(bufnr, dg.client_id) end, 20)
+  vim.wait(120000, function() return dg.state.state == "ready" end, 20)
+  -- random weights: try places until one gives two or more distinct items
+  for _, place in ipairs({ { 6, 4 }, { 2, 11 }, { 6, 0 }, { 2, 4 } }) do
+    for _ = 1, 3 do
+      dg.clear()
+      vim.api.nvim_win_set_cursor(0, place)
+      dg.suggest()
+      vim.wait(60000, function() return dg.current() ~= nil end, 20)
+      local cur = dg.current()
+      if cur and cur.count >= 2 then break end
+    end
+    local cur = dg.current()
+    if cur and cur.count >= 2 then break end
+  end
+  local first = dg.current()
+  result.first = first
+  if first and first.count >= 2 then
+    result.cycled = dg.cycle(1)
+    result.second = dg.current()
+    -- the key, as a user presses it: back to the first after going round
+    -- (read while still in insert mode: leaving it hides the ghost text)
+    local keys = vim.api.nvim_replace_termcodes("i" .. string.rep("<M-]>", first.count - 1)
+      .. "<Cmd>lua _G.dg_seen = require('diffgemma').current()<CR><Esc>", true, false, true)
+    vim.api.nvim_feedkeys(keys, "xt", false)
+    result.after_keys = _G.dg_seen or vim.NIL
+  end
+end)
+if not ok then result.error = tostring(err) end
+local f = io.open(os.getenv("DG_OUT"), "w")
+f:write(vim.fn.json_encode(result))
+f:close()
+vim.cmd("qa!")
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
+    with run_daemon(tiny_model_dir) as d:
+        yield d
+
+
+def run_nvim(tmp_path: Path, daemon: Daemon) -> dict[str, Any]:
+    source = tmp_path / "calc.py"
+    source.write_text(SOURCE)
+    script = tmp_path / "drive.lua"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out.json"
+    env = {**daemon.env, "DG_OUT": str(out), "DG_FILE": str(source), "DG_SOCKET": str(daemon.socket),
+           "DG_PYTHON": sys.executable, "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    command = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}", "-S", str(script)]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.exists(), f"nvim wrote nothing (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return json.loads(out.read_text())
+
+
+def test_cycle_key_walks_the_alternatives(tmp_path: Path, daemon: Daemon) -> None:
+    result = run_nvim(tmp_path, daemon)
+    assert "error" not in result, result.get("error")
+    first = result["first"]
+    assert first is not None and first["count"] >= 2, "no place gave two distinct alternatives"
+    assert result["cycled"] is True
+    second = result["second"]
+    assert second["text"] != first["text"] and second["count"] == first["count"]
+    assert (second["row"], second["col"]) == (first["row"], first["col"])
+    # count - 1 presses of the key from the second item come back round to the first
+    assert result["after_keys"]["text"] == first["text"]
