@@ -50,3 +50,11 @@ test("only the executable path needs a restart", () => {
   assert.equal(needsRestart((s) => s === "diffgemma.serverPath"), true);
   assert.equal(needsRestart((s) => s === "diffgemma.maxTokens"), false);
 });
+
+test("passes alternatives and confidentPrefix to the server", () => {
+  assert.deepEqual(serverSettings(getter({ alternatives: 3, confidentPrefix: 0.4 })), {
+    alternatives: 3,
+    confidentPrefix: 0.4,
+  });
+  assert.deepEqual(serverSettings(getter({ confidentPrefix: false })), { confidentPrefix: false });
+});
