@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from lsprotocol import types
 from test_cli_commands import Daemon, daemon, ok  # noqa: F401 - the module's daemon fixture
 from test_lsp_server import assert_inline_items, lsp_session
@@ -124,3 +125,19 @@ async def test_lsp_offers_several_inline_items(tmp_path: Path, daemon: Daemon) -
         texts = assert_inline_items(await session.inline(uri, 1, 11), position)
         assert len(texts) <= 3 and len(set(texts)) == len(texts)
         assert await session.client.protocol.send_request_async("diffgemma/stats", {})
+
+
+def test_watch_fills_several_markers_in_one_request(daemon: Daemon, tmp_path: Path,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffgemma.cli import options as opt
+    from diffgemma.cli.watch_cmd import FileWatcher
+
+    monkeypatch.setenv("DIFFGEMMA_CONFIG_DIR", str(tmp_path / "cfg"))
+    path = tmp_path / "w.py"
+    path.write_text("<FILL>".join(PIECES))
+    settings = opt.resolve(quiet=True, socket=str(daemon.socket), steps=3, max_tokens=8, seed=4)
+    fills = FileWatcher(settings, None).handle(path)
+    written = path.read_text()
+    assert len(fills) == 2 and "<FILL>" not in written
+    assert [f.line for f in fills] == [2, written.count("\n", 0, written.index("    z = ")) + 1]
+    assert written.startswith(PIECES[0]) and written.endswith(PIECES[2]) and PIECES[1] in written
