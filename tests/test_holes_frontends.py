@@ -141,3 +141,30 @@ def test_watch_fills_several_markers_in_one_request(daemon: Daemon, tmp_path: Pa
     assert len(fills) == 2 and "<FILL>" not in written
     assert [f.line for f in fills] == [2, written.count("\n", 0, written.index("    z = ")) + 1]
     assert written.startswith(PIECES[0]) and written.endswith(PIECES[2]) and PIECES[1] in written
+
+
+def test_stream_drafts_carry_tokens_when_confidence_is_asked(daemon: Daemon) -> None:  # noqa: F811
+    body = {"prefix": PIECES[0], "suffix": PIECES[2], "steps": 3, "max_tokens": 8, "stream": True}
+    with _http(daemon) as http:
+        for confidence in (True, False):
+            lines = [json.loads(line) for line in http.post("/v1/infill", json={**body, "confidence": confidence})
+                     .text.splitlines() if line.strip()]
+            drafts = [line for line in lines if line["type"] == "draft" and not line.get("final")]
+            assert drafts and lines[-1]["type"] == "result"
+            for draft in drafts:
+                if confidence:
+                    assert "".join(t["text"] for t in draft["tokens"]) == draft["text"]
+                else:
+                    assert "tokens" not in draft
+
+
+def test_live_view_dims_the_unsure_tokens() -> None:
+    from diffgemma.cli.live import LiveCanvas
+
+    view = LiveCanvas("x = ", "\n", "t")
+    view.update({"step": 1, "text": "ab", "tokens": [{"text": "a", "confidence": 0.9},
+                                                     {"text": "b", "confidence": 0.1}]})
+    panel = view._render()
+    styles = {str(span.style) for span in panel.renderable.spans if panel.renderable.plain[span.start:span.end]
+              in ("a", "b")}
+    assert styles == {"bold black on yellow", "dim black on yellow"}
