@@ -26,7 +26,7 @@ from diffgemma.runtime.holes import infill_holes
 from diffgemma.runtime.loading import LoadedModel, load_model
 from diffgemma.runtime.prefix_cache import PrefixCache, encode
 from diffgemma.runtime.prompt import build_parts, format_chat, strip_heal
-from diffgemma.runtime.repair import Layout, refine, repair_language
+from diffgemma.runtime.repair import repair_fill, repair_language
 from diffgemma.runtime.types import (
     Cancelled,
     CancelToken,
@@ -443,7 +443,7 @@ class Engine:
                 finish = "length"
             break
         if language is not None and last is not None:
-            self._repair(fill, last, suffix, stops, bool(suffix_ids), language, cfg, gen, timings, budget)
+            repair_fill(self, fill, last, suffix, stops, bool(suffix_ids), language, cfg, gen, timings, budget)
         self.last_confidence = fill.conf[fill.committed:]
         text = fill.text(suffix, stops)
         others = [fill.text(suffix, stops, tail=row) for row in rows_out] if alternatives > 1 else []
@@ -451,33 +451,6 @@ class Engine:
         return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(fill.tokens),
                             alternatives=_distinct([text, *others]) if alternatives > 1 else [],
                             tokens=pieces(self.decode, fill.tokens, fill.conf, text))
-
-    def _repair(self, fill: _Fill, last: tuple[Any, int, Denoised, int, Problem], suffix: str, stops: set[int],
-                held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
-                budget: Budget) -> None:
-        """Syntax-guided repair of the last canvas's hole (`runtime.repair`), in place in ``fill``."""
-        cache, prompt_len, out, best, problem = last
-        base = fill.committed
-        row = out.argmax[best].tolist()
-        hole_len = len(fill.tokens) - base
-        if not held_suffix:  # the hole ran to a stop token: a few positions past it may grow it
-            hole_len = min(len(row), hole_len + 4)
-        held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
-        layout = Layout(tokens=row, held=held, holes=[(0, max(hole_len, 1))],
-                        confidence=out.confidence[best].tolist())
-
-        def cut(tokens: list[int]) -> list[int]:
-            return tokens if held_suffix else _until(tokens, stops)
-
-        def render(lay: Layout) -> list[str]:
-            return [fill.text(suffix, stops, tail=cut(lay.hole_tokens(0)))]
-
-        fixed = [fill.prefix, suffix]
-        repaired = refine(self, cache, prompt_len, layout, fixed, render, language, cfg, gen, timings, budget)
-        if repaired is not layout:
-            new = cut(repaired.hole_tokens(0))
-            fill.tokens[base:] = new
-            fill.conf[base:] = repaired.confidence[: len(new)]
 
     # ------------------------------------------------------------------ rewrite
     @_frees_on_cancel

@@ -199,3 +199,37 @@ def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple
         results.append(Layout(tokens=out.argmax[r].tolist(), held=layout.held, holes=layout.holes,
                               confidence=merged))
     return results
+
+
+def repair_fill(engine: Engine, fill: Any, last: tuple[Any, int, Any, int, Problem], suffix: str, stops: set[int],
+                held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
+                budget: Budget) -> None:
+    """Syntax-guided repair of an infill's last canvas (the engine's ``_Fill``), in place: the hole
+    of the chosen row, with the committed canvases before it and the suffix after it fixed."""
+    cache, prompt_len, out, best, problem = last
+    base = fill.committed
+    row = out.argmax[best].tolist()
+    hole_len = len(fill.tokens) - base
+    if not held_suffix:  # the hole ran to a stop token: a few positions past it may grow it
+        hole_len = min(len(row), hole_len + 4)
+    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
+    layout = Layout(tokens=row, held=held, holes=[(0, max(hole_len, 1))],
+                    confidence=out.confidence[best].tolist())
+
+    def cut(tokens: list[int]) -> list[int]:
+        return tokens if held_suffix else _until(tokens, stops)
+
+    def render(lay: Layout) -> list[str]:
+        return [fill.text(suffix, stops, tail=cut(lay.hole_tokens(0)))]
+
+    fixed = [fill.prefix, suffix]
+    repaired = refine(engine, cache, prompt_len, layout, fixed, render, language, cfg, gen, timings, budget)
+    if repaired is not layout:
+        new = cut(repaired.hole_tokens(0))
+        fill.tokens[base:] = new
+        fill.conf[base:] = repaired.confidence[: len(new)]
+
+
+def _until(tokens: list[int], stops: set[int]) -> list[int]:
+    end = next((i for i, t in enumerate(tokens) if t in stops), None)
+    return tokens if end is None else tokens[:end]
