@@ -150,3 +150,14 @@ def test_drafts_carry_their_tokens_and_confidences(engine: Engine) -> None:
         assert draft.tokens is not None
         assert "".join(t.text for t in draft.tokens) == draft.text
         assert all(0.0 <= t.confidence <= 1.0 for t in draft.tokens)
+
+
+def test_the_evaluation_compares_repair_on_and_off(tiny_model_dir: Path) -> None:
+    from diffgemma.runtime import evaluate
+
+    report = evaluate.run_eval(str(tiny_model_dir), suites=["line"], groups=["baselines", "repair"], limit=2)
+    by_name = {s["name"]: s["scores"] for s in report["systems"]}
+    off, on = by_name["model, syntax repair off"]["line"], by_name["model + syntax repair"]["line"]
+    assert off["n"] == on["n"] == 2
+    table = evaluate.format_markdown(report)
+    assert "| model, syntax repair off |" in table and "| model + syntax repair |" in table
