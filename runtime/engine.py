@@ -25,7 +25,7 @@ from diffgemma.runtime.denoise import SAMPLERS, Budget, Denoised, Denoiser, Prob
 from diffgemma.runtime.holes import infill_holes
 from diffgemma.runtime.loading import LoadedModel, load_model
 from diffgemma.runtime.prefix_cache import PrefixCache, encode
-from diffgemma.runtime.prompt import build_parts, format_chat, strip_heal
+from diffgemma.runtime.prompt import build_parts, chat_parts, strip_heal
 from diffgemma.runtime.repair import repair_fill, repair_language
 from diffgemma.runtime.types import (
     Cancelled,
@@ -101,6 +101,7 @@ class Engine:
             "device": self.loaded.device,
             "dtype": self.loaded.dtype,
             "canvas_length": self.canvas_length,
+            "context_length": int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 0) or 0),
             "vocab_size": self.vocab_size,
             "parameters": int(params),
             "memory_bytes": int(memory),
@@ -357,22 +358,23 @@ class Engine:
         cancel: CancelToken | None = None,
         deadline: float | None = None,
     ) -> EngineResult:
-        """A chat answer: the tokenizer's chat template (Gemma's turn format when it has none),
-        then plain generation, canvas after canvas, until end of turn or ``max_tokens``."""
-        template = getattr(self.tokenizer, "chat_template", None)
-        if template:
-            text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            ids = self._encode_header(text)
-            if self.bos_id is not None and (not ids or ids[0] != self.bos_id):
-                ids = [self.bos_id, *ids]
-        else:
-            ids = self._prompt_ids(format_chat(messages), "")
+        """A chat answer in Gemma's turn format, then plain generation, canvas after canvas, until
+        end of turn or ``max_tokens``. The turn markers are encoded as special tokens; what the
+        messages say is encoded as plain text (a ``<turn|>`` typed in a message stays text)."""
+        ids = self.chat_ids(messages)
         stops = set(self.eos_ids)
         end_turn = self.tokenizer.convert_tokens_to_ids("<turn|>")
         if isinstance(end_turn, int) and end_turn != getattr(self.tokenizer, "unk_token_id", None):
             stops.add(end_turn)
         return self._fill(ids, [], "", "", "", max_tokens=max_tokens, settings=settings, on_draft=on_draft,
                           budget=Budget(cancel=cancel, deadline=deadline), stops=stops)
+
+    def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The prompt of a chat: turn markers as special tokens, the messages as plain text."""
+        ids = [self.bos_id] if self.bos_id is not None else []
+        for text, markup in chat_parts(messages):
+            ids += self._encode_header(text) if markup else self.encode_text(text)
+        return ids
 
     def _fill(self, prompt: list[int], suffix_ids: list[int], healed: str, prefix: str, suffix: str, *,
               max_tokens: int | None, settings: SamplingSettings | None, on_draft: DraftCallback | None,

@@ -58,11 +58,12 @@ def build_parts(prefix: str, extra: Sequence[tuple[str, str]] = (), instruction:
     return PromptParts(header=format_instruction(instruction) + format_extra(extra), prefix=body, healed=healed)
 
 
-def format_chat(messages: Sequence[dict[str, str]]) -> str:
-    """Chat messages in Gemma's turn format, ending with an open model turn (used when the
-    tokenizer has no chat template of its own). A system message is folded into the first user
-    turn, as Gemma's template does."""
-    parts: list[str] = []
+def chat_parts(messages: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
+    """Chat messages in Gemma's turn format, ending with an open model turn, as (text, is_markup)
+    pieces: the turn markers are markup; what the messages say is user text, never parsed for
+    special-token names. A system message is folded into the first user turn, as Gemma's own
+    template does."""
+    parts: list[tuple[str, bool]] = []
     system = ""
     for message in messages:
         role, content = message.get("role", "user"), message.get("content", "")
@@ -72,5 +73,6 @@ def format_chat(messages: Sequence[dict[str, str]]) -> str:
         turn = "model" if role == "assistant" else "user"
         if turn == "user" and system:
             content, system = system + content, ""
-        parts.append(f"<|turn>{turn}\n{content.strip()}<turn|>\n")
-    return "".join(parts) + "<|turn>model\n"
+        parts += [(f"<|turn>{turn}\n", True), (content.strip(), False), ("<turn|>\n", True)]
+    return [*parts, ("<|turn>model\n", True)]
+
