@@ -6,8 +6,7 @@ without them does not have, the fill tokens overlapping those nodes (plus a marg
 noise and the canvas is denoised again with every other position held, so the model rewrites
 only where the syntax broke, seeing the text on both sides. A few rounds, a wider margin each
 time, the last one re-noising the whole hole; the first version that parses wins. When none
-does, the fill without the smallest re-noised span (that span denoised to nothing) is kept if it
-parses, else the original. This is what a left-to-right decoder cannot do: it can only cut or
+does, the original stays. This is what a left-to-right decoder cannot do: it can only cut or
 patch the end of its answer, never rewrite its middle with the suffix in view.
 """
 
@@ -68,7 +67,6 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
     issues = new_issues(fixed, render(layout), language)
     if not issues:  # parses, or no grammar
         return layout
-    dropped: Layout | None = None
     for round_ in range(REFINE_ROUNDS):
         if budget.expired():
             break
@@ -85,21 +83,9 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
                   if not new_issues(fixed, render(c), language)]
         if parsed:
             return max(parsed, key=lambda cp: _mean(cp[0].confidence, cp[1]))[0]
-        if dropped is None and round_ < len(MARGIN_TOKENS):
-            # the same span denoised to nothing (stop tokens, which no fill shows): the fallback
-            # when no round rewrites it into something that parses
-            cut = _without(engine, layout, noised)
-            if not new_issues(fixed, render(cut), language):
-                dropped = cut
-    return dropped or layout
-
-
-def _without(engine: Engine, layout: Layout, positions: list[int]) -> Layout:
-    stop = engine.eos_ids[0] if engine.eos_ids else engine.pad_id
-    tokens = list(layout.tokens)
-    for p in positions:
-        tokens[p] = stop
-    return Layout(tokens=tokens, held=layout.held, holes=layout.holes, confidence=layout.confidence)
+    # no round parses: the model's own fill stands (deleting what it wrote would only trade the
+    # answer for an empty one)
+    return layout
 
 
 def _mean(values: list[float], positions: list[int]) -> float:
