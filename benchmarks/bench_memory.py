@@ -46,22 +46,9 @@ def _status_kb(pid: int, field: str) -> int:
 
 def write_real_vocab_model(out: Path) -> Path:
     """The tiny test architecture at the real canvas and vocabulary (toy widths), with a tokenizer."""
-    import torch
-    from transformers import DiffusionGemmaForBlockDiffusion
+    from diffgemma.runtime.tiny import write_tiny
 
-    from diffgemma.runtime.tiny import _CORPUS, TINY_VOCAB, tiny_config
-    from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
-
-    torch.manual_seed(0)
-    model = DiffusionGemmaForBlockDiffusion(tiny_config(canvas_length=256, vocab_size=262_144)).eval()
-    gen = model.generation_config
-    gen.max_denoising_steps = 16
-    gen.t_min, gen.t_max = 0.4, 0.8
-    gen.stability_threshold, gen.confidence_threshold = 1, 0.005
-    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = BOS_ID, EOS_ID, PAD_ID
-    model.save_pretrained(str(out))
-    train_tokenizer([_CORPUS] * 4, TINY_VOCAB, out)
-    return out
+    return write_tiny(out, seed=0, canvas_length=256, vocab_size=262_144)
 
 
 def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> dict[str, Any]:

@@ -185,17 +185,10 @@ def _held_logp(h: torch.Tensor, tokens: torch.Tensor, inp: HeadInputs, chunk: in
 
 def _inverse_temperature_rows(temperature: float | torch.Tensor, batch: int, canvas: int,
                               device: torch.device) -> torch.Tensor:
-    if isinstance(temperature, torch.Tensor):
-        temp = temperature.to(device=device, dtype=torch.float32).reshape(-1)
-        if temp.numel() == 1:
-            temp = temp.expand(batch)
-        if temp.numel() != batch:
-            raise ValueError(f"temperature has {temp.numel()} values for a batch of {batch}")
-    else:
-        temp = torch.full((batch,), float(temperature), device=device, dtype=torch.float32)
-    if bool((temp <= 0).any()):
-        raise ValueError("temperature must be > 0")
-    return (1.0 / temp).repeat_interleave(canvas)
+    """1/T for every row of the flattened (B*C) positions (the fused sampler's, as a flat vector)."""
+    from diffgemma.kernels.sampler import _inverse_temperature
+
+    return _inverse_temperature(temperature, batch, canvas, device).reshape(-1)
 
 
 def _use_triton(t: torch.Tensor) -> bool:

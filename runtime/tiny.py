@@ -128,15 +128,19 @@ def tiny_config(canvas_length: int = TINY_CANVAS, vocab_size: int = TINY_VOCAB, 
     )
 
 
-def write_tiny(path: Path | str, seed: int = 0, canvas_length: int = TINY_CANVAS) -> Path:
-    """Write the tiny checkpoint (weights, config, generation config, tokenizer) to ``path``."""
+def write_tiny(path: Path | str, seed: int = 0, canvas_length: int = TINY_CANVAS,
+               vocab_size: int = TINY_VOCAB) -> Path:
+    """Write the tiny checkpoint (weights, config, generation config, tokenizer) to ``path``.
+
+    ``vocab_size`` sizes the model's vocabulary (the real one is 262,144, for memory benchmarks);
+    the tokenizer stays the tiny one, whose ids are the vocabulary's first."""
     import torch
     from transformers import DiffusionGemmaForBlockDiffusion
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = DiffusionGemmaForBlockDiffusion(tiny_config(canvas_length=canvas_length)).eval()
+    model = DiffusionGemmaForBlockDiffusion(tiny_config(canvas_length=canvas_length, vocab_size=vocab_size)).eval()
     gen = model.generation_config
     gen.max_denoising_steps = 16
     gen.t_min, gen.t_max = 0.4, 0.8
