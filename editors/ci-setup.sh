@@ -35,6 +35,8 @@ fi
 has_eglot() { emacs --batch --eval "(kill-emacs (if (require 'eglot nil t) 0 1))" >/dev/null 2>&1; }
 if ! has_eglot; then
   export DEBIAN_FRONTEND=noninteractive
+  # the package lists may be stale when nothing above needed installing
+  run "${sudo_cmd[@]}" apt-get update -qq
   run "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends elpa-eglot
 fi
 
