@@ -42,15 +42,15 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="in-process runs first, then the daemon")
     args = parser.parse_args()
 
-    from diffgemma.runtime.client import Client
-    from diffgemma.runtime.engine import Engine
-    from diffgemma.runtime.protocol import InfillRequest
-    from diffgemma.runtime.types import SamplingSettings
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.protocol import InfillRequest
+    from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.types import SamplingSettings
 
     work = Path(tempfile.mkdtemp(prefix="dgb", dir="/tmp"))
     model = args.model
     if model is None:
-        from diffgemma.runtime.tiny import write_tiny
+        from diffgemma.training.tiny import write_tiny
 
         model = str(write_tiny(work / "tiny", seed=0))
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from diffgemma.runtime.bench import format_rows, run_bench
-from diffgemma.runtime.tiny import write_tiny
+from diffgemma.evals.bench import format_rows, run_bench
+from diffgemma.training.tiny import write_tiny
 
 
 def main() -> None:

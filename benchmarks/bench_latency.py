@@ -29,7 +29,7 @@ SUFFIX = "\n\n\nprint(area(2.0))\n"
 
 class Served:
     def __init__(self, label: str, work: Path, model: str, tree: Path | None, threads: int | None) -> None:
-        from diffgemma.runtime.client import Client
+        from diffgemma.runtime.api.client import Client
 
         self.label = label
         sock = work / f"{label}.sock"
@@ -57,7 +57,7 @@ class Served:
         self.timings: list[dict[str, Any]] = []
 
     def once(self, seed: int, record: bool = True) -> None:
-        from diffgemma.runtime.protocol import InfillRequest
+        from diffgemma.runtime.api.protocol import InfillRequest
 
         start = time.perf_counter()
         result = self.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, max_tokens=128, seed=seed))

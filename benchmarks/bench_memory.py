@@ -46,15 +46,15 @@ def _status_kb(pid: int, field: str) -> int:
 
 def write_real_vocab_model(out: Path) -> Path:
     """The tiny test architecture at the real canvas and vocabulary (toy widths), with a tokenizer."""
-    from diffgemma.runtime.tiny import write_tiny
+    from diffgemma.training.tiny import write_tiny
 
     return write_tiny(out, seed=0, canvas_length=256, vocab_size=262_144)
 
 
 def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> dict[str, Any]:
     """One infill through a real daemon: peak RSS added over the loaded RSS, and the result's timings."""
-    from diffgemma.runtime.client import Client
-    from diffgemma.runtime.protocol import InfillRequest
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.protocol import InfillRequest
 
     label = sampler or "stream"
     sock = work / f"{label}.sock"
@@ -114,11 +114,11 @@ def real_config_mode(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_gpu_step import build_random_quantized, make_config
 
-    from diffgemma.runtime.engine import Engine
-    from diffgemma.runtime.loading import LoadedModel
-    from diffgemma.runtime.tiny import _CORPUS, TINY_VOCAB
-    from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
-    from diffgemma.runtime.types import SamplingSettings
+    from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.loading import LoadedModel
+    from diffgemma.runtime.engine.types import SamplingSettings
+    from diffgemma.training.tiny import _CORPUS, TINY_VOCAB
+    from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="dgr", dir="/tmp"))
     try:

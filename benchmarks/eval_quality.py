@@ -4,14 +4,14 @@ each strategy switched (hole-length search, suffix clamp, step count, rewrite st
     python benchmarks/eval_quality.py [--model PATH] [--limit 40] [--strategy-limit 12] [--out table.md]
 
 Defaults to the shipped diffgemma-mini on CPU. Same module as `diffgemma eval`
-(diffgemma.runtime.evaluate); see that module for the suites and how they are scored.
+(diffgemma.evals.evaluate); see that module for the suites and how they are scored.
 """
 
 from __future__ import annotations
 
 import sys
 
-from diffgemma.runtime.evaluate import main
+from diffgemma.evals.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -25,13 +25,13 @@ def register(app: typer.Typer) -> None:
         import sys
         import tempfile
 
-        from diffgemma.runtime.bench import describe, run_bench
-        from diffgemma.runtime.loading import ModelLoadError
+        from diffgemma.evals.bench import describe, run_bench
+        from diffgemma.runtime.engine.loading import ModelLoadError
 
         with tempfile.TemporaryDirectory() as tmp:
             target = model
             if not target:
-                from diffgemma.runtime.tiny import write_tiny
+                from diffgemma.training.tiny import write_tiny
 
                 target = str(write_tiny(tmp))
             try:

@@ -1,6 +1,6 @@
 """`diffgemma serve`, `diffgemma daemon start|stop|status` and `diffgemma status`.
 
-Thin wrappers over diffgemma.runtime.daemon; every import that costs anything happens inside the
+Thin wrappers over diffgemma.runtime.daemon.lifecycle; every import that costs anything happens inside the
 command functions so `diffgemma --help` stays fast.
 """
 
@@ -15,8 +15,8 @@ import typer
 
 from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import int_parser, reflow
-from diffgemma.runtime.daemon import LIMIT_FLAGS  # light: the flag table both command lines share
-from diffgemma.runtime.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.api.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.daemon.lifecycle import LIMIT_FLAGS  # light: the flag table both command lines share
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -149,7 +149,7 @@ def _quantize(value: str | None) -> str | None:
 
 def _config(model: str | None = None, socket: Path | None = None, host: str | None = None,
             port: int | None = None, **kwargs: Any) -> Any:
-    from diffgemma.runtime.daemon import DaemonConfig
+    from diffgemma.runtime.daemon.lifecycle import DaemonConfig
 
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
@@ -229,8 +229,8 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.daemon import DaemonStartError
-    from diffgemma.runtime.daemon import serve as run
+    from diffgemma.runtime.daemon.lifecycle import DaemonStartError
+    from diffgemma.runtime.daemon.lifecycle import serve as run
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
                      device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
@@ -252,7 +252,7 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.daemon import DaemonStartError, start_background
+    from diffgemma.runtime.daemon.lifecycle import DaemonStartError, start_background
 
     config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
                      device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
@@ -267,7 +267,7 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 
 @guarded
 def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
-    from diffgemma.runtime.daemon import DaemonStartError, stop_daemon
+    from diffgemma.runtime.daemon.lifecycle import DaemonStartError, stop_daemon
 
     config = _config(None, socket, host, port)
     try:
@@ -279,7 +279,7 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 @guarded
 def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
-    from diffgemma.runtime.daemon import daemon_status
+    from diffgemma.runtime.daemon.lifecycle import daemon_status
 
     config = _config(None, socket, host, port)
     print_status(daemon_status(config), config.describe(), as_json)

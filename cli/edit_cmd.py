@@ -153,7 +153,7 @@ def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path 
         sampling_fields,
         selection_context,
     )
-    from diffgemma.runtime.protocol import EditRequest
+    from diffgemma.runtime.api.protocol import EditRequest
 
     lang = language_for(str(path) if path else None, language, text)
     window = selection_context(text, start, end, lang, settings.context_chars)

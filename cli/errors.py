@@ -90,7 +90,7 @@ def one_line(text: object) -> str:
     return type(text).__name__ if isinstance(text, BaseException) else "unknown error"
 
 
-# The daemon's error codes (runtime/errors.py ErrorCode values) -> exit codes. Looked up by the
+# The daemon's error codes (runtime/api/errors.py ErrorCode values) -> exit codes. Looked up by the
 # code's string so this module stays import-free; a code missing here is a failed request.
 _EXIT_BY_ERROR_CODE: dict[str, ExitCode] = {
     "model_load_failed": ExitCode.MODEL,
@@ -126,18 +126,18 @@ def classify(exc: BaseException) -> CliError | None:
         return exc
     # The runtime modules are imported lazily: an error from them means they are loaded
     # already, so looking them up in sys.modules keeps this import-free.
-    client = sys.modules.get("diffgemma.runtime.client")
+    client = sys.modules.get("diffgemma.runtime.api.client")
     daemon_error = getattr(client, "DaemonError", None) if client else None
     if isinstance(daemon_error, type) and isinstance(exc, daemon_error):
         unavailable = getattr(client, "DaemonUnavailable", None)
         is_down = isinstance(unavailable, type) and isinstance(exc, unavailable)
         code = getattr(exc, "code", None)
         return CliError(one_line(exc), exit_code_for(code, getattr(exc, "status", None), is_down))
-    paths = sys.modules.get("diffgemma.runtime.paths")
+    paths = sys.modules.get("diffgemma.runtime.api.paths")
     runtime_dir_error = getattr(paths, "UnusableRuntimeDir", None) if paths else None
     if isinstance(runtime_dir_error, type) and isinstance(exc, runtime_dir_error):
         return DaemonDown(one_line(exc))
-    protocol = sys.modules.get("diffgemma.runtime.protocol")
+    protocol = sys.modules.get("diffgemma.runtime.api.protocol")
     protocol_error = getattr(protocol, "ProtocolError", None) if protocol else None
     if isinstance(protocol_error, type) and isinstance(exc, protocol_error):
         return UsageProblem(one_line(exc))

@@ -46,8 +46,8 @@ def register(app: typer.Typer) -> None:
             import json
             import sys
 
-            from diffgemma.runtime import evaluate
-            from diffgemma.runtime.loading import ModelLoadError
+            from diffgemma.evals import evaluate
+            from diffgemma.runtime.engine.loading import ModelLoadError
 
             try:
                 suite_list = evaluate.parse_list(suites, evaluate.ALL_SUITES, "suite")
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         @guarded
         def body() -> None:
-            from diffgemma.runtime.train import PRESETS, main
+            from diffgemma.training.train import PRESETS, main
 
             if preset is not None and preset not in PRESETS:
                 raise UsageProblem(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")

@@ -18,8 +18,8 @@ from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, RequestFailed, UsageProblem, guarded
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.client import Client
-    from diffgemma.runtime.protocol import EditRequest, ExtraFile, InfillRequest, Result
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
 
 AlternativesOpt = Annotated[
     int | None,
@@ -98,7 +98,7 @@ denoised again (--no-refine: keep it as it came).
 def connect(settings: opt.Settings) -> Client:
     """A client to a healthy daemon, starting one (with settings.model) when none answers."""
     from diffgemma.cli.live import progress_printer
-    from diffgemma.runtime.client import ensure_daemon
+    from diffgemma.runtime.api.client import ensure_daemon
 
     return ensure_daemon(model=settings.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
@@ -117,7 +117,7 @@ def extra_context(path: Path | None, text: str, budget: int, quiet: bool, langua
                   workspace: Any = None) -> list[ExtraFile]:
     """Definitions from imported files (and, with a `Workspace`, recently saved files) within
     `budget` characters. Best effort: cross-file context only helps, so a failure is a warning."""
-    from diffgemma.runtime.protocol import ExtraFile
+    from diffgemma.runtime.api.protocol import ExtraFile
 
     if path is None or budget <= 0:
         return []
@@ -180,7 +180,7 @@ def run_request(
 ) -> Result:
     """Send one request; on a terminal (live=True) stream drafts into the live view."""
     from diffgemma.cli.live import live_view
-    from diffgemma.runtime.protocol import EditRequest
+    from diffgemma.runtime.api.protocol import EditRequest
 
     send = client.edit if isinstance(req, EditRequest) else client.infill
     view = live_view(live, before, after, title)
@@ -256,7 +256,7 @@ def infill(
 def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path | None,
                     language: str | None, live: bool, workspace: Any = None,
                     asks: Asks = Asks()) -> tuple[InfillRequest, Window]:
-    from diffgemma.runtime.protocol import InfillRequest
+    from diffgemma.runtime.api.protocol import InfillRequest
 
     window = cursor_context(text, offset, language, settings.context_chars)
     extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, language, workspace)

@@ -18,7 +18,7 @@ from diffgemma.cli import options as opt
 from diffgemma.cli.errors import OutOfRange
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.protocol import InfillRequest, Result
+    from diffgemma.runtime.api.protocol import InfillRequest, Result
 
 # More holes than this in one buffer is more likely a marker that occurs in the code itself.
 MAX_HOLES = 32
@@ -63,7 +63,7 @@ def holes_request(settings: opt.Settings, holes: Holes, language: str | None, pa
     """One request for every hole: the window before the first, the text between, the window after
     the last."""
     from diffgemma.cli.infill_cmd import cursor_context, extra_context, sampling_fields
-    from diffgemma.runtime.protocol import InfillRequest
+    from diffgemma.runtime.api.protocol import InfillRequest
 
     whole = holes.filled([""] * holes.count)
     first = len(holes.pieces[0])

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import UsageProblem
-from diffgemma.runtime.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.api.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
 
 DEFAULT_MARKER = "<FILL>"
 DEFAULT_CONTEXT_CHARS = 6000
@@ -209,7 +209,7 @@ NoBackupOpt = Annotated[
 
 
 def config_path() -> Path:
-    from diffgemma.runtime.paths import config_dir
+    from diffgemma.runtime.api.paths import config_dir
 
     return Path(config_dir()) / "config.toml"
 

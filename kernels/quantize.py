@@ -411,7 +411,7 @@ def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tup
     ``src`` is a directory or a Hugging Face id in the local cache. ``dst`` must not exist (or be
     empty); it appears only when complete (written beside it, then renamed).
     """
-    from diffgemma.runtime.loading import ModelLoadError, resolve_model_path
+    from diffgemma.runtime.engine.loading import ModelLoadError, resolve_model_path
 
     try:
         src_path = resolve_model_path(src)

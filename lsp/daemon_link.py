@@ -43,7 +43,7 @@ class DaemonLink:
     def __init__(self, events: LinkEvents, clock: Callable[[], float] = time.monotonic) -> None:
         self._events = events
         self._clock = clock
-        self._client: Any = None  # diffgemma.runtime.client.AsyncClient
+        self._client: Any = None  # diffgemma.runtime.api.client.AsyncClient
         self._settings: DaemonSettings | None = None  # what the connection is (being) made for
         self._connecting: asyncio.Task[Any] | None = None
         self._failure: _Failure | None = None
@@ -88,7 +88,7 @@ class DaemonLink:
         self._events.failed(reason, first=True)
 
     async def _connect(self, settings: DaemonSettings) -> Any:
-        from diffgemma.runtime.client import AsyncClient, Client, DaemonError, ensure_daemon
+        from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError, ensure_daemon
 
         loop = asyncio.get_running_loop()
         first = self._failure is None

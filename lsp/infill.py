@@ -8,7 +8,7 @@ from typing import Any
 from lsprotocol import types
 
 from diffgemma.context.window import cursor_window
-from diffgemma.runtime.protocol import ExtraFile, InfillRequest
+from diffgemma.runtime.api.protocol import ExtraFile, InfillRequest
 
 from .settings import Settings
 

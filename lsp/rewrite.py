@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from lsprotocol import types
 
 from diffgemma.context.window import selection_window
-from diffgemma.runtime.protocol import EditRequest, ExtraFile
+from diffgemma.runtime.api.protocol import EditRequest, ExtraFile
 
 from .settings import Settings
 

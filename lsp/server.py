@@ -261,7 +261,7 @@ class DiffgemmaServer(LanguageServer):
         workspace = self.context_workspace
         if workspace is None:
             return []
-        from diffgemma.runtime.protocol import ExtraFile
+        from diffgemma.runtime.api.protocol import ExtraFile
 
         budget = self.settings.completion.context_chars // 2
         found = workspace.extra_for(snap.path, snap.text, budget, language=language)
@@ -348,7 +348,7 @@ class DiffgemmaServer(LanguageServer):
 
     async def _watch_model_load(self, client: Any) -> None:
         """While a request waits for the daemon to (re)load its model, show that as progress."""
-        from diffgemma.runtime.client import DaemonError
+        from diffgemma.runtime.api.client import DaemonError
 
         bar: _Progress | None = None
         try:
@@ -372,7 +372,7 @@ class DiffgemmaServer(LanguageServer):
 
     async def _ask_daemon(self, kind: str, request: Any) -> Any:
         """Send one request; None (with a status/message) when the daemon cannot answer."""
-        from diffgemma.runtime.client import DaemonError, DaemonUnavailable
+        from diffgemma.runtime.api.client import DaemonError, DaemonUnavailable
 
         try:
             client = await self.link.client(self.settings.daemon)

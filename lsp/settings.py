@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffgemma.runtime.protocol import MAX_STEPS
+from diffgemma.runtime.api.protocol import MAX_STEPS
 
 SECTION = "diffgemma"
 

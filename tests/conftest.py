@@ -10,8 +10,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny DiffusionGemma checkpoint written by `python -m diffgemma.runtime.tiny` (seed 0)."""
-    from diffgemma.runtime.tiny import write_tiny
+    """A tiny DiffusionGemma checkpoint written by `python -m diffgemma.training.tiny` (seed 0)."""
+    from diffgemma.training.tiny import write_tiny
 
     return write_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0)
 

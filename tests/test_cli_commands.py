@@ -73,7 +73,7 @@ def isolated_env(base: Path) -> dict[str, str]:
 
 
 def wait_ready(socket: Path, process: subprocess.Popen[bytes] | None, timeout: float = 240) -> None:
-    from diffgemma.runtime.client import Client
+    from diffgemma.runtime.api.client import Client
 
     deadline = time.monotonic() + timeout
     with Client(socket=socket, timeout=10) as client:
@@ -87,7 +87,7 @@ def wait_ready(socket: Path, process: subprocess.Popen[bytes] | None, timeout: f
 
 
 def stop_daemon(socket: Path, env: dict[str, str]) -> None:
-    from diffgemma.runtime.client import Client
+    from diffgemma.runtime.api.client import Client
 
     stopped = subprocess.run([*cli_command(), "daemon", "stop", "--socket", str(socket)], env=env,
                              capture_output=True, timeout=60)
@@ -314,7 +314,7 @@ def test_live_view_shows_the_drafts_on_a_terminal(daemon: Daemon, project: Path)
 def test_ctrl_c_during_a_request_is_exit_130_without_a_traceback(daemon: Daemon, project: Path) -> None:
     # The most steps and tokens the daemon takes, so the request is still running however late
     # the first draft is drawn (the tiny random model never settles early).
-    from diffgemma.runtime.protocol import MAX_STEPS
+    from diffgemma.runtime.api.protocol import MAX_STEPS
 
     env = {**daemon.env, "DIFFGEMMA_STEPS": str(MAX_STEPS), "DIFFGEMMA_MAX_TOKENS": "64"}
     code, screen = run_on_pty(["infill", f"{project / 'calc.py'}:6", "--socket", str(daemon.socket)], env,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_daemon_api import Daemon
 
-from diffgemma.runtime.fim import parse_fim_prompt, split_prompt
-from diffgemma.runtime.protocol import ExtraFile
+from diffgemma.runtime.api.protocol import ExtraFile
+from diffgemma.runtime.daemon.fim import parse_fim_prompt, split_prompt
 
 PREFIX = "def add(a, b):\n    return "
 SUFFIX = "\n\nprint(add(1, 2))\n"

@@ -20,7 +20,7 @@ import openai
 import pytest
 from test_daemon_api import TcpDaemon
 
-from diffgemma.runtime.mini import MINI_DIR
+from diffgemma.runtime.engine.mini import MINI_DIR
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from diffgemma.runtime.client import AsyncClient, Client, DaemonError
-from diffgemma.runtime.errors import ErrorCode, status_of
-from diffgemma.runtime.protocol import EditRequest, InfillRequest, Result
+from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError
+from diffgemma.runtime.api.errors import ErrorCode, status_of
+from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, Result
 
 MAX_BODY = 65536
 # A request that keeps the worker busy until it is cancelled: the most steps allowed, and stopping

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from diffgemma.runtime.client import ensure_daemon
-from diffgemma.runtime.daemon import DaemonConfig, stop_daemon
-from diffgemma.runtime.loading import REAL_MODEL_ID
-from diffgemma.runtime.mini import MINI_DIR, mini_available
-from diffgemma.runtime.protocol import InfillRequest
+from diffgemma.runtime.api.client import ensure_daemon
+from diffgemma.runtime.api.protocol import InfillRequest
+from diffgemma.runtime.daemon.lifecycle import DaemonConfig, stop_daemon
+from diffgemma.runtime.engine.loading import REAL_MODEL_ID
+from diffgemma.runtime.engine.mini import MINI_DIR, mini_available
 
 pytestmark = pytest.mark.skipif(not mini_available(), reason="diffgemma-mini checkpoint not built")
 

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from diffgemma.runtime import paths
-from diffgemma.runtime.client import Client, DaemonUnavailable, ensure_daemon
-from diffgemma.runtime.daemon import DaemonConfig, stop_daemon
-from diffgemma.runtime.protocol import InfillRequest
+from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.client import Client, DaemonUnavailable, ensure_daemon
+from diffgemma.runtime.api.protocol import InfillRequest
+from diffgemma.runtime.daemon.lifecycle import DaemonConfig, stop_daemon
 
 DIFFGEMMA = str(Path(sys.executable).with_name("diffgemma"))
 
@@ -85,8 +85,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def test_front_end_modules_do_not_import_torch() -> None:
-    code = ("import sys, diffgemma.runtime.client, diffgemma.runtime.protocol, diffgemma.runtime.server, "
-            "diffgemma.runtime.daemon, diffgemma.runtime.scheduler, diffgemma.cli.daemon_cmds; "
+    code = ("import sys, diffgemma.runtime.api.client, diffgemma.runtime.api.protocol, "
+            "diffgemma.runtime.daemon.server, diffgemma.runtime.daemon.lifecycle, diffgemma.runtime.daemon.scheduler, "
+            "diffgemma.cli.daemon_cmds; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -275,7 +276,7 @@ def test_two_front_ends_starting_at_once_share_one_daemon(tmp: Path) -> None:
 
 
 def test_a_lost_start_race_is_told_by_its_code_not_its_words(tmp_path: Path) -> None:
-    from diffgemma.runtime.daemon import ADDRESS_TAKEN, last_log_error, lost_start_race
+    from diffgemma.runtime.daemon.lifecycle import ADDRESS_TAKEN, last_log_error, lost_start_race
 
     log = tmp_path / "daemon.log"
     log.write_text("--- start\nerror[address_taken]: whatever the wording\n")

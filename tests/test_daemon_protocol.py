@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from diffgemma.runtime import adapters, paths
-from diffgemma.runtime.errors import ErrorCode, WireError
-from diffgemma.runtime.protocol import (
+from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.protocol import (
     MAX_EXTRA_FILES,
     MAX_TOKENS_LIMIT,
     CancelRequest,
@@ -21,7 +21,8 @@ from diffgemma.runtime.protocol import (
     error_line,
     json_schema,
 )
-from diffgemma.runtime.types import Draft
+from diffgemma.runtime.daemon import adapters
+from diffgemma.runtime.engine.types import Draft
 
 
 def test_infill_request_round_trip() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffgemma.runtime.engine import Engine, trim_join
-from diffgemma.runtime.prefix_cache import PrefixCache, decoder_view, encode
-from diffgemma.runtime.types import Cancelled, CancelToken, SamplingSettings, SettingsError
+from diffgemma.runtime.engine.engine import Engine, trim_join
+from diffgemma.runtime.engine.prefix_cache import PrefixCache, decoder_view, encode
+from diffgemma.runtime.engine.types import Cancelled, CancelToken, SamplingSettings, SettingsError
 
 PREFIX = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\nclass Stack:\n    def push(self, item):\n        "
 SUFFIX = "\n\n    def pop(self):\n        return self.items.pop()\n"

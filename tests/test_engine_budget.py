@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffgemma.runtime.engine import Engine
-from diffgemma.runtime.types import Draft, SamplingSettings, SettingsError
+from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.types import Draft, SamplingSettings, SettingsError
 
 PREFIX = "def area(radius):\n    "
 SUFFIX = "\n\n\nprint(area(2.0))\n"
@@ -64,7 +64,7 @@ def test_decoder_tokens_count_every_row_and_stay_near_one_canvas(engine: Engine)
 
 def test_without_pruning_every_candidate_would_run_every_step(engine: Engine) -> None:
     """The same request through the loop with pruning off costs all candidates on every step."""
-    from diffgemma.runtime import denoise
+    from diffgemma.runtime.engine import denoise
 
     saved = denoise.PRUNE_STEPS
     denoise.PRUNE_STEPS = ()

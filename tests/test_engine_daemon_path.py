@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from diffgemma.runtime.client import Client
-from diffgemma.runtime.protocol import InfillRequest
+from diffgemma.runtime.api.client import Client
+from diffgemma.runtime.api.protocol import InfillRequest
 
 
 @pytest.fixture()

@@ -10,11 +10,11 @@ import torch
 from conftest import grammars_missing
 
 from diffgemma.context.syntax import new_issues, syntax_issues
-from diffgemma.runtime import repair
-from diffgemma.runtime.denoise import Budget
-from diffgemma.runtime.engine import Engine
-from diffgemma.runtime.holes import plan_groups
-from diffgemma.runtime.types import SamplingSettings, SettingsError, Timings
+from diffgemma.runtime.engine import repair
+from diffgemma.runtime.engine.denoise import Budget
+from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.holes import plan_groups
+from diffgemma.runtime.engine.types import SamplingSettings, SettingsError, Timings
 
 pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
 
@@ -153,7 +153,7 @@ def test_drafts_carry_their_tokens_and_confidences(engine: Engine) -> None:
 
 
 def test_the_evaluation_compares_repair_on_and_off(tiny_model_dir: Path) -> None:
-    from diffgemma.runtime import evaluate
+    from diffgemma.evals import evaluate
 
     report = evaluate.run_eval(str(tiny_model_dir), suites=["line"], groups=["baselines", "repair"], limit=2)
     by_name = {s["name"]: s["scores"] for s in report["systems"]}

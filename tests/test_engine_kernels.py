@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from diffgemma.kernels.moe4 import QuantizedExperts
-from diffgemma.runtime.engine import Engine
-from diffgemma.runtime.loading import ModelLoadError, load_model
-from diffgemma.runtime.types import SamplingSettings
+from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.loading import ModelLoadError, load_model
+from diffgemma.runtime.engine.types import SamplingSettings
 
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from diffgemma.runtime import evaluate
+from diffgemma.evals import evaluate
 
 
 def test_run_eval_scores_every_system_on_its_suites(tiny_model_dir: Path) -> None:

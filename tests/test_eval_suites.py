@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffgemma.runtime import eval_suites as E
-from diffgemma.runtime.train import split_files
+from diffgemma.evals import eval_suites as E
+from diffgemma.training.train import split_files
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from test_cli_commands import SOURCE, Daemon, cli_command, isolated_env, wait_re
 
 from diffgemma.cli import fileio
 from diffgemma.cli.errors import ExitCode, FileProblem, UsageProblem, classify, exit_code_for
-from diffgemma.runtime import client as client_mod
-from diffgemma.runtime.errors import ErrorCode, error_body
-from diffgemma.runtime.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.api import client as client_mod
+from diffgemma.runtime.api.errors import ErrorCode, error_body
+from diffgemma.runtime.api.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
 
 
 def run(args: list[str], env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_daemon_api import Daemon, TcpDaemon
 
-from diffgemma.runtime.errors import ErrorCode, status_of
-from diffgemma.runtime.scheduler import MODEL_REFUSED
+from diffgemma.runtime.api.errors import ErrorCode, status_of
+from diffgemma.runtime.daemon.scheduler import MODEL_REFUSED
 
 LIMIT_S = "3"
 # Stopping rules no random-weight model meets: without a limit this runs every allowed step.
@@ -365,7 +365,7 @@ def test_both_command_lines_take_the_same_flags() -> None:
     import typer
 
     from diffgemma.cli.app import app
-    from diffgemma.runtime.daemon import DaemonConfig, _config_from_args, build_parser
+    from diffgemma.runtime.daemon.lifecycle import DaemonConfig, _config_from_args, build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -17,7 +17,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from test_lsp_server import PY, Daemon, base_options, lsp_session, run_daemon, wait_for
 
-from diffgemma.runtime.protocol import MAX_STEPS
+from diffgemma.runtime.api.protocol import MAX_STEPS
 
 INVALID_PARAMS = -32602
 REQUEST_CANCELLED = -32800

@@ -15,7 +15,7 @@ from test_lsp_server import assert_inline_items, lsp_session
 
 from diffgemma.lsp.infill import answer_texts
 from diffgemma.lsp.settings import parse_settings, settings_to_json
-from diffgemma.runtime.protocol import Result
+from diffgemma.runtime.api.protocol import Result
 
 PIECES = ["def f(x):\n    y = ", "\n    z = ", "\n    return y + z\n"]
 

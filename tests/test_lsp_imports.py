@@ -11,7 +11,7 @@ import sys
 import diffgemma.cli.lsp_cmd
 import diffgemma.lsp.server as server
 import diffgemma.context.crossfile, diffgemma.context.languages, diffgemma.context.window
-import diffgemma.runtime.client, diffgemma.runtime.protocol
+import diffgemma.runtime.api.client, diffgemma.runtime.api.protocol
 server.create_server()
 heavy = sorted(m for m in ("torch", "transformers", "safetensors") if m in sys.modules)
 print(",".join(heavy) or "clean")

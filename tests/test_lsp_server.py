@@ -21,8 +21,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient, make_test_lsp_client
 
-from diffgemma.runtime.client import Client
-from diffgemma.runtime.protocol import MAX_STEPS
+from diffgemma.runtime.api.client import Client
+from diffgemma.runtime.api.protocol import MAX_STEPS
 
 STARTUP_TIMEOUT_S = 180.0
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from diffgemma.runtime.mini import MINI_DIR, mini_available
+from diffgemma.runtime.engine.mini import MINI_DIR, mini_available
 
 pytestmark = pytest.mark.skipif(not mini_available(), reason="diffgemma-mini checkpoint not built")
 
@@ -15,8 +15,10 @@ def test_checkpoint_is_small_and_documented() -> None:
     total = sum(p.stat().st_size for p in MINI_DIR.rglob("*") if p.is_file())
     assert total < 40 * 1024 * 1024
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "MODEL_CARD.md", "training_log.csv"):
+                 "tokenizer_config.json", "MODEL_CARD.md"):
         assert (MINI_DIR / name).is_file(), name
+    # The training record stays in the source tree, out of the shipped model's folder.
+    assert not (MINI_DIR / "training_log.csv").exists()
     config = json.loads((MINI_DIR / "config.json").read_text())
     assert config["architectures"] == ["DiffusionGemmaForBlockDiffusion"]
     card = (MINI_DIR / "MODEL_CARD.md").read_text()
@@ -24,8 +26,8 @@ def test_checkpoint_is_small_and_documented() -> None:
 
 
 def test_loads_and_infills_through_the_engine() -> None:
-    from diffgemma.runtime.engine import Engine
-    from diffgemma.runtime.types import SamplingSettings
+    from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.types import SamplingSettings
 
     engine = Engine.load(str(MINI_DIR), device="cpu")
     try:

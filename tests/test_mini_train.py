@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffgemma.runtime import train as T
+from diffgemma.training import train as T
 
 _SNIPPET = '''
 def add(a, b):
@@ -55,7 +55,7 @@ def test_held_out_files_never_in_the_training_list() -> None:
 
 
 def test_micro_training_run_writes_a_loadable_checkpoint(source_root: Path, tmp_path: Path) -> None:
-    from diffgemma.runtime.loading import load_model
+    from diffgemma.runtime.engine.loading import load_model
 
     assert T.is_held_out("types.py")
     out = tmp_path / "ckpt"

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from diffgemma.runtime import steps as S
-from diffgemma.runtime.confidence import pieces
-from diffgemma.runtime.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
-from diffgemma.runtime.holes import infill_holes
-from diffgemma.runtime.loading import LoadedModel, load_model
-from diffgemma.runtime.prefix_cache import PrefixCache, encode
-from diffgemma.runtime.prompt import build_parts, chat_parts, strip_heal
-from diffgemma.runtime.repair import repair_fill, repair_language
-from diffgemma.runtime.types import (
+from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.confidence import pieces
+from diffgemma.runtime.engine.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
+from diffgemma.runtime.engine.holes import infill_holes
+from diffgemma.runtime.engine.loading import LoadedModel, load_model
+from diffgemma.runtime.engine.prefix_cache import PrefixCache, encode
+from diffgemma.runtime.engine.prompt import build_parts, chat_parts, strip_heal
+from diffgemma.runtime.engine.repair import repair_fill, repair_language
+from diffgemma.runtime.engine.types import (
     Cancelled,
     CancelToken,
     Draft,

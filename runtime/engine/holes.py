@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from diffgemma.runtime import steps as S
-from diffgemma.runtime.confidence import pieces as token_pieces
-from diffgemma.runtime.denoise import Budget, Problem
-from diffgemma.runtime.prompt import build_parts, strip_heal
-from diffgemma.runtime.repair import Layout, refine, repair_language
-from diffgemma.runtime.types import EngineResult, HoleFill, SamplingSettings, SettingsError, Timings
+from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.confidence import pieces as token_pieces
+from diffgemma.runtime.engine.denoise import Budget, Problem
+from diffgemma.runtime.engine.prompt import build_parts, strip_heal
+from diffgemma.runtime.engine.repair import Layout, refine, repair_language
+from diffgemma.runtime.engine.types import EngineResult, HoleFill, SamplingSettings, SettingsError, Timings
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.engine import Engine
+    from diffgemma.runtime.engine.engine import Engine
 
 MAX_HOLES = 32
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
@@ -217,7 +217,7 @@ def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[i
 
 
 def _text(engine: Engine, tokens: list[int], stops: set[int], healed: str, before: str, after: str) -> str:
-    from diffgemma.runtime.engine import trim_join
+    from diffgemma.runtime.engine.engine import trim_join
 
     text = strip_heal(engine.decode([t for t in tokens if t not in stops]), healed)
     return trim_join(text, before, after)

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diffgemma.context.syntax import SyntaxIssue, new_issues, splice
-from diffgemma.runtime import steps as S
-from diffgemma.runtime.denoise import Budget, Problem
+from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.denoise import Budget, Problem
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.engine import Engine
-    from diffgemma.runtime.types import Timings
+    from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.types import Timings
 
 REFINE_ROUNDS = 3
 # Rows denoised per round, each from its own noise: two tries for the price of a little more

@@ -31,9 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from diffgemma.runtime import adapters
-from diffgemma.runtime.errors import ErrorCode, WireError
-from diffgemma.runtime.protocol import (
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.protocol import (
     MAX_ID_LENGTH,
     RESULT_SCHEMA,
     CancelRequest,
@@ -46,8 +45,9 @@ from diffgemma.runtime.protocol import (
     json_schema,
     result_line,
 )
-from diffgemma.runtime.scheduler import Job, JobKind, JobRequest, Outcome, Scheduler
-from diffgemma.runtime.types import Draft
+from diffgemma.runtime.daemon import adapters
+from diffgemma.runtime.daemon.scheduler import Job, JobKind, JobRequest, Outcome, Scheduler
+from diffgemma.runtime.engine.types import Draft
 
 log = logging.getLogger("diffgemma.daemon")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from diffgemma.runtime.errors import WireError
+from diffgemma.runtime.api.errors import WireError
 
 # Hard upper bounds. They keep one request from holding the worker for hours; the engine has
 # its own, tighter, model-dependent checks on top.

@@ -1,6 +1,6 @@
 """Write a tiny random-weight DiffusionGemma checkpoint for tests and demos.
 
-    python -m diffgemma.runtime.tiny PATH [--seed N]
+    python -m diffgemma.training.tiny PATH [--seed N]
 
 The checkpoint has the real architecture (encoder + decoder, sliding and full attention,
 MoE experts, self-conditioning) at toy sizes, a tiny vision tower (without one, the
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
 TINY_VOCAB = 512
 TINY_CANVAS = 32
@@ -152,7 +152,7 @@ def write_tiny(path: Path | str, seed: int = 0, canvas_length: int = TINY_CANVAS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.tiny", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.training.tiny", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="directory to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--canvas", type=int, default=TINY_CANVAS, help="canvas length (default 32)")

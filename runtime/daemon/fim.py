@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from diffgemma.runtime.protocol import ExtraFile
+from diffgemma.runtime.api.protocol import ExtraFile
 
 
 @dataclass

@@ -27,9 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffgemma.runtime.errors import ErrorCode, WireError
-from diffgemma.runtime.fim import split_prompt
-from diffgemma.runtime.protocol import (
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.protocol import (
     MAX_ALTERNATIVES,
     MAX_TIME_LIMIT_MS,
     MAX_TOKENS_LIMIT,
@@ -41,7 +40,8 @@ from diffgemma.runtime.protocol import (
     chat_messages,
     keep_recent,
 )
-from diffgemma.runtime.types import Draft
+from diffgemma.runtime.daemon.fim import split_prompt
+from diffgemma.runtime.engine.types import Draft
 
 # Far beyond any useful answer, but still a number: larger values are refused, smaller ones capped.
 _MAX_TOKENS_ACCEPTED = 2**31 - 1

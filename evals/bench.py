@@ -37,8 +37,8 @@ def _median(fn: Callable[[], tuple[int, float]], repeats: int) -> tuple[float, i
 def run_bench(model: str, repeats: int = 5, steps: int = 16, device: str | None = None) -> list[BenchRow]:
     import torch
 
-    from diffgemma.runtime.engine import Engine
-    from diffgemma.runtime.types import SamplingSettings
+    from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.types import SamplingSettings
 
     engine = Engine.load(model, device=device)
     ids = [engine.bos_id, *engine.encode_text(PREFIX)]

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from diffgemma.runtime import errors, paths
-from diffgemma.runtime.errors import ErrorCode
-from diffgemma.runtime.protocol import EditRequest, InfillRequest, ProtocolError, Result
+from diffgemma.runtime.api import errors, paths
+from diffgemma.runtime.api.errors import ErrorCode
+from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 
 DraftCallback = Callable[[dict[str, Any]], None]
 
@@ -301,7 +301,7 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     client = Client(socket=sock)
     deadline = time.monotonic() + timeout
     if not client.health():
-        from diffgemma.runtime import daemon  # torch-free; only needed on this path
+        from diffgemma.runtime.daemon import lifecycle as daemon  # torch-free; only needed on this path
 
         say("starting daemon…")
         try:

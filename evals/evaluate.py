@@ -1,7 +1,7 @@
 """Side-by-side quality evaluation: a model through the engine vs. trivial baselines and vs. itself
 with each infill strategy switched.
 
-    python -m diffgemma.runtime.evaluate [--model PATH] [--limit N] [--out results.md]
+    python -m diffgemma.evals.evaluate [--model PATH] [--limit N] [--out results.md]
 
 Shared by ``diffgemma eval`` and ``benchmarks/eval_quality.py``. Runs in-process (no daemon),
 seeded: every task gets the seed ``seed + task index``, so a rerun gives the same table.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffgemma.runtime import eval_suites as E
+from diffgemma.evals import eval_suites as E
 
 ALL_SUITES = ("line", "multiline", "humaneval", "rewrite")
 ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength", "repair")
@@ -66,7 +66,7 @@ class System:
 
 
 def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, strategy_limit: int) -> list[System]:
-    from diffgemma.runtime.types import SamplingSettings
+    from diffgemma.runtime.engine.types import SamplingSettings
 
     def infill(**options: Any) -> Callable[[E.Task, int], tuple[str, int]]:
         steps = options.pop("steps", None)
@@ -176,13 +176,13 @@ def run_eval(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every system on its suites; returns a JSON-ready report (``format_markdown`` renders it)."""
-    from diffgemma.runtime.mini import MINI_DIR
+    from diffgemma.runtime.engine.mini import MINI_DIR
 
     engine = None
     info: dict[str, Any] = {}
     default_steps = 0
     if any(g != "baselines" for g in groups):
-        from diffgemma.runtime.engine import Engine
+        from diffgemma.runtime.engine.engine import Engine
 
         engine = Engine.load(model or str(MINI_DIR), device=device)
         info = engine.info()
@@ -279,7 +279,7 @@ def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.evals.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="checkpoint path or id (default: diffgemma-mini)")
     parser.add_argument("--limit", type=int, default=20, help="tasks per suite (default 20)")
     parser.add_argument("--strategy-limit", type=int, default=None,
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from diffgemma.runtime.loading import ModelLoadError
+    from diffgemma.runtime.engine.loading import ModelLoadError
 
     try:
         report = run_eval(args.model, suites=suites, groups=groups, limit=args.limit,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from diffgemma.runtime.types import TokenPiece
+from diffgemma.runtime.engine.types import TokenPiece
 
 # Tokens decoded before each one, so that its text is what it adds (byte-level BPE decodes a
 # token the same way after a few tokens of context as after the whole fill).

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from diffgemma.runtime import paths
+from diffgemma.runtime.api import paths
 
 DEFAULT_KEEP_ALIVE_S = 600.0
 DEFAULT_MAX_QUEUE = 16
@@ -101,7 +101,7 @@ def resolve_default_model(requested: str | None) -> tuple[str | None, str | None
     cache and a CUDA GPU is present, else the embedded diffgemma-mini (with a one-line notice
     naming the real model and how to get it).
     """
-    from diffgemma.runtime.mini import default_model
+    from diffgemma.runtime.engine.mini import default_model
 
     return default_model(requested or os.environ.get("DIFFGEMMA_MODEL") or None)
 
@@ -336,8 +336,8 @@ def serve(config: DaemonConfig) -> int:
     _setup_logging()
     import uvicorn
 
-    from diffgemma.runtime.scheduler import Limits, Scheduler
-    from diffgemma.runtime.server import ServerInfo, create_app
+    from diffgemma.runtime.daemon.scheduler import Limits, Scheduler
+    from diffgemma.runtime.daemon.server import ServerInfo, create_app
 
     config.check()
     host = config.host or "127.0.0.1"
@@ -475,7 +475,7 @@ def lost_start_race(reason: str | None) -> bool:
 
 
 def _client_for(config: DaemonConfig, timeout: float = 10.0) -> Any:
-    from diffgemma.runtime.client import Client
+    from diffgemma.runtime.api.client import Client
 
     if config.tcp:
         return Client(base_url=config.describe(), timeout=timeout)
@@ -570,7 +570,7 @@ def stop_daemon(config: DaemonConfig, timeout: float = 15.0) -> int | None:
 
 def daemon_status(config: DaemonConfig) -> dict[str, Any] | None:
     """The daemon's /v1/status, or None when no daemon answers."""
-    from diffgemma.runtime.client import DaemonError
+    from diffgemma.runtime.api.client import DaemonError
 
     with _client_for(config) as client:
         try:

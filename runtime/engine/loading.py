@@ -48,7 +48,7 @@ def pick_dtype(device: str, dtype: str | None = None) -> Any:
 
 def resolve_model_path(name: str) -> Path:
     """A local directory, or a Hugging Face id found in the local cache (no network is used)."""
-    from diffgemma.runtime.mini import MINI_DIR, MINI_NAME
+    from diffgemma.runtime.engine.mini import MINI_DIR, MINI_NAME
 
     if name == MINI_NAME:
         name = str(MINI_DIR)

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from diffgemma.runtime.errors import ErrorCode, WireError, one_line, status_of
-from diffgemma.runtime.protocol import ChatRequest, EditRequest, InfillRequest, Result, TokenizeRequest
-from diffgemma.runtime.types import Cancelled, CancelToken, Draft, SamplingSettings, SettingsError
+from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line, status_of
+from diffgemma.runtime.api.protocol import ChatRequest, EditRequest, InfillRequest, Result, TokenizeRequest
+from diffgemma.runtime.engine.types import Cancelled, CancelToken, Draft, SamplingSettings, SettingsError
 
 log = logging.getLogger("diffgemma.daemon")
 
@@ -114,7 +114,7 @@ class Job:
 
 def default_engine_loader(name: str, device: str | None, dtype: str | None, quantize: str | None = None,
                           sampler: str | None = None) -> Any:
-    from diffgemma.runtime.engine import Engine  # heavy (torch); only ever in the worker thread
+    from diffgemma.runtime.engine.engine import Engine  # heavy (torch); only ever in the worker thread
 
     kwargs = {"sampler": sampler} if sampler else {}
     return Engine.load(name, device=device, dtype=dtype, quantize=quantize, **kwargs)
@@ -151,8 +151,8 @@ def _context_length(engine: Any) -> int | None:
 
 def _real_model_if_cached() -> str | None:
     try:
-        from diffgemma.runtime.loading import REAL_MODEL_ID
-        from diffgemma.runtime.mini import real_model_cached
+        from diffgemma.runtime.engine.loading import REAL_MODEL_ID
+        from diffgemma.runtime.engine.mini import real_model_cached
 
         return REAL_MODEL_ID if real_model_cached() else None
     except Exception:  # a broken cache only means: not cached
@@ -427,7 +427,7 @@ class Scheduler:
         if self._engine is not None:
             # A mistyped name must not cost the user the model that works: check that the new
             # one can be found before dropping the old one.
-            from diffgemma.runtime.loading import resolve_model_path
+            from diffgemma.runtime.engine.loading import resolve_model_path
 
             resolve_model_path(name)
         self._unload(f"switching to {name}")
@@ -519,7 +519,7 @@ class Scheduler:
         return outcome
 
     def _load_failed(self, job: Job, exc: Exception) -> Outcome:
-        from diffgemma.runtime.loading import ModelLoadError
+        from diffgemma.runtime.engine.loading import ModelLoadError
 
         if self.limits.restrict_models:
             # Over TCP the reason could describe the operator's files: say only that it failed.

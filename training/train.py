@@ -1,6 +1,6 @@
 """Train diffgemma-mini: a small DiffusionGemma, from scratch, on the Python standard library.
 
-    python -m diffgemma.runtime.train OUT_DIR [--preset cpu|gpu|micro] [--steps N] [--seed S]
+    python -m diffgemma.training.train OUT_DIR [--preset cpu|gpu|micro] [--steps N] [--seed S]
 
 The objective is the one DiffusionGemma's sampler expects. The encoder reads a clean code
 prefix into its KV cache; the canvas holds the next ``canvas_length`` tokens, each replaced by
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from diffgemma.runtime.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
 # Folders whose files are test suites, generated tables or vendored third-party code.
 EXCLUDED_PARTS = frozenset(
@@ -148,7 +148,7 @@ PRESETS: dict[str, Preset] = {
 
 def model_config(preset: Preset):
     """The tiny checkpoint's structure (``tiny_config``) at the preset's sizes."""
-    from diffgemma.runtime.tiny import tiny_config
+    from diffgemma.training.tiny import tiny_config
 
     head_dim = preset.hidden_size // preset.num_heads
     pattern = ["sliding_attention", "sliding_attention", "full_attention"]
@@ -419,7 +419,7 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffgemma.runtime.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffgemma.training.train", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", help="directory to write the checkpoint into")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="model/schedule size (default: gpu when CUDA is available, else cpu)")

@@ -1,7 +1,7 @@
 """Quality suites for infill and rewrite: tasks, scoring, and a sandboxed test runner (torch-free).
 
 Suites
-- ``humaneval``: HumanEval-Infilling random-span-light (vendored under ``data/human-eval-infilling``,
+- ``humaneval``: HumanEval-Infilling random-span-light (vendored under ``evals/data/human-eval-infilling``,
   MIT license), scored by pass@1: the filled program and its tests run in a sandboxed subprocess.
 - ``line``: one non-blank line cut from a held-out standard-library file (the hole starts after the
   line's indentation and ends before its newline), scored by exact match and by whether the filled
@@ -10,7 +10,7 @@ Suites
 - ``rewrite``: a held-out line whose selection is a corrupted copy of the truth (a few tokens
   replaced); scored by exact match of the rewrite.
 
-Held-out files come from ``diffgemma.runtime.train.split_files`` and are never trained on. Spans
+Held-out files come from ``diffgemma.training.train.split_files`` and are never trained on. Spans
 are chosen by a seeded ``random.Random``, so a suite is the same list of tasks on every run.
 """
 
@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-HUMANEVAL_PATH = Path(__file__).resolve().parents[1] / "data" / "human-eval-infilling" / (
+HUMANEVAL_PATH = Path(__file__).resolve().parent / "data" / "human-eval-infilling" / (
     "HumanEval-RandomSpanInfillingLight.jsonl.gz"
 )
 # The context handed to the model around a span: like the front ends' budgeted windows, cut on
@@ -187,7 +187,7 @@ def window(file_prefix: str, file_suffix: str) -> tuple[str, str]:
 
 def held_out_sources(root: Path | None = None) -> list[tuple[str, str]]:
     """(relative path, text) of the held-out files that parse."""
-    from diffgemma.runtime.train import split_files, stdlib_root
+    from diffgemma.training.train import split_files, stdlib_root
 
     base = root or stdlib_root()
     out = []

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from diffgemma.runtime import steps as S
-from diffgemma.runtime.prefix_cache import decoder_view
-from diffgemma.runtime.types import CancelToken
+from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.prefix_cache import decoder_view
+from diffgemma.runtime.engine.types import CancelToken
 
 SAMPLERS = ("stream", "stock", "fused")
 # Steps after which the candidate rows are halved (on their held-suffix score): 8 candidates cost

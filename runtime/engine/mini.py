@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffgemma.runtime.loading import REAL_MODEL_ID
+from diffgemma.runtime.engine.loading import REAL_MODEL_ID
 
 MINI_NAME = "diffgemma-mini"
 MINI_DIR: Path = Path(__file__).resolve().parent / "models" / MINI_NAME

@@ -1,0 +1,1 @@
+"""diffgemma.evals: quality suites and engine benchmarks."""

@@ -1,0 +1,1 @@
+"""diffgemma.runtime.daemon: the daemon process (HTTP server, client adapters, scheduler, lifecycle)."""

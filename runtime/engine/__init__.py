@@ -1,0 +1,1 @@
+"""diffgemma.runtime.engine: the denoising engine (loop, steps, prefix cache, prompt, loading)."""

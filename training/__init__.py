@@ -1,0 +1,1 @@
+"""diffgemma.training: building tokenizers and models, training the shipped checkpoint."""
