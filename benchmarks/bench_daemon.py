@@ -76,7 +76,7 @@ def main() -> None:
         nonlocal process
         sock = work / "b.sock"
         env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / "state")}
-        command = [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", model, "--socket",
+        command = [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket",
                    str(sock), "--keep-alive", "-1"]
         if args.device:
             command += ["--device", args.device]

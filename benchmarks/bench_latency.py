@@ -45,7 +45,7 @@ class Served:
         self.log = work / f"{label}.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", model, "--socket", str(sock),
+                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket", str(sock),
                  "--keep-alive", "-1"], stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(work))
         self.client = Client(socket=sock)
         deadline = time.monotonic() + 300

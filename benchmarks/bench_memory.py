@@ -5,7 +5,7 @@
 
 Default mode: a random-weight DiffusionGemma with the real canvas (256) and vocabulary (262,144) and
 toy hidden sizes is written to a temp directory; for each sampler (``--sampler stock``, then the
-default streaming head) a real daemon (`python -m diffgemma.runtime.daemon serve`) is started on a
+default streaming head) a real daemon (`diffgemma serve`) is started on a
 temp socket, its peak RSS is reset once the model is loaded (``/proc/PID/clear_refs``), one infill
 is sent with the CLI's default ``max_tokens`` (128), and the daemon's peak RSS (``VmHWM``) over its
 RSS after loading is reported with the request's ``decoder_tokens`` and ms per step.
@@ -59,7 +59,7 @@ def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> 
     label = sampler or "stream"
     sock = work / f"{label}.sock"
     env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}")}
-    command = [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
+    command = [sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model),
                "--socket", str(sock), "--keep-alive", "-1", "--device", "cpu", "--max-request-seconds", "0"]
     if sampler:
         command += ["--sampler", sampler]

@@ -55,7 +55,7 @@ class Daemon:
         env.pop("DIFFGEMMA_MODEL", None)
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
+                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model),
                  "--socket", str(self.socket), *extra],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
         self.client = Client(socket=self.socket, timeout=300)
@@ -105,7 +105,7 @@ class TcpDaemon:
         env.pop("DIFFGEMMA_MODEL", None)
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
+                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model),
                  "--port", str(self.port), *extra], stdout=out, stderr=subprocess.STDOUT, env=env)
         wait_for(lambda: self._healthy() or self.process.poll() is not None, "the daemon to answer")
         assert self.process.poll() is None, self.log.read_text()

@@ -57,7 +57,7 @@ started: list[subprocess.Popen[bytes]] = []
 
 def serve(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", *args],
+        process = subprocess.Popen([sys.executable, "-m", "diffgemma.cli", "serve", *args],
                                    stdout=out, stderr=subprocess.STDOUT)
     started.append(process)
     return process
@@ -140,14 +140,14 @@ def test_one_daemon_per_socket_and_clean_sigterm(tmp: Path, tiny_model_dir: Path
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
 
     # A second daemon on the same socket sees the live one and refuses.
-    second = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket", str(sock),
+    second = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock),
                              "--no-preload"], capture_output=True, text=True, timeout=120)
     assert second.returncode == 1
     assert "already answering" in second.stderr and "Traceback" not in second.stderr
 
     # Even with the socket file gone, the lock keeps a second daemon off this address.
     sock.unlink()
-    third = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket", str(sock),
+    third = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock),
                             "--no-preload"], capture_output=True, text=True, timeout=120)
     assert third.returncode == 1
     assert f"(pid {first.pid}) is already serving" in third.stderr
@@ -181,7 +181,7 @@ def test_stale_socket_is_replaced(tmp: Path, tiny_model_dir: Path) -> None:
 def test_a_regular_file_in_the_way_is_left_alone(tmp: Path) -> None:
     precious = tmp / "notes.txt"
     precious.write_text("keep me\n")
-    result = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket",
+    result = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket",
                              str(precious)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "is not a socket" in result.stderr
     assert precious.read_text() == "keep me\n"
@@ -189,7 +189,7 @@ def test_a_regular_file_in_the_way_is_left_alone(tmp: Path) -> None:
 
 def test_overlong_socket_path_is_a_clear_error(tmp: Path) -> None:
     sock = tmp / ("x" * 120) / "d.sock"
-    result = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--socket", str(sock)],
+    result = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "choose a shorter --socket" in result.stderr and "Traceback" not in result.stderr

@@ -31,7 +31,7 @@ def _serve(model: Path, work: Path, *extra: str) -> tuple[subprocess.Popen[bytes
     sock = work / "d.sock"
     env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / "state"), "DIFFGEMMA_RUNTIME_DIR": str(work)}
     log = open(work / "daemon.log", "wb")  # noqa: SIM115 - the daemon writes it until it stops
-    process = subprocess.Popen([sys.executable, "-m", "diffgemma.runtime.daemon", "serve", "--model", str(model),
+    process = subprocess.Popen([sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model),
                                 "--socket", str(sock), "--keep-alive", "-1", *extra],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     client = Client(socket=sock)

@@ -342,7 +342,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def test_serve_on_a_live_socket_says_only_its_error(daemon: Daemon, tmp_path: Path) -> None:
-    for command in (["-m", "diffgemma.runtime.daemon", "serve"], ["-m", "diffgemma.cli", "serve"]):
+    for command in (["-m", "diffgemma.cli", "serve"], ["-m", "diffgemma.cli", "serve"]):
         done = subprocess.run([sys.executable, *command, "--model", daemon.model, "--socket", str(daemon.socket)],
                               capture_output=True, text=True, timeout=120, env=_env(daemon.dir))
         assert done.returncode != 0

@@ -1,0 +1,184 @@
+"""Every setting diffgemma reads from outside, in one place: the `DIFFGEMMA_*` environment
+variables, the keys of config.toml, and the limits a request, a flag or a setting must keep.
+
+Torch-free and import-light (front ends, the daemon and the engine all read it). Code elsewhere
+names a variable through the constants below and reads it with ``env``; it never spells
+``"DIFFGEMMA_..."`` or a bound itself, so a value refused in one front end is refused in all.
+
+Precedence for the front ends, highest first: command-line flag, environment variable,
+config.toml (`<config dir>/config.toml`), built-in default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# --- environment variables -------------------------------------------------------------------
+# Where things are (runtime/api/paths.py resolves them).
+ENV_SOCKET = "DIFFGEMMA_SOCKET"  # the daemon's Unix socket
+ENV_RUNTIME_DIR = "DIFFGEMMA_RUNTIME_DIR"  # folder of the socket and its lock
+ENV_STATE_DIR = "DIFFGEMMA_STATE_DIR"  # pid file, log, TCP token
+ENV_CONFIG_DIR = "DIFFGEMMA_CONFIG_DIR"  # folder of config.toml
+# The daemon (read by `diffgemma serve` and by a daemon that a front end starts in the background).
+ENV_MODEL = "DIFFGEMMA_MODEL"  # default model: a checkpoint folder or a Hugging Face id
+ENV_DEVICE = "DIFFGEMMA_DEVICE"  # cpu, cuda, cuda:1, ...
+ENV_QUANTIZE = "DIFFGEMMA_QUANTIZE"  # 4bit: quantize an unquantized checkpoint while loading
+ENV_KEEP_ALIVE = "DIFFGEMMA_KEEP_ALIVE"  # seconds an idle model stays loaded
+ENV_TOKEN = "DIFFGEMMA_TOKEN"  # bearer token for TCP (else the token file in the state dir)
+# The generating commands' defaults (cli/options.py declares the flags).
+ENV_MAX_TOKENS = "DIFFGEMMA_MAX_TOKENS"
+ENV_STEPS = "DIFFGEMMA_STEPS"
+ENV_SEED = "DIFFGEMMA_SEED"
+ENV_MARKER = "DIFFGEMMA_MARKER"
+ENV_CONTEXT_CHARS = "DIFFGEMMA_CONTEXT_CHARS"
+# The language server's transport (`diffgemma lsp`).
+ENV_LSP_HOST = "DIFFGEMMA_LSP_HOST"
+ENV_LSP_PORT = "DIFFGEMMA_LSP_PORT"
+ENV_LSP_LOG = "DIFFGEMMA_LSP_LOG"
+
+
+def env(name: str) -> str | None:
+    """The variable's value, or None when it is unset or blank (blank means unset everywhere)."""
+    value = os.environ.get(name)
+    return value if value is not None and value.strip() else None
+
+
+# --- request limits (the daemon refuses beyond them; front ends check first) ------------------
+MAX_TOKENS_LIMIT = 8192  # longest answer any request may ask for
+MAX_STEPS = 1024  # denoising steps per canvas
+MAX_EXTRA_FILES = 64  # more extra-context chunks than this: the most recent ones are kept
+# Extra context kept per request, in characters: beyond it the oldest chunks are dropped. About
+# 12k tokens of code, well inside the model's context next to a prefix, suffix and canvas.
+MAX_EXTRA_CHARS = 48_000
+MAX_ALTERNATIVES = 4  # OpenAI ``n`` / llama.cpp ``n_cmpl``: candidates denoised as one batch
+MAX_TIME_LIMIT_MS = 3_600_000
+MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
+MAX_ID_LENGTH = 200
+MAX_HOLES = 32  # several holes in one infill request
+SEED_MAX = 2**63 - 1
+MAX_BODY_BYTES = 4 * 1024 * 1024  # largest request body the daemon reads (default of --max-body)
+MAX_JSON_DEPTH = 64  # no client body nests deeper than a few levels; deeper is an attack
+MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
+
+# --- daemon defaults (flags of `serve` / `daemon start`) ----------------------------------------
+DEFAULT_KEEP_ALIVE_S = 600.0
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_MAX_REQUEST_SECONDS = 30.0  # interactive use: nobody waits longer for a completion
+MAX_REQUEST_SECONDS = 24 * 3600.0
+DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
+DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
+
+# --- front-end defaults ------------------------------------------------------------------------
+DEFAULT_MARKER = "<FILL>"
+DEFAULT_CONTEXT_CHARS = 6000
+CONTEXT_CHARS_MIN = 200
+CONTEXT_CHARS_MAX = 1_000_000
+# The language server caps tokens tighter than the daemon (ghost text is interactive).
+LSP_MAX_TOKENS_LIMIT = 4096
+LSP_DEBOUNCE_LIMIT_MS = 5000
+LSP_CONTEXT_CHARS_MIN = 64
+LSP_CONTEXT_CHARS_LIMIT = 200_000
+
+# --- config.toml ---------------------------------------------------------------------------------
+# Top-level keys -> (type, default). Tables (`[lsp]`, ...) belong to other components and are
+# skipped by ``load_config``.
+CONFIG_KEYS: dict[str, tuple[type, Any]] = {
+    "model": (str, None),
+    "socket": (str, None),
+    "max_tokens": (int, None),
+    "steps": (int, None),
+    "seed": (int, None),
+    "marker": (str, DEFAULT_MARKER),
+    "context_chars": (int, DEFAULT_CONTEXT_CHARS),
+    "backup": (bool, True),
+}
+# key -> (lowest, highest), for the flags, their environment variables and config.toml alike.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "max_tokens": (1, MAX_TOKENS_LIMIT),
+    "steps": (1, MAX_STEPS),
+    "seed": (0, SEED_MAX),
+    "context_chars": (CONTEXT_CHARS_MIN, CONTEXT_CHARS_MAX),
+}
+
+
+class ConfigError(ValueError):
+    """config.toml cannot be read or holds a bad key or value; the message is one line."""
+
+
+def config_file() -> Path:
+    from diffgemma.runtime.api.paths import config_dir
+
+    return Path(config_dir()) / "config.toml"
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def check_int(key: str, value: int) -> int:
+    """Range-check an integer setting against INT_LIMITS; ConfigError names the bounds."""
+    low, high = INT_LIMITS[key]
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must be from {low} to {high} (got {_shown(value)})")
+    return value
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The top-level keys of config.toml, checked; a missing file is an empty config."""
+    import tomllib
+
+    path = path or config_file()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError, or an int of 4,300+ digits
+        raise ConfigError(f"bad config file {path}: {str(exc).splitlines()[0]}") from None
+    config: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            continue  # a table for another component
+        name = key.replace("-", "_")
+        if name not in CONFIG_KEYS:
+            raise ConfigError(f"config file {path}: unknown key '{key}' (known: {', '.join(CONFIG_KEYS)})")
+        kind = CONFIG_KEYS[name][0]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"config file {path}: '{key}' must be {kind.__name__}, got {value!r}")
+        if name in INT_LIMITS and isinstance(value, int):
+            try:
+                check_int(name, value)
+            except ConfigError as exc:
+                raise ConfigError(f"config file {path}: {exc}") from None
+        config[name] = value
+    return config
+
+
+@dataclass(frozen=True)
+class DaemonEnv:
+    """What the daemon takes from the environment, read once for every way it is started."""
+
+    model: str | None
+    device: str | None
+    quantize: str | None
+    keep_alive: float | None  # None: unset or not a number (the flag's default applies)
+    token: str | None
+
+
+def daemon_env() -> DaemonEnv:
+    keep_alive: float | None = None
+    raw = env(ENV_KEEP_ALIVE)
+    if raw is not None:
+        try:
+            keep_alive = float(raw)
+        except ValueError:
+            keep_alive = None
+    return DaemonEnv(model=env(ENV_MODEL), device=env(ENV_DEVICE), quantize=env(ENV_QUANTIZE),
+                     keep_alive=keep_alive, token=env(ENV_TOKEN))
