@@ -1,0 +1,68 @@
+"""JSON schemas of the requests and the result (for /openapi.json), from the dataclasses (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from diffgemma.runtime.api.checks import SAMPLING_OPTIONS
+from diffgemma.runtime.api.config import MAX_ALTERNATIVES, MAX_STEPS, MAX_TIME_LIMIT_MS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.api.request_types import CancelRequest
+from diffgemma.runtime.api.results import FINISH_REASONS
+
+_SCHEMA_HINTS: dict[str, dict[str, Any]] = {
+    "prefix": {"type": "string", "description": "Text before the hole."},
+    "suffix": {"type": "string", "description": "Text after the hole."},
+    "selection": {"type": "string", "description": "The text to rewrite."},
+    "instruction": {"type": "string", "description": "What to change (optional)."},
+    "strength": {"type": "number", "minimum": 0, "maximum": 1,
+                 "description": "0 keeps the selection, 1 rewrites freely."},
+    "language": {"type": "string", "description": "Language id (python, rust, ...)."},
+    "path": {"type": "string", "description": "The file's path, shown to the model."},
+    "extra": {"type": "array", "description": "Snippets of other files (the most recent ones within the "
+                                              "context budget are used).",
+              "items": {"type": "object", "additionalProperties": False, "required": ["path", "text"],
+                        "properties": {"path": {"type": "string"}, "text": {"type": "string"}}}},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT},
+    "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS,
+              "description": "Maximum denoising steps per canvas."},
+    "seed": {"type": "integer", "minimum": 0},
+    "stream": {"type": "boolean", "description": "NDJSON: one draft line per step, then the result."},
+    "client": {"type": "string", "description": "Supersession key: a newer request cancels older ones."},
+    "model": {"type": "string", "description": "Model name or path; default: the daemon's model."},
+    "id": {"type": "string", "description": "Request id (for /v1/cancel); assigned when absent."},
+    "time_limit_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIME_LIMIT_MS,
+                      "description": "Time budget: at its end the best draft so far is the answer "
+                                     "(finish_reason \"time\")."},
+    "alternatives": {"type": "integer", "minimum": 1, "maximum": MAX_ALTERNATIVES,
+                     "description": "Distinct candidates denoised as one batch (Result.alternatives)."},
+    "keep_alive": {"type": "number", "description": "Seconds to keep the model loaded; 0 unloads now."},
+    "options": {"type": "object", "additionalProperties": False, "description": "Sampling overrides.",
+                "properties": {k: {"type": "integer" if t is int else "number"}
+                               for k, t in SAMPLING_OPTIONS.items()}},
+}
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """A JSON schema for a request dataclass: its fields, required ones, no additional properties."""
+    props = {f.name: _SCHEMA_HINTS.get(f.name, {}) for f in fields(cls)}
+    required = list(getattr(cls, "_required", ()))
+    if cls is CancelRequest:
+        props, required = {"id": {"type": "string"}}, ["id"]
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": props}
+
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text", "finish_reason", "timings", "id", "model"],
+    "properties": {
+        "text": {"type": "string"},
+        "finish_reason": {"type": "string", "enum": list(FINISH_REASONS)},
+        "timings": {"type": "object", "description": "encode_ms, steps, ms_per_step, tokens_per_forward, "
+                                                     "cached_tokens, encoded_tokens, generated_tokens, "
+                                                     "canvases, total_ms, queue_ms"},
+        "id": {"type": "string"},
+        "model": {"type": "string"},
+        "alternatives": {"type": "array", "items": {"type": "string"}},
+    },
+}
