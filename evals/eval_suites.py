@@ -10,7 +10,8 @@ Suites
 - ``rewrite``: a held-out line whose selection is a corrupted copy of the truth (a few tokens
   replaced); scored by exact match of the rewrite.
 
-Held-out files come from ``diffgemma.training.train.split_files`` and are never trained on. Spans
+The held-out files are ``HELD_OUT_FILES``, read from the running interpreter's standard library;
+the training program's split (``diffgemma.training.corpus.is_held_out``) never trains on them. Spans
 are chosen by a seeded ``random.Random``, so a suite is the same list of tasks on every run.
 """
 
@@ -26,6 +27,7 @@ import resource
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,17 @@ HUMANEVAL_PATH = Path(__file__).resolve().parent / "data" / "human-eval-infillin
 # line boundaries. The whole file is still used to check that the filled file parses.
 PREFIX_CHARS = 1200
 SUFFIX_CHARS = 400
+
+# The held-out standard-library files the span suites are cut from: what the training split's
+# hash rule (``diffgemma.training.corpus.is_held_out``) holds out of CPython 3.11's standard
+# library, the files diffgemma-mini was evaluated on and never saw. A file another Python version
+# lacks is skipped.
+HELD_OUT_FILES: tuple[str, ...] = (
+    "asynchat.py", "asyncio/trsock.py", "curses/ascii.py", "distutils/_msvccompiler.py",
+    "distutils/command/__init__.py", "distutils/command/build_py.py", "html/__init__.py", "http/client.py",
+    "idlelib/searchengine.py", "importlib/abc.py", "logging/handlers.py", "secrets.py",
+    "tkinter/simpledialog.py", "types.py", "xml/etree/__init__.py", "xml/sax/__init__.py",
+)
 
 
 @dataclass(frozen=True)
@@ -186,12 +199,10 @@ def window(file_prefix: str, file_suffix: str) -> tuple[str, str]:
 
 
 def held_out_sources(root: Path | None = None) -> list[tuple[str, str]]:
-    """(relative path, text) of the held-out files that parse."""
-    from diffgemma.training.train import split_files, stdlib_root
-
-    base = root or stdlib_root()
+    """(relative path, text) of the held-out files under ``root`` (the stdlib by default) that parse."""
+    base = root or Path(sysconfig.get_paths()["stdlib"])
     out = []
-    for rel in split_files(base)[1]:
+    for rel in HELD_OUT_FILES:
         try:
             text = (base / rel).read_text(encoding="utf-8")
             ast.parse(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diffgemma.evals import eval_suites as E
-from diffgemma.training.train import split_files
+from diffgemma.training.corpus import split_files
 
 
 @pytest.fixture(scope="module")

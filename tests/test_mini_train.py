@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffgemma.evals.eval_suites import HELD_OUT_FILES
+from diffgemma.training import corpus, objective
 from diffgemma.training import train as T
 
 _SNIPPET = '''
@@ -42,22 +44,23 @@ def source_root(tmp_path: Path) -> Path:
 
 
 def test_held_out_files_never_in_the_training_list() -> None:
-    train_files, held = T.split_files()
+    train_files, held = corpus.split_files()
     assert held, "the standard library must yield some held-out files"
     assert not set(train_files) & set(held)
-    assert all(T.is_held_out(f) for f in held)
-    assert not any(T.is_held_out(f) for f in train_files)
+    assert all(corpus.is_held_out(f) for f in held)
+    assert not any(corpus.is_held_out(f) for f in train_files)
     assert not any("/test/" in f"/{f}" or "/tests/" in f"/{f}" for f in train_files)
-    assert T.split_files() == (train_files, held)  # deterministic
-    assert all(T.is_held_out(f) for f in T.SHIPPED_HELD_OUT)
+    assert corpus.split_files() == (train_files, held)  # deterministic
+    # the quality suites' files are held out by this rule on any Python
+    assert all(corpus.is_held_out(f) for f in HELD_OUT_FILES)
     if sys.version_info[:2] == (3, 11):
-        assert set(held) == set(T.SHIPPED_HELD_OUT)
+        assert held == sorted(HELD_OUT_FILES)
 
 
 def test_micro_training_run_writes_a_loadable_checkpoint(source_root: Path, tmp_path: Path) -> None:
     from diffgemma.runtime.engine.loading import load_model
 
-    assert T.is_held_out("types.py")
+    assert corpus.is_held_out("types.py")
     out = tmp_path / "ckpt"
     preset = replace(T.PRESETS["micro"], steps=3)
     result = T.train(out, preset, seed=0, data_root=source_root, threads=1, save_every=2, save_dtype="fp32")
@@ -96,12 +99,12 @@ def test_loss_decreases_on_a_repeated_batch() -> None:
     model = DiffusionGemmaForBlockDiffusion(T.model_config(preset)).train()
     gen = torch.Generator().manual_seed(0)
     stream = torch.randint(10, preset.vocab_size, (64,), generator=gen)
-    prefix, clean = T.sample_batch(stream, 4, 8, preset.canvas_length, gen)
-    noisy = T.noise_canvas(clean, preset.vocab_size, gen)
+    prefix, clean = objective.sample_batch(stream, 4, 8, preset.canvas_length, gen)
+    noisy = objective.noise_canvas(clean, preset.vocab_size, gen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(8):
-        loss = T.diffusion_loss(model, prefix, clean, noisy, self_condition=step % 2 == 1)
+        loss = objective.diffusion_loss(model, prefix, clean, noisy, self_condition=step % 2 == 1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -109,8 +112,8 @@ def test_loss_decreases_on_a_repeated_batch() -> None:
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.1
     with torch.no_grad():
-        noised = T.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="noised")
-        everywhere = T.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="all")
+        noised = objective.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="noised")
+        everywhere = objective.diffusion_loss(model, prefix, clean, noisy, self_condition=False, positions="all")
     # After training on this batch the kept tokens are easy, the replaced ones are not.
     assert math.isfinite(float(noised)) and float(noised) > float(everywhere)
 
@@ -118,7 +121,7 @@ def test_loss_decreases_on_a_repeated_batch() -> None:
 def test_infill_shaped_noise_keeps_the_tail_clean() -> None:
     gen = torch.Generator().manual_seed(2)
     clean = torch.full((500, 16), 5)
-    noisy = T.noise_canvas(clean, 4096, gen, infill_prob=1.0)
+    noisy = objective.noise_canvas(clean, 4096, gen, infill_prob=1.0)
     changed = noisy != clean
     # every row: the noise sits in a prefix of the canvas, everything after the last change is clean
     last = torch.where(changed.any(1), 15 - changed.flip(1).float().argmax(1), torch.full((500,), -1))
@@ -129,7 +132,7 @@ def test_infill_shaped_noise_keeps_the_tail_clean() -> None:
 def test_noise_canvas_replaces_about_t_of_the_tokens() -> None:
     gen = torch.Generator().manual_seed(1)
     clean = torch.full((2000, 32), 5)
-    noisy = T.noise_canvas(clean, 4096, gen)
+    noisy = objective.noise_canvas(clean, 4096, gen)
     changed = (noisy != clean).float().mean().item()
     assert 0.45 < changed < 0.55  # E[t] = 0.5 with t ~ U(0, 1) per row
     per_row = (noisy != clean).float().mean(dim=1)

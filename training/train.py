@@ -10,8 +10,8 @@ self-conditioning and its detached logits are fed back as ``self_conditioning_lo
 second pass, as the sampler does from its second step on.
 
 Data: the ``.py`` files of the running interpreter's standard library (PSF license), minus test
-suites and generated tables. A fixed set of files (chosen by a hash of their relative path, see
-``is_held_out``) is held out for evaluation and never trained on.
+suites and generated tables, less a fixed held-out set that is never trained on (see
+``diffgemma.training.corpus``).
 
 Seeded and reproducible for a given preset, seed, standard library and thread count. The loss
 curve (step, loss, elapsed seconds) goes to ``OUT_DIR/training_log.csv``; the checkpoint
@@ -24,77 +24,19 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import hashlib
 import json
 import math
 import shutil
 import sys
-import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diffgemma.training.corpus import read_texts, split_files, stdlib_root
+from diffgemma.training.objective import diffusion_loss, encode_stream, noise_canvas, sample_batch
 from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
-
-# Folders whose files are test suites, generated tables or vendored third-party code.
-EXCLUDED_PARTS = frozenset(
-    {"test", "tests", "idle_test", "encodings", "site-packages", "__pycache__", "pydoc_data", "ensurepip"}
-)
-MAX_FILE_BYTES = 400_000  # larger files in the stdlib are generated data, not code people write
-HELD_OUT_MODULUS = 40  # about 1 file in 40 is held out
-
-
-# What ``is_held_out`` picks from CPython 3.11's standard library: the files diffgemma-mini was
-# evaluated on and never saw (another Python version may add or drop a few by the same rule).
-SHIPPED_HELD_OUT: tuple[str, ...] = (
-    "asynchat.py", "asyncio/trsock.py", "curses/ascii.py", "distutils/_msvccompiler.py",
-    "distutils/command/__init__.py", "distutils/command/build_py.py", "html/__init__.py", "http/client.py",
-    "idlelib/searchengine.py", "importlib/abc.py", "logging/handlers.py", "secrets.py",
-    "tkinter/simpledialog.py", "types.py", "xml/etree/__init__.py", "xml/sax/__init__.py",
-)
-
-
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def is_held_out(relative_path: str) -> bool:
-    """The evaluation split: sha256 of the POSIX relative path, first 8 hex digits, mod 40 == 0."""
-    digest = hashlib.sha256(relative_path.encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) % HELD_OUT_MODULUS == 0
-
-
-def source_files(root: Path | None = None) -> list[str]:
-    """Sorted relative POSIX paths of the eligible ``.py`` files under ``root`` (the stdlib by default)."""
-    base = root or stdlib_root()
-    found = []
-    for path in base.rglob("*.py"):
-        rel = path.relative_to(base)
-        if EXCLUDED_PARTS.intersection(rel.parts) or not path.is_file():
-            continue
-        if path.stat().st_size > MAX_FILE_BYTES:
-            continue
-        found.append(rel.as_posix())
-    return sorted(found)
-
-
-def split_files(root: Path | None = None) -> tuple[list[str], list[str]]:
-    """(training files, held-out files), both sorted, disjoint."""
-    files = source_files(root)
-    held = [f for f in files if is_held_out(f)]
-    train = [f for f in files if not is_held_out(f)]
-    return train, held
-
-
-def read_texts(root: Path, files: list[str]) -> list[str]:
-    texts = []
-    for rel in files:
-        try:
-            texts.append((root / rel).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            continue
-    return texts
 
 
 @dataclass(frozen=True)
@@ -186,81 +128,6 @@ def train_code_tokenizer(texts: list[str], vocab_size: int, out_dir: Path | str)
     train_tokenizer(texts, vocab_size, out_dir)
 
 
-def encode_stream(tokenizer: Any, texts: list[str]) -> Any:
-    """One token stream: ``<bos> file <eos>`` for every file, so windows also start at file starts."""
-    import torch
-
-    ids: list[int] = []
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for doc in encoded:
-        ids.append(BOS_ID)
-        ids.extend(doc)
-        ids.append(EOS_ID)
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def sample_batch(stream: Any, batch: int, prefix_len: int, canvas: int, gen: Any) -> tuple[Any, Any]:
-    """Random windows: ``prefix_len`` clean prefix tokens, then the ``canvas`` tokens that follow."""
-    import torch
-
-    span = prefix_len + canvas
-    starts = torch.randint(0, stream.numel() - span, (batch,), generator=gen)
-    windows = torch.stack([stream[s : s + span] for s in starts.tolist()])
-    return windows[:, :prefix_len], windows[:, prefix_len:]
-
-
-def noise_canvas(clean: Any, vocab_size: int, gen: Any, infill_prob: float = 0.0) -> Any:
-    """Replace each token by a uniform random token with probability t, t ~ U(0, 1) per example.
-
-    With probability ``infill_prob`` an example is shaped like the engine's infill canvas instead:
-    a hole of random length h (1..canvas-1) at the start takes the noise, and the tokens after it
-    stay clean, as the held suffix head does at inference.
-    """
-    import torch
-
-    batch, length = clean.shape
-    t = torch.rand(batch, 1, generator=gen)
-    replace_mask = torch.rand(clean.shape, generator=gen) < t
-    if infill_prob > 0:
-        holes = torch.randint(1, length, (batch, 1), generator=gen)
-        shaped = torch.rand(batch, 1, generator=gen) < infill_prob
-        in_hole = torch.arange(length).unsqueeze(0) < holes
-        replace_mask = torch.where(shaped, replace_mask & in_hole, replace_mask)
-    random_tokens = torch.randint(0, vocab_size, clean.shape, generator=gen)
-    return torch.where(replace_mask, random_tokens, clean)
-
-
-def diffusion_loss(
-    model: Any, prefix: Any, clean: Any, noisy: Any, self_condition: bool, positions: str = "all"
-) -> Any:
-    """Cross-entropy of the decoder's canvas logits against the clean canvas.
-
-    ``positions="all"`` scores every canvas position: with uniform-token noise the model cannot
-    tell which tokens were replaced, and the sampler reads every position each step. A small
-    model trained so learns to copy its input token far too often (noise included: at t = 0.5 it
-    copied the noise token at 43% of the noised positions). ``positions="noised"`` scores only
-    the replaced tokens, so the model predicts every position from its context and never learns
-    to copy; the held suffix tokens the engine scores hole lengths with are then predicted, not
-    copied, which is what that score needs.
-    """
-    import torch
-    import torch.nn.functional as F
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config.get_text_config())
-    model.model.encoder(input_ids=prefix, past_key_values=cache, use_cache=True)
-    sc_logits = None
-    if self_condition:
-        with torch.no_grad():
-            sc_logits = model(past_key_values=cache, decoder_input_ids=noisy).logits.detach()
-    logits = model(past_key_values=cache, decoder_input_ids=noisy, self_conditioning_logits=sc_logits).logits
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), clean.reshape(-1), reduction="none")
-    if positions == "noised":
-        weights = (noisy != clean).reshape(-1).to(losses.dtype)
-        return (losses * weights).sum() / weights.sum().clamp(min=1.0)
-    return losses.mean()
-
-
 def lr_at(step: int, preset: Preset, total: int, time_progress: float = 0.0) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio``; ``time_progress`` (0..1) can run it ahead."""
     if step < preset.warmup:
@@ -287,6 +154,140 @@ class TrainResult:
     steps: int
 
 
+@dataclass
+class _Run:
+    """What every training step reads: the model, its optimizer, the token stream and the sampling generator."""
+
+    model: Any
+    optimizer: Any
+    stream: Any
+    gen: Any
+    preset: Preset
+    device: str
+
+
+def _training_texts(out: Path, root: Path, files: list[str] | None) -> tuple[list[str], list[str]]:
+    """(training files, their texts); the file list is written to ``out/training_files.txt``."""
+    train_files = files if files is not None else split_files(root)[0]
+    texts = read_texts(root, train_files)
+    # The exact training file list, so anyone can check that no held-out file was used.
+    (out / "training_files.txt").write_text("".join(f"{rel}\n" for rel in train_files))
+    if not texts:
+        raise ValueError(f"no training files found under {root}")
+    return train_files, texts
+
+
+def _tokenizer(out: Path, texts: list[str], vocab_size: int, init_from: Path | str | None) -> Any:
+    """A tokenizer trained on ``texts``, or the one of the checkpoint a run continues from, saved in ``out``."""
+    from transformers import AutoTokenizer
+
+    if init_from is None:
+        train_code_tokenizer(texts, vocab_size, out)
+    else:  # continue a run: same tokenizer, same weights, a fresh schedule
+        init = Path(init_from)
+        if init.resolve() != out.resolve():
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (init / name).is_file():
+                    shutil.copyfile(init / name, out / name)
+    return AutoTokenizer.from_pretrained(str(out))
+
+
+def _model(preset: Preset, init_from: Path | str | None, device: str) -> Any:
+    """A fresh model at the preset's sizes, or the checkpoint ``init_from`` in full precision, in train mode."""
+    import torch
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    if init_from is None:
+        model = DiffusionGemmaForBlockDiffusion(model_config(preset))
+    else:
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(init_from), dtype=torch.float32)
+    set_generation_defaults(model)
+    # transformers wraps ``PreTrainedModel.to`` in functools.wraps, which mypy reads as an unbound
+    # function taking the model first.
+    model.to(device).train()  # type: ignore[arg-type]
+    return model
+
+
+def _optimizer(model: Any, preset: Preset) -> Any:
+    """AdamW; weight decay on matrices only, not on norms and biases."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=preset.lr, betas=(0.9, 0.98),
+    )
+
+
+def _train_step(run: _Run, lr: float) -> float:
+    """One optimizer step on a fresh noised batch at learning rate ``lr``; returns the loss."""
+    import torch
+
+    preset, gen, device = run.preset, run.gen, run.device
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    prefix_len = preset.prefix_lengths[int(torch.randint(0, len(preset.prefix_lengths), (1,), generator=gen))]
+    prefix, clean = sample_batch(run.stream, preset.batch_size, prefix_len, preset.canvas_length, gen)
+    noisy = noise_canvas(clean, preset.vocab_size, gen, preset.infill_prob)
+    self_condition = bool(torch.rand(1, generator=gen) < preset.self_conditioning_prob)
+    loss = diffusion_loss(run.model, prefix.to(device), clean.to(device), noisy.to(device), self_condition,
+                          preset.loss_positions)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optimizer.step()
+    return float(loss.detach())
+
+
+def _train_loop(
+    run: _Run,
+    out: Path,
+    *,
+    max_minutes: float | None,
+    time_budget: float | None,
+    save_every: int,
+    log_every: int,
+    save_dtype: str,
+    log: Callable[[str], None] | None,
+) -> list[tuple[int, float, float]]:
+    """Every step of the schedule (or until a time limit), logged to ``out/training_log.csv``."""
+    preset = run.preset
+    losses: list[tuple[int, float, float]] = []
+    train_started = time.monotonic()
+    window: list[float] = []
+    with (out / "training_log.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "loss", "lr", "elapsed_s"])
+        for step in range(preset.steps):
+            time_progress = (time.monotonic() - train_started) / (time_budget * 60) if time_budget else 0.0
+            if time_progress >= 1.0:
+                if log:
+                    log(f"time budget of {time_budget} min used at step {step}; stopping")
+                break
+            lr = lr_at(step, preset, preset.steps, time_progress)
+            value = _train_step(run, lr)
+            elapsed = time.monotonic() - train_started
+            losses.append((step, value, elapsed))
+            window.append(value)
+            if (step + 1) % log_every == 0 or step == 0:
+                writer.writerow([step, f"{sum(window) / len(window):.4f}", f"{lr:.2e}", f"{elapsed:.1f}"])
+                handle.flush()
+                if log:
+                    log(f"step {step + 1}/{preset.steps} loss {sum(window) / len(window):.3f} "
+                        f"({elapsed / (step + 1):.2f}s/step)")
+                window = []
+            if save_every and (step + 1) % save_every == 0:
+                run.model.eval()
+                save_checkpoint(run.model, out, save_dtype)
+                run.model.train()
+            if max_minutes is not None and elapsed > max_minutes * 60:
+                if log:
+                    log(f"time budget of {max_minutes} min reached at step {step + 1}; stopping")
+                break
+    return losses
+
+
 def train(
     out_dir: Path | str,
     preset: Preset,
@@ -302,7 +303,7 @@ def train(
     save_every: int = 200,
     log_every: int = 10,
     save_dtype: str = "bf16",
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a model with ``preset`` and write the checkpoint to ``out_dir``.
 
@@ -313,7 +314,6 @@ def train(
     fresh warmup and schedule.
     """
     import torch
-    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,93 +321,23 @@ def train(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     root = data_root or stdlib_root()
-    train_files = files if files is not None else split_files(root)[0]
-    texts = read_texts(root, train_files)
-    # The exact training file list, so anyone can check that no held-out file was used.
-    (out / "training_files.txt").write_text("".join(f"{rel}\n" for rel in train_files))
-    if not texts:
-        raise ValueError(f"no training files found under {root}")
+    train_files, texts = _training_texts(out, root, files)
 
     started = time.monotonic()
-    if init_from is None:
-        train_code_tokenizer(texts, preset.vocab_size, out)
-    else:  # continue a run: same tokenizer, same weights, a fresh schedule
-        init = Path(init_from)
-        if init.resolve() != out.resolve():
-            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                if (init / name).is_file():
-                    shutil.copyfile(init / name, out / name)
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
-    stream = encode_stream(tokenizer, texts)
+    stream = encode_stream(_tokenizer(out, texts, preset.vocab_size, init_from), texts)
     if log:
         log(f"{len(texts)} files, {stream.numel()} tokens, tokenizer in {time.monotonic() - started:.0f}s")
-
-    if init_from is None:
-        model = DiffusionGemmaForBlockDiffusion(model_config(preset))
-    else:
-        model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(init_from), dtype=torch.float32)
-    set_generation_defaults(model)
-    model.to(device).train()
+    model = _model(preset, init_from, device)
     parameters = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=preset.lr, betas=(0.9, 0.98),
-    )
-    gen = torch.Generator().manual_seed(seed)
+    run = _Run(model, _optimizer(model, preset), stream, torch.Generator().manual_seed(seed), preset, device)
     (out / "training_args.json").write_text(
         json.dumps({"preset": asdict(preset), "seed": seed, "files": len(train_files),
                     "tokens": stream.numel(), "parameters": parameters, "device": device,
                     "init_from": str(init_from) if init_from else None, "time_budget_min": time_budget,
                     "threads": torch.get_num_threads()}, indent=2) + "\n"
     )
-    log_path = out / "training_log.csv"
-    losses: list[tuple[int, float, float]] = []
-    train_started = time.monotonic()
-    window: list[float] = []
-    with log_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["step", "loss", "lr", "elapsed_s"])
-        for step in range(preset.steps):
-            time_progress = (time.monotonic() - train_started) / (time_budget * 60) if time_budget else 0.0
-            if time_progress >= 1.0:
-                if log:
-                    log(f"time budget of {time_budget} min used at step {step}; stopping")
-                break
-            lr = lr_at(step, preset, preset.steps, time_progress)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            prefix_len = preset.prefix_lengths[int(torch.randint(0, len(preset.prefix_lengths), (1,), generator=gen))]
-            prefix, clean = sample_batch(stream, preset.batch_size, prefix_len, preset.canvas_length, gen)
-            noisy = noise_canvas(clean, preset.vocab_size, gen, preset.infill_prob)
-            self_condition = bool(torch.rand(1, generator=gen) < preset.self_conditioning_prob)
-            loss = diffusion_loss(model, prefix.to(device), clean.to(device), noisy.to(device), self_condition,
-                                  preset.loss_positions)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            value = float(loss.detach())
-            elapsed = time.monotonic() - train_started
-            losses.append((step, value, elapsed))
-            window.append(value)
-            if (step + 1) % log_every == 0 or step == 0:
-                writer.writerow([step, f"{sum(window) / len(window):.4f}", f"{lr:.2e}",
-                                 f"{elapsed:.1f}"])
-                handle.flush()
-                if log:
-                    log(f"step {step + 1}/{preset.steps} loss {sum(window) / len(window):.3f} "
-                        f"({elapsed / (step + 1):.2f}s/step)")
-                window = []
-            if save_every and (step + 1) % save_every == 0:
-                model.eval()
-                save_checkpoint(model, out, save_dtype)
-                model.train()
-            if max_minutes is not None and elapsed > max_minutes * 60:
-                if log:
-                    log(f"time budget of {max_minutes} min reached at step {step + 1}; stopping")
-                break
+    losses = _train_loop(run, out, max_minutes=max_minutes, time_budget=time_budget, save_every=save_every,
+                         log_every=log_every, save_dtype=save_dtype, log=log)
     model.eval()
     save_checkpoint(model, out, save_dtype)
     seconds = time.monotonic() - started
