@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from diffgemma.runtime.api import config
+
 
 def register(app: typer.Typer) -> None:
     @app.command(
@@ -12,7 +14,7 @@ def register(app: typer.Typer) -> None:
         "  diffgemma bench --model google/diffusiongemma-26B-A4B-it --device cuda",
     )
     def bench(
-        model: str = typer.Option(None, "--model", "-m", envvar="DIFFGEMMA_MODEL",
+        model: str = typer.Option(None, "--model", "-m", envvar=config.ENV_MODEL,
                                   help="Checkpoint dir or Hugging Face id (default: a tiny random checkpoint)."),
         repeats: int = typer.Option(5, min=1, max=100, help="Runs per path; the median is reported."),
         steps: int = typer.Option(16, min=1, max=256, help="Denoising steps per canvas, the same for every path."),
@@ -25,8 +27,7 @@ def register(app: typer.Typer) -> None:
         import sys
         import tempfile
 
-        from diffgemma.evals.bench import describe, run_bench
-        from diffgemma.runtime.engine.loading import ModelLoadError
+        from diffgemma.evals.bench import ModelLoadError, describe, run_bench
 
         with tempfile.TemporaryDirectory() as tmp:
             target = model

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# What run_bench raises when the model cannot be found or read (its message is one line for the user).
+from diffgemma.runtime.engine.loading import ModelLoadError as ModelLoadError
+
 PREFIX = (
     "import os\n\n\ndef read_config(path):\n    with open(path) as handle:\n        return handle.read()\n\n\n"
     "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        "

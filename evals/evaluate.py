@@ -20,6 +20,9 @@ from typing import Any
 
 from diffgemma.evals import eval_suites as E
 
+# What run_eval raises when the model cannot be found or read (its message is one line for the user).
+from diffgemma.runtime.engine.loading import ModelLoadError
+
 ALL_SUITES = ("line", "multiline", "humaneval", "rewrite")
 ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength", "repair")
 STEP_COUNTS = (4, 8, 16, 32)
@@ -270,6 +273,13 @@ def format_markdown(report: dict[str, Any]) -> str:
     return note + "\n\n" + "\n".join(lines) + "\n"
 
 
+def set_threads(threads: int) -> None:
+    """Torch's CPU thread count for this process (1 is fastest on a busy machine)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in items if v not in allowed]
@@ -301,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from diffgemma.runtime.engine.loading import ModelLoadError
-
+        set_threads(args.threads)
     try:
         report = run_eval(args.model, suites=suites, groups=groups, limit=args.limit,
                           strategy_limit=args.strategy_limit, seed=args.seed,
