@@ -25,13 +25,67 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.api.client import Client
 
 PREFIX = "import math\n\n\ndef area(radius: float) -> float:\n    return "
 SUFFIX = "\n\n\nprint(area(2.0))\n"
 
 
-def main() -> None:
+@dataclass
+class _Samples:
+    """Wall ms per call of each path, and the daemon's own timings of its calls."""
+
+    local_ms: list[float] = field(default_factory=list)
+    daemon_ms: list[float] = field(default_factory=list)
+    engine_ms: list[float] = field(default_factory=list)  # the engine's time inside the daemon
+    inside_ms: list[float] = field(default_factory=list)  # the daemon's time from request to answer
+    health_ms: list[float] = field(default_factory=list)
+
+
+class _Daemon:
+    """A real daemon (`diffgemma serve`) on a temp Unix socket, and a client to it."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client: Client | None = None
+
+    def start(self, model: str, device: str | None, request: Any) -> Client:
+        from diffgemma.runtime.api import config
+        from diffgemma.runtime.api.client import Client
+
+        sock = self.work / "b.sock"
+        env = {**os.environ, config.ENV_STATE_DIR: str(self.work / "state")}
+        command = [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket",
+                   str(sock), "--keep-alive", "-1"]
+        if device:
+            command += ["--device", device]
+        with open(self.work / "log", "wb") as log:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        c = Client(socket=sock)
+        deadline = time.monotonic() + 600
+        while not (c.health() and c.status()["state"] == "ready"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the daemon did not start: {(self.work / 'log').read_text()[-500:]}")
+            time.sleep(0.1)
+        c.infill(request)  # warm-up: first call pays allocations and the prompt encode
+        self.client = c
+        return c
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint directory (default: a tiny random-weight one)")
     parser.add_argument("--runs", type=int, default=20)
@@ -40,102 +94,84 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--sequential", action="store_true", help="in-process runs first, then the daemon")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from diffgemma.runtime.api.client import Client
+
+def _measure(args: argparse.Namespace, model: str, work: Path) -> _Samples:
+    """Time the same request in-process and through the daemon, alternating unless --sequential."""
     from diffgemma.runtime.api.protocol import InfillRequest
     from diffgemma.runtime.engine.engine import Engine
     from diffgemma.runtime.engine.types import SamplingSettings
-
-    work = Path(tempfile.mkdtemp(prefix="dgb", dir="/tmp"))
-    model = args.model
-    if model is None:
-        from diffgemma.training.tiny import write_tiny
-
-        model = str(write_tiny(work / "tiny", seed=0))
 
     settings = SamplingSettings(steps=args.steps, seed=args.seed)
     request = InfillRequest(prefix=PREFIX, suffix=SUFFIX, max_tokens=args.max_tokens, steps=args.steps,
                             seed=args.seed)
     engine = Engine.load(model, device=args.device)
+    samples = _Samples()
 
     def in_process() -> float:
         start = time.perf_counter()
         engine.infill(PREFIX, SUFFIX, max_tokens=args.max_tokens, settings=settings)
         return (time.perf_counter() - start) * 1000
 
-    local_ms: list[float] = []
-    daemon_ms: list[float] = []
-    engine_ms: list[float] = []
-    inside_ms: list[float] = []
-    process: subprocess.Popen[bytes] | None = None
-    client: Client | None = None
-    health_ms: list[float] = []
-
-    def start_daemon() -> Client:
-        nonlocal process
-        sock = work / "b.sock"
-        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / "state")}
-        command = [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket",
-                   str(sock), "--keep-alive", "-1"]
-        if args.device:
-            command += ["--device", args.device]
-        with open(work / "log", "wb") as log:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        c = Client(socket=sock)
-        deadline = time.monotonic() + 600
-        while not (c.health() and c.status()["state"] == "ready"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"the daemon did not start: {(work / 'log').read_text()[-500:]}")
-            time.sleep(0.1)
-        c.infill(request)  # warm-up: first call pays allocations and the prompt encode
-        return c
-
     def through_daemon(c: Client) -> float:
         start = time.perf_counter()
         result = c.infill(request)
         wall = (time.perf_counter() - start) * 1000
-        engine_ms.append(float(result.timings["total_ms"]))
-        inside_ms.append(float(result.timings["daemon_ms"]))
+        samples.engine_ms.append(float(result.timings["total_ms"]))
+        samples.inside_ms.append(float(result.timings["daemon_ms"]))
         return wall
 
+    daemon = _Daemon(work)
     try:
         in_process()  # warm-up, as for the daemon
         if args.sequential:
-            local_ms = [in_process() for _ in range(args.runs)]
+            samples.local_ms = [in_process() for _ in range(args.runs)]
             engine.close()
-            client = start_daemon()
-            daemon_ms = [through_daemon(client) for _ in range(args.runs)]
+            client = daemon.start(model, args.device, request)
+            samples.daemon_ms = [through_daemon(client) for _ in range(args.runs)]
         else:
-            client = start_daemon()
+            client = daemon.start(model, args.device, request)
             for _ in range(args.runs):
-                local_ms.append(in_process())
-                daemon_ms.append(through_daemon(client))
+                samples.local_ms.append(in_process())
+                samples.daemon_ms.append(through_daemon(client))
         # The transport floor: an HTTP round trip over the socket that does no work.
-        health_ms = []
         for _ in range(50):
             start = time.perf_counter()
             client.health()
-            health_ms.append((time.perf_counter() - start) * 1000)
+            samples.health_ms.append((time.perf_counter() - start) * 1000)
     finally:
-        if client is not None:
-            client.close()
-        if process is not None:
-            process.terminate()
-            process.wait(60)
-        shutil.rmtree(work, ignore_errors=True)
+        daemon.stop()
+    return samples
 
-    local, remote, inside = (statistics.median(v) for v in (local_ms, daemon_ms, engine_ms))
+
+def _report(args: argparse.Namespace, model: str, samples: _Samples) -> None:
+    local, remote, inside = (statistics.median(v) for v in (samples.local_ms, samples.daemon_ms, samples.engine_ms))
     print(f"model {model if args.model else 'tiny (random weights)'}, {args.runs} runs each, steps={args.steps}, "
           f"max_tokens={args.max_tokens}, seed={args.seed}, {'sequential' if args.sequential else 'alternating'}")
     print(f"in-process engine call    median {local:9.2f} ms")
     print(f"daemon socket round trip  median {remote:9.2f} ms   (engine time inside the daemon {inside:.2f} ms)")
     print(f"added by the daemon       {remote - local:+9.2f} ms   ratio {remote / local:.3f}x   "
           f"(wall minus its own engine time: {remote - inside:+.2f} ms)")
-    gaps = [d - e for d, e in zip(inside_ms, engine_ms, strict=True)]
+    gaps = [d - e for d, e in zip(samples.inside_ms, samples.engine_ms, strict=True)]
     print(f"inside the daemon, beyond the engine: median {statistics.median(gaps):.2f} ms "
           f"(queue hand-off to the worker thread, settings, bookkeeping)")
-    print(f"GET /health round trip    median {statistics.median(health_ms):9.2f} ms   (transport alone)")
+    print(f"GET /health round trip    median {statistics.median(samples.health_ms):9.2f} ms   (transport alone)")
+
+
+def main() -> None:
+    args = _parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dgb", dir="/tmp"))
+    try:
+        model = args.model
+        if model is None:
+            from diffgemma.training.tiny import write_tiny
+
+            model = str(write_tiny(work / "tiny", seed=0))
+        samples = _measure(args, model, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _report(args, model, samples)
 
 
 if __name__ == "__main__":

@@ -163,28 +163,21 @@ def _timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> 
     return out
 
 
-def run(small: bool, prefix_len: int, steps: int) -> int:
-    import torch
-    from transformers import DynamicCache
+GB = 1e9
 
-    from diffgemma.kernels.sampler import fused_sample, reference_sample
-    from diffgemma.kernels.self_conditioning import FusedSelfConditioning
 
-    config = make_config(small)
+def _print_sizes(config: Any, small: bool) -> None:
     sizes = size_table(config)
-    gb = 1e9
     print(f"model: {'small (CPU exercise of the code path)' if small else 'real DiffusionGemma 26B-A4B config'}")
     print(f"  parameters {sizes['params'] / 1e9:.3f} B, experts {sizes['expert_params'] / sizes['params']:.1%}")
-    print(f"  bf16 {sizes['bf16_bytes'] / gb:.3f} GB ({sizes['bf16_bytes'] / 2**30:.2f} GiB)   "
-          f"4-bit NF4 {sizes['nf4_bytes'] / gb:.3f} GB ({sizes['nf4_bytes'] / 2**30:.2f} GiB)")
+    print(f"  bf16 {sizes['bf16_bytes'] / GB:.3f} GB ({sizes['bf16_bytes'] / 2**30:.2f} GiB)   "
+          f"4-bit NF4 {sizes['nf4_bytes'] / GB:.3f} GB ({sizes['nf4_bytes'] / 2**30:.2f} GiB)")
 
-    cuda = torch.cuda.is_available()
-    if not small and not cuda:
-        print("no CUDA GPU present: the GPU measurements were not run (use --cpu-small to exercise the path)")
-        return 0
-    device = "cpu" if small else "cuda"
-    dtype = torch.float32 if small else torch.bfloat16
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+def _build(config: Any, device: str, dtype: Any, sync: Callable[[], None]) -> Any:
+    """The random 4-bit model on ``device``, seeded, with its build time and VRAM printed."""
+    import torch
+
     if device == "cuda":
         print(f"device: {torch.cuda.get_device_name()}")
         torch.cuda.reset_peak_memory_stats()
@@ -194,11 +187,18 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
     sync()
     print(f"built random 4-bit model on {device} in {time.perf_counter() - t0:.1f}s")
     if device == "cuda":
-        print(f"  VRAM in use {torch.cuda.memory_allocated() / gb:.2f} GB "
-              f"(peak while building {torch.cuda.max_memory_allocated() / gb:.2f} GB)")
+        print(f"  VRAM in use {torch.cuda.memory_allocated() / GB:.2f} GB "
+              f"(peak while building {torch.cuda.max_memory_allocated() / GB:.2f} GB)")
+    return model
+
+
+def _time_encode(model: Any, config: Any, prefix_len: int, device: str,
+                 sync: Callable[[], None]) -> tuple[list[float], Any]:
+    """(ms of each timed prefix encode, a KV cache of that prefix for the steps)."""
+    import torch
+    from transformers import DynamicCache
 
     text = config.text_config
-    canvas_len = config.canvas_length
     ids = torch.randint(3, text.vocab_size, (1, prefix_len), device=device)
 
     def encode() -> Any:
@@ -209,8 +209,18 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
 
     encode()  # warm-up (kernels, Triton compilation)
     enc_ms = _timed(encode, sync, 3)
-    cache = encode()
-    canvas = torch.randint(3, text.vocab_size, (1, canvas_len), device=device)
+    return enc_ms, encode()
+
+
+def _time_steps(model: Any, cache: Any, config: Any, device: str, sync: Callable[[], None],
+                steps: int) -> dict[str, float]:
+    """Median ms per denoising step, ``stock`` (transformers' step) and ``fused`` (our kernels)."""
+    import torch
+
+    from diffgemma.kernels.sampler import fused_sample, reference_sample
+    from diffgemma.kernels.self_conditioning import FusedSelfConditioning
+
+    canvas = torch.randint(3, config.text_config.vocab_size, (1, config.canvas_length), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     embed_dtype = model.model.decoder.embed_tokens.weight.dtype
     temperature = 0.6
@@ -252,25 +262,31 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
         finally:
             if hook is not None:
                 hook.remove()
-    enc_med, step_med = statistics.median(enc_ms), timings["fused"]
-    print(f"prefix encode, {prefix_len} tokens: {enc_med:.1f} ms (median of {len(enc_ms)})")
-    print(f"denoising step, canvas {canvas_len} (median of {steps}): {step_med:.1f} ms with fused self-conditioning "
-          f"and sampler; {timings['stock']:.1f} ms stock; ratio {timings['stock'] / step_med:.2f}x")
-    if device == "cuda":
-        print(f"  VRAM in use after the runs {torch.cuda.memory_allocated() / gb:.2f} GB, "
-              f"peak {torch.cuda.max_memory_allocated() / gb:.2f} GB")
-        parts = decoder_weight_bytes(model)
-        total = sum(parts.values())
-        bandwidth = measure_bandwidth(device)
-        floor_ms = total / bandwidth * 1000.0
-        print("weights read per step: " + ", ".join(f"{k} {v / gb:.2f} GB" for k, v in parts.items())
-              + f" = {total / gb:.2f} GB")
-        print(f"measured copy bandwidth {bandwidth / 1e12:.2f} TB/s -> roofline {floor_ms:.1f} ms/step; "
-              f"step time is {floor_ms / step_med:.1%} of the roofline speed")
+    return timings
 
+
+def _print_roofline(model: Any, device: str, step_med: float) -> None:
+    """VRAM after the runs, the weight bytes one step reads, and the step time against the copy bandwidth."""
+    import torch
+
+    print(f"  VRAM in use after the runs {torch.cuda.memory_allocated() / GB:.2f} GB, "
+          f"peak {torch.cuda.max_memory_allocated() / GB:.2f} GB")
+    parts = decoder_weight_bytes(model)
+    total = sum(parts.values())
+    bandwidth = measure_bandwidth(device)
+    floor_ms = total / bandwidth * 1000.0
+    print("weights read per step: " + ", ".join(f"{k} {v / GB:.2f} GB" for k, v in parts.items())
+          + f" = {total / GB:.2f} GB")
+    print(f"measured copy bandwidth {bandwidth / 1e12:.2f} TB/s -> roofline {floor_ms:.1f} ms/step; "
+          f"step time is {floor_ms / step_med:.1%} of the roofline speed")
+
+
+def _print_sampler(config: Any, device: str) -> None:
+    """The sampler alone at this model's vocab and canvas (benchmarks/bench_sampler.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_sampler import run as bench_sampler
 
+    text, canvas_len = config.text_config, config.canvas_length
     vocab = text.vocab_size
     res = bench_sampler(vocab=vocab, canvas=canvas_len, batch=1, repeats=3, device=device, dtype="float32",
                         self_conditioning=True, hidden=text.hidden_size)
@@ -279,6 +295,30 @@ def run(small: bool, prefix_len: int, steps: int) -> int:
           f"fused {res['fused_ms']:.2f} ms, ratio {res['stock_ms'] / res['fused_ms']:.2f}x")
     print(f"self-conditioning softmax @ embeddings: stock {res['stock_selfcond_ms']:.2f} ms, "
           f"fused {res['fused_selfcond_ms']:.2f} ms, ratio {res['stock_selfcond_ms'] / res['fused_selfcond_ms']:.2f}x")
+
+
+def run(small: bool, prefix_len: int, steps: int) -> int:
+    import torch
+
+    config = make_config(small)
+    _print_sizes(config, small)
+    cuda = torch.cuda.is_available()
+    if not small and not cuda:
+        print("no CUDA GPU present: the GPU measurements were not run (use --cpu-small to exercise the path)")
+        return 0
+    device = "cpu" if small else "cuda"
+    dtype = torch.float32 if small else torch.bfloat16
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    model = _build(config, device, dtype, sync)
+    enc_ms, cache = _time_encode(model, config, prefix_len, device, sync)
+    timings = _time_steps(model, cache, config, device, sync, steps)
+    enc_med, step_med = statistics.median(enc_ms), timings["fused"]
+    print(f"prefix encode, {prefix_len} tokens: {enc_med:.1f} ms (median of {len(enc_ms)})")
+    print(f"denoising step, canvas {config.canvas_length} (median of {steps}): {step_med:.1f} ms with fused "
+          f"self-conditioning and sampler; {timings['stock']:.1f} ms stock; ratio {timings['stock'] / step_med:.2f}x")
+    if device == "cuda":
+        _print_roofline(model, device, step_med)
+    _print_sampler(config, device)
     return 0
 
 
