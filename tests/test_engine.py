@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffgemma.runtime.engine.engine import Engine, trim_join
+from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.fill import trim_join
 from diffgemma.runtime.engine.prefix_cache import PrefixCache, decoder_view, encode
 from diffgemma.runtime.engine.types import Cancelled, CancelToken, SamplingSettings, SettingsError
 

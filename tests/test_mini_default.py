@@ -8,7 +8,7 @@ import huggingface_hub.constants
 import pytest
 
 from diffgemma.runtime.engine import mini
-from diffgemma.runtime.engine.loading import REAL_MODEL_ID
+from diffgemma.runtime.engine.mini import REAL_MODEL_ID
 
 
 @pytest.fixture()

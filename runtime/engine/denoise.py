@@ -161,7 +161,7 @@ class Denoiser:
             scores = (stats.held_logp * score).sum(-1) / score.sum(-1).clamp(min=1)
         sampled = S.Sampled(tokens=stats.tokens, argmax=stats.argmax, entropy=stats.entropy)
         assert stats.self_cond is not None
-        held = stats.held_logp * score if scores is not None and score is not None else None
+        held = stats.held_logp * score if stats.held_logp is not None and score is not None else None
         return _Step(sampled, scores, held, stats.confidence, stats.self_cond)
 
     # ---------------------------------------------------------------- the loop

@@ -19,27 +19,26 @@ from typing import Any
 
 import torch
 
+from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.canvas import DraftCallback, Run, hole_candidates
 from diffgemma.runtime.engine.confidence import pieces
 from diffgemma.runtime.engine.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
+from diffgemma.runtime.engine.fill import Fill, FillRun, distinct
 from diffgemma.runtime.engine.holes import infill_holes
 from diffgemma.runtime.engine.loading import LoadedModel, load_model
 from diffgemma.runtime.engine.prefix_cache import PrefixCache, encode
 from diffgemma.runtime.engine.prompt import build_parts, chat_parts, strip_heal
 from diffgemma.runtime.engine.repair import repair_fill, repair_language
+from diffgemma.runtime.engine.rewrite import rewrite
 from diffgemma.runtime.engine.types import (
     Cancelled,
     CancelToken,
-    Draft,
     EngineResult,
     SamplingSettings,
     SettingsError,
     Timings,
 )
-
-DraftCallback = Callable[[Draft], None]
-
-MAX_TOKENS_LIMIT = 16384
 
 
 def _frees_on_cancel(method: Callable[..., EngineResult]) -> Callable[..., EngineResult]:
@@ -152,8 +151,8 @@ class Engine:
             return default
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
             raise SettingsError("max_tokens must be an integer")
-        if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-            raise SettingsError(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT} (got {max_tokens})")
+        if not 1 <= max_tokens <= config.MAX_TOKENS_LIMIT:
+            raise SettingsError(f"max_tokens must be between 1 and {config.MAX_TOKENS_LIMIT} (got {max_tokens})")
         return max_tokens
 
     @staticmethod
@@ -264,41 +263,9 @@ class Engine:
 
     # ------------------------------------------------------------------ infill
     def hole_candidates(self, max_hole: int, suffix_len: int) -> tuple[list[int], int]:
-        """Hole lengths to try in one batch, and how many suffix tokens every row holds.
-
-        Every row holds the same number of leading suffix tokens (scored alike), so the
-        longest hole leaves room for them: about a quarter of the canvas, or the whole
-        suffix when it is shorter.
-        """
-        length = self.canvas_length
-        hold = min(suffix_len, max(1, length // 4)) if suffix_len else 0
-        longest = max(1, min(max_hole, length - hold))
-        grid = {max(1, round(length * f)) for f in (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4)}
-        grid = {n for n in grid if n < longest} | {longest}
-        return sorted(grid), hold
-
-    def _infill_problem(self, lengths: list[int], suffix_ids: list[int], hold: int, gen: torch.Generator,
-                        keep: int) -> Problem:
-        """One row per hole length, the suffix head held right after each hole."""
-        batch, length = len(lengths), self.canvas_length
-        canvas = self._noise(batch, gen)
-        if not suffix_ids:
-            return Problem(canvas=canvas, keep=keep)
-        mask = torch.zeros(batch, length, dtype=torch.bool)
-        tokens = torch.full((batch, length), -1, dtype=torch.long)
-        score_mask = torch.zeros(batch, length)
-        for row, hole in enumerate(lengths):
-            held = suffix_ids[: length - hole]
-            mask[row, hole: hole + len(held)] = True
-            tokens[row, hole: hole + len(held)] = torch.tensor(held)
-            score_mask[row, hole: hole + hold] = 1.0
-        device = canvas.device
-        mask, tokens = mask.to(device), tokens.to(device)
-        # a row is done when its hole has settled: the free positions after the held suffix are
-        # never part of the answer
-        focus = torch.arange(length, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
-        return Problem(canvas=torch.where(mask, tokens, canvas), clamp=S.Clamp(mask=mask, tokens=tokens),
-                       score_mask=score_mask.to(device), keep=keep, focus=focus)
+        """Hole lengths to try in one batch, and how many suffix tokens every row holds
+        (`canvas.hole_candidates`)."""
+        return hole_candidates(self.canvas_length, max_hole, suffix_len)
 
     @_frees_on_cancel
     @torch.no_grad()
@@ -382,76 +349,26 @@ class Engine:
               stops: set[int] | None = None, language: str | None = None) -> EngineResult:
         """``language``: repair the fill's syntax with that grammar (None: no repair)."""
         t0 = time.perf_counter()
-        if isinstance(alternatives, bool) or not isinstance(alternatives, int) or not 1 <= alternatives <= 4:
-            raise SettingsError(f"alternatives must be between 1 and 4 (got {alternatives!r})")
+        if (isinstance(alternatives, bool) or not isinstance(alternatives, int)
+                or not 1 <= alternatives <= config.MAX_ALTERNATIVES):
+            raise SettingsError(f"alternatives must be between 1 and {config.MAX_ALTERNATIVES} (got {alternatives!r})")
         cfg = self.resolve(settings)
-        length = self.canvas_length
-        budget_tokens = self._max_tokens(max_tokens, default=length)
-        gen = self._generator(settings)
+        budget_tokens = self._max_tokens(max_tokens, default=self.canvas_length)
+        run = Run(cfg=cfg, gen=self._generator(settings), timings=Timings(), budget=budget)
         stops = stops if stops is not None else set(self.eos_ids)
-        timings = Timings()
-        fill = _Fill(self, healed, prefix, on_draft)
-        finish = "stop"
-        rows_out: list[list[int]] = []
-        last: tuple[Any, int, Denoised, int, Problem] | None = None
-        while True:
-            remaining = budget_tokens - len(fill.tokens)
-            use = self._prepare(prompt + fill.tokens, timings, first=fill.canvas == 0)
-            prompt_len = len(prompt) + len(fill.tokens)
-            if suffix_ids:
-                lengths, hold = self.hole_candidates(remaining, len(suffix_ids))
-                if not length_search:
-                    lengths = lengths[-1:]
-            else:
-                lengths, hold = [min(remaining, length)], 0
-            if len(lengths) < alternatives:  # more rows of the same lengths, each its own noise
-                lengths = sorted((lengths * alternatives)[: max(alternatives, len(lengths))])
-            problem = self._infill_problem(lengths, suffix_ids, hold, gen, keep=alternatives)
-            out = self._denoise(use.cache, prompt_len, problem, cfg, gen, timings, budget,
-                                fill.on_step(lengths) if on_draft is not None else None)
-            best = int(torch.argmax(out.scores)) if len(lengths) > 1 else 0
-            hole = out.argmax[best, : lengths[best]].tolist()
-            conf = out.confidence[best, : lengths[best]].tolist()
-            self.last_canvas = (out.argmax[best].tolist(),
-                                problem.clamp.mask[best].tolist() if problem.clamp is not None else [])
-            if out.timed_out:
-                fill.add(_until(hole, stops), conf)
-                finish = "time"
-                break
-            end = next((i for i, t in enumerate(hole) if t in stops), None)
-            if not suffix_ids and end is not None:
-                last = (use.cache, prompt_len, out, best, problem)
-                fill.add(hole[:end], conf)
-                rows_out = [_until(out.argmax[r, : lengths[r]].tolist(), stops) for r in out.alive]
-                break
-            longest_won = bool(suffix_ids) and best == len(lengths) - 1 and len(lengths) > 1
-            if longest_won and remaining > length and length_search:
-                # The hole is longer than this canvas: commit a plain-continuation canvas and
-                # search again after it, with the suffix still held.
-                plain = self._denoise(use.cache, prompt_len, Problem(canvas=self._noise(1, gen)), cfg, gen, timings,
-                                      budget)
-                fill.commit(plain.argmax[0].tolist(), plain.confidence[0].tolist())
-                if plain.timed_out:
-                    finish = "time"
-                    break
-                continue
-            rows_out = [out.argmax[r, : lengths[r]].tolist() for r in out.alive]
-            if not suffix_ids and len(fill.tokens) + len(hole) < budget_tokens:
-                fill.commit(hole, conf)
-                continue
-            last = (use.cache, prompt_len, out, best, problem)
-            fill.add(hole, conf)
-            if len(fill.tokens) >= budget_tokens and (not suffix_ids or best == len(lengths) - 1):
-                finish = "length"
-            break
-        if language is not None and last is not None:
-            repair_fill(self, fill, last, suffix, stops, bool(suffix_ids), language, cfg, gen, timings, budget)
+        fill = Fill(self.decode, healed, prefix, on_draft)
+        loop = FillRun(self, prompt, suffix_ids, fill, run, max_tokens=budget_tokens, stops=stops,
+                       length_search=length_search, alternatives=alternatives)
+        loop.run()
+        if language is not None and loop.last is not None:
+            repair_fill(self, fill, loop.last, suffix, stops, bool(suffix_ids), language, cfg, run.gen, run.timings,
+                        budget)
         self.last_confidence = fill.conf[fill.committed:]
         text = fill.text(suffix, stops)
-        others = [fill.text(suffix, stops, tail=row) for row in rows_out] if alternatives > 1 else []
-        self._finish(timings, len(fill.tokens), t0)
-        return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(fill.tokens),
-                            alternatives=_distinct([text, *others]) if alternatives > 1 else [],
+        others = [fill.text(suffix, stops, tail=row) for row in loop.rows_out] if alternatives > 1 else []
+        self._finish(run.timings, len(fill.tokens), t0)
+        return EngineResult(text=text, finish_reason=loop.finish, timings=run.timings, hole_tokens=len(fill.tokens),
+                            alternatives=distinct([text, *others]) if alternatives > 1 else [],
                             tokens=pieces(self.decode, fill.tokens, fill.conf, text))
 
     # ------------------------------------------------------------------ rewrite
@@ -485,185 +402,19 @@ class Engine:
         if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
             raise SettingsError(f"strength must be a number between 0 and 1 (got {strength!r})")
         cfg = self.resolve(settings)
-        length = self.canvas_length
         gen = self._generator(settings)
         parts = build_parts(prefix, extra, instruction)
         prompt = self._prompt_ids(parts.header, parts.prefix)
         # The healed indentation belongs to the selection's first line now.
         sel_ids = self.encode_text(parts.healed + selection)
         suffix_ids = self.encode_text(suffix)
-        budget_tokens = self._max_tokens(max_tokens, default=max(2 * len(sel_ids) + 16, length))
-        budget = Budget(cancel=cancel, deadline=deadline)
-        timings = Timings()
-        out_ids: list[int] = []
-        pos = 0
-        canvas_index = 0
-        hold_cap = max(1, length // 4)
-        finish = "stop"
-        while True:
-            rest = sel_ids[pos:]
-            last = len(rest) <= length - min(hold_cap, len(suffix_ids))
-            orig = rest if last else rest[: length - hold_cap]
-            following = suffix_ids if last else rest[len(orig):] + suffix_ids
-            cands = self._edit_lengths(orig, following, last and length_search, budget_tokens - len(out_ids))
-            use = self._prepare(prompt + out_ids, timings, first=canvas_index == 0)
-            problem, hold = self._edit_problem(cands, orig, following, strength, gen)
-
-            def on_step(step: int, argmax: torch.Tensor, scores: torch.Tensor, _conf: torch.Tensor,
-                        _c: list[int] = cands,
-                        _done: tuple[int, ...] = tuple(out_ids), _k: int = canvas_index) -> None:
-                best = int(torch.argmax(scores)) if len(_c) > 1 else 0
-                if on_draft is not None:
-                    text = self.decode([*_done, *argmax[best, : _c[best]].tolist()])
-                    on_draft(Draft(step=step, text=strip_heal(text, parts.healed), canvas=_k))
-
-            out = self._denoise(use.cache, len(prompt) + len(out_ids), problem, cfg, gen, timings, budget,
-                                on_step if on_draft is not None else None)
-            best = int(torch.argmax(out.scores)) if len(cands) > 1 and hold > 0 else 0
-            out_ids += out.argmax[best, : cands[best]].tolist()
-            pos += len(orig)
-            canvas_index += 1
-            if out.timed_out:
-                finish = "time"
-                break
-            if last or len(out_ids) >= budget_tokens:
-                break
-        text = self.decode([t for t in out_ids if t not in self.eos_ids])
-        text = strip_heal(text, parts.healed)
-        self._finish(timings, len(out_ids), t0)
-        if finish != "time":
-            finish = "length" if len(out_ids) >= budget_tokens and pos < len(sel_ids) else "stop"
-        return EngineResult(text=text, finish_reason=finish, timings=timings, hole_tokens=len(out_ids))
-
-    def _edit_lengths(self, orig: list[int], following: list[int], search: bool, room_left: int) -> list[int]:
-        """Rewrite lengths to try: the selection's own length and a few around it (last canvas only)."""
-        length = self.canvas_length
-        if search:
-            n = len(orig)
-            room = length - min(max(1, length // 4), len(following)) if following else length
-            cands = sorted({max(1, min(room, m)) for m in (n, round(n * 0.75), round(n * 1.25), n - 2, n + 2)})
-        else:
-            cands = [max(1, len(orig))]
-        return [c for c in cands if c <= room_left] or [max(1, min(len(orig), room_left))]
-
-    def _edit_problem(self, cands: list[int], orig: list[int], following: list[int], strength: float,
-                      gen: torch.Generator) -> tuple[Problem, int]:
-        """Rows seeded with the selection (partly noised), what follows it held after each length."""
-        batch, length = len(cands), self.canvas_length
-        device = self.model.device
-        noise = self._noise(batch, gen)
-        anchor = torch.full((batch, length), -1, dtype=torch.long)
-        mask = torch.zeros(batch, length, dtype=torch.bool)
-        tokens = torch.full((batch, length), -1, dtype=torch.long)
-        score_mask = torch.zeros(batch, length)
-        hold = min(len(following), length - max(cands)) if following else 0
-        for row, m in enumerate(cands):
-            seed = orig[:m]
-            if seed:
-                anchor[row, : len(seed)] = torch.tensor(seed, dtype=torch.long)
-            held = following[: length - m]
-            if held:
-                mask[row, m: m + len(held)] = True
-                tokens[row, m: m + len(held)] = torch.tensor(held)
-                score_mask[row, m: m + hold] = 1.0
-        anchor, mask, tokens, score_mask = (t.to(device) for t in (anchor, mask, tokens, score_mask))
-        start_noise = torch.rand(anchor.shape, generator=gen).to(device) < strength
-        canvas = torch.where((anchor >= 0) & ~start_noise, anchor, noise)
-        canvas = torch.where(mask, tokens, canvas)
-        clamp = S.Clamp(mask=mask, tokens=tokens) if bool(mask.any()) else None
-        focus = torch.arange(length, device=device)[None, :] < torch.tensor(cands, device=device)[:, None]
-        problem = Problem(canvas=canvas, clamp=clamp, score_mask=score_mask if clamp is not None and hold > 0 else None,
-                          anchor=anchor, anchor_keep=1.0 - strength, keep=1 if hold > 0 else 0, focus=focus)
-        return problem, hold
-
-
-class _Fill:
-    """The tokens of an answer committed so far, and the drafts that show it."""
-
-    def __init__(self, engine: Engine, healed: str, prefix: str, on_draft: DraftCallback | None) -> None:
-        self.engine = engine
-        self.healed = healed
-        self.prefix = prefix
-        self.on_draft = on_draft
-        self.tokens: list[int] = []
-        self.conf: list[float] = []  # each token's confidence
-        self.committed = 0  # tokens of the committed canvases
-        self.canvas = 0
-
-    def _decode(self, tokens: list[int], stops: set[int] | None = None) -> str:
-        kept = [t for t in tokens if stops is None or t not in stops]
-        return strip_heal(self.engine.decode(kept), self.healed)
-
-    def on_step(self, lengths: list[int]) -> StepCallback:
-        canvas = self.canvas
-
-        def step(n: int, argmax: torch.Tensor, scores: torch.Tensor, confidence: torch.Tensor) -> None:
-            best = int(torch.argmax(scores)) if len(lengths) > 1 else 0
-            if self.on_draft is not None:
-                hole = argmax[best, : lengths[best]].tolist()
-                text = self._decode(self.tokens + hole)
-                # the draft token by token, so a live view can show how sure each token is
-                tokens = pieces(self.engine.decode, self.tokens + hole,
-                                self.conf + confidence[best, : lengths[best]].tolist(), text)
-                self.on_draft(Draft(step=n, text=text, canvas=canvas, tokens=tokens))
-
-        return step
-
-    def add(self, tokens: list[int], confidence: list[float]) -> None:
-        self.tokens += tokens
-        self.conf += confidence[: len(tokens)]
-
-    def commit(self, tokens: list[int], confidence: list[float]) -> None:
-        """A canvas is final: later canvases only extend it, so a stream can send it now. The
-        text is sent up to its last line break (the join clean-up only ever drops whole lines)."""
-        self.add(tokens, confidence)
-        self.committed = len(self.tokens)
-        if self.on_draft is not None:
-            text = trim_join(self._decode(self.tokens), self.prefix, "")
-            cut = text.rfind("\n") + 1
-            self.on_draft(Draft(step=0, text=text[:cut], canvas=self.canvas, final=True))
-        self.canvas += 1
-
-    def text(self, suffix: str, stops: set[int], tail: list[int] | None = None) -> str:
-        """The answer's text; with ``tail``, an alternative for the last canvas's hole (the
-        committed canvases are shared by all alternatives)."""
-        tokens = self.tokens if tail is None else self.tokens[: self.committed] + tail
-        return trim_join(self._decode(tokens, stops), self.prefix, suffix)
-
-
-def _until(tokens: list[int], stops: set[int]) -> list[int]:
-    end = next((i for i, t in enumerate(tokens) if t in stops), None)
-    return tokens if end is None else tokens[:end]
-
-
-def _distinct(texts: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for t in texts:
-        seen.setdefault(t, None)
-    return list(seen)
-
-
-def trim_join(text: str, prefix: str, suffix: str) -> str:
-    """Conservative clean-up at the joins: drop whole lines the fill repeats from either side.
-
-    The held suffix keeps the canvas from running into the suffix token-wise, but a fill can
-    still end with a copy of the suffix's first line(s) placed just before it, or start with a
-    copy of the line the cursor is on. Only whole, non-blank lines are dropped.
-    """
-    if not text:
-        return text
-    lines = text.splitlines(keepends=True)
-    head = [ln for ln in suffix.splitlines(keepends=True) if ln.strip()][:3]
-    # trailing duplicate of the suffix's first non-blank line(s)
-    for k in range(min(len(head), len(lines)), 0, -1):
-        tail = lines[-k:]
-        if [t.strip() for t in tail] == [h.strip() for h in head[:k]] and tail[-1].endswith("\n"):
-            lines = lines[:-k]
-            break
-    current = prefix.rsplit("\n", 1)[-1]
-    if lines and current.strip() and lines[0].strip() == current.strip() and lines[0].endswith("\n"):
-        lines = lines[1:]
-    return "".join(lines)
+        budget_tokens = self._max_tokens(max_tokens, default=max(2 * len(sel_ids) + 16, self.canvas_length))
+        run = Run(cfg=cfg, gen=gen, timings=Timings(), budget=Budget(cancel=cancel, deadline=deadline))
+        out_ids, finish = rewrite(self, prompt, sel_ids, suffix_ids, parts.healed, strength, run,
+                                  max_tokens=budget_tokens, length_search=length_search, on_draft=on_draft)
+        text = strip_heal(self.decode([t for t in out_ids if t not in self.eos_ids]), parts.healed)
+        self._finish(run.timings, len(out_ids), t0)
+        return EngineResult(text=text, finish_reason=finish, timings=run.timings, hole_tokens=len(out_ids))
 
 
 def _as_list(value: Any) -> list[int]:

@@ -22,17 +22,25 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
 from diffgemma.runtime.engine.denoise import Budget, Problem
+from diffgemma.runtime.engine.fill import trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import Layout, refine, repair_language
-from diffgemma.runtime.engine.types import EngineResult, HoleFill, SamplingSettings, SettingsError, Timings
+from diffgemma.runtime.engine.types import (
+    EngineResult,
+    FinishReason,
+    HoleFill,
+    SamplingSettings,
+    SettingsError,
+    Timings,
+)
 
 if TYPE_CHECKING:
     from diffgemma.runtime.engine.engine import Engine
 
-MAX_HOLES = 32
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
 
 
@@ -66,8 +74,8 @@ def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[
                  alternatives: int = 1) -> EngineResult:
     """Fill the holes between the ``fixed`` pieces; one `HoleFill` per hole in ``holes``.
     ``max_tokens`` bounds each hole. Alternatives are made for a single hole only."""
-    if not 2 <= len(fixed) <= MAX_HOLES + 1:
-        raise SettingsError(f"between 1 and {MAX_HOLES} holes are allowed (got {len(fixed) - 1})")
+    if not 2 <= len(fixed) <= config.MAX_HOLES + 1:
+        raise SettingsError(f"between 1 and {config.MAX_HOLES} holes are allowed (got {len(fixed) - 1})")
     t0 = time.perf_counter()
     if len(fixed) == 2:
         r = engine.infill(fixed[0], fixed[1], extra=extra, max_tokens=max_tokens, settings=settings, cancel=cancel,
@@ -78,31 +86,30 @@ def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[
     groups = plan_groups(engine, fixed_ids)
     fills: list[HoleFill] = []
     timings: list[Timings] = []
-    finish = "stop"
-    seed_base = settings.seed if settings is not None else None
+    finish: FinishReason = "stop"
     for index, group in enumerate(groups):
         first, last = group.holes[0], group.holes[-1]
         before = fixed[0] + "".join(f.text + fixed[h + 1] for h, f in enumerate(fills))
         # each group its own seed (a rerun with the same seed repeats every group)
-        group_settings = settings if seed_base is None else dataclasses.replace(settings, seed=seed_base + index)
+        group_settings = (settings if settings is None or settings.seed is None
+                          else dataclasses.replace(settings, seed=settings.seed + index))
         if len(group.holes) == 1:
             r = engine.infill(before, fixed[first + 1], extra=extra, max_tokens=max_tokens, settings=group_settings,
                               cancel=cancel, deadline=deadline, language=language, refine=refine_syntax)
             fills.append(HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens))
             timings.append(r.timings)
+            if r.finish_reason in ("time", "length") and finish == "stop":
+                finish = r.finish_reason
         else:
             out, t, timed_out = _joint(engine, before, list(fixed[first + 1: last + 2]), fixed_ids[first + 1: last + 2],
                                        extra, max_tokens, group_settings, Budget(cancel=cancel, deadline=deadline),
                                        repair_language(language) if refine_syntax else None)
             fills += out
             timings.append(t)
-            r = None
             if timed_out:
                 finish = "time"
-        if r is not None and r.finish_reason in ("time", "length") and finish == "stop":
-            finish = r.finish_reason
     total = _sum_timings(timings, t0)
-    return EngineResult(text=fills[0].text, finish_reason=finish, timings=total,  # type: ignore[arg-type]
+    return EngineResult(text=fills[0].text, finish_reason=finish, timings=total,
                         hole_tokens=sum(f.hole_tokens for f in fills), tokens=fills[0].tokens, holes=fills)
 
 
@@ -217,7 +224,5 @@ def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[i
 
 
 def _text(engine: Engine, tokens: list[int], stops: set[int], healed: str, before: str, after: str) -> str:
-    from diffgemma.runtime.engine.engine import trim_join
-
     text = strip_heal(engine.decode([t for t in tokens if t not in stops]), healed)
     return trim_join(text, before, after)

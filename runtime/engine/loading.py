@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REAL_MODEL_ID = "google/diffusiongemma-26B-A4B-it"
+# REAL_MODEL_ID is defined with the default-model choice; named here too for the callers that load it.
+from diffgemma.runtime.engine.mini import MINI_DIR, MINI_NAME
+from diffgemma.runtime.engine.mini import REAL_MODEL_ID as REAL_MODEL_ID
 
 
 class ModelLoadError(RuntimeError):
@@ -48,8 +50,6 @@ def pick_dtype(device: str, dtype: str | None = None) -> Any:
 
 def resolve_model_path(name: str) -> Path:
     """A local directory, or a Hugging Face id found in the local cache (no network is used)."""
-    from diffgemma.runtime.engine.mini import MINI_DIR, MINI_NAME
-
     if name == MINI_NAME:
         name = str(MINI_DIR)
     candidate = Path(name).expanduser()

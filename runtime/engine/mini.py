@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffgemma.runtime.engine.loading import REAL_MODEL_ID
-
+REAL_MODEL_ID = "google/diffusiongemma-26B-A4B-it"
 MINI_NAME = "diffgemma-mini"
 MINI_DIR: Path = Path(__file__).resolve().parent / "models" / MINI_NAME
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")

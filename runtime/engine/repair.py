@@ -20,10 +20,12 @@ import torch
 
 from diffgemma.context.syntax import SyntaxIssue, new_issues, splice
 from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.canvas import until
 from diffgemma.runtime.engine.denoise import Budget, Problem
 
 if TYPE_CHECKING:
     from diffgemma.runtime.engine.engine import Engine
+    from diffgemma.runtime.engine.fill import Fill, LastCanvas
     from diffgemma.runtime.engine.types import Timings
 
 REFINE_ROUNDS = 3
@@ -187,10 +189,10 @@ def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple
     return results
 
 
-def repair_fill(engine: Engine, fill: Any, last: tuple[Any, int, Any, int, Problem], suffix: str, stops: set[int],
+def repair_fill(engine: Engine, fill: Fill, last: LastCanvas, suffix: str, stops: set[int],
                 held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
                 budget: Budget) -> None:
-    """Syntax-guided repair of an infill's last canvas (the engine's ``_Fill``), in place: the hole
+    """Syntax-guided repair of an infill's last canvas (`fill.Fill`), in place: the hole
     of the chosen row, with the committed canvases before it and the suffix after it fixed."""
     cache, prompt_len, out, best, problem = last
     base = fill.committed
@@ -203,7 +205,7 @@ def repair_fill(engine: Engine, fill: Any, last: tuple[Any, int, Any, int, Probl
                     confidence=out.confidence[best].tolist())
 
     def cut(tokens: list[int]) -> list[int]:
-        return tokens if held_suffix else _until(tokens, stops)
+        return tokens if held_suffix else until(tokens, stops)
 
     def render(lay: Layout) -> list[str]:
         return [fill.text(suffix, stops, tail=cut(lay.hole_tokens(0)))]
@@ -214,8 +216,3 @@ def repair_fill(engine: Engine, fill: Any, last: tuple[Any, int, Any, int, Probl
         new = cut(repaired.hole_tokens(0))
         fill.tokens[base:] = new
         fill.conf[base:] = repaired.confidence[: len(new)]
-
-
-def _until(tokens: list[int], stops: set[int]) -> list[int]:
-    end = next((i for i, t in enumerate(tokens) if t in stops), None)
-    return tokens if end is None else tokens[:end]

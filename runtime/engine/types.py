@@ -6,6 +6,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from diffgemma.runtime.api import config
+
 # "time": the request's time budget ran out and the best draft so far is the answer (a diffusion
 # draft is always a whole answer).
 FinishReason = Literal["stop", "length", "cancelled", "time"]
@@ -56,7 +58,8 @@ class SamplingSettings:
 
         if self.steps is not None:
             check(isinstance(self.steps, int) and not isinstance(self.steps, bool), "steps must be an integer")
-            check(1 <= self.steps <= 1024, f"steps must be between 1 and 1024 (got {self.steps})")
+            check(1 <= self.steps <= config.MAX_STEPS,
+                  f"steps must be between 1 and {config.MAX_STEPS} (got {self.steps})")
         if self.entropy_bound is not None:
             check(self.entropy_bound > 0, f"entropy_bound must be > 0 (got {self.entropy_bound})")
         for name in ("t_min", "t_max"):
@@ -67,7 +70,7 @@ class SamplingSettings:
             check(self.t_max >= self.t_min, f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
         if self.seed is not None:
             check(
-                isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63,
+                isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= config.SEED_MAX,
                 f"seed must be a non-negative integer (got {self.seed})",
             )
         if self.stability_threshold is not None:

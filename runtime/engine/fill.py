@@ -1,0 +1,185 @@
+"""An infill (or a chat answer) canvas after canvas, and the text of what it wrote.
+
+Each canvas denoises the candidate hole lengths as one batch (`canvas.infill_problem`). A hole
+longer than one canvas (the longest candidate wins) commits that canvas as plain continuation
+and searches again after it, with the suffix still held; without a suffix, canvases follow one
+another until a stop token or the token budget.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from diffgemma.runtime.engine.canvas import Decode, DraftCallback, Run, best_row, draft_callback, infill_problem, until
+from diffgemma.runtime.engine.denoise import Denoised, Problem, StepCallback
+from diffgemma.runtime.engine.prompt import strip_heal
+from diffgemma.runtime.engine.types import Draft, FinishReason
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.engine.engine import Engine
+
+# The last canvas denoised, for repairing its hole: (cache, prompt length, result, best row, problem).
+LastCanvas = tuple[Any, int, Denoised, int, Problem]
+
+
+class Fill:
+    """The tokens of an answer committed so far, and the drafts that show it."""
+
+    def __init__(self, decode: Decode, healed: str, prefix: str, on_draft: DraftCallback | None) -> None:
+        self.decode = decode
+        self.healed = healed
+        self.prefix = prefix
+        self.on_draft = on_draft
+        self.tokens: list[int] = []
+        self.conf: list[float] = []  # each token's confidence
+        self.committed = 0  # tokens of the committed canvases
+        self.canvas = 0
+
+    def _decode(self, tokens: list[int], stops: set[int] | None = None) -> str:
+        kept = [t for t in tokens if stops is None or t not in stops]
+        return strip_heal(self.decode(kept), self.healed)
+
+    def on_step(self, lengths: list[int]) -> StepCallback | None:
+        """The draft callback of the next canvas (None without ``on_draft``)."""
+        if self.on_draft is None:
+            return None
+        return draft_callback(self.decode, self.on_draft, self.healed, list(self.tokens), lengths, self.canvas,
+                              list(self.conf))
+
+    def add(self, tokens: list[int], confidence: list[float]) -> None:
+        self.tokens += tokens
+        self.conf += confidence[: len(tokens)]
+
+    def commit(self, tokens: list[int], confidence: list[float]) -> None:
+        """A canvas is final: later canvases only extend it, so a stream can send it now. The
+        text is sent up to its last line break (the join clean-up only ever drops whole lines)."""
+        self.add(tokens, confidence)
+        self.committed = len(self.tokens)
+        if self.on_draft is not None:
+            text = trim_join(self._decode(self.tokens), self.prefix, "")
+            cut = text.rfind("\n") + 1
+            self.on_draft(Draft(step=0, text=text[:cut], canvas=self.canvas, final=True))
+        self.canvas += 1
+
+    def text(self, suffix: str, stops: set[int], tail: list[int] | None = None) -> str:
+        """The answer's text; with ``tail``, an alternative for the last canvas's hole (the
+        committed canvases are shared by all alternatives)."""
+        tokens = self.tokens if tail is None else self.tokens[: self.committed] + tail
+        return trim_join(self._decode(tokens, stops), self.prefix, suffix)
+
+
+class FillRun:
+    """The canvas loop of one fill: ``run()`` leaves the answer's tokens in ``fill``, and sets
+    ``finish``, the alternative rows of the last canvas and that canvas (for repair)."""
+
+    def __init__(self, engine: Engine, prompt: list[int], suffix_ids: list[int], fill: Fill, run: Run, *,
+                 max_tokens: int, stops: set[int], length_search: bool, alternatives: int) -> None:
+        self.engine = engine
+        self.prompt = prompt
+        self.suffix_ids = suffix_ids
+        self.fill = fill
+        self.ctx = run
+        self.max_tokens = max_tokens
+        self.stops = stops
+        self.length_search = length_search
+        self.alternatives = alternatives
+        self.finish: FinishReason = "stop"
+        self.rows_out: list[list[int]] = []
+        self.last: LastCanvas | None = None
+
+    def run(self) -> None:
+        while self._canvas():
+            pass
+
+    def _lengths(self, remaining: int) -> tuple[list[int], int]:
+        if self.suffix_ids:
+            lengths, hold = self.engine.hole_candidates(remaining, len(self.suffix_ids))
+            if not self.length_search:
+                lengths = lengths[-1:]
+        else:
+            lengths, hold = [min(remaining, self.engine.canvas_length)], 0
+        if len(lengths) < self.alternatives:  # more rows of the same lengths, each its own noise
+            lengths = sorted((lengths * self.alternatives)[: max(self.alternatives, len(lengths))])
+        return lengths, hold
+
+    def _canvas(self) -> bool:
+        """Denoise the next canvas; False when the fill is done."""
+        engine, fill, ctx, stops, held = self.engine, self.fill, self.ctx, self.stops, bool(self.suffix_ids)
+        remaining = self.max_tokens - len(fill.tokens)
+        use = engine._prepare(self.prompt + fill.tokens, ctx.timings, first=fill.canvas == 0)
+        prompt_len = len(self.prompt) + len(fill.tokens)
+        lengths, hold = self._lengths(remaining)
+        problem = infill_problem(engine._noise(len(lengths), ctx.gen), lengths, self.suffix_ids, hold,
+                                 keep=self.alternatives)
+        out = engine._denoise(use.cache, prompt_len, problem, ctx.cfg, ctx.gen, ctx.timings, ctx.budget,
+                              fill.on_step(lengths))
+        best = best_row(out.scores, len(lengths))
+        hole = out.argmax[best, : lengths[best]].tolist()
+        conf = out.confidence[best, : lengths[best]].tolist()
+        engine.last_canvas = (out.argmax[best].tolist(),
+                              problem.clamp.mask[best].tolist() if problem.clamp is not None else [])
+        if out.timed_out:
+            fill.add(until(hole, stops), conf)
+            self.finish = "time"
+            return False
+        end = next((i for i, t in enumerate(hole) if t in stops), None)
+        if not held and end is not None:
+            self.last = (use.cache, prompt_len, out, best, problem)
+            fill.add(hole[:end], conf)
+            self.rows_out = [until(out.argmax[r, : lengths[r]].tolist(), stops) for r in out.alive]
+            return False
+        longest_won = held and best == len(lengths) - 1 and len(lengths) > 1
+        if longest_won and remaining > engine.canvas_length and self.length_search:
+            return self._plain(use.cache, prompt_len)
+        self.rows_out = [out.argmax[r, : lengths[r]].tolist() for r in out.alive]
+        if not held and len(fill.tokens) + len(hole) < self.max_tokens:
+            fill.commit(hole, conf)
+            return True
+        self.last = (use.cache, prompt_len, out, best, problem)
+        fill.add(hole, conf)
+        if len(fill.tokens) >= self.max_tokens and (not held or best == len(lengths) - 1):
+            self.finish = "length"
+        return False
+
+    def _plain(self, cache: Any, prompt_len: int) -> bool:
+        """The hole is longer than this canvas: commit a plain-continuation canvas, so that the
+        search goes on after it; False when the time ran out."""
+        ctx = self.ctx
+        plain = self.engine._denoise(cache, prompt_len, Problem(canvas=self.engine._noise(1, ctx.gen)), ctx.cfg,
+                                     ctx.gen, ctx.timings, ctx.budget)
+        self.fill.commit(plain.argmax[0].tolist(), plain.confidence[0].tolist())
+        if plain.timed_out:
+            self.finish = "time"
+            return False
+        return True
+
+
+def distinct(texts: list[str]) -> list[str]:
+    """``texts`` without repeats, in order."""
+    seen: dict[str, None] = {}
+    for t in texts:
+        seen.setdefault(t, None)
+    return list(seen)
+
+
+def trim_join(text: str, prefix: str, suffix: str) -> str:
+    """Conservative clean-up at the joins: drop whole lines the fill repeats from either side.
+
+    The held suffix keeps the canvas from running into the suffix token-wise, but a fill can
+    still end with a copy of the suffix's first line(s) placed just before it, or start with a
+    copy of the line the cursor is on. Only whole, non-blank lines are dropped.
+    """
+    if not text:
+        return text
+    lines = text.splitlines(keepends=True)
+    head = [ln for ln in suffix.splitlines(keepends=True) if ln.strip()][:3]
+    # trailing duplicate of the suffix's first non-blank line(s)
+    for k in range(min(len(head), len(lines)), 0, -1):
+        tail = lines[-k:]
+        if [t.strip() for t in tail] == [h.strip() for h in head[:k]] and tail[-1].endswith("\n"):
+            lines = lines[:-k]
+            break
+    current = prefix.rsplit("\n", 1)[-1]
+    if lines and current.strip() and lines[0].strip() == current.strip() and lines[0].endswith("\n"):
+        lines = lines[1:]
+    return "".join(lines)
