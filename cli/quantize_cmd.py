@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
         @guarded
         def body() -> None:
-            from diffgemma.kernels.quantize import QuantizeError, quantize_checkpoint, quantized_size_line
+            from diffgemma.training.quantize import QuantizeError, quantize_checkpoint, quantized_size_line
 
             started = time.perf_counter()
 

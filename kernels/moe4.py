@@ -22,6 +22,12 @@ from diffgemma.kernels.quant4 import DEFAULT_BLOCK, block_size_for, dequantize_n
 class QuantizedExperts(nn.Module):
     """Collection of NF4-quantized expert weights; ``forward(hidden_states, top_k_index, top_k_weights)``."""
 
+    # registered buffers: 4-bit codes (two per byte) and each block's absmax
+    gate_up_q: torch.Tensor
+    gate_up_absmax: torch.Tensor
+    down_q: torch.Tensor
+    down_absmax: torch.Tensor
+
     def __init__(self, num_experts: int, hidden_dim: int, intermediate_dim: int, activation: str,
                  block: int = DEFAULT_BLOCK, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -46,8 +52,8 @@ class QuantizedExperts(nn.Module):
     def from_experts(cls, experts: nn.Module, activation: str, block: int = DEFAULT_BLOCK,
                      device: torch.device | str | None = None) -> QuantizedExperts:
         """Quantize a ``DiffusionGemmaTextExperts`` one expert slice at a time (on ``device``)."""
-        return cls.from_tensors(experts.gate_up_proj.detach(), experts.down_proj.detach(), activation, block,
-                                device)
+        return cls.from_tensors(experts.get_parameter("gate_up_proj").detach(),
+                                experts.get_parameter("down_proj").detach(), activation, block, device)
 
     @classmethod
     def from_tensors(cls, gate_up: torch.Tensor, down: torch.Tensor, activation: str, block: int = DEFAULT_BLOCK,

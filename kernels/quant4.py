@@ -108,6 +108,10 @@ class Linear4(nn.Module):
     dequantizing GEMM in ``moe4_triton`` with a single group.
     """
 
+    # registered buffers: 4-bit codes (two per byte) and each block's absmax
+    qweight: torch.Tensor
+    absmax: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, block: int = DEFAULT_BLOCK,
                  device: torch.device | str | None = None) -> None:
         super().__init__()

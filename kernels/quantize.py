@@ -17,12 +17,14 @@ Loading an unquantized safetensors checkpoint with quantization streams it: tens
 tensor, each expert/linear weight is read, quantized on the target device and dropped, so
 neither the GPU nor the CPU ever holds the bf16 model. (A checkpoint without safetensors
 is read whole on the CPU by ``from_pretrained``, then quantized module by module.)
+
+The offline step that converts a checkpoint found by name (`diffgemma quantize`) is
+`training.quantize`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,11 @@ from diffgemma.kernels.moe4 import QuantizedExperts
 from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, Linear4
 
 QUANT_KEY = "diffgemma_quantization"
+_INFO_ATTR = "_diffgemma_quantization"  # the quantization entry, on a quantized model
 WEIGHTS_FILE = "model-nf4.safetensors"
 FORMAT_VERSION = 1
 # Substrings of module names whose nn.Linear layers stay unquantized.
 _KEEP_LINEAR = ("vision", "embed", "lm_head", "router")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
-_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 Progress = Callable[[str], None] | None
 
@@ -58,7 +59,24 @@ def _linear_to_quantize(name: str, module: nn.Module, keep: tuple[str, ...]) -> 
 
 
 def _activation(model: nn.Module) -> str:
-    return str(model.config.text_config.hidden_activation)
+    config: Any = model.config  # a transformers PretrainedConfig
+    return str(config.text_config.hidden_activation)
+
+
+def _set_info(model: nn.Module, info: dict[str, Any]) -> None:
+    """Record the quantization entry on the model (read by ``save_quantized``); a plain attribute,
+    not a parameter, buffer or submodule."""
+    model.__dict__[_INFO_ATTR] = info
+
+
+def _place(model: nn.Module, name: str, t: torch.Tensor) -> None:
+    """Put ``t`` where the parameter or buffer ``name`` is, replacing what is there."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(t, nn.Parameter):
+        parent._parameters[leaf] = t
+    else:
+        parent._buffers[leaf] = t
 
 
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -96,7 +114,7 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
                 if progress is not None:
                     progress(f"quantized {name}")
             experts_names.append(name)
-        elif _linear_to_quantize(name, module, keep):
+        elif isinstance(module, nn.Linear) and _linear_to_quantize(name, module, keep):
             key = id(module.weight)
             if key not in done:
                 done[key] = Linear4.from_linear(module, block, device)
@@ -108,10 +126,8 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
         raise QuantizeError("no DiffusionGemma expert layers found: is this a DiffusionGemma model?")
     if device is not None:
         model.to(device)
-    model._diffgemma_quantization = {  # read by save_quantized
-        "format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block,
-        "experts": experts_names, "linears": linear_names, "weights": WEIGHTS_FILE,
-    }
+    _set_info(model, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block,
+                      "experts": experts_names, "linears": linear_names, "weights": WEIGHTS_FILE})
     return model
 
 
@@ -126,7 +142,7 @@ def quantized_bytes(model: nn.Module) -> int:
     total = 0
     for _, t in _named_tensors(model):
         # meta tensors have no storage: shared (tied) ones are the same object there
-        key = (id(t), 0) if t.device.type == "meta" else (t.untyped_storage().data_ptr(), t.storage_offset())
+        key = (id(t), 0) if t.device.type == "meta" else (t.untyped_storage().data_ptr(), int(t.storage_offset()))
         if key in seen:
             continue
         seen.add(key)
@@ -138,7 +154,7 @@ def save_quantized(model: nn.Module, dst: str | Path) -> Path:
     """Write a quantized model (after ``quantize_model``) to the directory ``dst``."""
     from safetensors.torch import save_file
 
-    info = getattr(model, "_diffgemma_quantization", None)
+    info = getattr(model, _INFO_ATTR, None)
     if info is None:
         raise QuantizeError("model is not quantized: call quantize_model first")
     out = Path(dst)
@@ -147,7 +163,7 @@ def save_quantized(model: nn.Module, dst: str | Path) -> Path:
     aliases: dict[str, str] = {}
     owner: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
     for name, t in _named_tensors(model):
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        key = (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), t.dtype)
         if key in owner:
             if owner[key] != name:
                 aliases[name] = owner[key]
@@ -155,7 +171,8 @@ def save_quantized(model: nn.Module, dst: str | Path) -> Path:
         owner[key] = name
         tensors[name] = t.detach().to("cpu").contiguous()
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"aliases": json.dumps(aliases), "format": FORMAT_NAME})
-    config = model.config.to_dict()
+    model_config: Any = model.config  # a transformers PretrainedConfig
+    config = model_config.to_dict()
     config[QUANT_KEY] = info
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     gen = getattr(model, "generation_config", None)
@@ -165,7 +182,7 @@ def save_quantized(model: nn.Module, dst: str | Path) -> Path:
 
 
 def is_quantized_checkpoint(path: str | Path) -> bool:
-    """True when ``path`` is a directory written by ``save_quantized`` / ``quantize_checkpoint``."""
+    """True when ``path`` is a directory written by ``save_quantized`` (`diffgemma quantize`)."""
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
@@ -198,7 +215,7 @@ def empty_quantized_structure(model: nn.Module, block: int = DEFAULT_BLOCK,
     info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block, "experts": experts,
             "linears": linears, "weights": WEIGHTS_FILE}
     _empty_quantized_structure(model, info)
-    model._diffgemma_quantization = info
+    _set_info(model, info)
     return info
 
 
@@ -211,11 +228,13 @@ def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
         old = model.get_submodule(name)
         key = id(old.gate_up_proj)
         if key not in done:
-            e, two_i, h = old.gate_up_proj.shape
+            e, two_i, h = old.get_parameter("gate_up_proj").shape
             done[key] = QuantizedExperts(e, h, two_i // 2, activation, block, device="meta")
         _swap(model, name, done[key])
     for name in info["linears"]:
         old = model.get_submodule(name)
+        if not isinstance(old, nn.Linear):
+            raise QuantizeError(f"the checkpoint quantizes {name}, which is not a linear layer in this model")
         key = id(old.weight)
         if key not in done:
             done[key] = Linear4(old.in_features, old.out_features, block, device="meta")
@@ -256,14 +275,9 @@ def load_quantized(path: str | Path, device: torch.device | str = "cpu",
                 if isinstance(old, nn.Parameter):
                     t = nn.Parameter(t, requires_grad=False)
                 made[canonical] = t
-            parent_name, _, leaf = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if leaf in parent._parameters:
-                parent._parameters[leaf] = made[canonical]
-            else:
-                parent._buffers[leaf] = made[canonical]
+            _place(model, name, made[canonical])
     model.eval()
-    model._diffgemma_quantization = info
+    _set_info(model, info)
     gen_file = src / "generation_config.json"
     if gen_file.is_file():
         model.generation_config = type(model.generation_config).from_pretrained(str(src))
@@ -282,7 +296,7 @@ def load_quantized_model(path: str | Path, device: torch.device | str = "cpu",
     src = Path(path)
     if is_quantized_checkpoint(src):
         return load_quantized(src, device, dtype)
-    if _safetensors_files(src):
+    if safetensors_files(src):
         return stream_quantize(src, device, dtype, progress=progress, keep=keep)
     from transformers import DiffusionGemmaForBlockDiffusion
 
@@ -291,7 +305,8 @@ def load_quantized_model(path: str | Path, device: torch.device | str = "cpu",
     return model.eval()
 
 
-def _safetensors_files(path: Path) -> list[Path]:
+def safetensors_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors weight files (by its index when sharded); none: not safetensors."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text()).get("weight_map", {})
@@ -324,11 +339,10 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
     (tied ones through transformers' tie map) and placed on ``device``. ``dtype`` None keeps the
     stored dtype of unquantized weights.
     """
-    from safetensors import safe_open
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
     src = Path(path)
-    files = _safetensors_files(src)
+    files = safetensors_files(src)
     if not files:
         raise QuantizeError(f"no safetensors weights in {src}")
     config = DiffusionGemmaConfig.from_pretrained(str(src))
@@ -337,8 +351,27 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
     # target name -> the name it is tied to (stored once in the checkpoint)
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
     info = empty_quantized_structure(model, block, keep)
-    activation = _activation(model)
     dev = torch.device(device)
+    read = _reader(files, tied)
+    _quantize_streamed(model, info, read, src, block, dev, progress)
+    _place_streamed(model, read, src, dtype, dev)
+    rebuild_computed_tables(model, dev)
+    left = [name for name, t in _named_tensors(model) if t.device.type == "meta"]
+    if left:
+        raise QuantizeError(f"{src} left {len(left)} tensors unset, first {left[0]}")
+    if (src / "generation_config.json").is_file():
+        model.generation_config = type(model.generation_config).from_pretrained(str(src))
+    model.eval()
+    return model
+
+
+Reader = Callable[[str], torch.Tensor | None]
+
+
+def _reader(files: list[Path], tied: dict[str, str]) -> Reader:
+    """name -> the stored tensor (or the one it is tied to), read from ``files``; None if absent."""
+    from safetensors import safe_open
+
     handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
     where = {key: h for h in handles for key in h.keys()}  # noqa: SIM118 - safe_open is not iterable
 
@@ -347,6 +380,14 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
             if key is not None and key in where:
                 return where[key].get_tensor(key)
         return None
+
+    return read
+
+
+def _quantize_streamed(model: nn.Module, info: dict[str, Any], read: Reader, src: Path, block: int,
+                       dev: torch.device, progress: Progress) -> None:
+    """Fill the empty 4-bit modules from the stored weights, quantizing each on ``dev``."""
+    activation = _activation(model)
 
     def need(name: str) -> torch.Tensor:
         t = read(name)
@@ -369,6 +410,9 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
             done[id(old)] = Linear4.from_weight(need(f"{name}.weight"), block, dev)
         _swap(model, name, done[id(old)])
 
+
+def _place_streamed(model: nn.Module, read: Reader, src: Path, dtype: torch.dtype | None, dev: torch.device) -> None:
+    """Every tensor still on the meta device, read once and placed on ``dev`` (in ``dtype``)."""
     persistent = set(model.state_dict().keys())
     made: dict[int, torch.Tensor] = {}
     for name, old in list(_named_tensors(model)):
@@ -378,85 +422,10 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
             t = read(name)
             if t is None:
                 if name not in persistent:
-                    continue  # a computed table, rebuilt below
+                    continue  # a computed table, rebuilt afterwards
                 raise QuantizeError(f"{src} lacks tensor {name}: checkpoint is incomplete")
             if dtype is not None and t.is_floating_point():
                 t = t.to(dtype)
             t = t.to(dev)
             made[id(old)] = nn.Parameter(t, requires_grad=False) if isinstance(old, nn.Parameter) else t
-        parent_name, _, leaf = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        if leaf in parent._parameters:
-            parent._parameters[leaf] = made[id(old)]
-        else:
-            parent._buffers[leaf] = made[id(old)]
-    rebuild_computed_tables(model, dev)
-    left = [name for name, t in _named_tensors(model) if t.device.type == "meta"]
-    if left:
-        raise QuantizeError(f"{src} left {len(left)} tensors unset, first {left[0]}")
-    if (src / "generation_config.json").is_file():
-        model.generation_config = type(model.generation_config).from_pretrained(str(src))
-    model.eval()
-    return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tuple[str, ...] = ()) -> Path:
-    """The offline step: read an unquantized DiffusionGemma checkpoint, write a 4-bit one to ``dst``.
-
-    ``src`` is a directory or a Hugging Face id in the local cache. ``dst`` must not exist (or be
-    empty); it appears only when complete (written beside it, then renamed).
-    """
-    from diffgemma.runtime.engine.loading import ModelLoadError, resolve_model_path
-
-    try:
-        src_path = resolve_model_path(src)
-    except ModelLoadError as exc:
-        raise QuantizeError(str(exc)) from None
-    if is_quantized_checkpoint(src_path):
-        raise QuantizeError(f"{src_path} is already a quantized checkpoint")
-    out = Path(dst).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise QuantizeError(f"destination {out} already exists and is not empty")
-    if out.resolve() == src_path.resolve():
-        raise QuantizeError("destination must differ from the source checkpoint")
-    from transformers import DiffusionGemmaForBlockDiffusion
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    say = progress or (lambda _msg: None)
-    say(f"reading {src_path}")
-    try:
-        if _safetensors_files(src_path):
-            model = stream_quantize(src_path, "cpu", None, progress=progress, keep=keep)
-        else:
-            model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src_path), dtype="auto")
-            quantize_model(model, progress=progress, keep=keep)
-    except QuantizeError:
-        raise
-    except Exception as exc:  # a broken checkpoint is a user error, not a traceback
-        raise QuantizeError(f"could not load {src_path}: {_first_line(exc)}") from exc
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    say(f"writing {out}")
-    save_quantized(model, partial)
-    for item in src_path.iterdir():
-        if (item.is_file() and item.name not in ("config.json", "generation_config.json", *_WEIGHT_INDEXES)
-                and not item.name.endswith(_WEIGHT_SUFFIXES)):
-            shutil.copy2(item, partial / item.name)
-    if out.exists():
-        out.rmdir()
-    partial.rename(out)
-    return out
-
-
-def quantized_size_line(path: str | Path) -> str:
-    """A short description of a quantized checkpoint's weight file, for messages."""
-    weights = Path(path) / WEIGHTS_FILE
-    size = weights.stat().st_size if weights.is_file() else 0
-    return f"{size / 2**20:.1f} MiB of weights, {FORMAT_NAME}"
+        _place(model, name, made[id(old)])

@@ -160,7 +160,7 @@ def softmax_probs_triton(logits: torch.Tensor, inv_t: torch.Tensor | None, dtype
     probs = torch.empty(rows, vocab, dtype=dtype, device=logits.device)
     _, probs_kernel = _kernels()
     has_t = inv_t is not None
-    t_arg = inv_t.reshape(rows).contiguous() if has_t else flat  # unused pointer when no temperature
+    t_arg = inv_t.reshape(rows).contiguous() if inv_t is not None else flat  # unused pointer when no temperature
     block = min(block, max(16, 1 << (vocab - 1).bit_length()))
     probs_kernel[(rows,)](flat, t_arg, probs, vocab, flat.stride(0), probs.stride(0), HAS_T=has_t, BLOCK=block)
     return probs.view(batch, canvas, vocab)

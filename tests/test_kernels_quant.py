@@ -19,11 +19,11 @@ from diffgemma.kernels.quantize import (
     is_quantized_checkpoint,
     load_quantized,
     load_quantized_model,
-    quantize_checkpoint,
     quantize_model,
     quantized_bytes,
     save_quantized,
 )
+from diffgemma.training.quantize import quantize_checkpoint
 
 # Stated accuracy bounds on the tiny random-weight checkpoint (one encoder + decoder forward).
 # Random weights have no outliers for 4-bit to keep, and every sublayer output is RMS-normed,
