@@ -1,12 +1,15 @@
 """The engine: infill, inline rewrite and chat on DiffusionGemma's canvas.
 
-We own the denoising loop (`runtime.denoise`, built from the pure step functions in `steps`)
+We own the denoising loop (`denoise`, built from the pure step functions in `steps`)
 instead of calling ``model.generate``, because infill and rewrite need things ``generate`` does
 not offer: the suffix head held fixed inside the canvas, several hole lengths denoised as one
 batch, scored against that suffix and pruned early, a canvas that starts from the user's code,
 drafts after every step, a time budget, cancellation between steps, a streaming head that
 never holds a full-vocabulary tensor, and a prefix cache that survives requests. With the
 stock sampler and no clamps, `Engine.generate` reproduces ``model.generate``.
+
+Infill and rewrite lay out their canvases alike (`canvas`); their canvas-by-canvas loops are
+`fill` and `rewrite`, several holes at once `holes`, syntax repair `repair`.
 """
 
 from __future__ import annotations
@@ -296,7 +299,7 @@ class Engine:
         the first canvas is committed as plain continuation and the search repeats after it.
         ``deadline`` (time.monotonic()): past it the best draft so far is the answer
         (finish reason "time"). With ``language`` (a tree-sitter grammar name) and ``refine``, a
-        fill that breaks the window's syntax is repaired (`runtime.repair`).
+        fill that breaks the window's syntax is repaired (`repair`).
         """
         parts = build_parts(prefix, extra)
         prompt = self._prompt_ids(parts.header, parts.prefix)
@@ -310,7 +313,7 @@ class Engine:
     @torch.no_grad()
     def infill_holes(self, pieces: Sequence[str], **options: Any) -> EngineResult:
         """Several holes: ``pieces`` is the fixed text around them (one more than holes); the
-        result's ``holes`` has one entry per hole. See `runtime.holes` for the options."""
+        result's ``holes`` has one entry per hole. See `holes` for the options."""
         return infill_holes(self, pieces, **options)
 
     @_frees_on_cancel
