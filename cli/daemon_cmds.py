@@ -1,6 +1,9 @@
 """`diffgemma serve`, `diffgemma daemon start|stop|status` and `diffgemma status`.
 
-Thin wrappers over diffgemma.runtime.daemon.lifecycle; every import that costs anything happens inside the
+`serve` is the daemon's one command line: it becomes the daemon process (runtime/daemon/lifecycle.py,
+imported inside the command only). `daemon start` and the front ends' auto-start run this same
+command in the background (runtime/api/autostart.py), so every way of starting a daemon reads the
+same flags, DIFFGEMMA_* variables and defaults. Imports that cost anything happen inside the
 command functions so `diffgemma --help` stays fast.
 """
 
@@ -13,10 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
-from diffgemma.cli.errors import DaemonDown, UsageProblem, guarded
+from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import int_parser, reflow
-from diffgemma.runtime.api.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
-from diffgemma.runtime.daemon.lifecycle import LIMIT_FLAGS  # light: the flag table both command lines share
+from diffgemma.runtime.api import config as settings
+from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -75,10 +78,10 @@ STATUS_EPILOG = """[bold]Examples[/bold]
 Exits with status 5 when no daemon answers."""
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", envvar="DIFFGEMMA_MODEL", show_envvar=True, show_default=False,
+    "--model", "-m", envvar=settings.ENV_MODEL, show_envvar=True, show_default=False,
     help="Default model: a checkpoint directory or a Hugging Face id in the local cache.")]
 SocketOpt = Annotated[Path | None, typer.Option(
-    "--socket", envvar="DIFFGEMMA_SOCKET", show_envvar=True, show_default=False,
+    "--socket", envvar=settings.ENV_SOCKET, show_envvar=True, show_default=False,
     help="Unix socket path (default: daemon.sock in the user runtime directory).")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", show_default=False, help="With --port: the address to listen on (default 127.0.0.1).")]
@@ -87,75 +90,78 @@ PortOpt = Annotated[int | None, typer.Option(
     "--port", parser=int_parser(0, 65535), metavar="INTEGER", show_default=False,
     help="Listen on TCP instead of the Unix socket.")]
 KeepAliveOpt = Annotated[float, typer.Option(
-    "--keep-alive", envvar="DIFFGEMMA_KEEP_ALIVE", show_envvar=True,
+    "--keep-alive", envvar=settings.ENV_KEEP_ALIVE, show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
-MaxBodyOpt = Annotated[int, typer.Option("--max-body", parser=int_parser(1024, 2**31 - 1), metavar="INTEGER",
-                                         help="Largest request body, in bytes.")]
-QueueOpt = Annotated[int, typer.Option("--queue", parser=int_parser(1, 4096), metavar="INTEGER",
+MaxBodyOpt = Annotated[int, typer.Option(
+    "--max-body", parser=int_parser(settings.MIN_MAX_BODY, settings.MAX_BODY_LIMIT), metavar="INTEGER",
+    help="Largest request body, in bytes.")]
+QueueOpt = Annotated[int, typer.Option("--queue", parser=int_parser(1, settings.MAX_QUEUE_LIMIT), metavar="INTEGER",
                                        help="Most requests waiting at once (503 beyond).")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", envvar="DIFFGEMMA_DEVICE", show_default=False, help="cpu, cuda, cuda:1, ... (default: auto).")]
+    "--device", envvar=settings.ENV_DEVICE, show_envvar=True, show_default=False,
+    help="cpu, cuda, cuda:1, ... (default: auto).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     "--dtype", show_default=False, help="float32, bfloat16 or float16 (default: auto for the device).")]
 QuantizeOpt = Annotated[str | None, typer.Option(
-    "--quantize", envvar="DIFFGEMMA_QUANTIZE", show_default=False,
+    "--quantize", envvar=settings.ENV_QUANTIZE, show_envvar=True, show_default=False,
     help="4bit: quantize an unquantized checkpoint while loading, layer by layer (pre-quantized "
          "checkpoints from `diffgemma quantize` need no flag).")]
 NoPreloadOpt = Annotated[bool, typer.Option(
     "--no-preload", help="Load the model on the first request instead of at start.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the daemon's status as one JSON object.")]
-
-_FLAGS = {flag.dest: flag for flag in LIMIT_FLAGS}
-
-
-def _help(dest: str) -> str:
-    text = _FLAGS[dest].help
-    return text[0].upper() + text[1:] + "."
-
-
 MaxRequestSecondsOpt = Annotated[float, typer.Option(
-    "--max-request-seconds", min=0, max=86400, help=_help("max_request_seconds"))]
-MaxStepsOpt = Annotated[int, typer.Option("--max-steps", parser=int_parser(1, MAX_STEPS), metavar="INTEGER",
-                                          help=_help("max_steps"))]
-MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", parser=int_parser(1, MAX_TOKENS_LIMIT), metavar="INTEGER",
-                                           help=_help("max_tokens"))]
+    "--max-request-seconds", min=0, max=settings.MAX_REQUEST_SECONDS,
+    help="Wall-time limit per request, on every endpoint; at the limit the best draft so far is the answer "
+         "(finish reason \"time\"); 0: no limit.")]
+MaxStepsOpt = Annotated[int, typer.Option(
+    "--max-steps", parser=int_parser(1, settings.MAX_STEPS), metavar="INTEGER",
+    help="Most denoising steps per canvas any request may ask for (larger requests are capped).")]
+MaxTokensOpt = Annotated[int, typer.Option(
+    "--max-tokens", parser=int_parser(1, settings.MAX_TOKENS_LIMIT), metavar="INTEGER",
+    help="Longest answer in tokens (a larger max_tokens / n_predict is capped).")]
 AllowOriginOpt = Annotated[list[str] | None, typer.Option(
-    "--allow-origin", show_default=False, help=_help("allow_origins"))]
+    "--allow-origin", show_default=False,
+    help="TCP: a browser Origin allowed to call the daemon (repeatable; '*' allows any); default: none.")]
 AllowModelOpt = Annotated[list[str] | None, typer.Option(
-    "--allow-model", show_default=False, help=_help("allow_models"))]
-FixedModelOpt = Annotated[bool, typer.Option("--fixed-model", help=_help("fixed_model"))]
+    "--allow-model", show_default=False,
+    help="A model requests may name besides the default one and the cached real model (repeatable); "
+         "given or over TCP, no other model can be named.")]
+FixedModelOpt = Annotated[bool, typer.Option(
+    "--fixed-model", help="Serve only the default model: requests cannot load, switch or unload models.")]
 SamplerOpt = Annotated[str | None, typer.Option(
-    "--sampler", show_default=False, help=_help("sampler"))]
-
-
-def _limits(max_request_seconds: float, max_steps: int, max_tokens: int, allow_origin: list[str] | None,
-            allow_model: list[str] | None, fixed_model: bool, sampler: str | None) -> dict[str, Any]:
-    if sampler is not None and sampler not in (_FLAGS["sampler"].choices or ()):
-        raise UsageProblem(f"unknown sampler {sampler!r} for --sampler; use stream or stock")
-    return {"max_request_seconds": max_request_seconds, "max_steps": max_steps, "max_tokens": max_tokens,
-            "allow_origins": tuple(allow_origin or ()), "allow_models": tuple(allow_model or ()),
-            "fixed_model": fixed_model, "sampler": sampler}
+    "--sampler", show_default=False, help="The denoising sampler: stream (default) or stock.")]
+# Written by a daemon started in the background when its start fails (runtime/api/autostart.py).
+StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=True)]
 
 
 def _quantize(value: str | None) -> str | None:
     if value in (None, "", "none"):
         return None
-    if value.lower() not in ("4bit", "nf4"):
-        from diffgemma.cli.errors import UsageProblem
-
-        raise UsageProblem(f"unknown quantization {value!r} for --quantize; use 4bit")
-    return "4bit"
+    if value.lower() not in (*settings.QUANTIZATIONS, "nf4"):
+        raise UsageProblem(f"unknown quantization {value!r} for --quantize; use {' or '.join(settings.QUANTIZATIONS)}")
+    return "4bit" if value.lower() == "nf4" else value.lower()
 
 
-def _config(model: str | None = None, socket: Path | None = None, host: str | None = None,
-            port: int | None = None, **kwargs: Any) -> Any:
-    from diffgemma.runtime.daemon.lifecycle import DaemonConfig
-
+def serve_config(model: str | None = None, socket: Path | None = None, host: str | None = None,
+                 port: int | None = None, keep_alive: float = settings.DEFAULT_KEEP_ALIVE_S,
+                 max_body: int = settings.DEFAULT_MAX_BODY, queue: int = settings.DEFAULT_MAX_QUEUE,
+                 device: str | None = None, dtype: str | None = None, quantize: str | None = None,
+                 no_preload: bool = False, max_request_seconds: float = settings.DEFAULT_MAX_REQUEST_SECONDS,
+                 max_steps: int = settings.DEFAULT_MAX_STEPS, max_tokens: int = settings.DEFAULT_MAX_TOKENS,
+                 allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
+                 fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
+    """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
         raise UsageProblem("--host needs --port")
-    return DaemonConfig(model=model, socket=socket, host=host, port=port, **kwargs)
+    if sampler is not None and sampler not in settings.SAMPLERS:
+        raise UsageProblem(f"unknown sampler {sampler!r} for --sampler; use {' or '.join(settings.SAMPLERS)}")
+    return DaemonConfig(model=model, socket=socket, host=host, port=port, keep_alive=keep_alive, max_body=max_body,
+                        max_queue=queue, device=device, dtype=dtype, quantize=_quantize(quantize),
+                        preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
+                        max_tokens=max_tokens, allow_origins=tuple(allow_origin or ()),
+                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -222,42 +228,46 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
 
 @guarded
 def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
-          keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
-          device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
-          no_preload: NoPreloadOpt = False,
-          max_request_seconds: MaxRequestSecondsOpt = _FLAGS["max_request_seconds"].default,
-          max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
+          keep_alive: KeepAliveOpt = settings.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = settings.DEFAULT_MAX_BODY,
+          queue: QueueOpt = settings.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
+          quantize: QuantizeOpt = None, no_preload: NoPreloadOpt = False,
+          max_request_seconds: MaxRequestSecondsOpt = settings.DEFAULT_MAX_REQUEST_SECONDS,
+          max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.daemon.lifecycle import DaemonStartError
-    from diffgemma.runtime.daemon.lifecycle import serve as run
+          sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
+    try:
+        config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
+                              no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
+                              fixed_model, sampler)
+    except CliError as exc:
+        if start_report is not None:
+            write_start_report(start_report, DaemonStartError(str(exc)))
+        raise
+    from diffgemma.runtime.daemon.lifecycle import serve as run  # this process becomes the daemon
 
-    config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
-                     **_limits(max_request_seconds, max_steps, max_tokens, allow_origin, allow_model, fixed_model,
-                               sampler))
     try:
         code = run(config)
     except DaemonStartError as exc:
+        if start_report is not None:
+            write_start_report(start_report, exc)
         raise DaemonDown(str(exc)) from None
     raise typer.Exit(code)
 
 
 @guarded
 def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
-          keep_alive: KeepAliveOpt = 600.0, max_body: MaxBodyOpt = 4 * 1024 * 1024, queue: QueueOpt = 16,
-          device: DeviceOpt = None, dtype: DtypeOpt = None, quantize: QuantizeOpt = None,
-          no_preload: NoPreloadOpt = False,
-          max_request_seconds: MaxRequestSecondsOpt = _FLAGS["max_request_seconds"].default,
-          max_steps: MaxStepsOpt = _FLAGS["max_steps"].default, max_tokens: MaxTokensOpt = _FLAGS["max_tokens"].default,
+          keep_alive: KeepAliveOpt = settings.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = settings.DEFAULT_MAX_BODY,
+          queue: QueueOpt = settings.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
+          quantize: QuantizeOpt = None, no_preload: NoPreloadOpt = False,
+          max_request_seconds: MaxRequestSecondsOpt = settings.DEFAULT_MAX_REQUEST_SECONDS,
+          max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.daemon.lifecycle import DaemonStartError, start_background
+    from diffgemma.runtime.api.autostart import start_background
 
-    config = _config(model, socket, host, port, keep_alive=keep_alive, max_body=max_body, max_queue=queue,
-                     device=device, dtype=dtype, quantize=_quantize(quantize), preload=not no_preload,
-                     **_limits(max_request_seconds, max_steps, max_tokens, allow_origin, allow_model, fixed_model,
-                               sampler))
+    config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
+                          no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
+                          fixed_model, sampler)
     try:
         pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
@@ -267,9 +277,9 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 
 @guarded
 def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
-    from diffgemma.runtime.daemon.lifecycle import DaemonStartError, stop_daemon
+    from diffgemma.runtime.api.autostart import stop_daemon
 
-    config = _config(None, socket, host, port)
+    config = serve_config(None, socket, host, port)
     try:
         pid = stop_daemon(config)
     except DaemonStartError as exc:
@@ -279,9 +289,9 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 @guarded
 def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
-    from diffgemma.runtime.daemon.lifecycle import daemon_status
+    from diffgemma.runtime.api.autostart import daemon_status
 
-    config = _config(None, socket, host, port)
+    config = serve_config(None, socket, host, port)
     print_status(daemon_status(config), config.describe(), as_json)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from diffgemma.cli.options import int_parser
+from diffgemma.runtime.api import config
 
 
 def register(app: typer.Typer) -> None:
@@ -12,15 +13,15 @@ def register(app: typer.Typer) -> None:
     def lsp(
         stdio: bool = typer.Option(True, "--stdio", help="Speak LSP on stdin/stdout (what editors start)."),
         tcp: bool = typer.Option(False, "--tcp", help="Listen on TCP instead, for debugging with a client."),
-        host: str = typer.Option("127.0.0.1", "--host", envvar="DIFFGEMMA_LSP_HOST", help="TCP host."),
+        host: str = typer.Option("127.0.0.1", "--host", envvar=config.ENV_LSP_HOST, help="TCP host."),
         port: int = typer.Option(
-            2087, "--port", envvar="DIFFGEMMA_LSP_PORT", parser=int_parser(1, 65535), metavar="INTEGER",
+            2087, "--port", envvar=config.ENV_LSP_PORT, parser=int_parser(1, 65535), metavar="INTEGER",
             help="TCP port (1-65535).",
         ),
         log_file: str | None = typer.Option(
             None,
             "--log-file",
-            envvar="DIFFGEMMA_LSP_LOG",
+            envvar=config.ENV_LSP_LOG,
             help="Write the server's log here (stderr otherwise).",
         ),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),

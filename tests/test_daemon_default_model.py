@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from diffgemma.runtime.api.autostart import stop_daemon
 from diffgemma.runtime.api.client import ensure_daemon
+from diffgemma.runtime.api.daemon_config import DaemonConfig
 from diffgemma.runtime.api.protocol import InfillRequest
-from diffgemma.runtime.daemon.lifecycle import DaemonConfig, stop_daemon
 from diffgemma.runtime.engine.loading import REAL_MODEL_ID
 from diffgemma.runtime.engine.mini import MINI_DIR, mini_available
 

@@ -22,11 +22,13 @@ import httpx
 import pytest
 
 from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.autostart import stop_daemon
 from diffgemma.runtime.api.client import Client, DaemonUnavailable, ensure_daemon
+from diffgemma.runtime.api.daemon_config import DaemonConfig
 from diffgemma.runtime.api.protocol import InfillRequest
-from diffgemma.runtime.daemon.lifecycle import DaemonConfig, stop_daemon
 
 DIFFGEMMA = str(Path(sys.executable).with_name("diffgemma"))
+DAEMON_EXIT = 5  # `diffgemma serve` that cannot start: the daemon is unavailable
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
@@ -86,6 +88,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def test_front_end_modules_do_not_import_torch() -> None:
     code = ("import sys, diffgemma.runtime.api.client, diffgemma.runtime.api.protocol, "
+            "diffgemma.runtime.api.autostart, diffgemma.runtime.api.daemon_config, "
             "diffgemma.runtime.daemon.server, diffgemma.runtime.daemon.lifecycle, diffgemma.runtime.daemon.scheduler, "
             "diffgemma.cli.daemon_cmds; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
@@ -142,14 +145,14 @@ def test_one_daemon_per_socket_and_clean_sigterm(tmp: Path, tiny_model_dir: Path
     # A second daemon on the same socket sees the live one and refuses.
     second = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock),
                              "--no-preload"], capture_output=True, text=True, timeout=120)
-    assert second.returncode == 1
+    assert second.returncode == DAEMON_EXIT
     assert "already answering" in second.stderr and "Traceback" not in second.stderr
 
     # Even with the socket file gone, the lock keeps a second daemon off this address.
     sock.unlink()
     third = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock),
                             "--no-preload"], capture_output=True, text=True, timeout=120)
-    assert third.returncode == 1
+    assert third.returncode == DAEMON_EXIT
     assert f"(pid {first.pid}) is already serving" in third.stderr
 
     first.send_signal(signal.SIGTERM)
@@ -183,7 +186,7 @@ def test_a_regular_file_in_the_way_is_left_alone(tmp: Path) -> None:
     precious.write_text("keep me\n")
     result = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket",
                              str(precious)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "is not a socket" in result.stderr
+    assert result.returncode == DAEMON_EXIT and "is not a socket" in result.stderr
     assert precious.read_text() == "keep me\n"
 
 
@@ -191,7 +194,7 @@ def test_overlong_socket_path_is_a_clear_error(tmp: Path) -> None:
     sock = tmp / ("x" * 120) / "d.sock"
     result = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock)],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == DAEMON_EXIT
     assert "choose a shorter --socket" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -276,14 +279,52 @@ def test_two_front_ends_starting_at_once_share_one_daemon(tmp: Path) -> None:
 
 
 def test_a_lost_start_race_is_told_by_its_code_not_its_words(tmp_path: Path) -> None:
-    from diffgemma.runtime.daemon.lifecycle import ADDRESS_TAKEN, last_log_error, lost_start_race
+    from diffgemma.runtime.api.daemon_config import (
+        ADDRESS_TAKEN,
+        START_FAILED,
+        DaemonStartError,
+        lost_start_race,
+        read_start_report,
+        write_start_report,
+    )
 
-    log = tmp_path / "daemon.log"
-    log.write_text("--- start\nerror[address_taken]: whatever the wording\n")
-    reason = last_log_error(log)
-    assert reason == "whatever the wording" and getattr(reason, "code", None) == ADDRESS_TAKEN
+    report = tmp_path / "start.json"
+    write_start_report(report, DaemonStartError("whatever the wording", ADDRESS_TAKEN))
+    reason = read_start_report(report)
+    assert reason is not None and str(reason) == "whatever the wording" and reason.code == ADDRESS_TAKEN
     assert lost_start_race(reason)
-    # The old words without the code: a real failure, not a race.
-    log.write_text("error: another diffgemma daemon (pid 1) is already serving x\n")
-    assert not lost_start_race(last_log_error(log))
+    # The words of a race without its code: a real failure, not a race.
+    write_start_report(report, DaemonStartError("another diffgemma daemon (pid 1) is already serving x"))
+    reason = read_start_report(report)
+    assert reason is not None and reason.code == START_FAILED and not lost_start_race(reason)
     assert not lost_start_race(None)
+    assert read_start_report(tmp_path / "none.json") is None
+    report.write_text("not json")
+    assert read_start_report(report) is None
+
+
+def test_serve_records_why_its_start_failed(tmp: Path, tiny_model_dir: Path) -> None:
+    """A background daemon's failed start reaches the process that started it as a code."""
+    from diffgemma.runtime.api.autostart import START_REPORT_FLAG
+    from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, START_FAILED, read_start_report
+
+    sock = tmp / "d.sock"
+    first = serve("--model", str(tiny_model_dir), "--socket", str(sock), "--no-preload", log=tmp / "first.log")
+    with Client(socket=sock) as client:
+        wait_for(lambda: client.health() or first.poll() is not None, "the first daemon")
+    report = tmp / "race.json"
+    lost = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(sock), "--no-preload",
+                           START_REPORT_FLAG, str(report)], capture_output=True, text=True, timeout=120)
+    assert lost.returncode == DAEMON_EXIT
+    reason = read_start_report(report)
+    assert reason is not None and reason.code == ADDRESS_TAKEN
+
+    precious = tmp / "notes.txt"
+    precious.write_text("keep me\n")
+    failed = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--socket", str(precious),
+                             START_REPORT_FLAG, str(report)], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == DAEMON_EXIT
+    reason = read_start_report(report)
+    assert reason is not None and reason.code == START_FAILED and "not a socket" in str(reason)
+    first.terminate()
+    assert first.wait(60) == 0

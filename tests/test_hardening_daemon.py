@@ -8,8 +8,9 @@
   draft and the finish reason each protocol uses for it.
 - TCP: Origin and Host checks, the model allow-list (one error text for every refused name),
   --fixed-model.
-- The command lines: `serve` on a live socket says only its error; `status` with no daemon
-  writes to stderr; both command lines accept the same flags.
+- The command line: `serve` on a live socket says only its error; `status` with no daemon
+  writes to stderr; `daemon start` takes the flags `serve` does, and a background start hands
+  them on unchanged.
 Nothing here is timed: limits are observed through finish reasons and step counts.
 """
 
@@ -342,12 +343,11 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def test_serve_on_a_live_socket_says_only_its_error(daemon: Daemon, tmp_path: Path) -> None:
-    for command in (["-m", "diffgemma.cli", "serve"], ["-m", "diffgemma.cli", "serve"]):
-        done = subprocess.run([sys.executable, *command, "--model", daemon.model, "--socket", str(daemon.socket)],
-                              capture_output=True, text=True, timeout=120, env=_env(daemon.dir))
-        assert done.returncode != 0
-        assert "WARNING" not in done.stderr and "Traceback" not in done.stderr, done.stderr
-        assert "already answering" in done.stderr and done.stdout == ""
+    done = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--model", daemon.model, "--socket",
+                           str(daemon.socket)], capture_output=True, text=True, timeout=120, env=_env(daemon.dir))
+    assert done.returncode != 0
+    assert "WARNING" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "already answering" in done.stderr and done.stdout == ""
     assert daemon.client.health()
 
 
@@ -356,29 +356,41 @@ def test_status_without_a_daemon_writes_to_stderr(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "diffgemma.cli", "status", "--socket", str(sock)],
                           capture_output=True, text=True, timeout=120, env=_env(tmp_path))
     assert done.returncode == 5 and done.stdout == "" and "not running" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "diffgemma.runtime.daemon", "status", "--socket", str(sock)],
+    done = subprocess.run([sys.executable, "-m", "diffgemma.cli", "daemon", "status", "--socket", str(sock)],
                           capture_output=True, text=True, timeout=120, env=_env(tmp_path))
-    assert done.returncode != 0 and done.stdout == "" and str(sock) in done.stderr
+    assert done.returncode == 5 and done.stdout == "" and str(sock) in done.stderr
 
 
-def test_both_command_lines_take_the_same_flags() -> None:
+def test_a_background_start_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`daemon start` (and auto-start) run `diffgemma serve` with ``DaemonConfig.argv``: serve's own
+    parser must read those arguments back into the same configuration."""
     import typer
 
+    from diffgemma.cli import daemon_cmds
     from diffgemma.cli.app import app
-    from diffgemma.runtime.daemon.lifecycle import DaemonConfig, _config_from_args, build_parser
+    from diffgemma.runtime.api import config as settings
+    from diffgemma.runtime.api.autostart import SERVE_COMMAND, serve_command
+    from diffgemma.runtime.api.daemon_config import DaemonConfig
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    argparse_flags = {opt for action in sub.choices["serve"]._actions for opt in action.option_strings}  # type: ignore[attr-defined]
+    for name in (settings.ENV_MODEL, settings.ENV_SOCKET, settings.ENV_DEVICE, settings.ENV_QUANTIZE,
+                 settings.ENV_KEEP_ALIVE):
+        monkeypatch.delenv(name, raising=False)
     group = typer.main.get_command(app)
     serve = group.commands["serve"]  # type: ignore[attr-defined]
-    typer_flags = {opt for param in serve.params for opt in param.opts if opt.startswith("--")}
-    assert typer_flags - {"--help"} <= argparse_flags
-    for flag in ("--max-request-seconds", "--max-steps", "--max-tokens", "--allow-origin", "--allow-model",
-                 "--fixed-model", "--sampler"):
-        assert flag in typer_flags and flag in argparse_flags
-    # A background start passes the settings on: argv() round-trips through the argparse side.
-    config = DaemonConfig(model="m", socket=Path("/tmp/x.sock"), max_request_seconds=2.5, max_steps=9,
-                          allow_origins=("http://a",), allow_models=("p", "q"), fixed_model=True, sampler="stock")
-    again = _config_from_args(parser.parse_args(["serve", *config.argv()]))
-    assert again == config
+    start = group.commands["daemon"].commands["start"]  # type: ignore[attr-defined]
+    flags = {command.name: {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+             for command in (serve, start)}
+    assert flags["serve"] - {"--start-report"} == flags["start"]
+    for config in (
+        DaemonConfig(model="m", socket=Path("/tmp/x.sock"), max_request_seconds=2.5, max_steps=9, max_tokens=77,
+                     allow_origins=("http://a",), allow_models=("p", "q"), fixed_model=True, sampler="stock",
+                     keep_alive=-1.0, max_body=2048, max_queue=3, device="cpu", dtype="float32", quantize="4bit",
+                     preload=False),
+        DaemonConfig(host="::1", port=8012, max_request_seconds=0.0),
+        DaemonConfig(socket=Path("/tmp/y.sock")),
+    ):
+        command = serve_command(config, Path("/tmp/report.json"))
+        assert command[1:4] == list(SERVE_COMMAND)
+        params = serve.make_context("serve", command[4:]).params
+        assert params.pop("start_report") == Path("/tmp/report.json")
+        assert daemon_cmds.serve_config(**params) == config

@@ -10,8 +10,6 @@ Closing the connection (or cancelling an ``AsyncClient`` call's task) cancels th
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import httpx
 from diffgemma.runtime.api import errors, paths
 from diffgemma.runtime.api.errors import ErrorCode
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
+from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
 
@@ -71,13 +70,7 @@ def _error_from_response(response: httpx.Response, body: bytes | None = None) ->
 def _resolve_token(base_url: str | None, token: str | None) -> str | None:
     if token is not None or base_url is None:
         return token
-    env = os.environ.get("DIFFGEMMA_TOKEN")
-    if env:
-        return env
-    try:
-        return paths.token_path().read_text().strip() or None
-    except OSError:
-        return None
+    return read_token()
 
 
 def _describe(socket: Path | None, base_url: str | None) -> str:
@@ -293,37 +286,24 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
                   on_progress: Callable[[str], None] | None = None, timeout: float = 300.0) -> Client:
     """A Client to a healthy daemon on ``socket``; starts one in the background when none answers.
 
-    Progress ("starting daemon…", "loading model X…") goes to ``on_progress``. Raises
-    DaemonUnavailable with a one-line reason when no daemon can be started.
+    The daemon started is `diffgemma serve` (runtime/api/autostart.py), so it honours the same
+    DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
+    ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
     """
+    from diffgemma.runtime.api.autostart import start_daemon  # only needed when none answers yet
+    from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
+
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else paths.default_socket_path()
     client = Client(socket=sock)
-    deadline = time.monotonic() + timeout
-    if not client.health():
-        from diffgemma.runtime.daemon import lifecycle as daemon  # torch-free; only needed on this path
-
-        say("starting daemon…")
-        try:
-            process = daemon.spawn_background(socket=sock, model=model)
-        except daemon.DaemonStartError as exc:
-            client.close()
-            raise DaemonUnavailable(str(exc)) from None
-        while not client.health():
-            code = process.poll()
-            if code is not None and not client.health():
-                reason = daemon.last_log_error(paths.log_path(sock))
-                if not daemon.lost_start_race(reason):
-                    client.close()
-                    raise DaemonUnavailable(f"the daemon did not start: {reason or f'it exited with status {code}'}",
-                                            code=_wire_code(getattr(reason, "code", None)))
-                # Another front end started one at the same moment: wait for that one instead.
-            if time.monotonic() > deadline:
-                client.close()
-                raise DaemonUnavailable(f"the daemon did not answer within {timeout:g} s; "
-                                        f"see its log: {paths.log_path(sock)}")
-            time.sleep(0.05)
-    status = _wait_for_load(client, say, deadline, timeout)
+    try:
+        status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+    except DaemonStartError as exc:
+        client.close()
+        raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+    if status and status.get("state") == "loading":
+        client.close()
+        raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
     if status and status.get("notice"):
         say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
     return client
@@ -335,27 +315,3 @@ def _wire_code(code: object) -> ErrorCode | None:
         return ErrorCode(code) if isinstance(code, str) else None
     except ValueError:
         return None
-
-
-def _wait_for_load(client: Client, say: Callable[[str], None], deadline: float,
-                   timeout: float) -> dict[str, Any] | None:
-    """Report a model load in progress; return the daemon's status once it has finished (or failed)."""
-    last = ""
-    while True:
-        try:
-            status = client.status()
-        except DaemonError:
-            return None  # the request itself will say what is wrong
-        if status.get("state") != "loading":
-            return status
-        line = f"loading model {status.get('loading_model') or status.get('model')}…"
-        progress = status.get("load_progress")
-        if progress:
-            line = f"{line} {progress}"
-        if line != last:
-            say(line)
-            last = line
-        if time.monotonic() > deadline:
-            client.close()
-            raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
-        time.sleep(0.1)

@@ -12,7 +12,6 @@ config.toml (`<config dir>/config.toml`), built-in default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,16 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
 # --- daemon defaults (flags of `serve` / `daemon start`) ----------------------------------------
 DEFAULT_KEEP_ALIVE_S = 600.0
 DEFAULT_MAX_QUEUE = 16
+MAX_QUEUE_LIMIT = 4096  # most requests --queue lets wait at once
+DEFAULT_MAX_BODY = MAX_BODY_BYTES
+MIN_MAX_BODY = 1024  # smallest --max-body: below it not even a short request fits
+MAX_BODY_LIMIT = 2**31 - 1
 DEFAULT_MAX_REQUEST_SECONDS = 30.0  # interactive use: nobody waits longer for a completion
 MAX_REQUEST_SECONDS = 24 * 3600.0
 DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
 DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
+SAMPLERS = ("stream", "stock")  # --sampler; None: the engine's default (stream)
+QUANTIZATIONS = ("4bit",)  # --quantize ("nf4" is taken as another name for 4bit)
 
 # --- front-end defaults ------------------------------------------------------------------------
 DEFAULT_MARKER = "<FILL>"
@@ -159,26 +164,3 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
                 raise ConfigError(f"config file {path}: {exc}") from None
         config[name] = value
     return config
-
-
-@dataclass(frozen=True)
-class DaemonEnv:
-    """What the daemon takes from the environment, read once for every way it is started."""
-
-    model: str | None
-    device: str | None
-    quantize: str | None
-    keep_alive: float | None  # None: unset or not a number (the flag's default applies)
-    token: str | None
-
-
-def daemon_env() -> DaemonEnv:
-    keep_alive: float | None = None
-    raw = env(ENV_KEEP_ALIVE)
-    if raw is not None:
-        try:
-            keep_alive = float(raw)
-        except ValueError:
-            keep_alive = None
-    return DaemonEnv(model=env(ENV_MODEL), device=env(ENV_DEVICE), quantize=env(ENV_QUANTIZE),
-                     keep_alive=keep_alive, token=env(ENV_TOKEN))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from diffgemma.runtime.api import config
+
 APP_NAME = "diffgemma"
 SOCKET_NAME = "daemon.sock"
 
@@ -49,9 +51,9 @@ def runtime_dir() -> Path:
     Raises UnusableRuntimeDir when it cannot be made (e.g. XDG_RUNTIME_DIR names a regular
     file, or a path under one): a broken setting is reported, never replaced by another place.
     """
-    override = os.environ.get("DIFFGEMMA_RUNTIME_DIR")
+    override = config.env(config.ENV_RUNTIME_DIR)
     if override:
-        path, named = Path(override).expanduser(), "DIFFGEMMA_RUNTIME_DIR"
+        path, named = Path(override).expanduser(), config.ENV_RUNTIME_DIR
     else:
         base, named = _runtime_base()
         path = base / APP_NAME
@@ -64,13 +66,13 @@ def runtime_dir() -> Path:
         reason = exc.strerror or type(exc).__name__
         raise UnusableRuntimeDir(
             f"cannot use the runtime directory {path} (from {named}): {reason}; "
-            "fix it, or set DIFFGEMMA_RUNTIME_DIR or DIFFGEMMA_SOCKET"
+            f"fix it, or set {config.ENV_RUNTIME_DIR} or {config.ENV_SOCKET}"
         ) from None
 
 
 def default_socket_path() -> Path:
     """The daemon's Unix socket: $DIFFGEMMA_SOCKET, else ``runtime_dir()/daemon.sock``."""
-    override = os.environ.get("DIFFGEMMA_SOCKET")
+    override = config.env(config.ENV_SOCKET)
     if override:
         return Path(override).expanduser()
     return runtime_dir() / SOCKET_NAME
@@ -78,7 +80,7 @@ def default_socket_path() -> Path:
 
 def state_dir() -> Path:
     """Pid file, log file and the TCP bearer token live here (0700)."""
-    override = os.environ.get("DIFFGEMMA_STATE_DIR")
+    override = config.env(config.ENV_STATE_DIR)
     if override:
         return _private_dir(Path(override).expanduser())
     import platformdirs
@@ -88,7 +90,7 @@ def state_dir() -> Path:
 
 def config_dir() -> Path:
     """User configuration (created on demand)."""
-    override = os.environ.get("DIFFGEMMA_CONFIG_DIR")
+    override = config.env(config.ENV_CONFIG_DIR)
     if override:
         return Path(override).expanduser()
     import platformdirs
@@ -132,3 +134,11 @@ def _stem(address: Path | str | None) -> str:
         return "daemon"
     digest = hashlib.sha1(str(Path(address).expanduser().resolve()).encode()).hexdigest()[:10]
     return f"daemon-{digest}"
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid a pid or lock file names, or None when it is missing or holds none."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
