@@ -80,9 +80,9 @@ def _context(head: str) -> tuple[list[ExtraFile], str | None, str]:
     for piece in pieces[1:-1]:
         path, _, text = piece.partition("\n")
         extra.append(ExtraFile(path=path.strip(), text=text))
-    path, newline, lead = pieces[-1].partition("\n")
+    path, line_end, lead = pieces[-1].partition("\n")
     # ``<|file_sep|>path\n<|fim_prefix|>``: the last piece is the edited file's name line.
-    return extra, path.strip() or None, lead if newline else ""
+    return extra, path.strip() or None, lead if line_end else ""
 
 
 def _psm(prompt: str) -> FimParts | None:

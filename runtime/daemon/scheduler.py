@@ -10,106 +10,51 @@ jobs and is called back (thread-safely) with drafts and outcomes.
 - keep_alive: after a job the model stays loaded for its keep_alive seconds (the daemon default
   when the request gave none); the worker unloads it when that passes with nothing to do.
 
-Torch is imported only inside the worker, through the engine loader.
+Jobs, outcomes and limits are runtime.daemon.jobs'; what one job does on the engine is
+runtime.daemon.execute's. Torch is imported only inside the worker, through the engine loader.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line, status_of
-from diffgemma.runtime.api.protocol import ChatRequest, EditRequest, InfillRequest, Result, TokenizeRequest
-from diffgemma.runtime.engine.types import Cancelled, CancelToken, Draft, SamplingSettings, SettingsError
+from diffgemma.runtime.api.config import DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUE
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.daemon.execute import run_on_engine
+from diffgemma.runtime.daemon.jobs import (
+    EngineLoader,
+    Job,
+    JobKind,
+    JobRequest,
+    Limits,
+    Outcome,
+    exception_line,
+    model_key,
+)
+
+__all__ = [
+    "MODEL_FIXED",
+    "MODEL_REFUSED",
+    "EngineLoader",
+    "Job",
+    "JobKind",
+    "JobRequest",
+    "Limits",
+    "Outcome",
+    "Scheduler",
+    "default_engine_loader",
+]
 
 log = logging.getLogger("diffgemma.daemon")
-
-JobKind = Literal["infill", "edit", "chat", "tokenize", "detokenize"]
-JobRequest = InfillRequest | EditRequest | ChatRequest | TokenizeRequest
-EngineLoader = Callable[..., Any]  # (name, device, dtype, quantize, sampler) -> Engine
-
-DEFAULT_MAX_REQUEST_SECONDS = 30.0  # interactive use: nobody waits longer for a completion
-DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
-DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
 
 # One text for every model a request may not use: it must not tell a missing path from a file
 # that exists, or a directory from a system file.
 MODEL_REFUSED = "model not available: this daemon serves its default model and those allowed with --allow-model"
 MODEL_FIXED = "this daemon serves a fixed model (--fixed-model): requests cannot load or unload models"
-
-
-@dataclass
-class Limits:
-    """What one request may cost and which models requests may name (operator settings)."""
-
-    max_request_seconds: float | None = DEFAULT_MAX_REQUEST_SECONDS  # None or <= 0: no limit
-    max_steps: int = DEFAULT_MAX_STEPS
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    allowed_models: tuple[str, ...] = ()
-    # When False, any model may be named (a Unix socket only its owner reaches); TCP sets it True.
-    restrict_models: bool = False
-    fixed_model: bool = False
-
-
-@dataclass
-class Outcome:
-    """What a job ended with: a result (or a plain value for token jobs), or a typed error."""
-
-    result: Result | None = None
-    value: Any = None
-    code: ErrorCode | None = None
-    message: str = ""
-
-    @classmethod
-    def failed(cls, code: ErrorCode, message: str) -> Outcome:
-        return cls(code=code, message=one_line(message))
-
-    @property
-    def ok(self) -> bool:
-        return self.code is None
-
-    @property
-    def status(self) -> int:
-        return 200 if self.code is None else status_of(self.code)
-
-    @property
-    def error(self) -> WireError | None:
-        return None if self.code is None else WireError(self.code, self.message or "request failed")
-
-
-@dataclass
-class Job:
-    kind: JobKind
-    request: JobRequest
-    model: str
-    on_done: Callable[[Outcome], None]
-    on_draft: Callable[[Draft], None] | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    cancel: CancelToken = field(default_factory=CancelToken)
-    submitted: float = field(default_factory=time.monotonic)
-    finished: bool = False
-
-    @property
-    def client(self) -> str | None:
-        return self.request.client
-
-    def finish(self, outcome: Outcome) -> None:
-        # A job finishes once: a cancel racing with the worker's own end must not answer twice.
-        if self.finished:
-            return
-        self.finished = True
-        try:
-            self.on_done(outcome)
-        except Exception:  # a callback failing must never take the worker down
-            log.exception("job %s: completion callback failed", self.id)
 
 
 def default_engine_loader(name: str, device: str | None, dtype: str | None, quantize: str | None = None,
@@ -119,26 +64,6 @@ def default_engine_loader(name: str, device: str | None, dtype: str | None, quan
     kwargs = {"sampler": sampler} if sampler else {}
     return Engine.load(name, device=device, dtype=dtype, quantize=quantize, **kwargs)
 
-
-def _model_key(name: str) -> str:
-    """Two spellings of one local checkpoint directory are the same model."""
-    path = Path(name).expanduser()
-    try:
-        if path.exists():
-            return str(path.resolve())
-    except (OSError, ValueError):
-        pass
-    return name
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _finite(data: dict[str, Any]) -> dict[str, Any]:
-    """Timings as JSON can carry them: a 0/0 rate becomes 0.0, never NaN."""
-    return {k: (0.0 if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
 
 def _context_length(engine: Any) -> int | None:
@@ -159,9 +84,10 @@ def _real_model_if_cached() -> str | None:
         return None
 
 
+
 class Scheduler:
     def __init__(self, default_model: str | None = None, *, device: str | None = None,
-                 dtype: str | None = None, keep_alive: float = 600.0, max_queue: int = 16,
+                 dtype: str | None = None, keep_alive: float = DEFAULT_KEEP_ALIVE_S, max_queue: int = DEFAULT_MAX_QUEUE,
                  engine_loader: EngineLoader = default_engine_loader, quantize: str | None = None,
                  sampler: str | None = None, limits: Limits | None = None) -> None:
         self.default_model = default_model
@@ -255,17 +181,17 @@ class Scheduler:
         if not requested or requested == self.default_model:
             return name
         if self.limits.fixed_model:
-            if self.default_model and _model_key(requested) == _model_key(self.default_model):
+            if self.default_model and model_key(requested) == model_key(self.default_model):
                 return self.default_model
             raise WireError(ErrorCode.MODEL_LOCKED, MODEL_FIXED)
-        if self.limits.restrict_models and _model_key(requested) not in self._allowed():
+        if self.limits.restrict_models and model_key(requested) not in self._allowed():
             raise WireError(ErrorCode.MODEL_NOT_FOUND, MODEL_REFUSED)
         return name
 
     def _allowed(self) -> set[str]:
         if self._allowed_keys is None:
             names = [self.default_model, *self.limits.allowed_models, _real_model_if_cached()]
-            self._allowed_keys = {_model_key(n) for n in names if n}
+            self._allowed_keys = {model_key(n) for n in names if n}
         return self._allowed_keys
 
     def listed_models(self) -> list[str]:
@@ -319,12 +245,7 @@ class Scheduler:
     def _drop_locked(self, job: Job) -> None:
         job.cancel.cancel()
         self.cancelled += 1
-        job.finish(Outcome(result=self._cancelled_result(job)))
-
-    def _cancelled_result(self, job: Job) -> Result:
-        queue_ms = (time.monotonic() - job.submitted) * 1000
-        return Result(text="", finish_reason="cancelled", timings={"queue_ms": round(queue_ms, 3)},
-                      id=job.id, model=job.model)
+        job.finish(Outcome(result=job.cancelled_result()))
 
     def status(self) -> dict[str, Any]:
         with self._cond:
@@ -403,7 +324,7 @@ class Scheduler:
                 except BaseException as exc:  # keep the worker alive whatever happens
                     log.exception("request %s failed", job.id)
                     outcome = Outcome.failed(ErrorCode.INTERNAL,
-                                             f"internal error: {type(exc).__name__}: {_one_line(exc)}")
+                                             f"internal error: {type(exc).__name__}: {exception_line(exc)}")
                 # Not running any more before anyone hears the answer: a cancel that arrives
                 # after the answer must find nothing to cancel.
                 with self._cond:
@@ -418,11 +339,11 @@ class Scheduler:
             self._ensure_model(name)
             self._set_unload_deadline(None)
         except Exception as exc:
-            log.error("could not load %s: %s", name, _one_line(exc))
+            log.error("could not load %s: %s", name, exception_line(exc))
 
     def _ensure_model(self, name: str) -> float:
         """Load ``name`` unless it is the loaded model; returns the milliseconds spent loading."""
-        if self._engine is not None and _model_key(name) == _model_key(self._model or ""):
+        if self._engine is not None and model_key(name) == model_key(self._model or ""):
             return 0.0
         if self._engine is not None:
             # A mistyped name must not cost the user the model that works: check that the new
@@ -448,7 +369,7 @@ class Scheduler:
             with self._cond:
                 self._state = "error"
                 self._loading_model = None
-                self._last_error = _one_line(exc)
+                self._last_error = exception_line(exc)
             raise
         ms = (time.perf_counter() - started) * 1000
         with self._cond:
@@ -475,7 +396,7 @@ class Scheduler:
         try:
             engine.close()
         except Exception as exc:
-            log.warning("closing the engine failed: %s", _one_line(exc))
+            log.warning("closing the engine failed: %s", exception_line(exc))
         log.info("unloaded model %s (%s)", self._model, why)
 
     def _set_unload_deadline(self, keep_alive: float | None) -> None:
@@ -489,14 +410,14 @@ class Scheduler:
         if job.cancel.cancelled:
             with self._cond:
                 self.cancelled += 1
-            return Outcome(result=self._cancelled_result(job))
+            return Outcome(result=job.cancelled_result())
         try:
             load_ms = self._ensure_model(job.model)
         except Exception as exc:
             with self._cond:
                 self.errors += 1
             return self._load_failed(job, exc)
-        outcome = self._generate(job)
+        outcome = run_on_engine(self._engine, job, self.limits)
         if outcome.result is not None:
             outcome.result.timings["queue_ms"] = round(queue_ms, 3)
             outcome.result.timings["load_ms"] = round(load_ms, 3)
@@ -523,110 +444,7 @@ class Scheduler:
 
         if self.limits.restrict_models:
             # Over TCP the reason could describe the operator's files: say only that it failed.
-            log.error("could not load %s: %s", job.model, _one_line(exc))
+            log.error("could not load %s: %s", job.model, exception_line(exc))
             return Outcome.failed(ErrorCode.MODEL_LOAD_FAILED, "the model could not be loaded; see the daemon's log")
         code = ErrorCode.MODEL_NOT_FOUND if isinstance(exc, ModelLoadError) else ErrorCode.MODEL_LOAD_FAILED
-        return Outcome.failed(code, f"could not load model {job.model}: {_one_line(exc)}")
-
-    def _deadline(self, request: Any) -> float | None:
-        """When the best draft so far becomes the answer: the request's budget or the daemon's."""
-        limits = [self.limits.max_request_seconds or 0.0]
-        own = getattr(request, "time_limit_ms", None)
-        if own:
-            limits.append(own / 1000)
-        useful = [x for x in limits if x > 0]
-        return time.monotonic() + min(useful) if useful else None
-
-    def _settings(self, req: Any) -> SamplingSettings:
-        steps = req.steps
-        ceiling = self.limits.max_steps
-        default = getattr(getattr(self._engine, "defaults", None), "steps", None)
-        if steps is None and isinstance(default, int) and default > ceiling:
-            steps = ceiling
-        if steps is not None:
-            steps = min(steps, ceiling)
-        return SamplingSettings(steps=steps, seed=req.seed, **(req.options or {})).validate()
-
-    def _max_tokens(self, requested: int | None) -> int | None:
-        return None if requested is None else min(requested, self.limits.max_tokens)
-
-    def _generate(self, job: Job) -> Outcome:
-        try:
-            if job.kind in ("tokenize", "detokenize"):
-                return self._tokens(job)
-            res = self._engine_call(job)
-        except Cancelled:
-            return Outcome(result=self._cancelled_result(job))
-        except SettingsError as exc:
-            return Outcome.failed(ErrorCode.INVALID_REQUEST, _one_line(exc))
-        except WireError as exc:
-            return Outcome.failed(exc.code, exc.message)
-        except Exception as exc:  # one request's failure must not take the daemon down
-            log.exception("request %s failed", job.id)
-            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {_one_line(exc)}")
-        timings = _finite(res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings))
-        log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
-                 res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
-                 timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
-        alternatives = list(getattr(res, "alternatives", None) or [])
-        tokens, holes = _confidence_fields(job.request, res)
-        return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
-                                     model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
-                                     tokens=tokens, holes=holes))
-
-    def _engine_call(self, job: Job) -> Any:
-        req: Any = job.request
-        engine = self._engine
-        settings = self._settings(req)
-        common = {"max_tokens": self._max_tokens(req.max_tokens), "settings": settings,
-                  "on_draft": job.on_draft, "cancel": job.cancel, "deadline": self._deadline(req)}
-        if isinstance(req, ChatRequest):
-            return engine.chat(req.messages, **common)
-        extra = [(e.path, e.text) for e in req.extra]
-        if isinstance(req, EditRequest):
-            if req.strength is not None:
-                common["strength"] = req.strength
-            return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
-                         extra=extra, **common)
-        if req.alternatives and req.alternatives > 1:
-            common["alternatives"] = req.alternatives
-        if req.holes:  # several holes: no drafts (each hole's draft is not one text)
-            del common["on_draft"]
-            return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
-                                       refine_syntax=req.refine is not False, **common)
-        return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
-                             refine=req.refine is not False, **common)
-
-    def _tokens(self, job: Job) -> Outcome:
-        req = job.request
-        assert isinstance(req, TokenizeRequest)
-        engine = self._engine
-        if job.kind == "detokenize":
-            vocab = int(getattr(engine, "vocab_size", 0) or 0)
-            bad = next((t for t in req.tokens or [] if vocab and not 0 <= t < vocab), None)
-            if bad is not None:
-                return Outcome.failed(ErrorCode.INVALID_REQUEST,
-                                      f"token {bad} is outside the vocabulary (0..{vocab - 1})")
-            return Outcome(value={"content": engine.decode(req.tokens or [])})
-        ids = engine.encode_text(req.content or "")
-        if req.with_pieces:
-            return Outcome(value={"tokens": [{"id": i, "piece": engine.decode([i])} for i in ids]})
-        return Outcome(value={"tokens": ids})
-
-
-def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Result.tokens (when the request asked for confidences) and Result.holes (several holes)."""
-    asked = bool(getattr(req, "confidence", None))
-
-    def pieces(items: Any) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in items or []] if asked else []
-
-    tokens = pieces(getattr(res, "tokens", None))
-    holes = []
-    if getattr(req, "holes", None):
-        for hole in getattr(res, "holes", None) or []:
-            entry: dict[str, Any] = {"text": hole.text}
-            if asked:
-                entry["tokens"] = pieces(hole.tokens)
-            holes.append(entry)
-    return tokens, holes
+        return Outcome.failed(code, f"could not load model {job.model}: {exception_line(exc)}")

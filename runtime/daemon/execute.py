@@ -1,0 +1,132 @@
+"""One job on the loaded engine: its request turned into an engine call, the answer into an Outcome.
+
+Runs in the scheduler's worker thread only (the engine is not thread-safe). The operator's limits
+cap what the request asked for; a request's failure becomes a typed Outcome, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
+from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome, exception_line
+from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
+
+log = logging.getLogger("diffgemma.daemon")
+
+
+def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
+    try:
+        if job.kind in ("tokenize", "detokenize"):
+            return _tokens(engine, job)
+        res = _engine_call(engine, job, limits)
+    except Cancelled:
+        return Outcome(result=job.cancelled_result())
+    except SettingsError as exc:
+        return Outcome.failed(ErrorCode.INVALID_REQUEST, exception_line(exc))
+    except WireError as exc:
+        return Outcome.failed(exc.code, exc.message)
+    except Exception as exc:  # one request's failure must not take the daemon down
+        log.exception("request %s failed", job.id)
+        return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exception_line(exc)}")
+    timings = _finite(res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings))
+    log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
+             res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
+             timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
+    alternatives = list(getattr(res, "alternatives", None) or [])
+    tokens, holes = _confidence_fields(job.request, res)
+    return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
+                                 model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
+                                 tokens=tokens, holes=holes))
+
+
+def _finite(data: dict[str, Any]) -> dict[str, Any]:
+    """Timings as JSON can carry them: a 0/0 rate becomes 0.0, never NaN."""
+    return {k: (0.0 if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+
+def _deadline(request: Any, limits: Limits) -> float | None:
+    """When the best draft so far becomes the answer: the request's budget or the daemon's."""
+    budgets = [limits.max_request_seconds or 0.0]
+    own = getattr(request, "time_limit_ms", None)
+    if own:
+        budgets.append(own / 1000)
+    useful = [x for x in budgets if x > 0]
+    return time.monotonic() + min(useful) if useful else None
+
+
+def _settings(engine: Any, req: Any, limits: Limits) -> SamplingSettings:
+    steps = req.steps
+    ceiling = limits.max_steps
+    default = getattr(getattr(engine, "defaults", None), "steps", None)
+    if steps is None and isinstance(default, int) and default > ceiling:
+        steps = ceiling
+    if steps is not None:
+        steps = min(steps, ceiling)
+    return SamplingSettings(steps=steps, seed=req.seed, **(req.options or {})).validate()
+
+
+def _max_tokens(requested: int | None, limits: Limits) -> int | None:
+    return None if requested is None else min(requested, limits.max_tokens)
+
+
+def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
+    req: Any = job.request
+    settings = _settings(engine, req, limits)
+    common = {"max_tokens": _max_tokens(req.max_tokens, limits), "settings": settings,
+              "on_draft": job.on_draft, "cancel": job.cancel, "deadline": _deadline(req, limits)}
+    if isinstance(req, ChatRequest):
+        return engine.chat(req.messages, **common)
+    extra = [(e.path, e.text) for e in req.extra]
+    if isinstance(req, EditRequest):
+        if req.strength is not None:
+            common["strength"] = req.strength
+        return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
+                           extra=extra, **common)
+    if req.alternatives and req.alternatives > 1:
+        common["alternatives"] = req.alternatives
+    if req.holes:  # several holes: no drafts (each hole's draft is not one text)
+        del common["on_draft"]
+        return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
+                                   refine_syntax=req.refine is not False, **common)
+    return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
+                         refine=req.refine is not False, **common)
+
+
+def _tokens(engine: Any, job: Job) -> Outcome:
+    req = job.request
+    assert isinstance(req, TokenizeRequest)
+    if job.kind == "detokenize":
+        vocab = int(getattr(engine, "vocab_size", 0) or 0)
+        bad = next((t for t in req.tokens or [] if vocab and not 0 <= t < vocab), None)
+        if bad is not None:
+            return Outcome.failed(ErrorCode.INVALID_REQUEST,
+                                  f"token {bad} is outside the vocabulary (0..{vocab - 1})")
+        return Outcome(value={"content": engine.decode(req.tokens or [])})
+    ids = engine.encode_text(req.content or "")
+    if req.with_pieces:
+        return Outcome(value={"tokens": [{"id": i, "piece": engine.decode([i])} for i in ids]})
+    return Outcome(value={"tokens": ids})
+
+
+def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Result.tokens (when the request asked for confidences) and Result.holes (several holes)."""
+    asked = bool(getattr(req, "confidence", None))
+
+    def pieces(items: Any) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in items or []] if asked else []
+
+    tokens = pieces(getattr(res, "tokens", None))
+    holes = []
+    if getattr(req, "holes", None):
+        for hole in getattr(res, "holes", None) or []:
+            entry: dict[str, Any] = {"text": hole.text}
+            if asked:
+                entry["tokens"] = pieces(hole.tokens)
+            holes.append(entry)
+    return tokens, holes

@@ -1,0 +1,144 @@
+"""The ASGI layers around the routes: on TCP the Origin/Host guard and the bearer token, and for
+every transport a shield that turns whatever escapes into a typed 500."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.daemon.wire import error_response
+
+log = logging.getLogger("diffgemma.daemon")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: WireError,
+                  headers: dict[str, str] | None = None) -> None:
+    response = error_response(error)
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    await response(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header: ``[::1]:8012`` -> ``::1``, ``localhost:8012`` -> ``localhost``."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def host_allowed(header: str, bound: str) -> bool:
+    """DNS rebinding guard (as ollama does): a browser tricked into calling us sends the
+    attacker's host name. Accept the bound address, localhost and loopback addresses; when bound
+    to every interface, any literal IP address (a rebinding attack needs a DNS name)."""
+    name = _host_name(header.strip()).lower().rstrip(".")
+    if not name:
+        return False
+    if name in ("localhost", bound.lower()) or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or bound in ("0.0.0.0", "::")
+
+
+class TcpGuard:
+    """TCP only: refuse a request whose Origin is not allowed (browsers send one; editors and SDKs
+    do not) or whose Host names another machine, before the token is even looked at."""
+
+    def __init__(self, app: ASGIApp, host: str, allow_origins: tuple[str, ...]) -> None:
+        self.app, self.host, self.allow_origins = app, host, allow_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = (_header(scope, b"host") or b"").decode("latin-1")
+        if not host_allowed(host, self.host):
+            await _refuse(scope, receive, send, WireError(
+                ErrorCode.FORBIDDEN, "the Host header does not name this daemon (start it with the address you use)"))
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None:
+            text = origin.decode("latin-1").strip()
+            if "*" not in self.allow_origins and text not in self.allow_origins:
+                await _refuse(scope, receive, send, WireError(
+                    ErrorCode.FORBIDDEN, "requests from web pages are refused; allow an origin with --allow-origin"))
+                return
+        await self.app(scope, receive, send)
+
+
+class TokenAuth:
+    """Demand ``Authorization: Bearer <token>`` on every request but /health (TCP mode)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        value = _header(scope, b"authorization")
+        if value is not None:
+            scheme, _, credential = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                given = credential.strip()
+        # Constant-time comparison: the answer time must not reveal how much of a guess was right.
+        if not hmac.compare_digest(given, self.token):
+            await _refuse(scope, receive, send, WireError(
+                ErrorCode.UNAUTHORIZED, "missing or wrong bearer token (see the daemon's token file)"),
+                {"WWW-Authenticate": "Bearer"})
+            return
+        await self.app(scope, receive, send)
+
+
+class Shield:
+    """The outermost layer: whatever escapes below becomes a typed 500 (or nothing, when the answer
+    had begun), never the ASGI server's plain-text error page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            log.error("request to %s failed: %s: %s", scope.get("path"), type(exc).__name__, exc)
+            if not started:
+                with _quiet():
+                    await _refuse(scope, receive, send, WireError(ErrorCode.INTERNAL, "internal error"))
+
+
+class _quiet:
+    """Ignore a send that fails because the client is gone."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, OSError | RuntimeError)
+

@@ -1,0 +1,52 @@
+"""The daemon's own API: POST /v1/infill, /v1/edit, /v1/cancel; GET /health, /v1/status, /openapi.json."""
+
+from __future__ import annotations
+
+import os
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
+from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, result_json
+from diffgemma.runtime.daemon.jobs import JobKind
+from diffgemma.runtime.daemon.openapi import openapi_schema
+from diffgemma.runtime.daemon.streaming import JobStream, ndjson_draft, ndjson_end
+
+
+class NativeRoutes:
+    def __init__(self, dispatch: Dispatcher) -> None:
+        self.dispatch = dispatch
+
+    async def infill(self, request: Request) -> Response | JobStream:
+        req = InfillRequest.from_json(await self.dispatch.body(request))
+        return await self._generate(request, "infill", req)
+
+    async def edit(self, request: Request) -> Response | JobStream:
+        req = EditRequest.from_json(await self.dispatch.body(request))
+        return await self._generate(request, "edit", req)
+
+    async def _generate(self, request: Request, kind: JobKind,
+                        req: InfillRequest | EditRequest) -> Response | JobStream:
+        job, bridge = self.dispatch.submit(kind, req, stream=req.stream)
+        if req.stream:
+            return JobStream(job, bridge, ndjson_draft, ndjson_end, "application/x-ndjson",
+                             self.dispatch.client_gone)
+        return answer(await self.dispatch.await_outcome(request, job, bridge), result_json)
+
+    async def cancel(self, request: Request) -> Response:
+        req = CancelRequest.from_json(await self.dispatch.body(request))
+        return JSONResponse({"id": req.id, "cancelled": self.dispatch.scheduler.cancel(req.id)})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def status(self, request: Request) -> Response:
+        info = self.dispatch.info
+        data = self.dispatch.scheduler.status()
+        data.update({"pid": os.getpid(), "socket": info.socket, "url": info.url, "notice": info.notice,
+                     "disconnects": self.dispatch.disconnects, "api_version": API_VERSION})
+        return JSONResponse(data)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_schema())
