@@ -55,7 +55,7 @@ class Inflight:
         """
         self.supersede(key)
         task: asyncio.Task[T] = asyncio.ensure_future(work)
-        self._tasks[key] = task  # type: ignore[assignment]
+        self._tasks[key] = task
         self.counters.started += 1
         try:
             return await task

@@ -12,19 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffgemma.runtime.api.protocol import MAX_STEPS
+from diffgemma.runtime.api import config
 
 SECTION = "diffgemma"
 
-# Upper bounds keep a typo (e.g. maxTokens 100000) from queueing minutes of work on the daemon.
-# Tokens are capped tighter than the daemon does (ghost text is interactive); steps at the
-# daemon's own limit, so a value it would refuse is reported here, as a setting.
-MAX_TOKENS_LIMIT = 4096
-STEPS_LIMIT = MAX_STEPS
-DEBOUNCE_LIMIT_MS = 5000
-CONTEXT_CHARS_MIN = 64
-CONTEXT_CHARS_LIMIT = 200_000
-ALTERNATIVES_LIMIT = 4  # the daemon's own bound
+# The bounds come from runtime.api.config: they keep a typo (e.g. maxTokens 100000) from queueing
+# minutes of work on the daemon. Tokens are capped tighter than the daemon does (ghost text is
+# interactive); steps and alternatives at the daemon's own limits, so a value it would refuse is
+# reported here, as a setting.
 # ``confidentPrefix: true``: ghost text stops before the first token the model gave less than this
 DEFAULT_CONFIDENT_PREFIX = 0.5
 
@@ -45,7 +40,7 @@ class CompletionSettings:
     max_tokens: int | None = None  # None: the daemon decides
     steps: int | None = None  # None: the checkpoint's generation config
     debounce_ms: int = 75
-    context_chars: int = 6000
+    context_chars: int = config.DEFAULT_CONTEXT_CHARS
     cross_file: bool = True
     # language id -> enabled; "*" is the default for languages not named
     enable: Mapping[str, bool] = field(default_factory=lambda: {"*": True})
@@ -174,13 +169,15 @@ def parse_settings(raw: Any) -> ParsedSettings:
     )
     defaults = CompletionSettings()
     completion = CompletionSettings(
-        max_tokens=reader.optional_int("maxTokens", 1, MAX_TOKENS_LIMIT),
-        steps=reader.optional_int("steps", 1, STEPS_LIMIT),
-        debounce_ms=reader.integer("debounceMs", defaults.debounce_ms, 0, DEBOUNCE_LIMIT_MS),
-        context_chars=reader.integer("contextChars", defaults.context_chars, CONTEXT_CHARS_MIN, CONTEXT_CHARS_LIMIT),
+        max_tokens=reader.optional_int("maxTokens", 1, config.LSP_MAX_TOKENS_LIMIT),
+        steps=reader.optional_int("steps", 1, config.MAX_STEPS),
+        debounce_ms=reader.integer("debounceMs", defaults.debounce_ms, 0, config.LSP_DEBOUNCE_LIMIT_MS),
+        context_chars=reader.integer(
+            "contextChars", defaults.context_chars, config.LSP_CONTEXT_CHARS_MIN, config.LSP_CONTEXT_CHARS_LIMIT
+        ),
         cross_file=reader.boolean("crossFile", defaults.cross_file),
         enable=reader.enable("enable"),
-        alternatives=reader.integer("alternatives", defaults.alternatives, 1, ALTERNATIVES_LIMIT),
+        alternatives=reader.integer("alternatives", defaults.alternatives, 1, config.MAX_ALTERNATIVES),
         confident_prefix=reader.threshold("confidentPrefix", DEFAULT_CONFIDENT_PREFIX),
     )
     unknown = sorted(str(key) for key in raw if key not in reader.seen)
