@@ -6,23 +6,14 @@ budget, most relevant first. `Workspace` is the long-lived form (the language se
 a watchfiles watcher on a background thread records which files change, without rescanning
 the tree, and `Workspace.extra_for` adds those changes after the imports.
 
-Resolution, per language (best effort, always inside the root):
-- Python: ``import a.b`` / ``from a.b import c`` / relative ``from .x import y``, looked up
-  under the root, ``root/src`` and the buffer's directory (``a/b.py``, ``a/b/__init__.py``,
-  and ``a/b/c.py`` for a submodule).
-- JavaScript/TypeScript: relative specifiers (``./x``, ``../y``) in ``import``/``export
-  ... from``/``require()``, with the usual extensions and ``index`` files.
-- Go: import paths under the module named in ``root/go.mod`` (every non-test file of the
-  package directory).
-- Rust: ``use crate::a::b`` / ``super::`` / ``self::`` and ``mod x;``.
-- C/C++: ``#include "x.h"``; Lua ``require``; Ruby ``require_relative``; Bash ``source``.
+Imports are read by context/imports.py (``find_imports``) and followed to files, per language,
+by context/resolvers.py (``resolve_import``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,13 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffgemma.context.imports import top_level_imports
+from diffgemma.context.imports import ImportRef, find_imports
 from diffgemma.context.languages import detect_language, normalize_language
 from diffgemma.context.outline import Item, outline
-from diffgemma.context.parsing import ParsedDoc, common_prefix, common_suffix, parse
+from diffgemma.context.parsing import common_prefix, common_suffix, parse
+from diffgemma.context.resolvers import resolve_import
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+__all__ = ["ImportRef", "RecentChange", "Workspace", "changed_span", "crossfile_snippets", "find_imports",
+           "read_source", "resolve_import"]
 
 log = logging.getLogger(__name__)
 
@@ -45,247 +40,7 @@ Snippet = tuple[str, str]
 MAX_FILE_BYTES = 1 << 20  # larger files are not read for context
 WHOLE_ITEM_CHARS = 1500  # a named definition up to this size is shown whole, else as a skeleton
 MIN_SNIPPET_CHARS = 40  # smaller leftovers are not worth a snippet
-MAX_FILES_PER_IMPORT = 8  # a Go package directory can hold many files
 HEAD_CHARS = 32 * 1024  # how much of a large buffer is searched for imports
-
-
-@dataclass(frozen=True, slots=True)
-class ImportRef:
-    spec: str  # the module specifier as written
-    names: tuple[str, ...] = ()  # names it brings into scope (used to rank and to pick items)
-    submodules: bool = False  # Python `from pkg import a`: `a` may be a module file
-
-
-# -- reading the buffer's imports ------------------------------------------------------------
-
-_PY_FROM = re.compile(r"^from\s+(\.*[\w.]*)\s+import\s+(.+)$", re.S)
-_PY_IMPORT = re.compile(r"^import\s+(.+)$", re.S)
-_JS_SPEC = re.compile(r"""(?:from\s*|import\s*|require\s*\(\s*)(['"`])([^'"`]+)\1""")
-_JS_NAMED = re.compile(r"\{([^}]*)\}")
-_JS_DEFAULT = re.compile(r"^import\s+(?:type\s+)?([A-Za-z_$][\w$]*)")
-_JS_NS = re.compile(r"\*\s+as\s+([A-Za-z_$][\w$]*)")
-_JS_REQ_BIND = re.compile(r"^(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=")
-_QUOTED = re.compile(r"""(['"])([^'"]+)\1""")
-_RUST_USE = re.compile(r"^(?:pub(?:\([^)]*\))?\s+)?use\s+((?:crate|super|self)(?:::\w+)*)(?:::\{([^}]*)\})?")
-_C_INCLUDE = re.compile(r'#\s*include\s+"([^"]+)"')
-_LUA_REQ = re.compile(r"""require\s*\(?\s*(['"])([^'"]+)\1""")
-_RUBY_REQ = re.compile(r"""^(require_relative|require|load)\s*\(?\s*(['"])([^'"]+)\2""")
-_BASH_SRC = re.compile(r"""^(?:source|\.)\s+(['"]?)([^\s'"]+)\1""")
-
-
-def _split_names(raw: str) -> tuple[str, ...]:
-    names = []
-    for part in raw.replace("(", " ").replace(")", " ").replace("\n", " ").split(","):
-        words = part.split()
-        if words and words[0] not in ("type", "*"):
-            names.append(words[0])
-        elif len(words) > 1 and words[0] == "type":
-            names.append(words[1])
-    return tuple(n for n in names if n.isidentifier())
-
-
-def _node_text(doc: ParsedDoc, node: object) -> str:
-    return doc.data[node.start_byte : node.end_byte].decode("utf-8", "replace")  # type: ignore[attr-defined]
-
-
-def find_imports(doc: ParsedDoc) -> list[ImportRef]:
-    """What the buffer imports (top-level statements), as written, in order."""
-    lang = doc.language
-    refs: list[ImportRef] = []
-    for node in top_level_imports(doc):
-        text = _node_text(doc, node).strip()
-        if lang == "python":
-            if m := _PY_FROM.match(text):
-                refs.append(ImportRef(m.group(1), _split_names(m.group(2)), submodules=True))
-            elif m := _PY_IMPORT.match(text):
-                for part in m.group(1).split(","):
-                    words = part.split()
-                    if words:
-                        alias = words[-1] if len(words) == 3 and words[1] == "as" else words[0].split(".")[0]
-                        refs.append(ImportRef(words[0], (alias,)))
-        elif lang in ("javascript", "typescript", "tsx"):
-            for m in _JS_SPEC.finditer(text):
-                names: list[str] = []
-                if named := _JS_NAMED.search(text):
-                    names.extend(_split_names(named.group(1)))
-                for rx in (_JS_DEFAULT, _JS_NS, _JS_REQ_BIND):
-                    if (bound := rx.search(text)) and bound.group(1) not in ("type", "from"):
-                        names.append(bound.group(1))
-                refs.append(ImportRef(m.group(2), tuple(names)))
-        elif lang == "go":
-            refs.extend(ImportRef(m.group(2), (m.group(2).rsplit("/", 1)[-1],)) for m in _QUOTED.finditer(text))
-        elif lang == "rust":
-            if m := _RUST_USE.match(text):
-                names = _split_names(m.group(2)) if m.group(2) else (m.group(1).rsplit("::", 1)[-1],)
-                refs.append(ImportRef(m.group(1), names))
-        elif lang in ("c", "cpp", "cuda", "objc"):
-            refs.extend(ImportRef(m.group(1)) for m in _C_INCLUDE.finditer(text))
-        elif lang in ("lua", "luau"):
-            refs.extend(ImportRef(m.group(2)) for m in _LUA_REQ.finditer(text))
-        elif lang == "ruby":
-            if m := _RUBY_REQ.match(text):
-                refs.append(ImportRef(("./" if m.group(1) == "require_relative" else "") + m.group(3)))
-        elif lang == "bash" and (m := _BASH_SRC.match(text)):
-            refs.append(ImportRef(m.group(2)))
-    if lang == "rust":
-        # `mod x;` declares a module file next to this one.
-        for node in doc.root.named_children:
-            if node.type == "mod_item" and node.child_by_field_name("body") is None:
-                name = node.child_by_field_name("name")
-                if name is not None and name.text:
-                    refs.append(ImportRef("mod:" + name.text.decode()))
-    return refs
-
-
-# -- resolving them to files -----------------------------------------------------------------
-
-_JS_EXTS = (".ts", ".tsx", ".d.ts", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
-
-
-def _inside(root: Path, path: Path) -> Path | None:
-    try:
-        resolved = path.resolve()
-    except OSError:
-        return None
-    if resolved.is_file() and resolved.is_relative_to(root):
-        return resolved
-    return None
-
-
-def _first(root: Path, candidates: Iterable[Path]) -> list[Path]:
-    for cand in candidates:
-        found = _inside(root, cand)
-        if found is not None:
-            return [found]
-    return []
-
-
-def _resolve_python(root: Path, here: Path, ref: ImportRef) -> list[Path]:
-    spec = ref.spec
-    dots = len(spec) - len(spec.lstrip("."))
-    parts = [p for p in spec[dots:].split(".") if p]
-    if dots:
-        base = here.parent
-        for _ in range(dots - 1):
-            base = base.parent
-        bases = [base]
-    else:
-        bases = [root, root / "src", here.parent]
-    found: list[Path] = []
-    for base in bases:
-        mod = base.joinpath(*parts)
-        found = _first(root, [mod.with_suffix(".py") if parts else mod / "__init__.py", mod / "__init__.py"])
-        if ref.submodules:
-            # `from pkg import a, b`: a and b may be modules of pkg rather than names in it.
-            for name in ref.names:
-                found += _first(root, [mod / f"{name}.py", mod / name / "__init__.py"])
-        if found:
-            break
-    return found
-
-
-def _resolve_js(root: Path, here: Path, ref: ImportRef, typescript: bool) -> list[Path]:
-    spec = ref.spec
-    if not spec.startswith((".", "/")):
-        return []  # a package from node_modules: not workspace code
-    base = (root / spec.lstrip("/")) if spec.startswith("/") else (here.parent / spec)
-    cands = [base]
-    stem = str(base)
-    if stem.endswith((".js", ".jsx", ".mjs", ".cjs")):
-        # TypeScript's ESM style imports "./x.js" for the source file "./x.ts": a TypeScript
-        # buffer means the source, a JavaScript one the file as named.
-        sources = [Path(stem.rsplit(".", 1)[0] + ext) for ext in (".ts", ".tsx", ".mts", ".cts")]
-        cands = [*sources, base] if typescript else [base, *sources]
-    cands += [Path(stem + ext) for ext in _JS_EXTS]
-    cands += [base / f"index{ext}" for ext in _JS_EXTS]
-    return _first(root, cands)
-
-
-def _go_module(root: Path) -> str | None:
-    try:
-        for line in (root / "go.mod").read_text(encoding="utf-8").splitlines():
-            if line.startswith("module "):
-                return line.split()[1].strip('"')
-    except (OSError, IndexError, UnicodeDecodeError):
-        return None
-    return None
-
-
-def _resolve_go(root: Path, here: Path, ref: ImportRef) -> list[Path]:
-    module = _go_module(root)
-    if module is None or not (ref.spec == module or ref.spec.startswith(module + "/")):
-        return []
-    pkg = root / ref.spec[len(module) :].lstrip("/")
-    try:
-        files = sorted(p for p in pkg.iterdir() if p.suffix == ".go" and not p.name.endswith("_test.go"))
-    except OSError:
-        return []
-    here_r = here.resolve()
-    return [p for p in (_inside(root, f) for f in files) if p is not None and p != here_r][:MAX_FILES_PER_IMPORT]
-
-
-def _rust_src_root(root: Path, here: Path) -> Path:
-    for d in here.parents:
-        if (d / "Cargo.toml").is_file():
-            return d / "src"
-        if d == root:
-            break
-    return root / "src"
-
-
-def _resolve_rust(root: Path, here: Path, ref: ImportRef) -> list[Path]:
-    if ref.spec.startswith("mod:"):
-        name = ref.spec[4:]
-        owner = here.parent if here.stem in ("mod", "lib", "main") else here.parent / here.stem
-        return _first(root, [owner / f"{name}.rs", owner / name / "mod.rs", here.parent / f"{name}.rs"])
-    parts = ref.spec.split("::")
-    head, rest = parts[0], parts[1:]
-    if head == "crate":
-        base = _rust_src_root(root, here)
-    else:
-        base = here.parent if here.stem in ("mod", "lib", "main") else here.parent / here.stem
-        if head == "super":
-            base = base.parent
-    # The longest module path that exists: `crate::a::b::Item` may live in a/b.rs or in a.rs.
-    for n in range(len(rest), 0, -1):
-        mod = base.joinpath(*rest[:n])
-        found = _first(root, [mod.with_suffix(".rs"), mod / "mod.rs"])
-        if found:
-            return found
-    return []
-
-
-def _resolve_simple(root: Path, here: Path, ref: ImportRef, lang: str) -> list[Path]:
-    spec = ref.spec
-    if lang in ("c", "cpp", "cuda", "objc"):
-        return _first(root, [here.parent / spec, root / spec, root / "include" / spec, root / "src" / spec])
-    if lang in ("lua", "luau"):
-        rel = spec.replace(".", "/")
-        return _first(
-            root,
-            [root / f"{rel}.lua", root / rel / "init.lua", here.parent / f"{rel}.lua", root / "lua" / f"{rel}.lua"],
-        )
-    if lang == "ruby":
-        if spec.startswith("./"):
-            p = here.parent / spec[2:]
-            return _first(root, [p.with_suffix(".rb") if p.suffix != ".rb" else p])
-        return _first(root, [root / "lib" / f"{spec}.rb", root / f"{spec}.rb"])
-    if lang == "bash":
-        return _first(root, [here.parent / spec, root / spec])
-    return []
-
-
-def resolve_import(root: Path, here: Path, ref: ImportRef, language: str) -> list[Path]:
-    """Files inside ``root`` that an import of the buffer at ``here`` refers to."""
-    if language == "python":
-        return _resolve_python(root, here, ref)
-    if language in ("javascript", "typescript", "tsx"):
-        return _resolve_js(root, here, ref, typescript=language != "javascript")
-    if language == "go":
-        return _resolve_go(root, here, ref)
-    if language == "rust":
-        return _resolve_rust(root, here, ref)
-    return _resolve_simple(root, here, ref, language)
 
 
 # -- reading other files -----------------------------------------------------------------------
@@ -552,7 +307,7 @@ class Workspace:
             from watchfiles import DefaultFilter
 
             self._default_filter = DefaultFilter()  # skips .git, node_modules, caches, editor swaps
-        if not self._default_filter(change, path):  # type: ignore[arg-type]
+        if not self._default_filter(change, path):
             return False
         return detect_language(path) is not None
 

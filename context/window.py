@@ -37,37 +37,20 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from diffgemma.context.imports import top_level_imports
+from diffgemma.context.imports import import_line_spans
 from diffgemma.context.languages import normalize_language
+from diffgemma.context.linewindow import Limits, grow_lines
 from diffgemma.context.parsing import ParsedDoc, clear_cache, parse
-from diffgemma.context.positions import (
-    PositionError,
-    offset_to_position,
-    offset_to_utf16_position,
-    position_to_offset,
-    utf16_col_to_offset,
-)
+from diffgemma.context.positions import PositionError
 from diffgemma.context.regions import clear as _clear_regions
 from diffgemma.context.regions import find_region
 
 if TYPE_CHECKING:
     from tree_sitter import Node
 
-__all__ = [
-    "ContextWindow",
-    "PositionError",
-    "clear_caches",
-    "cursor_window",
-    "offset_to_position",
-    "offset_to_utf16_position",
-    "position_to_offset",
-    "selection_window",
-    "utf16_col_to_offset",
-]
+__all__ = ["ContextWindow", "clear_caches", "cursor_window", "selection_window"]
 
 DEFAULT_BUDGET = 8000
-# Without an explicit suffix budget, the suffix gets at most this share while the prefix grows.
-SUFFIX_SHARE = 1 / 3
 # The import header may take at most this share of what the enclosing scopes left over.
 HEADER_SHARE = 1 / 2
 
@@ -158,7 +141,7 @@ def _window(
     if budget < 0 or (suffix_cap is not None and suffix_cap < 0):
         raise ValueError("budgets must not be negative")
     lang = normalize_language(language)
-    limits = _Limits(budget, suffix_cap)
+    limits = Limits(budget, suffix_cap)
     doc: ParsedDoc | None = None
     origin, spans = 0, None
     if lang:
@@ -168,26 +151,9 @@ def _window(
         else:
             doc = parse(text, lang, document=document)
     if doc is None or not doc.parsable:
-        lo, hi = _grow_lines(text, a, b, a, b, 0, len(text), limits, 0, True, True)
+        lo, hi = grow_lines(text, a, b, a, b, 0, len(text), limits, 0, True, True)
         return _make(text, a, b, lo, hi, lang, "lines", ())
     return _SyntaxWindow(doc, a - origin, b - origin, limits, origin=origin, import_spans=spans, text=text).build()
-
-
-class _Limits:
-    __slots__ = ("budget", "hard_cap", "soft_cap")
-
-    def __init__(self, budget: int, suffix_cap: int | None) -> None:
-        self.budget = budget
-        self.hard_cap = suffix_cap
-        self.soft_cap = int(budget * SUFFIX_SHARE) if suffix_cap is None else None
-
-    def ok(self, pre: int, suf: int, header: int, *, suffix_step: bool = False, prefix_open: bool = False) -> bool:
-        if pre + suf + header > self.budget:
-            return False
-        if self.hard_cap is not None and suf > self.hard_cap:
-            return False
-        # The soft cap only holds the suffix back while the prefix can still use the room.
-        return not (suffix_step and prefix_open and self.soft_cap is not None and suf > self.soft_cap)
 
 
 def _make(
@@ -217,82 +183,6 @@ def _make(
     )
 
 
-def _line_start(text: str, i: int) -> int:
-    return text.rfind("\n", 0, i) + 1
-
-
-def _line_end(text: str, i: int) -> int:
-    """Offset just past the newline ending the line that holds ``i`` (or the buffer end)."""
-    nl = text.find("\n", i)
-    return len(text) if nl < 0 else nl + 1
-
-
-def _cut_after_space(text: str, lo: int, hi: int) -> int:
-    """Smallest offset in [lo, hi] that follows whitespace (or ``hi``): a cut between words."""
-    for i in range(lo, hi):
-        if i == 0 or text[i - 1].isspace():
-            return i
-    return hi
-
-
-def _cut_before_space(text: str, lo: int, hi: int) -> int:
-    """Largest offset in [lo, hi] that precedes whitespace (or ``lo``)."""
-    for i in range(hi, lo, -1):
-        if i == len(text) or text[i].isspace():
-            return i
-    return lo
-
-
-def _grow_lines(
-    text: str,
-    a: int,
-    b: int,
-    lo: int,
-    hi: int,
-    floor: int,
-    ceil: int,
-    limits: _Limits,
-    header: int,
-    grow_prefix: bool,
-    grow_suffix: bool,
-) -> tuple[int, int]:
-    """Widen [lo, hi] by whole lines (within [floor, ceil]), alternating, prefix first.
-
-    A first step that does not fit (one very long line) is cut between words instead.
-    """
-    first_pre = first_suf = True
-    while grow_prefix or grow_suffix:
-        if grow_prefix:
-            at_line_start = lo == 0 or text[lo - 1] == "\n"
-            new_lo = max(_line_start(text, lo - 1) if at_line_start and lo > 0 else _line_start(text, lo), floor)
-            if new_lo >= lo:
-                grow_prefix = False
-            elif limits.ok(a - new_lo, hi - b, header):
-                lo = new_lo
-            else:
-                if first_pre:
-                    room = max(limits.budget - header - (hi - b), 0)
-                    lo = _cut_after_space(text, max(new_lo, a - room), lo)
-                grow_prefix = False
-            first_pre = False
-        if grow_suffix:
-            new_hi = min(_line_end(text, hi), ceil)
-            if new_hi <= hi:
-                grow_suffix = False
-            elif limits.ok(a - lo, new_hi - b, header, suffix_step=True, prefix_open=grow_prefix):
-                hi = new_hi
-                first_suf = False
-            elif not grow_prefix:
-                if first_suf:
-                    room = max(limits.budget - header - (a - lo), 0)
-                    if limits.hard_cap is not None:
-                        room = min(room, limits.hard_cap)
-                    hi = _cut_before_space(text, hi, min(new_hi, b + room))
-                grow_suffix = False
-            # else: the soft cap holds the suffix back until the prefix stops growing
-    return lo, hi
-
-
 class _SyntaxWindow:
     """The growth of one window over a parsed document, in bytes, with costs in characters."""
 
@@ -301,7 +191,7 @@ class _SyntaxWindow:
         doc: ParsedDoc,
         a: int,
         b: int,
-        limits: _Limits,
+        limits: Limits,
         *,
         origin: int = 0,
         import_spans: tuple[tuple[int, int], ...] | None = None,
@@ -361,7 +251,7 @@ class _SyntaxWindow:
     # -- growth ----------------------------------------------------------------------------
     def build(self) -> ContextWindow:
         doc, o = self.doc, self.origin
-        candidates = self.import_spans if self.import_spans is not None else tuple(_import_spans(doc))
+        candidates = self.import_spans if self.import_spans is not None else tuple(import_line_spans(doc))
         # Import lines reserved for the header but then taken into the window itself waste
         # their reservation: grow again with only the ones still above the window.
         for _ in range(3):
@@ -403,7 +293,7 @@ class _SyntaxWindow:
             floor, ceil = doc.b2c(stuck.start_byte), doc.b2c(stuck.end_byte)
             grow_pre, grow_suf = lo_c == self.a and floor < self.a, hi_c == self.b and ceil > self.b
             if grow_pre or grow_suf:
-                new_lo, new_hi = _grow_lines(
+                new_lo, new_hi = grow_lines(
                     doc.text, self.a, self.b, lo_c, hi_c, floor, ceil, self.limits, self.header,
                     grow_pre, grow_suf,
                 )
@@ -567,26 +457,3 @@ class _SyntaxWindow:
             used += e - s
         self.header = used + 2 if chosen else 0  # + the blank line that may separate it
         return tuple(chosen)
-
-
-def _import_spans(doc: ParsedDoc) -> list[tuple[int, int]]:
-    """Whole-line character spans of the top-level imports; touching spans merged."""
-    cached = doc.memo.get("import_spans")
-    if cached is None:
-        data = doc.data
-        merged: list[tuple[int, int]] = []
-        for node in top_level_imports(doc):
-            s = data.rfind(b"\n", 0, node.start_byte) + 1
-            if data[s : node.start_byte].strip():
-                continue  # shares its line with other code: not a clean header line
-            nl = data.find(b"\n", node.end_byte)
-            e = len(data) if nl < 0 else nl + 1
-            if data[node.end_byte : e].strip():
-                continue
-            if merged and merged[-1][1] >= s:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-            else:
-                merged.append((s, e))
-        cached = [(doc.b2c(s), doc.b2c(e)) for s, e in merged]
-        doc.memo["import_spans"] = cached
-    return cached  # type: ignore[return-value]
