@@ -52,14 +52,10 @@ _COMMAND_MODULES = (
 
 
 def _register_all() -> None:
+    # A command module that fails to import is a broken install: the error surfaces, no command
+    # silently goes missing.
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

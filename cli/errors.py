@@ -141,6 +141,10 @@ def classify(exc: BaseException) -> CliError | None:
     protocol_error = getattr(protocol, "ProtocolError", None) if protocol else None
     if isinstance(protocol_error, type) and isinstance(exc, protocol_error):
         return UsageProblem(one_line(exc))
+    config = sys.modules.get("diffgemma.runtime.api.config")
+    config_error = getattr(config, "ConfigError", None) if config else None
+    if isinstance(config_error, type) and isinstance(exc, config_error):
+        return UsageProblem(one_line(exc))  # a bad config.toml
     if isinstance(exc, ValueError) and type(exc).__name__ == "SettingsError":
         return UsageProblem(one_line(exc))
     if isinstance(exc, OSError):
@@ -191,17 +195,25 @@ def _silence_stdout() -> None:
         pass
 
 
-def _click_exceptions() -> tuple[type, type, type, type]:
+def _click_exceptions() -> tuple[type[Exception], type[Exception], type[Exception], type[BaseException]]:
     """(ClickException, UsageError, NoArgsIsHelpError, Abort) of the click Typer runs on.
 
     Typer >= 0.25 ships its own copy of click (`typer._click`); older ones use click itself.
     """
+    import importlib
+
     try:
-        from typer._click import exceptions as exc  # type: ignore[import-not-found]
+        exc = importlib.import_module("typer._click.exceptions")
     except ImportError:  # pragma: no cover - depends on the Typer release
-        from click import exceptions as exc
+        exc = importlib.import_module("click.exceptions")
     no_args = getattr(exc, "NoArgsIsHelpError", exc.UsageError)
     return exc.ClickException, exc.UsageError, no_args, typer.Abort
+
+
+def _click_message(exc: Exception) -> str:
+    """The one-line message of a click exception (``format_message``), else its text."""
+    format_message = getattr(exc, "format_message", None)
+    return one_line(format_message() if callable(format_message) else exc)
 
 
 def run_app(app: Callable[..., Any]) -> None:
@@ -215,10 +227,10 @@ def run_app(app: Callable[..., Any]) -> None:
     except usage_error as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        print(f"diffgemma: error: {one_line(exc.format_message())}{hint}", file=sys.stderr)
+        print(f"diffgemma: error: {_click_message(exc)}{hint}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except click_exception as exc:
-        print(f"diffgemma: error: {one_line(exc.format_message())}", file=sys.stderr)
+        print(f"diffgemma: error: {_click_message(exc)}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except (abort, KeyboardInterrupt):
         print("diffgemma: interrupted", file=sys.stderr)

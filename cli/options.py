@@ -20,29 +20,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffgemma.cli.errors import UsageProblem
-from diffgemma.runtime.api.protocol import MAX_STEPS, MAX_TOKENS_LIMIT
-
-DEFAULT_MARKER = "<FILL>"
-DEFAULT_CONTEXT_CHARS = 6000
-CONTEXT_CHARS_MIN = 200
-CONTEXT_CHARS_MAX = 1_000_000
-SEED_MAX = 2**63 - 1  # the daemon's bound
-
-# key -> (lowest, highest): one table for the flags, their environment variables and config.toml,
-# so a value refused on the command line is refused in the file too. The daemon's own limits
-# are imported, so a request that would be refused there is refused here, before connecting.
-INT_LIMITS: dict[str, tuple[int, int]] = {
-    "max_tokens": (1, MAX_TOKENS_LIMIT),
-    "steps": (1, MAX_STEPS),
-    "seed": (0, SEED_MAX),
-    "context_chars": (CONTEXT_CHARS_MIN, CONTEXT_CHARS_MAX),
-}
+from diffgemma.runtime.api import config
+from diffgemma.runtime.api.config import (
+    CONTEXT_CHARS_MIN,
+    DEFAULT_CONTEXT_CHARS,
+    DEFAULT_MARKER,
+    INT_LIMITS,
+    MAX_STEPS,
+    MAX_TOKENS_LIMIT,
+)
 
 
 def parse_ascii_int(text: str, low: int, high: int) -> int:
@@ -63,12 +54,11 @@ def parse_ascii_int(text: str, low: int, high: int) -> int:
 
 
 def check_int(key: str, value: int) -> int:
-    """Range-check an already-typed integer (from config.toml) against INT_LIMITS."""
-    low, high = INT_LIMITS[key]
-    if not low <= value <= high:
-        shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "…"
-        raise UsageProblem(f"{key} must be from {low} to {high} (got {shown})")
-    return value
+    """Range-check an already-typed integer against config.INT_LIMITS (UsageProblem)."""
+    try:
+        return config.check_int(key, value)
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 def _int_parser(key: str) -> Any:
@@ -89,25 +79,13 @@ def int_parser(low: int, high: int) -> Any:
 
     return parse
 
-# key -> (type, default); the single source of truth for what config.toml may set here.
-CONFIG_KEYS: dict[str, tuple[type, Any]] = {
-    "model": (str, None),
-    "socket": (str, None),
-    "max_tokens": (int, None),
-    "steps": (int, None),
-    "seed": (int, None),
-    "marker": (str, DEFAULT_MARKER),
-    "context_chars": (int, DEFAULT_CONTEXT_CHARS),
-    "backup": (bool, True),
-}
-
 # Typer parameter declarations, shared so every command spells them the same way.
 ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
         "-m",
-        envvar="DIFFGEMMA_MODEL",
+        envvar=config.ENV_MODEL,
         show_envvar=True,
         help="Model name or checkpoint directory the daemon should serve (started with it when absent).",
         show_default=False,
@@ -117,7 +95,7 @@ SocketOpt = Annotated[
     str | None,
     typer.Option(
         "--socket",
-        envvar="DIFFGEMMA_SOCKET",
+        envvar=config.ENV_SOCKET,
         show_envvar=True,
         help="Unix socket of the daemon.",
         show_default=False,
@@ -127,7 +105,7 @@ MaxTokensOpt = Annotated[
     int | None,
     typer.Option(
         "--max-tokens",
-        envvar="DIFFGEMMA_MAX_TOKENS",
+        envvar=config.ENV_MAX_TOKENS,
         show_envvar=True,
         parser=_int_parser("max_tokens"),
         metavar="INTEGER",
@@ -139,7 +117,7 @@ StepsOpt = Annotated[
     int | None,
     typer.Option(
         "--steps",
-        envvar="DIFFGEMMA_STEPS",
+        envvar=config.ENV_STEPS,
         show_envvar=True,
         parser=_int_parser("steps"),
         metavar="INTEGER",
@@ -151,7 +129,7 @@ SeedOpt = Annotated[
     int | None,
     typer.Option(
         "--seed",
-        envvar="DIFFGEMMA_SEED",
+        envvar=config.ENV_SEED,
         show_envvar=True,
         parser=_int_parser("seed"),
         metavar="INTEGER",
@@ -176,7 +154,7 @@ MarkerOpt = Annotated[
     str | None,
     typer.Option(
         "--marker",
-        envvar="DIFFGEMMA_MARKER",
+        envvar=config.ENV_MARKER,
         show_envvar=True,
         help=f"Cursor marker in a piped buffer (default {DEFAULT_MARKER}).",
         show_default=False,
@@ -186,7 +164,7 @@ ContextCharsOpt = Annotated[
     int | None,
     typer.Option(
         "--context-chars",
-        envvar="DIFFGEMMA_CONTEXT_CHARS",
+        envvar=config.ENV_CONTEXT_CHARS,
         show_envvar=True,
         parser=_int_parser("context_chars"),
         metavar="INTEGER",
@@ -208,45 +186,12 @@ NoBackupOpt = Annotated[
 ]
 
 
-def config_path() -> Path:
-    from diffgemma.runtime.api.paths import config_dir
-
-    return Path(config_dir()) / "config.toml"
-
-
-def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read the CLI keys of config.toml; a missing file is an empty config, a bad one an error."""
-    import tomllib
-
-    path = path or config_path()
+def load_config() -> dict[str, Any]:
+    """The generating commands' keys of config.toml; a bad file is a UsageProblem."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise UsageProblem(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError, or an int of 4,300+ digits
-        raise UsageProblem(f"bad config file {path}: {str(exc).splitlines()[0]}") from None
-    config: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            continue  # a table for another component
-        key_norm = key.replace("-", "_")
-        if key_norm not in CONFIG_KEYS:
-            raise UsageProblem(f"config file {path}: unknown key '{key}' (known: {', '.join(CONFIG_KEYS)})")
-        kind = CONFIG_KEYS[key_norm][0]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if not ok:
-            raise UsageProblem(f"config file {path}: '{key}' must be {kind.__name__}, got {value!r}")
-        if key_norm in INT_LIMITS:
-            try:
-                check_int(key_norm, value)
-            except UsageProblem as exc:
-                raise UsageProblem(f"config file {path}: {exc}") from None
-        config[key_norm] = value
-    return config
+        return config.load_config()
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 @dataclass
@@ -267,15 +212,15 @@ class Settings:
 
 def resolve(quiet: bool = False, **given: Any) -> Settings:
     """Fill every option left unset by flag and environment from the config file, then defaults."""
-    config = load_config()
+    from_file = load_config()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for key, (_kind, default) in CONFIG_KEYS.items():
+    for key, (_kind, default) in config.CONFIG_KEYS.items():
         value = given.get(key)
         if value is not None:
             values[key], sources[key] = value, "flag/env"
-        elif key in config:
-            values[key], sources[key] = config[key], "config"
+        elif key in from_file:
+            values[key], sources[key] = from_file[key], "config"
         else:
             values[key], sources[key] = default, "default"
     if values["socket"]:
