@@ -12,6 +12,7 @@ import typer
 
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
+from diffgemma.cli.plumbing import rewrite, timings_line
 
 HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified
 diff.
@@ -141,35 +142,8 @@ def edit(
     _report(settings, result, shown, selection, changed, apply, backup)
 
 
-def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path | None,
-            language: str | None, instruction: str | None, strength: float | None,
-            *, title: str, live: bool | None = None, workspace: Any = None) -> tuple[Any, str]:
-    """Rewrite text[start:end] through the daemon; returns (result, the whole new buffer)."""
-    from diffgemma.cli.infill_cmd import (
-        connect,
-        extra_context,
-        language_for,
-        run_request,
-        sampling_fields,
-        selection_context,
-    )
-    from diffgemma.runtime.api.protocol import EditRequest
-
-    lang = language_for(str(path) if path else None, language, text)
-    window = selection_context(text, start, end, lang, settings.context_chars)
-    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, lang, workspace)
-    show = (not settings.quiet) if live is None else live
-    req = EditRequest(prefix=window.prefix, selection=text[start:end], suffix=window.suffix,
-                      instruction=instruction or None, strength=strength, language=lang,
-                      path=str(path) if path else None, extra=extra, stream=show, **sampling_fields(settings))
-    with connect(settings) as client:
-        result = run_request(client, req, live=show, before=window.prefix, after=window.suffix, title=title)
-    return result, text[:start] + result.text + text[end:]
-
-
 def _report(settings: opt.Settings, result: Any, shown: str, selection: str, changed: bool,
             applied: bool, backup: Path | None) -> None:
-    from diffgemma.cli.infill_cmd import timings_line
     from diffgemma.cli.live import stderr_is_terminal
 
     if settings.quiet or not (applied or stderr_is_terminal()):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
 from diffgemma.cli.options import parse_ascii_int
+from diffgemma.context import positions
 
 BACKUP_SUFFIX = ".diffgemma.bak"
 TEMP_MARK = ".diffgemma-tmp-"
@@ -316,7 +317,8 @@ def write_stdout(source: SourceText, text: str) -> None:
 
 # --- positions ------------------------------------------------------------------------------
 # Lines and columns are 1-based; a column counts characters (code points) and names the
-# cursor position before that character, so column len(line)+1 is the end of the line.
+# cursor position before that character, so column len(line)+1 is the end of the line. The
+# mapping itself is context/positions.py's; here are the CLI's syntax and its messages.
 
 # [0-9], not \d: \d also matches other scripts' digits ("٣", "２"), which int() would accept.
 _TARGET = re.compile(r"^(?P<path>.+?):(?P<line>[0-9]+)(?::(?P<col>[0-9]+))?$")
@@ -364,15 +366,6 @@ def parse_target(target: str) -> tuple[str, int | None, int | None]:
     return match["path"], line, col
 
 
-def split_lines(text: str) -> list[str]:
-    """The buffer's lines without their newlines; a final newline opens one more, empty, line."""
-    return text.split("\n")
-
-
-def line_start(lines: list[str], line: int) -> int:
-    return sum(len(entry) + 1 for entry in lines[: line - 1])
-
-
 def default_column(line_text: str) -> int:
     """Column used when none is given: after the indentation of a blank or indent-only line,
     else after the last non-blank character (trailing blanks stay after the cursor)."""
@@ -384,11 +377,11 @@ def default_column(line_text: str) -> int:
 
 def position_offset(text: str, line: int, col: int | None, where: str = "") -> tuple[int, Position]:
     """The character offset of LINE[:COL] in `text`, range-checked (OutOfRange)."""
-    lines = split_lines(text)
+    lines = positions.line_count(text)
     label = f"{where}: " if where else ""
-    if not 1 <= line <= len(lines):
-        raise OutOfRange(f"{label}line {line} is out of range (the buffer has {len(lines)} lines)")
-    line_text = lines[line - 1]
+    if not 1 <= line <= lines:
+        raise OutOfRange(f"{label}line {line} is out of range (the buffer has {lines} lines)")
+    line_text = positions.line_text(text, line)
     if col is None:
         col = default_column(line_text)
     if not 1 <= col <= len(line_text) + 1:
@@ -396,13 +389,11 @@ def position_offset(text: str, line: int, col: int | None, where: str = "") -> t
             f"{label}column {col} is out of range on line {line} "
             f"(it has {len(line_text)} characters; columns 1-{len(line_text) + 1})"
         )
-    return line_start(lines, line) + col - 1, Position(line, col)
+    return positions.position_to_offset(text, line, col), Position(line, col)
 
 
 def offset_position(text: str, offset: int) -> Position:
-    before = text[:offset]
-    line = before.count("\n") + 1
-    return Position(line, offset - (before.rfind("\n") + 1) + 1)
+    return Position(*positions.offset_to_position(text, offset))
 
 
 def parse_selection(spec: str) -> tuple[int, int | None, int, int | None]:
@@ -425,13 +416,13 @@ def selection_offsets(text: str, spec: str, where: str = "") -> tuple[int, int, 
     label = f"{where}: " if where else ""
     if min(l1, l2) < 1 or (c1 is not None and c1 < 1) or (c2 is not None and c2 < 1):
         raise OutOfRange(f"{label}selection {spec}: lines and columns start at 1")
-    lines = split_lines(text)
+    lines = positions.line_count(text)
     for line in (l1, l2):
-        if line > len(lines):
+        if line > lines:
             raise OutOfRange(f"{label}selection {spec}: line {line} is out of range "
-                             f"(the buffer has {len(lines)} lines)")
+                             f"(the buffer has {lines} lines)")
     start, p1 = position_offset(text, l1, c1 if c1 is not None else 1, where)
-    end, p2 = position_offset(text, l2, c2 if c2 is not None else len(lines[l2 - 1]) + 1, where)
+    end, p2 = position_offset(text, l2, c2 if c2 is not None else len(positions.line_text(text, l2)) + 1, where)
     if end < start:
         raise OutOfRange(f"{label}selection {spec} ends before it starts")
     return start, end, p1, p2

@@ -1,31 +1,27 @@
-"""`diffgemma infill`: fill the hole at a file position, at a marker, or in a piped buffer.
-
-Also home of the request plumbing the other generating commands share (`edit`, `watch`):
-connecting to the daemon, cutting context, and running a request with the live view.
-"""
+"""`diffgemma infill`: fill the hole at a file position, at a marker, or in a piped buffer."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from diffgemma.cli import options as opt
-from diffgemma.cli.errors import EXIT_CODES_HELP, RequestFailed, UsageProblem, guarded
+from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
+from diffgemma.cli.plumbing import Asks, connect, fill_text, finished, language_for, timings_line
+from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.api.client import Client
-    from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
+    from diffgemma.runtime.api.protocol import Result
 
 AlternativesOpt = Annotated[
     int | None,
-    typer.Option("--alternatives", parser=opt.int_parser(1, 4), metavar="N",
-                 help="Ask for N distinct candidates (1-4), denoised as one batch; the first is the answer, "
-                      "--json lists them all.", show_default=False),
+    typer.Option("--alternatives", parser=opt.int_parser(1, MAX_ALTERNATIVES), metavar="N",
+                 help=f"Ask for N distinct candidates (1-{MAX_ALTERNATIVES}), denoised as one batch; the first "
+                      "is the answer, --json lists them all.", show_default=False),
 ]
 NoRefineOpt = Annotated[
     bool,
@@ -33,19 +29,6 @@ NoRefineOpt = Annotated[
                                       "for languages with a grammar)."),
 ]
 
-
-@dataclass(frozen=True)
-class Asks:
-    """What a request asks for beyond the fill itself."""
-
-    alternatives: int | None = None
-    refine: bool = True
-    confidence: bool = False  # per-token confidences (--json, the live view)
-
-
-# Files whose presence marks the root of a workspace (for cross-file context).
-_ROOT_MARKERS = (".git", ".hg", "pyproject.toml", "setup.py", "package.json", "go.mod", "Cargo.toml",
-                 "pom.xml", "build.gradle", "CMakeLists.txt", "Makefile", ".diffgemma")
 
 HELP = """Fill the hole at a cursor with code that joins the text after it.
 
@@ -92,121 +75,6 @@ denoised again (--no-refine: keep it as it came).
 )
 
 
-# --- shared request plumbing ------------------------------------------------------------------
-
-
-def connect(settings: opt.Settings) -> Client:
-    """A client to a healthy daemon, starting one (with settings.model) when none answers."""
-    from diffgemma.cli.live import progress_printer
-    from diffgemma.runtime.api.client import ensure_daemon
-
-    return ensure_daemon(model=settings.model, socket=settings.socket,
-                         on_progress=progress_printer(settings.quiet))
-
-
-def workspace_root(path: Path) -> Path:
-    """The nearest enclosing directory that looks like a project root, else the file's folder."""
-    start = path.resolve().parent
-    for folder in (start, *start.parents):
-        if any((folder / marker).exists() for marker in _ROOT_MARKERS):
-            return folder
-    return start
-
-
-def extra_context(path: Path | None, text: str, budget: int, quiet: bool, language: str | None = None,
-                  workspace: Any = None) -> list[ExtraFile]:
-    """Definitions from imported files (and, with a `Workspace`, recently saved files) within
-    `budget` characters. Best effort: cross-file context only helps, so a failure is a warning."""
-    from diffgemma.runtime.api.protocol import ExtraFile
-
-    if path is None or budget <= 0:
-        return []
-    try:
-        if workspace is not None:
-            pairs = workspace.extra_for(path.resolve(), text, budget, language=language)
-        else:
-            from diffgemma.context.crossfile import crossfile_snippets
-
-            pairs = crossfile_snippets(workspace_root(path), path.resolve(), text, budget, language=language)
-    except Exception as exc:
-        from diffgemma.cli.errors import one_line
-        from diffgemma.cli.live import warn
-
-        warn(f"no cross-file context ({type(exc).__name__}: {one_line(exc)})", quiet)
-        return []
-    return [ExtraFile(path=str(p), text=t) for p, t in pairs]
-
-
-def language_for(path: str | None, explicit: str | None, text: str) -> str | None:
-    from diffgemma.context.languages import detect_language
-
-    language = detect_language(path, explicit, content=text)
-    if explicit and language is None:
-        raise UsageProblem(f"unknown language {explicit!r} (use a grammar name such as python or rust)")
-    return language
-
-
-@dataclass
-class Window:
-    """What the daemon sees around the hole: prefix and suffix cut on syntactic boundaries."""
-
-    prefix: str
-    suffix: str
-    method: str
-
-
-def cursor_context(text: str, offset: int, language: str | None, budget: int) -> Window:
-    from diffgemma.context.window import cursor_window
-
-    window = cursor_window(text, offset, language, budget)
-    return Window(window.prefix, window.suffix, getattr(window, "method", ""))
-
-
-def selection_context(text: str, start: int, end: int, language: str | None, budget: int) -> Window:
-    from diffgemma.context.window import selection_window
-
-    window = selection_window(text, start, end, language, budget)
-    return Window(window.prefix, window.suffix, getattr(window, "method", ""))
-
-
-def run_request(
-    client: Client,
-    req: InfillRequest | EditRequest,
-    *,
-    live: bool,
-    before: str,
-    after: str,
-    title: str,
-) -> Result:
-    """Send one request; on a terminal (live=True) stream drafts into the live view."""
-    from diffgemma.cli.live import live_view
-    from diffgemma.runtime.api.protocol import EditRequest
-
-    send = client.edit if isinstance(req, EditRequest) else client.infill
-    view = live_view(live, before, after, title)
-    if view is None:
-        result = send(req)  # type: ignore[arg-type]
-    else:
-        with view:
-            result = send(req, on_draft=view.update)  # type: ignore[arg-type]
-    if result.finish_reason == "cancelled":
-        raise RequestFailed("the request was cancelled before it finished")
-    return result
-
-
-def sampling_fields(settings: opt.Settings) -> dict[str, Any]:
-    return {"max_tokens": settings.max_tokens, "steps": settings.steps, "seed": settings.seed,
-            "model": settings.model, "client": None}
-
-
-def timings_line(result: Result) -> str:
-    total = result.timings.get("total_ms")
-    steps = result.timings.get("steps")
-    parts = [f"{total:.0f} ms" if isinstance(total, int | float) else None,
-             f"{steps} steps" if steps is not None else None, result.finish_reason]
-    return ", ".join(p for p in parts if p)
-
-
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -251,32 +119,6 @@ def infill(
     offset, position = fileio.position_offset(source.text, line, col, path_s)
     _fill_at(source, Path(path_s), offset, position, settings, language, apply=apply, json_out=json_out,
              asks=asks)
-
-
-def _infill_request(settings: opt.Settings, text: str, offset: int, path: Path | None,
-                    language: str | None, live: bool, workspace: Any = None,
-                    asks: Asks = Asks()) -> tuple[InfillRequest, Window]:
-    from diffgemma.runtime.api.protocol import InfillRequest
-
-    window = cursor_context(text, offset, language, settings.context_chars)
-    extra = extra_context(path, text, settings.context_chars // 2, settings.quiet, language, workspace)
-    req = InfillRequest(prefix=window.prefix, suffix=window.suffix, language=language,
-                        path=str(path) if path else None, extra=extra, stream=live,
-                        alternatives=asks.alternatives if asks.alternatives and asks.alternatives > 1 else None,
-                        refine=None if asks.refine else False, confidence=True if asks.confidence or live else None,
-                        **sampling_fields(settings))
-    return req, window
-
-
-def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
-              explicit_language: str | None, title: str, *, live: bool | None = None,
-              workspace: Any = None, asks: Asks = Asks()) -> Result:
-    """Infill `text` at `offset` through the daemon (live view unless quiet or live=False)."""
-    language = language_for(str(path) if path else None, explicit_language, text)
-    live = (not settings.quiet) if live is None else live
-    req, window = _infill_request(settings, text, offset, path, language, live, workspace, asks)
-    with connect(settings) as client:
-        return run_request(client, req, live=live, before=window.prefix, after=window.suffix, title=title)
 
 
 def _fill_at(source: Any, path: Path, offset: int, position: Any, settings: opt.Settings,
@@ -339,9 +181,7 @@ def _fill_holes(source: Any, holes: Any, path: Path | None, what: str, settings:
     language = language_for(str(path) if path else None, language, whole)
     req = multihole.holes_request(settings, holes, language, path, refine=asks.refine, confidence=asks.confidence)
     with connect(settings) as client:
-        result = client.infill(req)
-    if result.finish_reason == "cancelled":
-        raise RequestFailed("the request was cancelled before it finished")
+        result = finished(client.infill(req))
     fills = multihole.hole_texts(result, holes.count)
     new_text = holes.filled(fills)
     backup = fileio.write_source(source, new_text, backup=settings.backup) if apply else None
@@ -354,7 +194,7 @@ def _fill_holes(source: Any, holes: Any, path: Path | None, what: str, settings:
 
 def _print_json(result: Result, start: Any, end: Any, *, path: str | None, applied: bool,
                 backup: Path | None) -> None:
-    payload = {
+    payload: dict[str, Any] = {
         "text": result.text,
         "range": {"start": start.as_json(), "end": end.as_json()},
         "tokens": result.tokens,

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import OutOfRange
+from diffgemma.runtime.api.config import MAX_HOLES
 
 if TYPE_CHECKING:
     from diffgemma.runtime.api.protocol import InfillRequest, Result
-
-# More holes than this in one buffer is more likely a marker that occurs in the code itself.
-MAX_HOLES = 32
+    from diffgemma.runtime.api.request_builder import SnippetSource
 
 
 @dataclass
@@ -53,29 +52,23 @@ def split_markers(text: str, marker: str, what: str) -> Holes | None:
         raise OutOfRange(f"{what} has no {marker} marker: put one where the text should go")
     if count == 1:
         return None
-    if count > MAX_HOLES:
+    if count > MAX_HOLES:  # more is likelier a marker that occurs in the code itself
         raise OutOfRange(f"{what} has {count} {marker} markers: at most {MAX_HOLES} holes at once")
     return Holes(text.split(marker))
 
 
 def holes_request(settings: opt.Settings, holes: Holes, language: str | None, path: Path | None,
-                  *, refine: bool, confidence: bool, workspace: Any = None) -> InfillRequest:
+                  *, refine: bool, confidence: bool, workspace: SnippetSource | None = None) -> InfillRequest:
     """One request for every hole: the window before the first, the text between, the window after
     the last."""
-    from diffgemma.cli.infill_cmd import cursor_context, extra_context, sampling_fields
-    from diffgemma.runtime.api.protocol import InfillRequest
+    from diffgemma.cli.plumbing import buffer, sampling
+    from diffgemma.runtime.api import request_builder
 
     whole = holes.filled([""] * holes.count)
-    first = len(holes.pieces[0])
-    last = len(whole) - len(holes.pieces[-1])
-    head = cursor_context(whole, first, language, settings.context_chars).prefix
-    tail = cursor_context(whole, last, language, settings.context_chars).suffix
-    pieces = [head, *holes.pieces[1:-1], tail]
-    extra = extra_context(path, whole, settings.context_chars // 2, settings.quiet, language, workspace)
-    return InfillRequest(prefix="", suffix=pieces[-1], holes=[{"prefix": p} for p in pieces[:-1]],
-                         language=language, path=str(path) if path else None, extra=extra,
-                         refine=None if refine else False, confidence=confidence or None,
-                         **sampling_fields(settings))
+    offsets = [start for start, _end in holes.offsets([""] * holes.count)]
+    return request_builder.holes_request(buffer(settings, whole, path, language, workspace), offsets,
+                                         settings.context_chars, sampling(settings), refine=refine,
+                                         confidence=confidence)
 
 
 def hole_texts(result: Result, count: int) -> list[str]:

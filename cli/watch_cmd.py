@@ -28,11 +28,12 @@ import typer
 
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded, one_line
+from diffgemma.cli.plumbing import connect, fill_text, language_for, rewrite
+from diffgemma.runtime.api.config import MAX_FILE_BYTES
 
 if TYPE_CHECKING:
     from diffgemma.cli.fileio import SourceFile
-
-MAX_FILE_BYTES = 4 * 1024 * 1024
+    from diffgemma.context.crossfile import Workspace
 
 # Line-comment tokens by language; languages not listed accept any of them.
 _COMMENT_TOKENS: dict[str, tuple[str, ...]] = {
@@ -81,7 +82,7 @@ EPILOG = (
 def instruction_pattern(language: str | None) -> re.Pattern[str]:
     """The instruction-line regex for a language: `<comment> diffgemma: <instruction> [closer]`."""
     tokens = _COMMENT_TOKENS.get(language or "", _ALL_TOKENS)
-    alternatives = []
+    alternatives: list[str] = []
     for token in tokens:
         closer = _CLOSERS.get(token)
         tail = rf"(?:\s*{closer})?" if closer else ""
@@ -134,13 +135,14 @@ def _syntactic_block(text: str, lines: list[str], first: int, language: str | No
         return None
     try:
         from diffgemma.context.parsing import parse
+        from diffgemma.context.positions import position_to_offset
 
         doc = parse(text, language)
     except Exception:  # no grammar, or a parser problem: the indentation rule still works
         return None
     if doc is None or not doc.parsable:
         return None
-    offset = sum(len(line) + 1 for line in lines[:first]) + _indent(lines[first])
+    offset = position_to_offset(text, first, _indent(lines[first]), base=0)
     start_byte = doc.c2b(offset)
     node = doc.root.descendant_for_byte_range(start_byte, start_byte)
     best = None
@@ -171,12 +173,12 @@ class FileWatcher:
         self.settings = settings
         self.language = language
         self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
-        self.workspaces: dict[Path, Any] = {}  # root -> context Workspace fed with the saves we see
+        self.workspaces: dict[Path, Workspace] = {}  # root -> context Workspace fed with the saves we see
 
-    def workspace_for(self, path: Path) -> Any:
+    def workspace_for(self, path: Path) -> Workspace:
         """The cross-file Workspace of path's project; saves seen here count as recent changes."""
-        from diffgemma.cli.infill_cmd import workspace_root
         from diffgemma.context.crossfile import Workspace
+        from diffgemma.runtime.api.request_builder import workspace_root
 
         root = workspace_root(path)
         if root not in self.workspaces:
@@ -185,7 +187,6 @@ class FileWatcher:
 
     def handle(self, path: Path) -> list[Fill]:
         from diffgemma.cli import fileio
-        from diffgemma.cli.infill_cmd import language_for
 
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
@@ -211,7 +212,7 @@ class FileWatcher:
         return fills
 
     def _fill_all(self, source: SourceFile, path: Path, language: str | None,
-                  pattern: re.Pattern[str], workspace: Any) -> tuple[list[Fill], str]:
+                  pattern: re.Pattern[str], workspace: Workspace) -> tuple[list[Fill], str]:
         text = source.text
         marker = self.settings.marker
         if text.count(marker) > 1 and not pattern.search(text):
@@ -233,11 +234,11 @@ class FileWatcher:
                 fills.append(fill)
         return fills, text
 
-    def _fill_joint(self, text: str, path: Path, language: str | None, workspace: Any) -> tuple[list[Fill], str]:
+    def _fill_joint(self, text: str, path: Path, language: str | None,
+                    workspace: Workspace) -> tuple[list[Fill], str]:
         """Several fill markers and no instruction: one request for all of them (holes close to
         each other are denoised together, each seeing the others)."""
         from diffgemma.cli import multihole
-        from diffgemma.cli.infill_cmd import connect
 
         holes = multihole.split_markers(text, self.settings.marker, str(path))
         assert holes is not None
@@ -253,9 +254,7 @@ class FileWatcher:
                 for start, end in holes.offsets(fills)], new_text
 
     def _fill(self, text: str, at: int, path: Path, language: str | None,
-              workspace: Any) -> tuple[str, int, Fill]:
-        from diffgemma.cli.infill_cmd import fill_text
-
+              workspace: Workspace) -> tuple[str, int, Fill]:
         text = text[:at] + text[at + len(self.settings.marker):]
         started = time.monotonic()
         result = fill_text(self.settings, text, at, path, language, str(path), live=False,
@@ -266,8 +265,8 @@ class FileWatcher:
         return text, at + len(result.text), Fill(line, "filled", len(result.text), 0, ms)
 
     def _rewrite(self, text: str, match: re.Match[str], path: Path, language: str | None,
-                 workspace: Any) -> tuple[str, int, Fill | None]:
-        from diffgemma.cli.edit_cmd import rewrite
+                 workspace: Workspace) -> tuple[str, int, Fill | None]:
+        from diffgemma.context.positions import position_to_offset
 
         instruction = _instruction(match)
         line_start = match.start()
@@ -283,8 +282,8 @@ class FileWatcher:
                   file=sys.stderr, flush=True)
             return text, line_start, None
         last = block_lines(text, first, language)
-        start = sum(len(line) + 1 for line in lines[:first])
-        end = sum(len(line) + 1 for line in lines[:last]) + len(lines[last])
+        start = position_to_offset(text, first, 0, base=0)
+        end = position_to_offset(text, last, len(lines[last]), base=0)
         started = time.monotonic()
         result, text = rewrite(self.settings, text, start, end, path, language, instruction or None, None,
                                title=f"{path}:{first + 1}", live=False, workspace=workspace)
@@ -330,7 +329,6 @@ def watch(
 ) -> None:
     import watchfiles
 
-    from diffgemma.cli.infill_cmd import connect, language_for
 
     settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
                            seed=seed, marker=marker, context_chars=context_chars,

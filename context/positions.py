@@ -32,6 +32,12 @@ def line_count(text: str) -> int:
     return text.count("\n") + 1
 
 
+def line_text(text: str, line: int, *, base: int = 1) -> str:
+    """The text of ``line`` (counted from ``base``) without its newline; PositionError outside."""
+    start, end = _line_bounds(text, line - base)
+    return text[start:end]
+
+
 def position_to_offset(text: str, line: int, col: int, *, base: int = 1, clamp: bool = False) -> int:
     """Offset of (line, col) counted from ``base`` (1 for the CLI, 0 for LSP-like callers).
 

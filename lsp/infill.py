@@ -7,7 +7,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from diffgemma.context.window import cursor_window
+from diffgemma.runtime.api import request_builder
 from diffgemma.runtime.api.protocol import ExtraFile, InfillRequest
 
 from .settings import Settings
@@ -28,21 +28,14 @@ def infill_request(
     ``client`` is the document uri: the daemon lets a newer request of the same client supersede
     an older one, so two keystrokes never queue two full denoising runs.
     """
+    completion = settings.completion
     # Keyed by document, the context module re-parses incrementally from this buffer's last tree.
-    window = cursor_window(text, offset, language, settings.completion.context_chars, document=uri)
-    return InfillRequest(
-        prefix=window.prefix,
-        suffix=window.suffix,
-        language=window.language or language,
-        path=path,
-        extra=list(extra),
-        max_tokens=settings.completion.max_tokens,
-        steps=settings.completion.steps,
-        client=uri,
-        model=settings.daemon.model,
-        alternatives=settings.completion.alternatives if settings.completion.alternatives > 1 else None,
-        confidence=True if settings.completion.confident_prefix is not None else None,
-    )
+    buffer = request_builder.Buffer(text=text, language=language, path=path, document=uri, extra=tuple(extra))
+    sampling = request_builder.Sampling(max_tokens=completion.max_tokens, steps=completion.steps,
+                                        model=settings.daemon.model, client=uri)
+    return request_builder.infill_request(buffer, offset, completion.context_chars, sampling,
+                                          alternatives=completion.alternatives,
+                                          confidence=completion.confident_prefix is not None)
 
 
 def answer_texts(result: Any, confident_prefix: float | None) -> list[str]:

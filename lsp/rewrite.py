@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from lsprotocol import types
 
-from diffgemma.context.window import selection_window
+from diffgemma.runtime.api import request_builder
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile
 
 from .settings import Settings
@@ -27,20 +27,13 @@ def edit_request(
     instruction: str | None = None,
     extra: Sequence[ExtraFile] = (),
 ) -> EditRequest:
-    window = selection_window(text, start, end, language, settings.completion.context_chars, document=uri)
-    return EditRequest(
-        prefix=window.prefix,
-        selection=text[start:end],
-        suffix=window.suffix,
-        instruction=instruction or None,
-        language=window.language or language,
-        path=path,
-        extra=list(extra),
-        max_tokens=settings.completion.max_tokens,
-        steps=settings.completion.steps,
-        client=f"{uri}#rewrite",
-        model=settings.daemon.model,
-    )
+    buffer = request_builder.Buffer(text=text, language=language, path=path, document=uri, extra=tuple(extra))
+    # Its own supersession key: a rewrite and the ghost text of the same document do not cancel each other.
+    completion = settings.completion
+    sampling = request_builder.Sampling(max_tokens=completion.max_tokens, steps=completion.steps,
+                                        model=settings.daemon.model, client=f"{uri}#rewrite")
+    return request_builder.edit_request(buffer, start, end, completion.context_chars, sampling,
+                                        instruction=instruction)
 
 
 def code_actions(uri: str, selection: types.Range) -> list[types.CodeAction]:
