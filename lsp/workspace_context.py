@@ -54,8 +54,7 @@ def extra_files(ls: DiffgemmaServer, snap: Snapshot, language: str | None) -> li
     workspace = ls.context_workspace
     if workspace is None:
         return []
-    from diffgemma.runtime.api.protocol import ExtraFile
+    from diffgemma.runtime.api.request_builder import cross_file_context, extra_budget
 
-    budget = ls.settings.completion.context_chars // 2
-    found = workspace.extra_for(snap.path, snap.text, budget, language=language)
-    return [ExtraFile(path=str(path), text=text) for path, text in found]
+    budget = extra_budget(ls.settings.completion.context_chars)
+    return cross_file_context(snap.path, snap.text, budget, language, workspace)

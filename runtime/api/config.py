@@ -58,7 +58,6 @@ MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
 MAX_ID_LENGTH = 200
 MAX_HOLES = 32  # several holes in one infill request
 SEED_MAX = 2**63 - 1
-MAX_BODY_BYTES = 4 * 1024 * 1024  # largest request body the daemon reads (default of --max-body)
 MAX_JSON_DEPTH = 64  # no client body nests deeper than a few levels; deeper is an attack
 MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
 
@@ -66,7 +65,7 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
 DEFAULT_KEEP_ALIVE_S = 600.0
 DEFAULT_MAX_QUEUE = 16
 MAX_QUEUE_LIMIT = 4096  # most requests --queue lets wait at once
-DEFAULT_MAX_BODY = MAX_BODY_BYTES
+DEFAULT_MAX_BODY = 4 * 1024 * 1024  # largest request body the daemon reads (--max-body)
 MIN_MAX_BODY = 1024  # smallest --max-body: below it not even a short request fits
 MAX_BODY_LIMIT = 2**31 - 1
 DEFAULT_MAX_REQUEST_SECONDS = 30.0  # interactive use: nobody waits longer for a completion
