@@ -12,7 +12,7 @@ import typer
 
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.plumbing import rewrite, timings_line
+from diffgemma.cli.plumbing import Asks, rewrite, timings_line
 
 HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified
 diff.
@@ -25,7 +25,12 @@ stays). C1 is the first character of the selection and C2 the cursor position wh
 The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a
 backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan]
 instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the
-whole rewritten buffer is printed instead of a diff."""
+whole rewritten buffer is printed instead of a diff.
+
+--json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that
+join to the rewritten text, each with the probability the model gave it. A rewrite that brings
+syntax errors into the file that the selection did not have is re-noised where it breaks and
+denoised again (--no-refine: keep it as it came)."""
 
 EPILOG = (
     """[bold]Examples[/bold]
@@ -55,6 +60,12 @@ StrengthOpt = Annotated[
                  show_default=False),
 ]
 
+NoRefineOpt = Annotated[
+    bool,
+    typer.Option("--no-refine", help="Keep the rewrite as denoised: no syntax-guided repair (on by default "
+                                      "for languages with a grammar)."),
+]
+
 
 def diff_lines(text: str) -> list[str]:
     """Lines split at "\n" only (str.splitlines also splits at \r, \f, \x1c..., which diff does not)."""
@@ -82,6 +93,7 @@ def edit(
     selection: SelectionOpt,
     instruction: InstructionOpt = None,
     strength: StrengthOpt = None,
+    no_refine: NoRefineOpt = False,
     apply: opt.ApplyOpt = False,
     json_out: opt.JsonOpt = False,
     language: opt.LanguageOpt = None,
@@ -113,7 +125,7 @@ def edit(
     text = source.text
     start, end, first, _last = fileio.selection_offsets(text, selection, shown)
     result, new_text = rewrite(settings, text, start, end, path, language, instruction, strength,
-                               title=f"{shown}:{selection}")
+                               title=f"{shown}:{selection}", asks=Asks(refine=not no_refine, confidence=json_out))
     changed = new_text != text
     backup = fileio.write_source(source, new_text, backup=settings.backup) if apply and changed else None
     diff = unified_diff(text, new_text, shown)
@@ -126,6 +138,7 @@ def edit(
             "diff": diff,
             "timings": result.timings,
             "finish_reason": result.finish_reason,
+            "tokens": result.tokens,
             "model": result.model,
             "path": str(path) if path else None,
             "applied": apply,

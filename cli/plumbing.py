@@ -124,14 +124,16 @@ def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
 
 def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path | None,
             language: str | None, instruction: str | None, strength: float | None,
-            *, title: str, live: bool | None = None, workspace: SnippetSource | None = None) -> tuple[Result, str]:
+            *, title: str, live: bool | None = None, workspace: SnippetSource | None = None,
+            asks: Asks = Asks()) -> tuple[Result, str]:
     """Rewrite text[start:end] through the daemon; returns (result, the whole new buffer)."""
     from diffgemma.runtime.api.request_builder import edit_request
 
     lang = language_for(str(path) if path else None, language, text)
     show = (not settings.quiet) if live is None else live
     req = edit_request(buffer(settings, text, path, lang, workspace), start, end, settings.context_chars,
-                       sampling(settings), instruction=instruction, strength=strength, stream=show)
+                       sampling(settings), instruction=instruction, strength=strength, stream=show,
+                       refine=asks.refine, confidence=asks.confidence or show)
     with connect(settings) as client:
         result = run_request(client, req, live=show, title=title)
     return result, text[:start] + result.text + text[end:]

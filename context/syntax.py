@@ -83,41 +83,53 @@ def splice(fixed: Sequence[str], fills: Sequence[str]) -> Spliced:
     return Spliced("".join(parts), tuple(ranges))
 
 
-def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None) -> list[SyntaxIssue] | None:
-    """The issues of the filled window that the empty-filled window does not have at the same
-    place (an issue that touches a fill is always new); None when no grammar
-    loads. New issues in the fixed text count too: an unclosed bracket in a fill shows up where
-    the parser gives up, after it."""
+def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None,
+               baseline: Sequence[str] | None = None) -> list[SyntaxIssue] | None:
+    """The issues of the filled window that the window with ``baseline`` in the fills' places
+    (default: empty, the empty-filled window) does not have at the same place; None when no
+    grammar loads. An issue that touches a fill is always new, unless ``baseline`` is given and
+    its text there already had one (a rewrite of broken code that stays broken brought nothing
+    in). New issues in the fixed text count too: an unclosed bracket in a fill shows up where the
+    parser gives up, after it."""
     filled = splice(fixed, fills)
     issues = syntax_issues(filled.text, language)
     if issues is None:
         return None
     if not issues:
         return []
-    known = {_key(i) for i in syntax_issues("".join(fixed), language) or []}
-    return [i for i in issues if not _old(i, filled, known)]
+    before = splice(fixed, baseline if baseline is not None else [""] * len(fills))
+    old_issues = syntax_issues(before.text, language) or []
+    known = {_key(i) for i in old_issues}
+    broken = {k for k, (a, b) in enumerate(before.fills)
+              if baseline is not None and any(i.start <= b and i.end >= a for i in old_issues)}
+    return [i for i in issues if not _old(i, filled, before, known, broken)]
 
 
 def _key(issue: SyntaxIssue | None) -> tuple[int, int, bool] | None:
     return None if issue is None else (issue.start, issue.end, issue.missing)
 
 
-def _old(issue: SyntaxIssue, filled: Spliced, known: set[tuple[int, int, bool] | None]) -> bool:
-    """Whether the empty-filled window has this issue at the same place, and it is not the fill's.
+def _old(issue: SyntaxIssue, filled: Spliced, before: Spliced, known: set[tuple[int, int, bool] | None],
+         broken: set[int]) -> bool:
+    """Whether the window before the fills has this issue at the same place, and it is not the fills'.
 
-    An issue inside a fill or cutting through one is the fill's. One that wraps a fill is the
-    surroundings' only when it spans whole lines on both sides of it (tree-sitter's recovery
-    around a construct the window cuts); wrapping just the hole's line, the empty hole may be
-    the cause (``y = f(<hole>``) and a fill that parses is the point."""
+    An issue inside a fill or cutting through one is the fill's (unless that fill's baseline text
+    was ``broken`` too). One that wraps a fill is the surroundings' only when it spans whole lines
+    on both sides of it (tree-sitter's recovery around a construct the window cuts); wrapping just
+    the hole's line, the empty hole may be the cause (``y = f(<hole>``) and a fill that parses is
+    the point."""
     text = filled.text
     shift_start = shift_end = 0
-    for a, b in filled.fills:
+    for k, ((a, b), (a0, b0)) in enumerate(zip(filled.fills, before.fills, strict=True)):
         if issue.start <= b and issue.end >= a:  # touches this fill
+            if k in broken:
+                return True
             wraps = issue.start <= a and issue.end >= b
             if not wraps or "\n" not in text[issue.start: a] or "\n" not in text[b: issue.end]:
                 return False
+        grown = (b - a) - (b0 - a0)
         if b <= issue.start:
-            shift_start += b - a
+            shift_start += grown
         if b <= issue.end:
-            shift_end += b - a
+            shift_end += grown
     return (issue.start - shift_start, issue.end - shift_end, issue.missing) in known

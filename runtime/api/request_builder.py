@@ -126,13 +126,14 @@ def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: S
 
 def edit_request(buffer: Buffer, start: int, end: int, budget: int, sampling: Sampling, *,
                  instruction: str | None = None, strength: float | None = None,
-                 stream: bool = False) -> EditRequest:
+                 stream: bool = False, refine: bool = True, confidence: bool = False) -> EditRequest:
     """The rewrite of ``text[start:end]``: a window of ``budget`` characters around the selection
     (which is sent whole, outside the budget)."""
     window = selection_window(buffer.text, start, end, buffer.language, budget, document=buffer.document)
     return EditRequest(
         prefix=window.prefix, selection=buffer.text[start:end], suffix=window.suffix,
         instruction=instruction or None, strength=strength, language=_language(buffer), path=buffer.path,
-        extra=list(buffer.extra), stream=stream, max_tokens=sampling.max_tokens, steps=sampling.steps,
+        extra=list(buffer.extra), stream=stream, refine=None if refine else False,
+        confidence=True if confidence else None, max_tokens=sampling.max_tokens, steps=sampling.steps,
         seed=sampling.seed, model=sampling.model, client=sampling.client,
     )

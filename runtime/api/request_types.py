@@ -168,6 +168,8 @@ class EditRequest(_CodeRequest):
     suffix: str
     instruction: str | None = None
     strength: float | None = None  # 0: keep the selection as is, 1: rewrite freely
+    refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
+    confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
 
     kind: ClassVar[str] = "edit"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "selection", "suffix")
@@ -178,6 +180,8 @@ class EditRequest(_CodeRequest):
         "suffix": checks.string(),
         "instruction": checks.string(optional=True, max_length=10_000),
         "strength": checks.number(0.0, 1.0),
+        "refine": checks.boolean,
+        "confidence": checks.boolean,
     }
 
 

@@ -87,7 +87,7 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
         if req.strength is not None:
             common["strength"] = req.strength
         return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
-                           extra=extra, **common)
+                           extra=extra, language=req.language, refine=req.refine is not False, **common)
     if req.alternatives and req.alternatives > 1:
         common["alternatives"] = req.alternatives
     if req.holes:  # several holes: no drafts (each hole's draft is not one text)

@@ -32,7 +32,7 @@ from diffgemma.runtime.engine.holes import infill_holes
 from diffgemma.runtime.engine.loading import LoadedModel, load_model
 from diffgemma.runtime.engine.prefix_cache import PrefixCache, encode
 from diffgemma.runtime.engine.prompt import build_parts, chat_parts, strip_heal
-from diffgemma.runtime.engine.repair import repair_fill, repair_language
+from diffgemma.runtime.engine.repair import repair_fill, repair_language, repair_rewrite
 from diffgemma.runtime.engine.rewrite import rewrite
 from diffgemma.runtime.engine.types import (
     Cancelled,
@@ -392,6 +392,8 @@ class Engine:
         cancel: CancelToken | None = None,
         length_search: bool = True,
         deadline: float | None = None,
+        language: str | None = None,
+        refine: bool = True,
     ) -> EngineResult:
         """Rewrite ``selection`` in place; the canvas starts from the selection's tokens.
 
@@ -399,7 +401,9 @@ class Engine:
         starts as noise, and a position the sampler does not accept returns to the original
         token with probability ``1 - strength`` (else to noise). 0 keeps all that the model
         does not confidently change; 1 regenerates the span from scratch. Selections longer
-        than one canvas are rewritten a canvas at a time, left to right.
+        than one canvas are rewritten a canvas at a time, left to right. With ``language`` (a
+        tree-sitter grammar name) and ``refine``, a rewrite that brings syntax errors into the
+        window that the selection did not have is repaired (`repair.repair_rewrite`).
         """
         t0 = time.perf_counter()
         if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
@@ -413,11 +417,16 @@ class Engine:
         suffix_ids = self.encode_text(suffix)
         budget_tokens = self._max_tokens(max_tokens, default=max(2 * len(sel_ids) + 16, self.canvas_length))
         run = Run(cfg=cfg, gen=gen, timings=Timings(), budget=Budget(cancel=cancel, deadline=deadline))
-        out_ids, finish = rewrite(self, prompt, sel_ids, suffix_ids, parts.healed, strength, run,
-                                  max_tokens=budget_tokens, length_search=length_search, on_draft=on_draft)
-        text = strip_heal(self.decode([t for t in out_ids if t not in self.eos_ids]), parts.healed)
-        self._finish(run.timings, len(out_ids), t0)
-        return EngineResult(text=text, finish_reason=finish, timings=run.timings, hole_tokens=len(out_ids))
+        done = rewrite(self, prompt, sel_ids, suffix_ids, parts.healed, strength, run,
+                       max_tokens=budget_tokens, length_search=length_search, on_draft=on_draft)
+        grammar = repair_language(language) if refine else None
+        if grammar is not None and done.finish != "time":
+            repair_rewrite(self, done, prefix, selection, suffix, parts.healed, grammar, cfg, gen, run.timings,
+                           run.budget)
+        text = strip_heal(self.decode([t for t in done.tokens if t not in self.eos_ids]), parts.healed)
+        self._finish(run.timings, len(done.tokens), t0)
+        return EngineResult(text=text, finish_reason=done.finish, timings=run.timings, hole_tokens=len(done.tokens),
+                            tokens=pieces(self.decode, done.tokens, done.confidence, text))
 
 
 def _as_list(value: Any) -> list[int]:

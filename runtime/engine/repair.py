@@ -22,10 +22,12 @@ from diffgemma.context.syntax import SyntaxIssue, new_issues, splice
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.canvas import until
 from diffgemma.runtime.engine.denoise import Budget, Problem
+from diffgemma.runtime.engine.prompt import strip_heal
 
 if TYPE_CHECKING:
     from diffgemma.runtime.engine.engine import Engine
     from diffgemma.runtime.engine.fill import Fill, LastCanvas
+    from diffgemma.runtime.engine.rewrite import Rewritten
     from diffgemma.runtime.engine.types import Timings
 
 REFINE_ROUNDS = 3
@@ -63,10 +65,11 @@ def repair_language(language: str | None) -> str | None:
 
 def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: Sequence[str], render: Renderer,
            language: str | None, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
-           budget: Budget) -> Layout:
+           budget: Budget, baseline: Sequence[str] | None = None) -> Layout:
     """The layout with repaired holes, or ``layout`` itself when it parses or no round helps.
-    ``fixed`` is the window's text around the holes (one more piece than holes)."""
-    issues = new_issues(fixed, render(layout), language)
+    ``fixed`` is the window's text around the holes (one more piece than holes); issues count
+    against the window with ``baseline`` in the holes (default: empty)."""
+    issues = new_issues(fixed, render(layout), language, baseline)
     if not issues:  # parses, or no grammar
         return layout
     for round_ in range(REFINE_ROUNDS):
@@ -82,7 +85,7 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
             rows = [(layout, noised)] * REFINE_ROWS
         candidates = _denoise_round(engine, cache, prompt_len, rows, cfg, gen, timings, budget)
         parsed = [(c, p) for c, (_, p) in zip(candidates, rows, strict=True)
-                  if not new_issues(fixed, render(c), language)]
+                  if not new_issues(fixed, render(c), language, baseline)]
         if parsed:
             return max(parsed, key=lambda cp: _mean(cp[0].confidence, cp[1]))[0]
     # no round parses: the model's own fill stands (deleting what it wrote would only trade the
@@ -216,3 +219,30 @@ def repair_fill(engine: Engine, fill: Fill, last: LastCanvas, suffix: str, stops
         new = cut(repaired.hole_tokens(0))
         fill.tokens[base:] = new
         fill.conf[base:] = repaired.confidence[: len(new)]
+
+
+def repair_rewrite(engine: Engine, done: Rewritten, prefix: str, selection: str, suffix: str, healed: str,
+                   language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings, budget: Budget) -> None:
+    """Syntax-guided repair of an inline rewrite's last canvas (`rewrite.Rewritten`), in place:
+    its span re-noised where the rewrite brings in errors that ``selection`` in its place did not
+    have, the earlier canvases' tokens and the held text after the span fixed."""
+    if done.last is None:
+        return
+    cache, prompt_len, out, best, problem = done.last
+    base = done.committed
+    row = out.argmax[best].tolist()
+    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
+    span = len(done.tokens) - base
+    if span < 1:
+        return
+    layout = Layout(tokens=row, held=held, holes=[(0, span)], confidence=out.confidence[best].tolist())
+
+    def render(lay: Layout) -> list[str]:
+        return [strip_heal(engine.decode(done.tokens[:base] + lay.hole_tokens(0)), healed)]
+
+    repaired = refine(engine, cache, prompt_len, layout, [prefix, suffix], render, language, cfg, gen, timings,
+                      budget, baseline=[selection])
+    if repaired is not layout:
+        new = repaired.hole_tokens(0)
+        done.tokens[base:] = new
+        done.confidence[base:] = repaired.confidence[: len(new)]

@@ -1,0 +1,116 @@
+"""Inline rewrite: per-token confidences and syntax-guided repair on the tiny random-weight model
+(the mechanics; the quality figures come from diffgemma-mini's evaluation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import grammars_missing
+
+from diffgemma.context.syntax import new_issues
+from diffgemma.runtime.engine import repair
+from diffgemma.runtime.engine.canvas import Run
+from diffgemma.runtime.engine.denoise import Budget
+from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.prompt import build_parts, strip_heal
+from diffgemma.runtime.engine.rewrite import Rewritten, rewrite
+from diffgemma.runtime.engine.types import SamplingSettings, Timings
+
+pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
+
+FAST = SamplingSettings(seed=3, steps=3)
+PREFIX, SELECTION, SUFFIX = "def f(x):\n    y = g(", "x, 1", ")\n    return y\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine.load(str(tiny_model_dir))
+
+
+def _joined(result) -> str:
+    return "".join(t.text for t in result.tokens)
+
+
+def test_edit_confidences_are_probabilities_that_join_to_the_rewrite(engine: Engine) -> None:
+    healed = "class Stack:\n    def push(self, item):\n        "  # the indentation moves into the selection
+    cases = [(PREFIX, SELECTION, SUFFIX), (healed, "self.items.append(item)", "\n"),
+             ("", "a = 1\nb = 2\n", ""), ("x = ", "(" * 40 + ")" * 40, "\n")]  # the last spans two canvases
+    for prefix, selection, suffix in cases:
+        result = engine.edit(prefix, selection, suffix, settings=FAST, refine=False)
+        assert _joined(result) == result.text
+        assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
+        assert len(result.tokens) <= result.hole_tokens
+        assert result.text == "" or result.tokens
+
+
+def test_rewrite_drafts_carry_their_tokens(engine: Engine) -> None:
+    drafts = []
+    engine.edit(PREFIX, SELECTION, SUFFIX, settings=FAST, on_draft=drafts.append, refine=False)
+    assert drafts
+    for draft in drafts:
+        assert draft.tokens is not None and "".join(t.text for t in draft.tokens) == draft.text
+
+
+def _broken_rewrite(engine: Engine, broken: str) -> tuple[Rewritten, Run]:
+    """A rewrite of SELECTION whose last canvas has ``broken`` in its span (an injected error)."""
+    parts = build_parts(PREFIX, ())
+    prompt = engine._prompt_ids(parts.header, parts.prefix)
+    run = Run(cfg=engine.resolve(FAST), gen=torch.Generator().manual_seed(0), timings=Timings(), budget=Budget())
+    done = rewrite(engine, prompt, engine.encode_text(SELECTION), engine.encode_text(SUFFIX), parts.healed, 0.5,
+                   run, max_tokens=64, length_search=False, on_draft=None)
+    cache, prompt_len, out, best, problem = done.last
+    ids = engine.encode_text(broken)
+    suffix_ids = engine.encode_text(SUFFIX)
+    row = (ids + suffix_ids + [0] * engine.canvas_length)[: engine.canvas_length]
+    argmax = out.argmax.clone()
+    argmax[best] = torch.tensor(row)
+    held = torch.zeros_like(problem.clamp.mask)
+    held[best, len(ids): len(ids) + len(suffix_ids)] = True
+    problem = dataclasses.replace(problem, clamp=dataclasses.replace(problem.clamp, mask=held))
+    done.last = (cache, prompt_len, dataclasses.replace(out, argmax=argmax), best, problem)
+    done.tokens, done.confidence = ids, [0.5] * len(ids)
+    return done, run
+
+
+def test_an_injected_syntax_error_in_a_rewrite_is_re_noised_and_repaired(engine: Engine) -> None:
+    broken = "x]] + (1"
+    assert new_issues([PREFIX, SUFFIX], [broken], "python", baseline=[SELECTION])
+    done, run = _broken_rewrite(engine, broken)
+    before = list(done.tokens)
+    repair.repair_rewrite(engine, done, PREFIX, SELECTION, SUFFIX, "", "python", run.cfg, run.gen, run.timings,
+                          run.budget)
+    assert 1 <= run.timings.refine_rounds <= repair.REFINE_ROUNDS
+    text = strip_heal(engine.decode(done.tokens), "")
+    # the version that parses, or the injected rewrite as it was when no round found one
+    assert done.tokens == before or new_issues([PREFIX, SUFFIX], [text], "python", baseline=[SELECTION]) == []
+    assert len(done.confidence) == len(done.tokens)
+
+
+def test_a_rewrite_of_broken_code_that_stays_broken_brought_nothing_in() -> None:
+    fixed = [PREFIX, SUFFIX]
+    assert new_issues(fixed, ["x, 2"], "python", baseline=[SELECTION]) == []
+    assert new_issues(fixed, ["x,, 2"], "python", baseline=[SELECTION])
+    assert new_issues(fixed, ["x,, 2"], "python", baseline=["x,, 1"]) == []
+    # the text after a longer or shorter rewrite is compared at its shifted place
+    cut = ["x = (", ")\n\n\ndef g():\n    return ]]\n"]
+    assert new_issues(cut, ["a + b + c"], "python", baseline=["a"]) == []
+
+
+def test_edit_repair_is_on_with_a_grammar_and_off_when_asked(engine: Engine) -> None:
+    for seed in range(8):
+        settings = SamplingSettings(seed=seed, steps=3)
+        off = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python",
+                          refine=False)
+        if not new_issues([PREFIX, SUFFIX], [off.text], "python", baseline=[SELECTION]):
+            continue  # this seed's rewrite parses: nothing to repair
+        on = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python")
+        assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
+        assert on.text == off.text or new_issues([PREFIX, SUFFIX], [on.text], "python", baseline=[SELECTION]) == []
+        assert _joined(on) == on.text and all(0.0 <= t.confidence <= 1.0 for t in on.tokens)
+        plain = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="no-such-language")
+        assert plain.timings.refine_rounds == 0 and plain.text == off.text
+        return
+    pytest.fail("no seed gave a rewrite that breaks the syntax on random weights")
