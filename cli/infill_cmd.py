@@ -11,7 +11,7 @@ import typer
 
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.plumbing import Asks, connect, fill_text, finished, language_for, timings_line
+from diffgemma.cli.plumbing import Asks, fill_text, language_for, timings_line
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ AlternativesOpt = Annotated[
     int | None,
     typer.Option("--alternatives", parser=opt.int_parser(1, MAX_ALTERNATIVES), metavar="N",
                  help=f"Ask for N distinct candidates (1-{MAX_ALTERNATIVES}), denoised as one batch; the first "
-                      "is the answer, --json lists them all.", show_default=False),
+                      "is the answer, --json lists them all. With several markers: N distinct sets of "
+                      "fills, --json gives each hole's fill in every set.", show_default=False),
 ]
 NoRefineOpt = Annotated[
     bool,
@@ -67,8 +68,10 @@ are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it 
 prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is
 where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to
 the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply
-writes all the fills at once. A fill that breaks the syntax is re-noised where it breaks and
-denoised again (--no-refine: keep it as it came).
+writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...],
+index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that
+breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it
+came).
 
 """
     + EXIT_CODES_HELP
@@ -175,21 +178,18 @@ def _fill_holes(source: Any, holes: Any, path: Path | None, what: str, settings:
     """Several markers: one request, every fill written (or printed) at once."""
     from diffgemma.cli import fileio, multihole
 
-    if asks.alternatives and asks.alternatives > 1:
-        raise UsageProblem("--alternatives works with one hole; this buffer has several markers")
     whole = holes.filled([""] * holes.count)
     language = language_for(str(path) if path else None, language, whole)
-    req = multihole.holes_request(settings, holes, language, path, refine=asks.refine, confidence=asks.confidence)
-    with connect(settings) as client:
-        result = finished(client.infill(req))
-    fills = multihole.hole_texts(result, holes.count)
+    where = f"{what}: {holes.count} holes"
+    result = multihole.fill_holes(settings, holes, language, path, asks, where)
+    fills = multihole.hole_texts(result, holes.count)  # set 0 of the alternatives: what is written
     new_text = holes.filled(fills)
     backup = fileio.write_source(source, new_text, backup=settings.backup) if apply else None
     if json_out:
         multihole.print_json(result, holes, fills, path=str(path) if path else None, applied=apply, backup=backup)
     elif not apply:
         fileio.write_stdout(source, new_text)
-    _report(settings, result, f"{what}: {holes.count} holes", apply, backup, chars=sum(map(len, fills)))
+    _report(settings, result, where, apply, backup, chars=sum(map(len, fills)))
 
 
 def _print_json(result: Result, start: Any, end: Any, *, path: str | None, applied: bool,
@@ -217,8 +217,13 @@ def _report(settings: opt.Settings, result: Result, where: str, applied: bool, b
 
     if settings.quiet or not (applied or stderr_is_terminal()):
         return
-    for i, other in enumerate(result.alternatives[1:], start=2):  # the first is the answer itself
-        print(f"diffgemma: alternative {i}:\n{other}", file=sys.stderr, flush=True)
+    if result.holes:
+        from diffgemma.cli.multihole import print_alternatives
+
+        print_alternatives(result)
+    else:
+        for i, other in enumerate(result.alternatives[1:], start=2):  # the first is the answer itself
+            print(f"diffgemma: alternative {i}:\n{other}", file=sys.stderr, flush=True)
     count = len(result.text) if chars is None else chars
     line = f"diffgemma: {where}: {count} chars ({timings_line(result)})"
     if applied:

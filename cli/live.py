@@ -1,7 +1,8 @@
 """Terminal feedback: progress lines on stderr and a Rich live view of the refining canvas.
 
 The live view shows the drafts the daemon streams (one per denoising step) between the
-last lines before the cursor and the first lines after it. It draws on stderr, and only when
+last lines before the cursor and the first lines after it; with several holes, the buffer with
+every hole's draft (`HolesCanvas`). It draws on stderr, and only when
 stderr is a terminal, so stdout stays clean for pipes; it is transient: once the result is
 in, the view is erased and the result is printed.
 """
@@ -111,35 +112,99 @@ class LiveCanvas:
         if self._live is not None:
             self._live.update(self._render(), refresh=True)
 
-    def _render(self) -> Any:
-        from rich.panel import Panel
+    def _body(self) -> Any:
         from rich.text import Text
 
         body = Text()
         body.append(printable(self.before), style="dim")
-        if self.step and self.tokens and "".join(str(t.get("text", "")) for t in self.tokens) == self.draft:
-            for token in self.tokens:  # how sure the model is shows as brightness
-                low = float(token.get("confidence", 1.0)) < LOW_CONFIDENCE
-                body.append(printable(str(token.get("text", ""))),
-                            style="dim black on yellow" if low else "bold black on yellow")
-        elif self.step:
-            body.append(printable(self.draft) or "∅", style="bold black on yellow")
+        if self.step:
+            append_fill(body, self.draft, self.tokens, "yellow")
         else:
             body.append("…", style="bold yellow")
         body.append(printable(self.after), style="dim")
+        return body
+
+    def _status(self) -> str:
+        return f"step {self.step}" if self.step else "waiting for the model"
+
+    def _render(self) -> Any:
+        from rich.panel import Panel
+
         elapsed = (time.monotonic() - self._started) * 1000
-        status = f"step {self.step}" if self.step else "waiting for the model"
         return Panel(
-            body,
+            self._body(),
             title=f"[bold]diffgemma[/bold] · {self.title}",
-            subtitle=f"{status} · {elapsed:.0f} ms",
+            subtitle=f"{self._status()} · {elapsed:.0f} ms",
             border_style="yellow",
         )
+
+
+def append_fill(body: Any, text: str, tokens: list[dict[str, Any]], color: str) -> None:
+    """A fill's draft on ``color``: token by token, dimmed where the model was unsure, when the
+    tokens join to the text; else the text in one piece (∅ when it is empty)."""
+    if tokens and "".join(str(t.get("text", "")) for t in tokens) == text:
+        for token in tokens:  # how sure the model is shows as brightness
+            low = float(token.get("confidence", 1.0)) < LOW_CONFIDENCE
+            body.append(printable(str(token.get("text", ""))),
+                        style=f"dim black on {color}" if low else f"bold black on {color}")
+    else:
+        body.append(printable(text) or "∅", style=f"bold black on {color}")
+
+
+def _elide(text: str, keep: int = 3) -> str:
+    """Long text between two holes, shortened to its first and last ``keep`` lines."""
+    lines = text.split("\n")
+    return text if len(lines) <= 2 * keep + 1 else "\n".join([*lines[:keep], "⋮", *lines[-keep:]])
+
+
+class HolesCanvas(LiveCanvas):
+    """The live view of several holes: the buffer with every hole's draft, those already filled
+    on green, the ones being denoised on yellow, the ones not reached yet as an ellipsis."""
+
+    def __init__(self, pieces: list[str], title: str) -> None:
+        super().__init__(pieces[0], pieces[-1], title)
+        self.between = [_elide(p) for p in pieces[1:-1]]
+        self.holes: list[dict[str, Any]] = [{"text": "", "state": "waiting"} for _ in range(len(pieces) - 1)]
+
+    def update(self, draft: dict[str, Any]) -> None:
+        from diffgemma.runtime.api.results import draft_holes
+
+        holes = draft_holes(draft, len(self.holes))
+        if holes is not None:
+            self.holes = holes
+        super().update(draft)
+
+    def _body(self) -> Any:
+        from rich.text import Text
+
+        body = Text()
+        body.append(printable(self.before), style="dim")
+        for i, hole in enumerate(self.holes):
+            tokens = hole.get("tokens")
+            tokens = tokens if isinstance(tokens, list) else []
+            if self.step and hole["state"] in ("final", "refining"):
+                append_fill(body, hole["text"], tokens, "green" if hole["state"] == "final" else "yellow")
+            else:
+                body.append("…", style="bold yellow" if not self.step else "dim yellow")
+            body.append(printable(self.between[i] if i < len(self.between) else self.after), style="dim")
+        return body
+
+    def _status(self) -> str:
+        if not self.step:
+            return super()._status()
+        current = next((i for i, h in enumerate(self.holes) if h["state"] == "refining"), None)
+        where = f" · hole {current + 1} of {len(self.holes)}" if current is not None else ""
+        return f"step {self.step}{where}"
 
 
 def live_view(enabled: bool, before: str, after: str, title: str) -> LiveCanvas | None:
     """A LiveCanvas when it should be shown (a terminal on stderr and not --quiet), else None."""
     return LiveCanvas(before, after, title) if enabled and stderr_is_terminal() else None
+
+
+def holes_view(enabled: bool, pieces: list[str], title: str) -> HolesCanvas | None:
+    """A HolesCanvas for the text ``pieces`` around several holes, when it should be shown."""
+    return HolesCanvas(pieces, title) if enabled and stderr_is_terminal() else None
 
 
 def print_diff(diff: str, *, color: bool) -> None:

@@ -161,3 +161,93 @@ def test_the_evaluation_compares_repair_on_and_off(tiny_model_dir: Path) -> None
     assert off["n"] == on["n"] == 2
     table = evaluate.format_markdown(report)
     assert "| model, syntax repair off |" in table and "| model + syntax repair |" in table
+
+
+FAR = ["def f():\n    a = ", "\n".join(f"    v{i} = {i} * {i}" for i in range(12)) + "\n    w = ", "\n    return w\n"]
+
+
+def _check_drafts(drafts: list, result: object, count: int) -> None:
+    from diffgemma.runtime.engine.holes import HolesDraft
+
+    assert drafts and all(isinstance(d, HolesDraft) for d in drafts)
+    assert [d.step for d in drafts] == list(range(1, len(drafts) + 1))  # one per denoising step
+    final = [h.text for h in result.holes]  # type: ignore[attr-defined]
+    for draft in drafts:
+        states = [h.state for h in draft.holes]
+        assert len(states) == count and draft.text == draft.holes[0].text
+        # filled left to right: final holes, then the group being denoised, then the waiting ones
+        assert states == sorted(states, key=["final", "refining", "waiting"].index) and "refining" in states
+        for i, hole in enumerate(draft.holes):
+            if hole.state == "final":  # a final hole is the answer's, already
+                assert hole.text == final[i]
+            if hole.state == "waiting":
+                assert hole.text == ""
+            assert "".join(t.text for t in hole.tokens) == hole.text
+
+
+def test_several_holes_report_a_draft_after_every_step(engine: Engine) -> None:
+    drafts: list = []
+    close = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    _check_drafts(drafts, close, 2)
+    assert close.timings.steps == len(drafts)  # the scouting run's steps and the chosen canvas's
+    assert all(h.state == "refining" for d in drafts for h in d.holes)  # one shared canvas
+    drafts = []
+    far = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    _check_drafts(drafts, far, 2)
+    states = [tuple(h.state for h in d.holes) for d in drafts]
+    assert states[0] == ("refining", "waiting") and states[-1] == ("final", "refining")
+    assert [d.canvas for d in drafts] == sorted(d.canvas for d in drafts) and drafts[-1].canvas == 1
+    # the drafts do not change the answer
+    assert [h.text for h in far.holes] == [h.text for h in engine.infill_holes(FAR, settings=FAST,
+                                                                             refine_syntax=False).holes]
+
+
+def test_alternatives_of_close_holes_are_rows_of_one_canvas(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list = []
+    original = engine._denoise
+
+    def recorded(cache, prompt_len, problem, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(cache, prompt_len, problem, *args, **kwargs)
+        runs.append((problem, out))
+        return out
+
+    monkeypatch.setattr(engine, "_denoise", recorded)
+    result = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, alternatives=3)
+    lists = [h.alternatives for h in result.holes]
+    assert len({len(a) for a in lists}) == 1  # aligned: index k of every hole is set k
+    sets = list(zip(*lists, strict=True))
+    assert len(sets) == 3 and len(set(sets)) == 3  # distinct (random weights, three noises)
+    assert sets[0] == tuple(h.text for h in result.holes)
+    problem, out = runs[-1]  # the chosen lengths, one row per alternative
+    assert out.argmax.shape[0] == 3
+    (s0, n0), (s1, n1) = engine.last_holes
+    assert s0 == 0
+    between = engine.encode_text(CLOSE[1])
+    tail = engine.encode_text(CLOSE[2])[: engine.canvas_length // 4]
+    stops = set(engine.eos_ids)
+    for row in range(3):  # every set is joined exactly: the same held text at every boundary
+        tokens = out.argmax[row].tolist()
+        assert tokens[n0: s1] == between and tokens[s1 + n1: s1 + n1 + len(tail)] == tail
+        assert bool(problem.clamp.mask[row, n0: s1].all())
+        assert sets[row][1] == engine.decode([t for t in tokens[s1: s1 + n1] if t not in stops])
+
+
+def test_alternatives_of_far_holes_are_conditioned_on_the_first_set(engine: Engine) -> None:
+    result = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, alternatives=3)
+    lists = [h.alternatives for h in result.holes]
+    assert len(lists[0]) == len(lists[1]) >= 2
+    sets = list(zip(*lists, strict=True))
+    assert len(set(sets)) == len(sets) and sets[0] == tuple(h.text for h in result.holes)
+    # the first hole's alternatives are its own single-hole alternatives ...
+    first = engine.infill(FAR[0], FAR[1], settings=FAST, refine=False, alternatives=3)
+    assert first.alternatives[: len(lists[0])] == lists[0][: len(first.alternatives)]
+    # ... and the second hole's come from one run after the answer's first fill
+    second = engine.infill(FAR[0] + result.holes[0].text + FAR[1], FAR[2],
+                           settings=SamplingSettings(seed=FAST.seed + 1, steps=3), refine=False, alternatives=3)
+    assert set(lists[1]) <= set(second.alternatives)
+
+
+def test_alternatives_are_checked_for_several_holes(engine: Engine) -> None:
+    for bad in (0, 5, True):
+        with pytest.raises(SettingsError):
+            engine.infill_holes(CLOSE, settings=FAST, alternatives=bad)  # type: ignore[arg-type]

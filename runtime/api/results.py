@@ -24,7 +24,9 @@ class Result:
     alternatives: list[str] = field(default_factory=list)
     # when asked for (``confidence``): ``text`` token by token, [{"text", "confidence"}]
     tokens: list[dict[str, Any]] = field(default_factory=list)
-    # several holes: one {"text", "tokens"?} per hole, in order (``text`` is the first one's)
+    # several holes: one {"text", "tokens"?, "alternatives"?} per hole, in order (``text`` is the
+    # first one's). With alternatives asked for, every hole's ``alternatives`` has the same length
+    # and index k of each is set k, one joint set of fills; set 0 is the answer (`alternative_sets`)
     holes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,7 +59,41 @@ class Result:
 
 
 def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:
+    """A ``{"type": "draft"}`` line: the canvas after one denoising step. Optional keys: ``canvas``,
+    ``final`` (one hole), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
+    ``{"text", "state", "tokens"?}`` per hole in order, ``state`` one of `HOLE_STATES` ("final":
+    filled and will not change, "refining": being denoised, "waiting": not started); ``text`` is
+    then the first hole's."""
     return {"type": "draft", "step": step, "text": text, "id": request_id}
+
+
+HOLE_STATES = ("final", "refining", "waiting")
+
+
+def draft_holes(draft: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+    """A draft line's ``holes`` when they are ``count`` well-formed entries, else None."""
+    holes = draft.get("holes")
+    if not isinstance(holes, list) or len(holes) != count:
+        return None
+    for hole in holes:
+        if not (isinstance(hole, dict) and isinstance(hole.get("text"), str) and hole.get("state") in HOLE_STATES):
+            return None
+    return holes
+
+
+def alternative_sets(result: Result) -> list[list[str]]:
+    """Several holes with alternatives: the distinct sets of fills, set k holding every hole's
+    ``alternatives[k]`` (set 0 the answer); [] when the result has none. A result whose holes
+    disagree on how many sets there are is a protocol error."""
+    lists = [h.get("alternatives") for h in result.holes]
+    if not lists or all(a is None for a in lists):
+        return []
+    if not all(isinstance(a, list) and all(isinstance(t, str) for t in a) for a in lists):
+        raise ProtocolError("result holes have alternatives of the wrong type")
+    sizes = {len(a) for a in lists if a is not None}
+    if len(sizes) != 1:
+        raise ProtocolError("result holes have alternatives of different lengths")
+    return [list(s) for s in zip(*[a for a in lists if a is not None], strict=True)]
 
 
 def result_line(result: Result) -> dict[str, Any]:

@@ -6,9 +6,15 @@ from dataclasses import fields
 from typing import Any
 
 from diffgemma.runtime.api.checks import SAMPLING_OPTIONS
-from diffgemma.runtime.api.config import MAX_ALTERNATIVES, MAX_STEPS, MAX_TIME_LIMIT_MS, MAX_TOKENS_LIMIT
+from diffgemma.runtime.api.config import (
+    MAX_ALTERNATIVES,
+    MAX_HOLES,
+    MAX_STEPS,
+    MAX_TIME_LIMIT_MS,
+    MAX_TOKENS_LIMIT,
+)
 from diffgemma.runtime.api.request_types import CancelRequest
-from diffgemma.runtime.api.results import FINISH_REASONS
+from diffgemma.runtime.api.results import FINISH_REASONS, HOLE_STATES
 
 _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
     "prefix": {"type": "string", "description": "Text before the hole."},
@@ -35,7 +41,13 @@ _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
                       "description": "Time budget: at its end the best draft so far is the answer "
                                      "(finish_reason \"time\")."},
     "alternatives": {"type": "integer", "minimum": 1, "maximum": MAX_ALTERNATIVES,
-                     "description": "Distinct candidates denoised as one batch (Result.alternatives)."},
+                     "description": "Distinct candidates denoised as one batch (Result.alternatives); with "
+                                    "holes, distinct sets of fills (Result.holes[i].alternatives)."},
+    "holes": {"type": "array", "minItems": 1, "maxItems": MAX_HOLES,
+              "description": "Several holes: the text before each (since the previous hole; prefix comes "
+                             "before the first one's); suffix is the text after the last (Result.holes).",
+              "items": {"type": "object", "additionalProperties": False,
+                        "properties": {"prefix": {"type": "string"}}}},
     "keep_alive": {"type": "number", "description": "Seconds to keep the model loaded; 0 unloads now."},
     "options": {"type": "object", "additionalProperties": False, "description": "Sampling overrides.",
                 "properties": {k: {"type": "integer" if t is int else "number"}
@@ -52,6 +64,10 @@ def json_schema(cls: type) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "required": required, "properties": props}
 
 
+_TOKEN: dict[str, Any] = {"type": "object", "required": ["text", "confidence"],
+                          "properties": {"text": {"type": "string"},
+                                         "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}
+
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["text", "finish_reason", "timings", "id", "model"],
@@ -64,5 +80,31 @@ RESULT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string"},
         "model": {"type": "string"},
         "alternatives": {"type": "array", "items": {"type": "string"}},
+        "tokens": {"type": "array", "items": _TOKEN},
+        "holes": {"type": "array", "description": "Several holes, in order; alternatives[k] of every hole is "
+                                                  "set k (set 0 is the answer).",
+                  "items": {"type": "object", "required": ["text"], "properties": {
+                      "text": {"type": "string"}, "tokens": {"type": "array", "items": _TOKEN},
+                      "alternatives": {"type": "array", "items": {"type": "string"}}}}},
+    },
+}
+
+DRAFT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An NDJSON stream line: the canvas after one denoising step.",
+    "required": ["type", "step", "text", "id"],
+    "properties": {
+        "type": {"const": "draft"},
+        "step": {"type": "integer"},
+        "text": {"type": "string", "description": "The fill so far (with holes: the first hole's)."},
+        "id": {"type": "string"},
+        "canvas": {"type": "integer"},
+        "final": {"type": "boolean", "description": "This canvas is committed: later text only extends it."},
+        "tokens": {"type": "array", "items": _TOKEN, "description": "With confidence: text token by token."},
+        "holes": {"type": "array", "description": "Several holes: every hole in order, earlier groups final, "
+                                                  "the one being denoised refining, later ones waiting.",
+                  "items": {"type": "object", "required": ["text", "state"], "properties": {
+                      "text": {"type": "string"}, "state": {"type": "string", "enum": list(HOLE_STATES)},
+                      "tokens": {"type": "array", "items": _TOKEN}}}},
     },
 }

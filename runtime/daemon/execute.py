@@ -90,8 +90,7 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
                            extra=extra, language=req.language, refine=req.refine is not False, **common)
     if req.alternatives and req.alternatives > 1:
         common["alternatives"] = req.alternatives
-    if req.holes:  # several holes: no drafts (each hole's draft is not one text)
-        del common["on_draft"]
+    if req.holes:  # several holes: drafts and alternatives carry every hole (holes.HolesDraft, HoleAnswer)
         return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
                                    refine_syntax=req.refine is not False, **common)
     return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
@@ -115,7 +114,8 @@ def _tokens(engine: Any, job: Job) -> Outcome:
 
 
 def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Result.tokens (when the request asked for confidences) and Result.holes (several holes)."""
+    """Result.tokens (when the request asked for confidences) and Result.holes (several holes:
+    {"text", "tokens"?, "alternatives"?} each)."""
     asked = bool(getattr(req, "confidence", None))
 
     def pieces(items: Any) -> list[dict[str, Any]]:
@@ -128,5 +128,8 @@ def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[d
             entry: dict[str, Any] = {"text": hole.text}
             if asked:
                 entry["tokens"] = pieces(hole.tokens)
+            alternatives = getattr(hole, "alternatives", None)
+            if alternatives:  # aligned across the holes: index k of each is set k
+                entry["alternatives"] = list(alternatives)
             holes.append(entry)
     return tokens, holes

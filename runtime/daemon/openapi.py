@@ -8,7 +8,7 @@ from typing import Any
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 from diffgemma.runtime.api.errors import ErrorCode
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
-from diffgemma.runtime.api.schema import RESULT_SCHEMA, json_schema
+from diffgemma.runtime.api.schema import DRAFT_SCHEMA, RESULT_SCHEMA, json_schema
 from diffgemma.runtime.daemon.dispatch import API_VERSION
 
 
@@ -64,6 +64,7 @@ def openapi_schema() -> dict[str, Any]:
                 "EditRequest": json_schema(EditRequest),
                 "CancelRequest": json_schema(CancelRequest),
                 "Result": RESULT_SCHEMA,
+                "Draft": DRAFT_SCHEMA,
                 "Error": _ERROR_SCHEMA,
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -82,7 +83,8 @@ def _native_paths() -> dict[str, Any]:
             "summary": "Fill the hole between prefix and suffix",
             "description": "With stream=true: NDJSON, one {type: draft, step, text, id} line per denoising "
                            "step (and one with final: true per committed canvas), then {type: result, ...} "
-                           "(or {type: error, error: {message, type, code}, status, id}).",
+                           "(or {type: error, error: {message, type, code}, status, id}). With holes, each "
+                           "draft has holes: [{text, state}] for every hole (components.schemas.Draft).",
             "requestBody": _json_body({"$ref": "#/components/schemas/InfillRequest"}),
             "responses": _answers(result, "application/x-ndjson", _GENERATION_ERRORS)}},
         "/v1/edit": {"post": {

@@ -57,8 +57,12 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["canvas"] = draft.canvas
     if draft.final:
         line["final"] = True  # this canvas is committed: later text only extends it
-    if draft.tokens is not None and getattr(job.request, "confidence", None):
+    confidence = bool(getattr(job.request, "confidence", None))
+    if draft.tokens is not None and confidence:
         line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is
+    holes = getattr(draft, "holes", None)  # several holes (holes.HolesDraft): every hole, in order
+    if holes is not None:
+        line["holes"] = [h.to_dict(tokens=confidence) for h in holes]
     return (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 

@@ -10,38 +10,50 @@ Hole lengths in a shared canvas are chosen jointly and cheaply: a short scouting
 few rows in which every hole has the same candidate length, and each hole then takes the length
 under which the held text right after it was most probable (its own score, read per position
 from the same batch). The chosen lengths are denoised once, in full.
+
+Drafts (`HolesDraft`, after every denoising step) carry every hole: the holes of the groups
+already filled as final, the current group's as refining, the later ones as waiting.
+Alternatives are joint: in a shared canvas they are more rows of the chosen lengths, each from
+its own noise, so set k is row k; a group of one hole asks the single-hole infill for them. The
+groups after the first are conditioned on the answer's fills (set 0) before them, and set k
+joins every group's k-th alternative.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
+from diffgemma.runtime.engine.canvas import DraftCallback, best_row
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
-from diffgemma.runtime.engine.denoise import Budget, Problem
+from diffgemma.runtime.engine.denoise import Budget, Problem, StepCallback
 from diffgemma.runtime.engine.fill import trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import Layout, refine, repair_language
 from diffgemma.runtime.engine.types import (
+    Draft,
     EngineResult,
     FinishReason,
     HoleFill,
     SamplingSettings,
     SettingsError,
     Timings,
+    TokenPiece,
 )
 
 if TYPE_CHECKING:
     from diffgemma.runtime.engine.engine import Engine
 
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
+# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
+HoleState = Literal["final", "refining", "waiting"]
 
 
 @dataclass
@@ -68,49 +80,170 @@ def plan_groups(engine: Engine, fixed_ids: list[list[int]]) -> list[_Group]:
     return groups
 
 
+@dataclass
+class HoleDraft:
+    """One hole in a draft of several: its text so far and where it stands."""
+
+    text: str
+    state: HoleState
+    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
+
+    def to_dict(self, tokens: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "state": self.state}
+        if tokens:
+            out["tokens"] = [t.to_dict() for t in self.tokens]
+        return out
+
+
+@dataclass
+class HolesDraft(Draft):
+    """A draft of several holes: ``holes`` has every hole in order; ``text`` and ``tokens`` are the
+    first hole's (as in the result), ``canvas`` the group being denoised."""
+
+    holes: list[HoleDraft] = field(default_factory=list)
+
+
+@dataclass
+class HoleAnswer(HoleFill):
+    """One hole's answer. With alternatives, ``alternatives[k]`` is this hole's fill in set k, the
+    same k for every hole of the request; set 0 is the answer itself."""
+
+    alternatives: list[str] = field(default_factory=list)
+
+
+class _Drafts:
+    """Drafts of several holes while they are filled: the finished groups' holes final, the current
+    group's refining, the rest waiting. Steps count over the whole request, one per denoising step."""
+
+    def __init__(self, on_draft: DraftCallback, count: int) -> None:
+        self.on_draft = on_draft
+        self.count = count
+        self.done: list[HoleFill] = []
+        self.steps = 0
+
+    def show(self, current: list[tuple[str, list[TokenPiece]]], group: int) -> None:
+        self.steps += 1
+        holes = [HoleDraft(f.text, "final", list(f.tokens)) for f in self.done]
+        holes += [HoleDraft(text, "refining", tokens) for text, tokens in current]
+        holes += [HoleDraft("", "waiting") for _ in range(self.count - len(holes))]
+        first = holes[0]
+        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
+
+    def single(self, group: int) -> DraftCallback:
+        """The draft callback of a group of one hole (filled by `Engine.infill`)."""
+
+        def relay(draft: Draft) -> None:
+            if not draft.final:  # a committed canvas: the next step's draft shows it too
+                self.show([(draft.text, list(draft.tokens or []))], group)
+
+        return relay
+
+    def joint(self, decode: Any, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
+              group: int) -> StepCallback:
+        """The step callback of a shared canvas; ``spans[row]`` are that row's holes."""
+
+        def step(_n: int, argmax: torch.Tensor, scores: torch.Tensor, confidence: torch.Tensor) -> None:
+            best = best_row(scores, len(spans))
+            tokens, conf = argmax[best].tolist(), confidence[best].tolist()
+            current = []
+            for i, (start, n) in enumerate(spans[best]):
+                text = render(i, tokens[start: start + n])
+                current.append((text, token_pieces(decode, tokens[start: start + n], conf[start: start + n], text)))
+            self.show(current, group)
+
+        return step
+
+
+@dataclass
+class _Ask:
+    """What every group of one request shares."""
+
+    extra: Sequence[tuple[str, str]]
+    max_tokens: int | None
+    budget: Budget
+    language: str | None
+    refine: bool
+    rows: int  # alternatives asked for
+    drafts: _Drafts | None
+
+
+GroupOut = tuple[list[HoleFill], Timings, FinishReason, list[tuple[str, ...]]]
+
+
 def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[str, str]] = (),
-                 max_tokens: int | None = None, settings: SamplingSettings | None = None, cancel: Any = None,
-                 deadline: float | None = None, language: str | None = None, refine_syntax: bool = True,
-                 alternatives: int = 1) -> EngineResult:
-    """Fill the holes between the ``fixed`` pieces; one `HoleFill` per hole in ``holes``.
-    ``max_tokens`` bounds each hole. Alternatives are made for a single hole only."""
+                 max_tokens: int | None = None, settings: SamplingSettings | None = None,
+                 on_draft: DraftCallback | None = None, cancel: Any = None, deadline: float | None = None,
+                 language: str | None = None, refine_syntax: bool = True, alternatives: int = 1) -> EngineResult:
+    """Fill the holes between the ``fixed`` pieces; one `HoleAnswer` per hole in ``holes``.
+    ``max_tokens`` bounds each hole; ``on_draft`` gets a `HolesDraft` after every denoising step.
+    With ``alternatives`` (n), each answer lists its hole's fill in up to n distinct sets (`sets`)."""
     if not 2 <= len(fixed) <= config.MAX_HOLES + 1:
         raise SettingsError(f"between 1 and {config.MAX_HOLES} holes are allowed (got {len(fixed) - 1})")
+    if (isinstance(alternatives, bool) or not isinstance(alternatives, int)
+            or not 1 <= alternatives <= config.MAX_ALTERNATIVES):
+        raise SettingsError(f"alternatives must be between 1 and {config.MAX_ALTERNATIVES} (got {alternatives!r})")
     t0 = time.perf_counter()
+    drafts = _Drafts(on_draft, len(fixed) - 1) if on_draft is not None else None
+    ask = _Ask(extra=extra, max_tokens=max_tokens, budget=Budget(cancel=cancel, deadline=deadline), language=language,
+               refine=refine_syntax, rows=alternatives, drafts=drafts)
     if len(fixed) == 2:
-        r = engine.infill(fixed[0], fixed[1], extra=extra, max_tokens=max_tokens, settings=settings, cancel=cancel,
-                          deadline=deadline, language=language, refine=refine_syntax, alternatives=alternatives)
-        r.holes = [HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens)]
-        return r
+        r = _single(engine, fixed[0], fixed[1], settings, ask, 0)
+        return EngineResult(text=r[0][0].text, finish_reason=r[2], timings=r[1], hole_tokens=r[0][0].hole_tokens,
+                            alternatives=[s[0] for s in r[3]] if alternatives > 1 else [], tokens=r[0][0].tokens,
+                            holes=_answers(r[0], [r[3]], alternatives))
     fixed_ids = [engine.encode_text(p) for p in fixed]
-    groups = plan_groups(engine, fixed_ids)
     fills: list[HoleFill] = []
+    group_sets: list[list[tuple[str, ...]]] = []
     timings: list[Timings] = []
     finish: FinishReason = "stop"
-    for index, group in enumerate(groups):
+    for index, group in enumerate(plan_groups(engine, fixed_ids)):
         first, last = group.holes[0], group.holes[-1]
         before = fixed[0] + "".join(f.text + fixed[h + 1] for h, f in enumerate(fills))
         # each group its own seed (a rerun with the same seed repeats every group)
         group_settings = (settings if settings is None or settings.seed is None
                           else dataclasses.replace(settings, seed=settings.seed + index))
         if len(group.holes) == 1:
-            r = engine.infill(before, fixed[first + 1], extra=extra, max_tokens=max_tokens, settings=group_settings,
-                              cancel=cancel, deadline=deadline, language=language, refine=refine_syntax)
-            fills.append(HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens))
-            timings.append(r.timings)
-            if r.finish_reason in ("time", "length") and finish == "stop":
-                finish = r.finish_reason
+            out = _single(engine, before, fixed[first + 1], group_settings, ask, index)
         else:
-            out, t, timed_out = _joint(engine, before, list(fixed[first + 1: last + 2]), fixed_ids[first + 1: last + 2],
-                                       extra, max_tokens, group_settings, Budget(cancel=cancel, deadline=deadline),
-                                       repair_language(language) if refine_syntax else None)
-            fills += out
-            timings.append(t)
-            if timed_out:
-                finish = "time"
+            out = _joint(engine, before, list(fixed[first + 1: last + 2]), fixed_ids[first + 1: last + 2],
+                         group_settings, ask, index)
+        fills += out[0]
+        timings.append(out[1])
+        group_sets.append(out[3])
+        if drafts is not None:
+            drafts.done = list(fills)
+        if out[2] == "time" or (out[2] == "length" and finish == "stop"):
+            finish = out[2]
     total = _sum_timings(timings, t0)
     return EngineResult(text=fills[0].text, finish_reason=finish, timings=total,
-                        hole_tokens=sum(f.hole_tokens for f in fills), tokens=fills[0].tokens, holes=fills)
+                        hole_tokens=sum(f.hole_tokens for f in fills), tokens=fills[0].tokens,
+                        holes=_answers(fills, group_sets, alternatives))
+
+
+def _single(engine: Engine, before: str, after: str, settings: SamplingSettings | None, ask: _Ask,
+            index: int) -> GroupOut:
+    """A group of one hole: the single-hole infill, its alternatives as one-hole sets."""
+    r = engine.infill(before, after, extra=ask.extra, max_tokens=ask.max_tokens, settings=settings,
+                      on_draft=ask.drafts.single(index) if ask.drafts is not None else None,
+                      cancel=ask.budget.cancel, deadline=ask.budget.deadline, language=ask.language,
+                      refine=ask.refine, alternatives=ask.rows)
+    fill = HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens)
+    return [fill], r.timings, r.finish_reason, [(t,) for t in (r.alternatives or [r.text])]
+
+
+def sets(group_sets: Sequence[Sequence[tuple[str, ...]]], n: int) -> list[tuple[str, ...]]:
+    """The request's distinct sets of fills, set 0 the answer: set k joins every group's k-th
+    alternative (a group with fewer distinct ones than k gives its answer)."""
+    out: dict[tuple[str, ...], None] = {}
+    for k in range(n):
+        out.setdefault(tuple(t for g in group_sets for t in (g[k] if k < len(g) else g[0])), None)
+    return list(out)
+
+
+def _answers(fills: list[HoleFill], group_sets: list[list[tuple[str, ...]]], n: int) -> list[HoleFill]:
+    chosen = sets(group_sets, n) if n > 1 else []
+    return [HoleAnswer(text=f.text, hole_tokens=f.hole_tokens, tokens=f.tokens, alternatives=[s[i] for s in chosen])
+            for i, f in enumerate(fills)]
 
 
 def _sum_timings(parts: list[Timings], t0: float) -> Timings:
@@ -169,49 +302,66 @@ def _problem(engine: Engine, layouts: list[tuple[Any, ...]], gen: torch.Generato
                    score_mask=score_mask.to(device) if score else None, keep=0, focus=focus.to(device))
 
 
+@dataclass
+class _Canvas:
+    """One shared canvas of a group: the prompt it is denoised after and what its runs share."""
+
+    engine: Engine
+    cache: Any
+    prompt_len: int
+    cfg: S.LoopConfig
+    gen: torch.Generator
+    timings: Timings
+    ask: _Ask
+    group: int
+    render: Callable[[int, list[int]], str]  # (hole index, its tokens) -> its text
+
+    def denoise(self, rows: list[tuple[Any, ...]], cfg: S.LoopConfig, score: bool) -> Any:
+        drafts = self.ask.drafts
+        on_step = (drafts.joint(self.engine.decode, [lay[0] for lay in rows], self.render, self.group)
+                   if drafts is not None else None)
+        return self.engine._denoise(self.cache, self.prompt_len, _problem(self.engine, rows, self.gen, score=score),
+                                    cfg, self.gen, self.timings, self.ask.budget, on_step)
+
+
 def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[int]],
-           extra: Sequence[tuple[str, str]], max_tokens: int | None, settings: SamplingSettings | None,
-           budget: Budget, language: str | None) -> tuple[list[HoleFill], Timings, bool]:
+           settings: SamplingSettings | None, ask: _Ask, group: int) -> GroupOut:
     """Holes sharing one canvas; ``after[i]`` is the fixed text after hole i (the last one: up to
-    the next group)."""
+    the next group). Alternatives are more rows of the chosen lengths, each from its own noise:
+    row k is set k (row 0, the answer, is the one repaired)."""
     t0 = time.perf_counter()
-    cfg = engine.resolve(settings)
-    gen = engine._generator(settings)
     length, k = engine.canvas_length, len(after)
     hold_cap = max(1, length // 4)
     between = [ids for ids in after_ids[:-1]] + [after_ids[-1][:hold_cap]]
     room = (length - sum(len(b) for b in between)) // k
-    parts = build_parts(before, extra)
+    parts = build_parts(before, extra=ask.extra)
     prompt = engine._prompt_ids(parts.header, parts.prefix)
     timings = Timings()
     use = engine._prepare(prompt, timings, first=True)
-    grid = _grid(room, max_tokens, length)
-    lengths = [grid[-1]] * k
-    if len(grid) > 1:  # scout: every hole at each candidate length, scored per hole
-        rows = [_layout([n] * k, between, length, hold_cap) for n in grid]
-        scout = engine._denoise(use.cache, len(prompt), _problem(engine, rows, gen, score=True),
-                                dataclasses.replace(cfg, steps=min(SCOUT_STEPS, cfg.steps)), gen, timings, budget)
-        held = scout.held_logp.detach() if scout.held_logp is not None else torch.zeros(len(grid), length)
-        for i in range(k):
-            per_row = [float(held[r, s: s + n].sum()) / max(n, 1) for r, (_, scored, _, _) in enumerate(rows)
-                       for s, n in [scored[i]]]
-            lengths[i] = grid[max(range(len(grid)), key=per_row.__getitem__)]
-    chosen = _layout(lengths, between, length, hold_cap)
-    out = engine._denoise(use.cache, len(prompt), _problem(engine, [chosen], gen, score=False), cfg, gen, timings,
-                          budget)
-    layout = Layout(tokens=out.argmax[0].tolist(), held=chosen[2].tolist(), holes=chosen[0],
-                    confidence=out.confidence[0].tolist())
-    engine.last_canvas = (layout.tokens, layout.held)
-    engine.last_holes = list(layout.holes)
     stops = set(engine.eos_ids)
     context = [before, *after]
 
-    def render(lay: Layout) -> list[str]:
-        return [_text(engine, lay.hole_tokens(i), stops, parts.healed if i == 0 else "", context[i], context[i + 1])
-                for i in range(k)]
+    def hole_text(i: int, tokens: list[int]) -> str:
+        return _text(engine, tokens, stops, parts.healed if i == 0 else "", context[i], context[i + 1])
 
+    run = _Canvas(engine, use.cache, len(prompt), engine.resolve(settings), engine._generator(settings), timings, ask,
+                  group, hole_text)
+    lengths = _scout(run, _grid(room, ask.max_tokens, length), between, hold_cap, k)
+    chosen = _layout(lengths, between, length, hold_cap)
+    out = run.denoise([chosen] * ask.rows, run.cfg, score=False)
+    layouts = [Layout(tokens=out.argmax[r].tolist(), held=chosen[2].tolist(), holes=chosen[0],
+                      confidence=out.confidence[r].tolist()) for r in range(ask.rows)]
+    layout = layouts[0]
+    engine.last_canvas = (layout.tokens, layout.held)
+    engine.last_holes = list(layout.holes)
+
+    def render(lay: Layout) -> list[str]:
+        return [hole_text(i, lay.hole_tokens(i)) for i in range(k)]
+
+    language = repair_language(ask.language) if ask.refine else None
     if language is not None and not out.timed_out:
-        layout = refine(engine, use.cache, len(prompt), layout, context, render, language, cfg, gen, timings, budget)
+        layout = refine(engine, use.cache, len(prompt), layout, context, render, language, run.cfg, run.gen,
+                        timings, ask.budget)
     texts = render(layout)
     fills = []
     for i, text in enumerate(texts):
@@ -220,7 +370,25 @@ def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[i
         fills.append(HoleFill(text=text, hole_tokens=n,
                               tokens=token_pieces(engine.decode, toks, layout.confidence[start: start + n], text)))
     engine._finish(timings, sum(lengths), t0)
-    return fills, timings, out.timed_out
+    rows = [tuple(texts)] + [tuple(render(lay)) for lay in layouts[1:]]
+    return fills, timings, "time" if out.timed_out else "stop", rows
+
+
+def _scout(run: _Canvas, grid: list[int], between: list[list[int]], hold_cap: int, k: int) -> list[int]:
+    """Each hole's length: every hole at each candidate length in one short run, each hole then
+    taking the length under which the held text right after it scored best."""
+    lengths = [grid[-1]] * k
+    if len(grid) == 1:
+        return lengths
+    length = run.engine.canvas_length
+    rows = [_layout([n] * k, between, length, hold_cap) for n in grid]
+    scout = run.denoise(rows, dataclasses.replace(run.cfg, steps=min(SCOUT_STEPS, run.cfg.steps)), score=True)
+    held = scout.held_logp.detach() if scout.held_logp is not None else torch.zeros(len(grid), length)
+    for i in range(k):
+        per_row = [float(held[r, s: s + n].sum()) / max(n, 1) for r, (_, scored, _, _) in enumerate(rows)
+                   for s, n in [scored[i]]]
+        lengths[i] = grid[max(range(len(grid)), key=per_row.__getitem__)]
+    return lengths
 
 
 def _text(engine: Engine, tokens: list[int], stops: set[int], healed: str, before: str, after: str) -> str:
