@@ -187,10 +187,10 @@ def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[
     ask = _Ask(extra=extra, max_tokens=max_tokens, budget=Budget(cancel=cancel, deadline=deadline), language=language,
                refine=refine_syntax, rows=alternatives, drafts=drafts)
     if len(fixed) == 2:
-        r = _single(engine, fixed[0], fixed[1], settings, ask, 0)
-        return EngineResult(text=r[0][0].text, finish_reason=r[2], timings=r[1], hole_tokens=r[0][0].hole_tokens,
-                            alternatives=[s[0] for s in r[3]] if alternatives > 1 else [], tokens=r[0][0].tokens,
-                            holes=_answers(r[0], [r[3]], alternatives))
+        (fill,), timings_1, reason, rows = _single(engine, fixed[0], fixed[1], settings, ask, 0)
+        return EngineResult(text=fill.text, finish_reason=reason, timings=timings_1, hole_tokens=fill.hole_tokens,
+                            alternatives=[row[0] for row in rows] if alternatives > 1 else [], tokens=fill.tokens,
+                            holes=_answers([fill], [rows], alternatives))
     fixed_ids = [engine.encode_text(p) for p in fixed]
     fills: list[HoleFill] = []
     group_sets: list[list[tuple[str, ...]]] = []
