@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import grammars_missing
 
-from diffgemma.context.syntax import new_issues
+from diffgemma.context.syntax import new_issues, syntax_issues
 from diffgemma.runtime.engine import repair
 from diffgemma.runtime.engine.canvas import Run
 from diffgemma.runtime.engine.denoise import Budget
@@ -114,3 +114,33 @@ def test_edit_repair_is_on_with_a_grammar_and_off_when_asked(engine: Engine) -> 
         assert plain.timings.refine_rounds == 0 and plain.text == off.text
         return
     pytest.fail("no seed gave a rewrite that breaks the syntax on random weights")
+
+
+def test_pythons_own_parser_catches_what_the_grammar_accepts_relative_to_the_window() -> None:
+    fixed = ["def f(x):\n    if x:\n", "    return 1\n"]
+    assert syntax_issues("".join([fixed[0], "    pass\n", fixed[1]]), "python") == []  # tree-sitter accepts it
+    assert new_issues(fixed, ["    pass\n"], "python")  # a block without its body
+    assert new_issues(fixed, ["        pass\n"], "python") == []
+    assert new_issues(fixed, ["\n"], "python")  # the empty hole's own error is no excuse for a blank fill
+    # a window that starts inside a docstring, indented, and ends before a block's body
+    head = '    in the docstring.\n    """\n        return 1\n\n    def g(self):\n        y = '
+    tail = "\n        return y\n\n    def h(self):\n"
+    assert new_issues([head, tail], ["2"], "python") == []
+    assert new_issues([head, tail], ["2\n  if y:"], "python")
+
+
+def test_when_no_round_parses_a_head_of_the_fill_that_does_is_kept(engine: Engine) -> None:
+    fixed = ["def f(x):\n    y = 1\n", "    return y\n"]
+    ids = engine.encode_text("    z = 2\n    w = (")
+    length = engine.canvas_length
+    lay = repair.Layout(tokens=(ids + [0] * length)[:length], held=[False] * length, holes=[(0, len(ids))],
+                        confidence=[0.5] * length)
+
+    def render(one: repair.Layout) -> list[str]:
+        return [engine.decode(one.hole_tokens(0))]
+
+    head = repair._line_head(engine, [lay], fixed, render, "python", None)
+    assert head is not None and render(head) == ["    z = 2\n"]
+    blank = engine.encode_text("\n    w = (")
+    lay.tokens[: len(blank)], lay.holes = blank, [(0, len(blank))]
+    assert repair._line_head(engine, [lay], fixed, render, "python", None) is None  # never a blank fill

@@ -35,6 +35,8 @@ REFINE_ROUNDS = 3
 # than one step's worth of decoder time at small canvases.
 REFINE_ROWS = 2
 MARGIN_TOKENS = (2, 4)  # per round; the round after these re-noises the whole hole
+# Parses spent looking for a head of the fill that parses when no round does.
+MAX_HEAD_CHECKS = 48
 
 
 @dataclass
@@ -72,6 +74,7 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
     issues = new_issues(fixed, render(layout), language, baseline)
     if not issues:  # parses, or no grammar
         return layout
+    tried: list[Layout] = []
     for round_ in range(REFINE_ROUNDS):
         if budget.expired():
             break
@@ -84,13 +87,49 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
         else:
             rows = [(layout, noised)] * REFINE_ROWS
         candidates = _denoise_round(engine, cache, prompt_len, rows, cfg, gen, timings, budget)
+        tried += candidates
         parsed = [(c, p) for c, (_, p) in zip(candidates, rows, strict=True)
                   if not new_issues(fixed, render(c), language, baseline)]
         if parsed:
             return max(parsed, key=lambda cp: _mean(cp[0].confidence, cp[1]))[0]
-    # no round parses: the model's own fill stands (deleting what it wrote would only trade the
-    # answer for an empty one)
-    return layout
+    # no round parses: a head of a version that does, else the model's own fill (never an
+    # empty one: deleting what it wrote is no repair)
+    return _line_head(engine, [layout, *tried], fixed, render, language, baseline) or layout
+
+
+def _line_head(engine: Engine, layouts: list[Layout], fixed: Sequence[str], render: Renderer, language: str | None,
+               baseline: Sequence[str] | None) -> Layout | None:
+    """A head of one of ``layouts`` (one hole each) that leaves a window without new issues: cut
+    after the last line break where one does, first of the layouts in order; else cut inside its
+    last line, at the latest token where one does. The text kept is never blank."""
+    seen: set[str] = set()
+    checks = 0
+
+    def parses(lay: Layout, m: int) -> Layout | None:
+        nonlocal checks
+        start = lay.holes[0][0]
+        cut = Layout(tokens=lay.tokens, held=lay.held, holes=[(start, m)], confidence=lay.confidence)
+        text = render(cut)[0]
+        if not text.strip() or text in seen or checks >= MAX_HEAD_CHECKS:
+            return None
+        seen.add(text)
+        checks += 1
+        return cut if not new_issues(fixed, [text], language, baseline) else None
+
+    if any(len(lay.holes) != 1 for lay in layouts):
+        return None
+    breaks = [[m for m in range(n - 1, 0, -1) if engine.decode(lay.tokens[s: s + m]).endswith("\n")]
+              for lay in layouts for s, n in lay.holes]
+    for lay, ms in zip(layouts, breaks, strict=True):  # whole lines
+        for m in ms:
+            if (found := parses(lay, m)) is not None:
+                return found
+    for lay, ms in zip(layouts, breaks, strict=True):  # the last line, cut at a token
+        last = ms[0] if ms else 0
+        for m in range(lay.holes[0][1] - 1, last, -1):
+            if (found := parses(lay, m)) is not None:
+                return found
+    return None
 
 
 def _mean(values: list[float], positions: list[int]) -> float:
