@@ -48,6 +48,8 @@ _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
                              "before the first one's); suffix is the text after the last (Result.holes).",
               "items": {"type": "object", "additionalProperties": False,
                         "properties": {"prefix": {"type": "string"}}}},
+    "refine": {"type": "boolean", "description": "Syntax-guided repair (default: on where a grammar exists)."},
+    "confidence": {"type": "boolean", "description": "Per-token confidences in the result (Result.tokens)."},
     "keep_alive": {"type": "number", "description": "Seconds to keep the model loaded; 0 unloads now."},
     "options": {"type": "object", "additionalProperties": False, "description": "Sampling overrides.",
                 "properties": {k: {"type": "integer" if t is int else "number"}
