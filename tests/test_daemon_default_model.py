@@ -14,8 +14,7 @@ from diffgemma.runtime.api.autostart import stop_daemon
 from diffgemma.runtime.api.client import ensure_daemon
 from diffgemma.runtime.api.daemon_config import DaemonConfig
 from diffgemma.runtime.api.protocol import InfillRequest
-from diffgemma.runtime.engine.loading import REAL_MODEL_ID
-from diffgemma.runtime.engine.mini import MINI_DIR, mini_available
+from diffgemma.runtime.engine.mini import MINI_DIR, REAL_MODEL_ID, mini_available
 
 pytestmark = pytest.mark.skipif(not mini_available(), reason="diffgemma-mini checkpoint not built")
 

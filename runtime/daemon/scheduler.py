@@ -76,8 +76,7 @@ def _context_length(engine: Any) -> int | None:
 
 def _real_model_if_cached() -> str | None:
     try:
-        from diffgemma.runtime.engine.loading import REAL_MODEL_ID
-        from diffgemma.runtime.engine.mini import real_model_cached
+        from diffgemma.runtime.engine.mini import REAL_MODEL_ID, real_model_cached
 
         return REAL_MODEL_ID if real_model_cached() else None
     except Exception:  # a broken cache only means: not cached

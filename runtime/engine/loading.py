@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# REAL_MODEL_ID is defined with the default-model choice; named here too for the callers that load it.
 from diffgemma.runtime.engine.mini import MINI_DIR, MINI_NAME
-from diffgemma.runtime.engine.mini import REAL_MODEL_ID as REAL_MODEL_ID
 
 
 class ModelLoadError(RuntimeError):
