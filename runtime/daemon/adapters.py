@@ -16,34 +16,24 @@ for this server, not a checkpoint we could load: the daemon's model answers.
 
 from __future__ import annotations
 
-from diffgemma.runtime.daemon.codec import Codec, apply_stop, sse
+from diffgemma.runtime.daemon.codec import Codec, apply_stop
 from diffgemma.runtime.daemon.llama_compat import (
     LlamaCall,
-    LlamaCodec,
     llama_completion_request,
     llama_infill_request,
     llama_infill_response,
-    llama_stop_type,
 )
 from diffgemma.runtime.daemon.openai_compat import (
-    ChatCodec,
-    CompletionCodec,
-    OpenAICall,
     chat_completion_request,
     empty_result,
     fim_completion_request,
     openai_completion_request,
     openai_completion_response,
-    openai_finish,
 )
 
 __all__ = [
-    "ChatCodec",
     "Codec",
-    "CompletionCodec",
     "LlamaCall",
-    "LlamaCodec",
-    "OpenAICall",
     "apply_stop",
     "chat_completion_request",
     "empty_result",
@@ -51,9 +41,6 @@ __all__ = [
     "llama_completion_request",
     "llama_infill_request",
     "llama_infill_response",
-    "llama_stop_type",
     "openai_completion_request",
     "openai_completion_response",
-    "openai_finish",
-    "sse",
 ]
