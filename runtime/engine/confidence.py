@@ -51,12 +51,3 @@ def pieces(decode: Callable[[Sequence[int]], str], tokens: Sequence[int], confid
         pos += len(text)
     return out
 
-
-def confident_prefix(tokens: Sequence[TokenPiece], threshold: float) -> str:
-    """The text up to the first token under ``threshold``."""
-    out = []
-    for piece in tokens:
-        if piece.confidence < threshold:
-            break
-        out.append(piece.text)
-    return "".join(out)

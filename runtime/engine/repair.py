@@ -142,7 +142,7 @@ def _positions(engine: Engine, layout: Layout, fixed: Sequence[str], render: Ren
     round, every hole position. An issue in the fixed text (where the parser gave up on an
     unclosed bracket, say) points at the nearest fill before it."""
     if round_ >= len(MARGIN_TOKENS):
-        return [p for start, length in layout.holes for p in range(start, start + length)]
+        return _hole_positions(layout)
     margin = MARGIN_TOKENS[round_]
     spliced = splice(fixed, render(layout))
     chosen: set[int] = set()
