@@ -73,10 +73,9 @@ def holes_request(settings: opt.Settings, holes: Holes, language: str | None, pa
 
     whole = holes.filled([""] * holes.count)
     offsets = [start for start, _end in holes.offsets([""] * holes.count)]
-    req = request_builder.holes_request(buffer(settings, whole, path, language, workspace), offsets,
-                                        settings.context_chars, sampling(settings), refine=refine,
-                                        confidence=confidence)
-    return dataclasses.replace(req, alternatives=alternatives) if alternatives and alternatives > 1 else req
+    return request_builder.holes_request(buffer(settings, whole, path, language, workspace), offsets,
+                                         settings.context_chars, sampling(settings), alternatives=alternatives,
+                                         refine=refine, confidence=confidence)
 
 
 def fill_holes(settings: opt.Settings, holes: Holes, language: str | None, path: Path | None, asks: Asks,

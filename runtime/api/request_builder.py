@@ -94,14 +94,18 @@ def _language(buffer: Buffer) -> str | None:
     return normalize_language(buffer.language) or buffer.language
 
 
+def _alternatives(alternatives: int | None) -> int | None:
+    # One candidate is the plain answer: the field is left out rather than sent as 1.
+    return alternatives if alternatives and alternatives > 1 else None
+
+
 def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling, *, stream: bool = False,
                    alternatives: int | None = None, refine: bool = True, confidence: bool = False) -> InfillRequest:
     """The infill at the cursor ``offset``: a syntactic window of ``budget`` characters around it."""
     window = cursor_window(buffer.text, offset, buffer.language, budget, document=buffer.document)
     return InfillRequest(
         prefix=window.prefix, suffix=window.suffix, language=_language(buffer), path=buffer.path,
-        extra=list(buffer.extra), stream=stream,
-        alternatives=alternatives if alternatives and alternatives > 1 else None,
+        extra=list(buffer.extra), stream=stream, alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
         client=sampling.client,
@@ -109,7 +113,7 @@ def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling,
 
 
 def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: Sampling, *,
-                  refine: bool = True, confidence: bool = False) -> InfillRequest:
+                  alternatives: int | None = None, refine: bool = True, confidence: bool = False) -> InfillRequest:
     """One request for several holes at the offsets ``holes`` (ascending) of ``buffer.text``: the
     window before the first, the text between them whole, the window after the last."""
     text = buffer.text
@@ -118,9 +122,10 @@ def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: S
     between = [text[a:b] for a, b in itertools.pairwise(holes)]
     return InfillRequest(
         prefix="", suffix=tail, holes=[{"prefix": p} for p in (head, *between)], language=_language(buffer),
-        path=buffer.path, extra=list(buffer.extra), refine=None if refine else False,
-        confidence=True if confidence else None, max_tokens=sampling.max_tokens, steps=sampling.steps,
-        seed=sampling.seed, model=sampling.model, client=sampling.client,
+        path=buffer.path, extra=list(buffer.extra), alternatives=_alternatives(alternatives),
+        refine=None if refine else False, confidence=True if confidence else None,
+        max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
+        client=sampling.client,
     )
 
 
