@@ -6,7 +6,7 @@ SDK, the instruct features of llama.vim/llama.vscode) and Mistral-style ``POST /
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from diffgemma.runtime.api.checks import ProtocolError, keep_recent
 from diffgemma.runtime.api.errors import ErrorCode, WireError
@@ -41,40 +41,74 @@ def _usage(timings: dict[str, Any]) -> dict[str, int]:
 
 
 @dataclass
-class CompletionCodec(Codec):
-    echo: str = ""  # the prompt, when the client asked for echo
+class _OpenAICodec(Codec):
+    """What OpenAI's two answer shapes share: the envelope, the order of a stream's chunks, the
+    usage; a subclass says what one choice holds."""
+
+    id_prefix: ClassVar[str]
+    answer_object: ClassVar[str]
+    chunk_object: ClassVar[str]
+
+    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+        """One candidate of the whole answer."""
+        raise NotImplementedError
+
+    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+        """One candidate in a stream chunk: new ``text``, or (None) its closing ``reason``."""
+        raise NotImplementedError
 
     def answer(self, result: Result) -> dict[str, Any]:
-        choices = [{"text": self.echo + text, "index": i, "finish_reason": openai_finish(result.finish_reason, word),
-                    "logprobs": None} for i, (text, word) in enumerate(self.texts(result))]
-        return {"id": f"cmpl-{result.id}", "object": "text_completion", "created": self.created,
+        choices = [self.choice(text, i, openai_finish(result.finish_reason, word))
+                   for i, (text, word) in enumerate(self.texts(result))]
+        return {"id": f"{self.id_prefix}-{result.id}", "object": self.answer_object, "created": self.created,
                 "model": result.model, "choices": choices, "usage": _usage(result.timings),
                 "timings": result.timings}
 
     def _chunk(self, request_id: str, model: str, choice: dict[str, Any], **more: Any) -> bytes:
-        return sse({"id": f"cmpl-{request_id}", "object": "text_completion", "created": self.created,
+        return sse({"id": f"{self.id_prefix}-{request_id}", "object": self.chunk_object, "created": self.created,
                     "model": model, "choices": [choice], **more})
 
     def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
         model = self.model if model is None else model
-        if self.echo:  # the first text sent carries the echoed prompt
-            text, self.echo = self.echo + text, ""
-        return self._chunk(request_id, model, {"text": text, "index": index, "finish_reason": None, "logprobs": None})
+        return self._chunk(request_id, model, self.delta(text, index, None))
 
     def end(self, result: Result) -> bytes:
         texts = self.texts(result)
         rest = self.take(result.text, done=True)
-        out = [self.event(rest, result.id, result.model)] if rest or self.echo else []
+        out = [self.event(rest, result.id, result.model)] if rest or self.unsent() else []
         for i, (text, _) in enumerate(texts[1:], start=1):
-            out.append(self._chunk(result.id, result.model,
-                                   {"text": text, "index": i, "finish_reason": None, "logprobs": None}))
+            out.append(self.event(text, result.id, result.model, index=i))
         for i, (_, word) in enumerate(texts):
             reason = openai_finish(result.finish_reason, self.word if i == 0 else word)
             more = {"usage": _usage(result.timings)} if i == len(texts) - 1 else {}
-            out.append(self._chunk(result.id, result.model,
-                                   {"text": "", "index": i, "finish_reason": reason, "logprobs": None}, **more))
+            out.append(self._chunk(result.id, result.model, self.delta(None, i, reason), **more))
         out.append(b"data: [DONE]\n\n")
         return b"".join(out)
+
+    def unsent(self) -> bool:
+        """Whether the stream owes text beyond the answer's (it must send a chunk even for none)."""
+        return False
+
+
+@dataclass
+class CompletionCodec(_OpenAICodec):
+    id_prefix = "cmpl"
+    answer_object = chunk_object = "text_completion"
+    echo: str = ""  # the prompt, when the client asked for echo
+
+    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+        return {"text": self.echo + text, "index": index, "finish_reason": reason, "logprobs": None}
+
+    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+        return {"text": text or "", "index": index, "finish_reason": reason, "logprobs": None}
+
+    def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
+        if self.echo:  # the first text sent carries the echoed prompt
+            text, self.echo = self.echo + text, ""
+        return super().event(text, request_id, model, index)
+
+    def unsent(self) -> bool:
+        return bool(self.echo)
 
 
 @dataclass
@@ -139,37 +173,18 @@ def openai_completion_response(call: OpenAICall, result: Result) -> dict[str, An
 
 
 @dataclass
-class ChatCodec(Codec):
-    def answer(self, result: Result) -> dict[str, Any]:
-        choices = [{"index": i, "message": {"role": "assistant", "content": text},
-                    "finish_reason": openai_finish(result.finish_reason, word), "logprobs": None}
-                   for i, (text, word) in enumerate(self.texts(result))]
-        return {"id": f"chatcmpl-{result.id}", "object": "chat.completion", "created": self.created,
-                "model": result.model, "choices": choices, "usage": _usage(result.timings),
-                "timings": result.timings}
+class ChatCodec(_OpenAICodec):
+    id_prefix = "chatcmpl"
+    answer_object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
 
-    def _chunk(self, request_id: str, model: str, choice: dict[str, Any], **more: Any) -> bytes:
-        return sse({"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": self.created,
-                    "model": model, "choices": [choice], **more})
+    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
+                "logprobs": None}
 
-    def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
-        model = self.model if model is None else model
-        delta = {"role": "assistant", "content": text}
-        return self._chunk(request_id, model, {"index": index, "delta": delta, "finish_reason": None})
-
-    def end(self, result: Result) -> bytes:
-        texts = self.texts(result)
-        rest = self.take(result.text, done=True)
-        out = [self.event(rest, result.id, result.model)] if rest else []
-        for i, (text, _) in enumerate(texts[1:], start=1):
-            out.append(self.event(text, result.id, result.model, index=i))
-        for i, (_, word) in enumerate(texts):
-            reason = openai_finish(result.finish_reason, self.word if i == 0 else word)
-            more = {"usage": _usage(result.timings)} if i == len(texts) - 1 else {}
-            out.append(self._chunk(result.id, result.model, {"index": i, "delta": {}, "finish_reason": reason},
-                                   **more))
-        out.append(b"data: [DONE]\n\n")
-        return b"".join(out)
+    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+        delta = {} if text is None else {"role": "assistant", "content": text}
+        return {"index": index, "delta": delta, "finish_reason": reason}
 
 
 def fim_completion_request(body: Any) -> OpenAICall:
