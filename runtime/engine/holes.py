@@ -103,14 +103,6 @@ class HolesDraft(Draft):
     holes: list[HoleDraft] = field(default_factory=list)
 
 
-@dataclass
-class HoleAnswer(HoleFill):
-    """One hole's answer. With alternatives, ``alternatives[k]`` is this hole's fill in set k, the
-    same k for every hole of the request; set 0 is the answer itself."""
-
-    alternatives: list[str] = field(default_factory=list)
-
-
 class _Drafts:
     """Drafts of several holes while they are filled: the finished groups' holes final, the current
     group's refining, the rest waiting. Steps count over the whole request, one per denoising step."""
@@ -174,7 +166,7 @@ def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[
                  max_tokens: int | None = None, settings: SamplingSettings | None = None,
                  on_draft: DraftCallback | None = None, cancel: Any = None, deadline: float | None = None,
                  language: str | None = None, refine_syntax: bool = True, alternatives: int = 1) -> EngineResult:
-    """Fill the holes between the ``fixed`` pieces; one `HoleAnswer` per hole in ``holes``.
+    """Fill the holes between the ``fixed`` pieces; one `HoleFill` per hole in ``holes``.
     ``max_tokens`` bounds each hole; ``on_draft`` gets a `HolesDraft` after every denoising step.
     With ``alternatives`` (n), each answer lists its hole's fill in up to n distinct sets (`sets`)."""
     if not 2 <= len(fixed) <= config.MAX_HOLES + 1:
@@ -242,8 +234,7 @@ def sets(group_sets: Sequence[Sequence[tuple[str, ...]]], n: int) -> list[tuple[
 
 def _answers(fills: list[HoleFill], group_sets: list[list[tuple[str, ...]]], n: int) -> list[HoleFill]:
     chosen = sets(group_sets, n) if n > 1 else []
-    return [HoleAnswer(text=f.text, hole_tokens=f.hole_tokens, tokens=f.tokens, alternatives=[s[i] for s in chosen])
-            for i, f in enumerate(fills)]
+    return [dataclasses.replace(f, alternatives=[s[i] for s in chosen]) for i, f in enumerate(fills)]
 
 
 def _sum_timings(parts: list[Timings], t0: float) -> Timings:

@@ -136,11 +136,14 @@ class TokenPiece:
 
 @dataclass
 class HoleFill:
-    """One hole's answer when several holes are filled at once."""
+    """One hole's answer when several holes are filled at once. With alternatives,
+    ``alternatives[k]`` is this hole's fill in set k, the same k for every hole of the request;
+    set 0 is the answer itself."""
 
     text: str
     hole_tokens: int = 0
     tokens: list[TokenPiece] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)
 
 
 @dataclass
