@@ -151,12 +151,19 @@ def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None,
     strict = _compiler_issues(fixed, filled, before, baseline) if normalize_language(language) == "python" else []
     if not issues:
         return strict
-    old_issues = syntax_issues(before.text, language) or []
+    old_issues = _baseline_issues(before.text, language)
     known = {_key(i) for i in old_issues}
     broken = {k for k, (a, b) in enumerate(before.fills)
               if baseline is not None and any(i.start <= b and i.end >= a for i in old_issues)}
     return sorted([i for i in issues if not _old(i, filled, before, known, broken)] + strict,
                   key=lambda i: (i.start, i.end))
+
+
+@functools.lru_cache(maxsize=32)
+def _baseline_issues(text: str, language: str | None) -> tuple[SyntaxIssue, ...]:
+    """`syntax_issues` of a window without its fills: the same window comes back for every
+    candidate of every repair round."""
+    return tuple(syntax_issues(text, language) or [])
 
 
 # Lines cut from a window's head, or errors looked for in its tail, before Python's parser gets
