@@ -9,8 +9,9 @@ Closing the connection (or cancelling an ``AsyncClient`` call's task) cancels th
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,17 +128,28 @@ class _Base:
         self._timeout = httpx.Timeout(timeout, connect=5.0)
         self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    def _http_options(self, transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]
+                      ) -> dict[str, Any]:
+        """What the sync and async httpx clients are built with: the address, auth and timeouts."""
+        return {"base_url": self.base_url or _UDS_BASE_URL,
+                "transport": transport(uds=str(self.socket)) if self.socket else None,
+                "headers": self._headers, "timeout": self._timeout}
+
     @property
     def address(self) -> str:
         return _describe(self.socket, self.base_url)
 
-    def _unavailable(self, exc: Exception) -> DaemonUnavailable:
-        reason = _one_line(str(exc)) or type(exc).__name__
-        return DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
-                                 f"start one with `diffgemma daemon start`")
-
-    def _timed_out(self) -> DaemonError:
-        return DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s")
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """httpx's failures to reach the daemon as DaemonErrors (around sync and awaited calls alike)."""
+        try:
+            yield
+        except httpx.TimeoutException:
+            raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
+        except (httpx.TransportError, OSError) as exc:
+            reason = _one_line(str(exc)) or type(exc).__name__
+            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
+                                    f"start one with `diffgemma daemon start`") from None
 
 
 class Client(_Base):
@@ -146,9 +158,7 @@ class Client(_Base):
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
         super().__init__(socket, base_url, token, timeout)
-        transport = httpx.HTTPTransport(uds=str(self.socket)) if self.socket else None
-        self._http = httpx.Client(base_url=self.base_url or _UDS_BASE_URL, transport=transport,
-                                  headers=self._headers, timeout=self._timeout)
+        self._http = httpx.Client(**self._http_options(httpx.HTTPTransport))
 
     def __enter__(self) -> Client:
         return self
@@ -160,12 +170,8 @@ class Client(_Base):
         self._http.close()
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._reaching():
             response = self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise self._timed_out() from None
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
@@ -196,18 +202,13 @@ class Client(_Base):
             body.pop("stream", None)
             return _parse_result(self._request("POST", url, json=body))
         body["stream"] = True
-        try:
-            with self._http.stream("POST", url, json=body) as response:
-                if response.status_code >= 400:
-                    raise _error_from_response(response, response.read())
-                for line in response.iter_lines():
-                    result = _parse_stream_line(line, on_draft)
-                    if result is not None:
-                        return result
-        except httpx.TimeoutException:
-            raise self._timed_out() from None
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        with self._reaching(), self._http.stream("POST", url, json=body) as response:
+            if response.status_code >= 400:
+                raise _error_from_response(response, response.read())
+            for line in response.iter_lines():
+                result = _parse_stream_line(line, on_draft)
+                if result is not None:
+                    return result
         raise DaemonError("the daemon closed the stream before sending a result")
 
 
@@ -217,9 +218,7 @@ class AsyncClient(_Base):
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
         super().__init__(socket, base_url, token, timeout)
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket)) if self.socket else None
-        self._http = httpx.AsyncClient(base_url=self.base_url or _UDS_BASE_URL, transport=transport,
-                                       headers=self._headers, timeout=self._timeout)
+        self._http = httpx.AsyncClient(**self._http_options(httpx.AsyncHTTPTransport))
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -231,12 +230,8 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._reaching():
             response = await self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise self._timed_out() from None
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
@@ -267,7 +262,7 @@ class AsyncClient(_Base):
             body.pop("stream", None)
             return _parse_result(await self._request("POST", url, json=body))
         body["stream"] = True
-        try:
+        with self._reaching():
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     raise _error_from_response(response, await response.aread())
@@ -275,10 +270,6 @@ class AsyncClient(_Base):
                     result = _parse_stream_line(line, on_draft)
                     if result is not None:
                         return result
-        except httpx.TimeoutException:
-            raise self._timed_out() from None
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
         raise DaemonError("the daemon closed the stream before sending a result")
 
 
