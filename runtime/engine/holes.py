@@ -31,7 +31,7 @@ import torch
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
-from diffgemma.runtime.engine.canvas import DraftCallback, best_row
+from diffgemma.runtime.engine.canvas import DraftCallback, best_row, hole_candidates
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
 from diffgemma.runtime.engine.denoise import Budget, Problem, StepCallback
 from diffgemma.runtime.engine.fill import trim_join
@@ -251,12 +251,6 @@ def _sum_timings(parts: list[Timings], t0: float) -> Timings:
     return out
 
 
-def _grid(room: int, max_tokens: int | None, length: int) -> list[int]:
-    top = max(1, min(room, max_tokens or room))
-    grid = {max(1, round(length * f)) for f in (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2)}
-    return sorted({n for n in grid if n < top} | {top})
-
-
 def _layout(lengths: Sequence[int], between: Sequence[list[int]], length: int, hold_cap: int
             ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], torch.Tensor, torch.Tensor]:
     """Canvas positions for holes of ``lengths``: hole spans, scored spans (the first held tokens
@@ -337,7 +331,10 @@ def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[i
 
     run = _Canvas(engine, use.cache, len(prompt), engine.resolve(settings), engine._generator(settings), timings, ask,
                   group, hole_text)
-    lengths = _scout(run, _grid(room, ask.max_tokens, length), between, hold_cap, k)
+    # the single-hole grid, up to each hole's share of the canvas (nothing held: the scouting rows
+    # hold the text between the holes themselves)
+    grid, _ = hole_candidates(length, max(1, min(room, ask.max_tokens or room)), 0)
+    lengths = _scout(run, grid, between, hold_cap, k)
     chosen = _layout(lengths, between, length, hold_cap)
     out = run.denoise([chosen] * ask.rows, run.cfg, score=False)
     layouts = [Layout(tokens=out.argmax[r].tolist(), held=chosen[2].tolist(), holes=chosen[0],
