@@ -65,7 +65,6 @@ def default_engine_loader(name: str, device: str | None, dtype: str | None, quan
     return Engine.load(name, device=device, dtype=dtype, quantize=quantize, **kwargs)
 
 
-
 def _context_length(engine: Any) -> int | None:
     """The model's context window (llama.vscode sizes its prompts by /props' n_ctx)."""
     config = getattr(getattr(engine, "model", None), "config", None)
@@ -81,7 +80,6 @@ def _real_model_if_cached() -> str | None:
         return REAL_MODEL_ID if real_model_cached() else None
     except Exception:  # a broken cache only means: not cached
         return None
-
 
 
 class Scheduler:
@@ -342,7 +340,8 @@ class Scheduler:
 
     def _ensure_model(self, name: str) -> float:
         """Load ``name`` unless it is the loaded model; returns the milliseconds spent loading."""
-        if self._engine is not None and model_key(name) == model_key(self._model or ""):
+        # The same spelling needs no look at the file system (the usual case: every request).
+        if self._engine is not None and (name == self._model or model_key(name) == model_key(self._model or "")):
             return 0.0
         if self._engine is not None:
             # A mistyped name must not cost the user the model that works: check that the new
