@@ -28,7 +28,6 @@ def apply_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
     return text[:cut], word
 
 
-
 @dataclass
 class Codec:
     """One client protocol: how a result is answered, and how a stream sends committed text."""

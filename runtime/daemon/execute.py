@@ -90,7 +90,7 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
                            extra=extra, language=req.language, refine=req.refine is not False, **common)
     if req.alternatives and req.alternatives > 1:
         common["alternatives"] = req.alternatives
-    if req.holes:  # several holes: drafts and alternatives carry every hole (holes.HolesDraft, HoleAnswer)
+    if req.holes:  # several holes: drafts and alternatives carry every hole (holes.HolesDraft, HoleFill)
         return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
                                    refine_syntax=req.refine is not False, **common)
     return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,

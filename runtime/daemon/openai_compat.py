@@ -212,10 +212,8 @@ def chat_completion_request(body: Any) -> OpenAICall:
     max_tokens = common["max_tokens"] if _n_predict is None else read_max_tokens(_n_predict, "n_predict")
     request = ChatRequest(messages=messages, max_tokens=max_tokens or None, seed=common["seed"],
                           stream=common["stream"], time_limit_ms=common["time_limit_ms"])
-    call = OpenAICall(request=request, codec=ChatCodec(stops=common["stops"]), stream=common["stream"], kind="chat")
-    if max_tokens == 0:
-        call.kind = "warmup"
-    return call
+    return OpenAICall(request=request, codec=ChatCodec(stops=common["stops"]), stream=common["stream"],
+                      kind="warmup" if max_tokens == 0 else "chat")
 
 
 def empty_result(request_id: str, model: str) -> Result:
