@@ -53,14 +53,6 @@ def parse_ascii_int(text: str, low: int, high: int) -> int:
     return int(digits)
 
 
-def check_int(key: str, value: int) -> int:
-    """Range-check an already-typed integer against config.INT_LIMITS (UsageProblem)."""
-    try:
-        return config.check_int(key, value)
-    except config.ConfigError as exc:
-        raise UsageProblem(str(exc)) from None
-
-
 def _int_parser(key: str) -> Any:
     """A Typer ``parser`` for an integer option: ASCII digits within INT_LIMITS[key]."""
     return int_parser(*INT_LIMITS[key])
@@ -186,14 +178,6 @@ NoBackupOpt = Annotated[
 ]
 
 
-def load_config() -> dict[str, Any]:
-    """The generating commands' keys of config.toml; a bad file is a UsageProblem."""
-    try:
-        return config.load_config()
-    except config.ConfigError as exc:
-        raise UsageProblem(str(exc)) from None
-
-
 @dataclass
 class Settings:
     """The resolved options of one command run."""
@@ -211,8 +195,18 @@ class Settings:
 
 
 def resolve(quiet: bool = False, **given: Any) -> Settings:
-    """Fill every option left unset by flag and environment from the config file, then defaults."""
-    from_file = load_config()
+    """Fill every option left unset by flag and environment from the config file, then defaults.
+
+    A bad config file, or a value out of range, is a UsageProblem.
+    """
+    try:
+        return _resolve(quiet, given)
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+def _resolve(quiet: bool, given: dict[str, Any]) -> Settings:
+    from_file = config.load_config()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, (_kind, default) in config.CONFIG_KEYS.items():
@@ -231,7 +225,7 @@ def resolve(quiet: bool = False, **given: Any) -> Settings:
         raise UsageProblem("the marker must not be empty")
     for key in INT_LIMITS:  # flags were checked by their parser; this covers callers in Python
         if values[key] is not None:
-            check_int(key, values[key])
+            config.check_int(key, values[key])
     return Settings(quiet=quiet, sources=sources, **values)
 
 
