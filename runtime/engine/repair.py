@@ -231,20 +231,25 @@ def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple
     return results
 
 
+def _last_layout(last: LastCanvas, hole_len: int) -> Layout:
+    """The chosen row of a request's last canvas, its hole (``hole_len`` tokens) at the start."""
+    _, _, out, best, problem = last
+    row = out.argmax[best].tolist()
+    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
+    return Layout(tokens=row, held=held, holes=[(0, hole_len)], confidence=out.confidence[best].tolist())
+
+
 def repair_fill(engine: Engine, fill: Fill, last: LastCanvas, suffix: str, stops: set[int],
                 held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
                 budget: Budget) -> None:
     """Syntax-guided repair of an infill's last canvas (`fill.Fill`), in place: the hole
     of the chosen row, with the committed canvases before it and the suffix after it fixed."""
-    cache, prompt_len, out, best, problem = last
+    cache, prompt_len, out, _, _ = last
     base = fill.committed
-    row = out.argmax[best].tolist()
     hole_len = len(fill.tokens) - base
     if not held_suffix:  # the hole ran to a stop token: a few positions past it may grow it
-        hole_len = min(len(row), hole_len + 4)
-    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
-    layout = Layout(tokens=row, held=held, holes=[(0, max(hole_len, 1))],
-                    confidence=out.confidence[best].tolist())
+        hole_len = min(out.argmax.shape[1], hole_len + 4)
+    layout = _last_layout(last, max(hole_len, 1))
 
     def cut(tokens: list[int]) -> list[int]:
         return tokens if held_suffix else until(tokens, stops)
@@ -267,14 +272,12 @@ def repair_rewrite(engine: Engine, done: Rewritten, prefix: str, selection: str,
     have, the earlier canvases' tokens and the held text after the span fixed."""
     if done.last is None:
         return
-    cache, prompt_len, out, best, problem = done.last
+    cache, prompt_len, _, _, _ = done.last
     base = done.committed
-    row = out.argmax[best].tolist()
-    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
     span = len(done.tokens) - base
     if span < 1:
         return
-    layout = Layout(tokens=row, held=held, holes=[(0, span)], confidence=out.confidence[best].tolist())
+    layout = _last_layout(done.last, span)
 
     def render(lay: Layout) -> list[str]:
         return [strip_heal(engine.decode(done.tokens[:base] + lay.hole_tokens(0)), healed)]
