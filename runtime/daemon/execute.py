@@ -128,8 +128,7 @@ def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[d
             entry: dict[str, Any] = {"text": hole.text}
             if asked:
                 entry["tokens"] = pieces(hole.tokens)
-            alternatives = getattr(hole, "alternatives", None)
-            if alternatives:  # aligned across the holes: index k of each is set k
-                entry["alternatives"] = list(alternatives)
+            if hole.alternatives:  # aligned across the holes: index k of each is set k
+                entry["alternatives"] = list(hole.alternatives)
             holes.append(entry)
     return tokens, holes
