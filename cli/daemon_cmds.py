@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import int_parser, reflow
 from diffgemma.runtime.api import config as settings
-from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.api.daemon_config import DaemonConfig
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -151,6 +153,8 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
                  fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
+    from diffgemma.runtime.api.daemon_config import DaemonConfig
+
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
@@ -235,6 +239,8 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
+    from diffgemma.runtime.api.daemon_config import DaemonStartError, write_start_report
+
     try:
         config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
@@ -264,6 +270,7 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
     from diffgemma.runtime.api.autostart import start_background
+    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
     config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
@@ -278,6 +285,7 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 @guarded
 def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
     from diffgemma.runtime.api.autostart import stop_daemon
+    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
     config = serve_config(None, socket, host, port)
     try:
