@@ -88,17 +88,22 @@ class DaemonConfig:
     def tcp(self) -> bool:
         return self.port is not None
 
+    @property
+    def tcp_host(self) -> str:
+        """The host a TCP daemon listens on: loopback unless --host names another."""
+        return self.host or "127.0.0.1"
+
     def socket_path(self) -> Path:
         return Path(self.socket).expanduser() if self.socket else paths.default_socket_path()
 
     @property
     def address(self) -> Path | str:
         if self.tcp:
-            return paths.tcp_address(self.host or "127.0.0.1", int(self.port or 0))
+            return paths.tcp_address(self.tcp_host, int(self.port or 0))
         return self.socket_path()
 
     def describe(self) -> str:
-        return f"http://{self.host or '127.0.0.1'}:{self.port}" if self.tcp else str(self.socket_path())
+        return f"http://{self.tcp_host}:{self.port}" if self.tcp else str(self.socket_path())
 
     def argv(self) -> list[str]:
         """The `diffgemma serve` arguments that reproduce this configuration (for background starts).
@@ -110,7 +115,7 @@ class DaemonConfig:
         if self.keep_alive != config.DEFAULT_KEEP_ALIVE_S:
             args += ["--keep-alive", repr(self.keep_alive)]
         if self.tcp:
-            args += ["--host", self.host or "127.0.0.1", "--port", str(self.port)]
+            args += ["--host", self.tcp_host, "--port", str(self.port)]
         else:
             args += ["--socket", str(self.socket_path())]
         for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype),
