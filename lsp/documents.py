@@ -11,8 +11,7 @@ from pygls.workspace import TextDocument
 from . import workspace_context
 from .language_server import DiffgemmaServer
 from .positions import offset_to_position, position_to_offset
-
-REWRITE_KEY_SUFFIX = "#rewrite"  # a document's rewrite runs apart from its completions
+from .rewrite import rewrite_key
 
 
 @dataclass
@@ -24,10 +23,6 @@ class Snapshot:
     text: str
     language_id: str | None
     path: str | None
-
-
-def rewrite_key(uri: str) -> str:
-    return f"{uri}{REWRITE_KEY_SUFFIX}"
 
 
 def is_open(ls: DiffgemmaServer, uri: str) -> bool:

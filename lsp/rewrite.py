@@ -15,6 +15,12 @@ COMMAND = "diffgemma.rewriteSelection"
 TITLE = "Rewrite selection"
 
 
+def rewrite_key(uri: str) -> str:
+    """A document's rewrite key, both in flight here and as the daemon's supersession key: a
+    rewrite and the ghost text of the same document do not cancel each other."""
+    return f"{uri}#rewrite"
+
+
 def edit_request(
     text: str,
     start: int,
@@ -28,10 +34,9 @@ def edit_request(
     extra: Sequence[ExtraFile] = (),
 ) -> EditRequest:
     buffer = request_builder.Buffer(text=text, language=language, path=path, document=uri, extra=tuple(extra))
-    # Its own supersession key: a rewrite and the ghost text of the same document do not cancel each other.
     completion = settings.completion
     sampling = request_builder.Sampling(max_tokens=completion.max_tokens, steps=completion.steps,
-                                        model=settings.daemon.model, client=f"{uri}#rewrite")
+                                        model=settings.daemon.model, client=rewrite_key(uri))
     return request_builder.edit_request(buffer, start, end, completion.context_chars, sampling,
                                         instruction=instruction)
 

@@ -12,7 +12,7 @@ from lsprotocol import types
 
 from . import rewrite, workspace_context
 from .daemon_calls import ask_daemon
-from .documents import Snapshot, editor_text, is_current, is_open, language_of, offset_of, rewrite_key, snapshot
+from .documents import Snapshot, editor_text, is_current, is_open, language_of, offset_of, snapshot
 from .jsonrpc import invalid_params
 from .language_server import DiffgemmaServer
 from .params import range_from
@@ -60,7 +60,7 @@ async def _rewrite_job(ls: DiffgemmaServer, job: str, snap: Snapshot, selection:
     applied = False
     try:
         work = _rewrite_work(ls, snap, selection, span, instruction)
-        applied = bool(await ls.inflight.run(rewrite_key(snap.uri), work))
+        applied = bool(await ls.inflight.run(rewrite.rewrite_key(snap.uri), work))
     finally:
         ls.protocol.notify(REWRITE_DONE, {"job": job, "uri": snap.uri, "applied": applied})
 
@@ -79,7 +79,7 @@ async def _rewrite_work(ls: DiffgemmaServer, snap: Snapshot, selection: types.Ra
     language = language_of(snap)
     request = await asyncio.to_thread(_edit_request, ls, snap, span, language, ls.settings, instruction)
     # the user can stop a rewrite from its progress bar: that cancels the job like an edit does
-    key = rewrite_key(snap.uri)
+    key = rewrite.rewrite_key(snap.uri)
     bar = Progress(ls, "rewriting the selection", on_cancel=lambda: ls.inflight.supersede(key))
     try:
         result = await ask_daemon(ls, "edit", request)
