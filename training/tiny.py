@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
@@ -128,6 +129,15 @@ def tiny_config(canvas_length: int = TINY_CANVAS, vocab_size: int = TINY_VOCAB, 
     )
 
 
+def set_generation_defaults(model: Any) -> None:
+    """The sampler settings every checkpoint this package writes (tiny and trained) ships with."""
+    gen = model.generation_config
+    gen.max_denoising_steps = 16
+    gen.t_min, gen.t_max = 0.4, 0.8
+    gen.stability_threshold, gen.confidence_threshold = 1, 0.005
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = BOS_ID, EOS_ID, PAD_ID
+
+
 def write_tiny(path: Path | str, seed: int = 0, canvas_length: int = TINY_CANVAS,
                vocab_size: int = TINY_VOCAB) -> Path:
     """Write the tiny checkpoint (weights, config, generation config, tokenizer) to ``path``.
@@ -141,11 +151,7 @@ def write_tiny(path: Path | str, seed: int = 0, canvas_length: int = TINY_CANVAS
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = DiffusionGemmaForBlockDiffusion(tiny_config(canvas_length=canvas_length, vocab_size=vocab_size)).eval()
-    gen = model.generation_config
-    gen.max_denoising_steps = 16
-    gen.t_min, gen.t_max = 0.4, 0.8
-    gen.stability_threshold, gen.confidence_threshold = 1, 0.005
-    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = BOS_ID, EOS_ID, PAD_ID
+    set_generation_defaults(model)
     model.save_pretrained(str(out))
     train_tokenizer([_CORPUS] * 4, TINY_VOCAB, out)
     return out

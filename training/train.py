@@ -36,7 +36,8 @@ from typing import Any
 
 from diffgemma.training.corpus import read_texts, split_files, stdlib_root
 from diffgemma.training.objective import diffusion_loss, encode_stream, noise_canvas, sample_batch
-from diffgemma.training.tokenizer_build import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from diffgemma.training.tiny import set_generation_defaults, tiny_config
+from diffgemma.training.tokenizer_build import train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,6 @@ PRESETS: dict[str, Preset] = {
 
 def model_config(preset: Preset):
     """The tiny checkpoint's structure (``tiny_config``) at the preset's sizes."""
-    from diffgemma.training.tiny import tiny_config
-
     head_dim = preset.hidden_size // preset.num_heads
     pattern = ["sliding_attention", "sliding_attention", "full_attention"]
     layer_types = [pattern[i % 3] for i in range(preset.num_layers)]
@@ -113,19 +112,6 @@ def model_config(preset: Preset):
         top_k_experts=preset.top_k_experts,
         moe_intermediate_size=preset.moe_intermediate_size,
     )
-
-
-def set_generation_defaults(model: Any) -> None:
-    gen = model.generation_config
-    gen.max_denoising_steps = 16
-    gen.t_min, gen.t_max = 0.4, 0.8
-    gen.stability_threshold, gen.confidence_threshold = 1, 0.005
-    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = BOS_ID, EOS_ID, PAD_ID
-
-
-def train_code_tokenizer(texts: list[str], vocab_size: int, out_dir: Path | str) -> None:
-    """The shared byte-level BPE (newlines always their own token), trained on ``texts``."""
-    train_tokenizer(texts, vocab_size, out_dir)
 
 
 def lr_at(step: int, preset: Preset, total: int, time_progress: float = 0.0) -> float:
@@ -182,7 +168,7 @@ def _tokenizer(out: Path, texts: list[str], vocab_size: int, init_from: Path | s
     from transformers import AutoTokenizer
 
     if init_from is None:
-        train_code_tokenizer(texts, vocab_size, out)
+        train_tokenizer(texts, vocab_size, out)
     else:  # continue a run: same tokenizer, same weights, a fresh schedule
         init = Path(init_from)
         if init.resolve() != out.resolve():
