@@ -3,21 +3,14 @@ daemon on the tiny checkpoint) and cycling through them with the cycle key."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from nvim_harness import needs_nvim, run_nvim  # same folder: pytest puts it on sys.path
 from test_lsp_server import Daemon, run_daemon
 
-PLUGIN = Path(__file__).resolve().parents[1] / "editors" / "nvim"
-NVIM = shutil.which("nvim")
-
-pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install -y neovim)")
+pytestmark = needs_nvim
 
 SOURCE = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    \n"
 
@@ -76,23 +69,8 @@ def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
         yield d
 
 
-def run_nvim(tmp_path: Path, daemon: Daemon) -> dict[str, Any]:
-    source = tmp_path / "calc.py"
-    source.write_text(SOURCE)
-    script = tmp_path / "drive.lua"
-    script.write_text(SCRIPT)
-    out = tmp_path / "out.json"
-    env = {**daemon.env, "DG_OUT": str(out), "DG_FILE": str(source), "DG_SOCKET": str(daemon.socket),
-           "DG_PYTHON": sys.executable, "XDG_STATE_HOME": str(tmp_path / "state"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
-    command = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}", "-S", str(script)]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-    assert out.exists(), f"nvim wrote nothing (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-    return json.loads(out.read_text())
-
-
 def test_cycle_key_walks_the_alternatives(tmp_path: Path, daemon: Daemon) -> None:
-    result = run_nvim(tmp_path, daemon)
+    result = run_nvim(tmp_path, daemon, SOURCE, SCRIPT)
     assert "error" not in result, result.get("error")
     first = result["first"]
     assert first is not None and first["count"] >= 2, "no place gave two distinct alternatives"
