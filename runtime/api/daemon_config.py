@@ -103,7 +103,11 @@ class DaemonConfig:
         return self.socket_path()
 
     def describe(self) -> str:
-        return f"http://{self.tcp_host}:{self.port}" if self.tcp else str(self.socket_path())
+        """The daemon's address: its socket path, or the URL clients use (an IPv6 host in brackets)."""
+        if not self.tcp:
+            return str(self.socket_path())
+        host = f"[{self.tcp_host}]" if ":" in self.tcp_host else self.tcp_host
+        return f"http://{host}:{self.port}"
 
     def argv(self) -> list[str]:
         """The `diffgemma serve` arguments that reproduce this configuration (for background starts).
