@@ -26,7 +26,7 @@ from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.canvas import DraftCallback, Run, hole_candidates
 from diffgemma.runtime.engine.confidence import pieces
-from diffgemma.runtime.engine.denoise import SAMPLERS, Budget, Denoised, Denoiser, Problem, StepCallback
+from diffgemma.runtime.engine.denoise import Budget, Denoised, Denoiser, Problem, StepCallback
 from diffgemma.runtime.engine.fill import Fill, FillRun, distinct
 from diffgemma.runtime.engine.holes import infill_holes
 from diffgemma.runtime.engine.loading import LoadedModel, load_model
@@ -63,18 +63,16 @@ class Engine:
     """Infill/rewrite over one loaded DiffusionGemma. Not thread-safe: callers serialize."""
 
     def __init__(self, loaded: LoadedModel, sampler: str = "stream", prefix_cache: bool = True) -> None:
-        if sampler not in SAMPLERS:
-            raise SettingsError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.sampler = sampler
-        config = self.model.config
-        self.canvas_length: int = int(config.canvas_length)
-        self.vocab_size: int = int(config.text_config.vocab_size)
-        self.eos_ids = _as_list(self.model.generation_config.eos_token_id or config.text_config.eos_token_id)
+        text_config = self.model.config.text_config
+        self.canvas_length: int = int(self.model.config.canvas_length)
+        self.vocab_size: int = int(text_config.vocab_size)
+        self.eos_ids = _as_list(self.model.generation_config.eos_token_id or text_config.eos_token_id)
         pad = self.model.generation_config.pad_token_id
-        self.pad_id: int = int(pad if pad is not None else config.text_config.pad_token_id or 0)
+        self.pad_id: int = int(pad if pad is not None else text_config.pad_token_id or 0)
         self.bos_id = self.tokenizer.bos_token_id
         self.special_ids = set(self.tokenizer.all_special_ids)
         self.prefix_cache = PrefixCache(self.model, enabled=prefix_cache)
