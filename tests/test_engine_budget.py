@@ -12,6 +12,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import Draft, SamplingSettings, SettingsError
 
 PREFIX = "def area(radius):\n    "
@@ -166,7 +167,11 @@ def test_chat_messages_are_text_not_markup(engine: Engine) -> None:
     assert ids.count(end_turn) == 3  # one per turn: the one typed in the message stays text
 
 
-def test_confidence_of_every_final_token(engine: Engine) -> None:
-    engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=0, steps=4))
-    conf = torch.tensor(engine.last_confidence)
+def test_confidence_of_every_final_token(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CanvasView] = []
+    monkeypatch.setattr(engine, "observer", seen.append)
+    result = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=0, steps=4))
+    (start, length), = seen[-1].spans
+    assert length == result.hole_tokens
+    conf = torch.tensor(seen[-1].confidence[start: start + length])
     assert conf.numel() > 0 and bool(((conf >= 0) & (conf <= 1)).all())
