@@ -39,7 +39,7 @@ def test_edit_confidences_are_probabilities_that_join_to_the_rewrite(engine: Eng
     cases = [(PREFIX, SELECTION, SUFFIX), (healed, "self.items.append(item)", "\n"),
              ("", "a = 1\nb = 2\n", ""), ("x = ", "(" * 40 + ")" * 40, "\n")]  # the last spans two canvases
     for prefix, selection, suffix in cases:
-        result = engine.edit(prefix, selection, suffix, settings=FAST, refine=False)
+        result = engine.edit(prefix, selection, suffix, settings=FAST, refine=False, confidence=True)
         assert _joined(result) == result.text
         assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
         assert len(result.tokens) <= result.hole_tokens
@@ -48,7 +48,7 @@ def test_edit_confidences_are_probabilities_that_join_to_the_rewrite(engine: Eng
 
 def test_rewrite_drafts_carry_their_tokens(engine: Engine) -> None:
     drafts = []
-    engine.edit(PREFIX, SELECTION, SUFFIX, settings=FAST, on_draft=drafts.append, refine=False)
+    engine.edit(PREFIX, SELECTION, SUFFIX, settings=FAST, on_draft=drafts.append, refine=False, confidence=True)
     assert drafts
     for draft in drafts:
         assert draft.tokens is not None and "".join(t.text for t in draft.tokens) == draft.text
@@ -106,7 +106,8 @@ def test_edit_repair_is_on_with_a_grammar_and_off_when_asked(engine: Engine) -> 
                           refine=False)
         if not new_issues([PREFIX, SUFFIX], [off.text], "python", baseline=[SELECTION]):
             continue  # this seed's rewrite parses: nothing to repair
-        on = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python")
+        on = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python",
+                         confidence=True)
         assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
         assert on.text == off.text or new_issues([PREFIX, SUFFIX], [on.text], "python", baseline=[SELECTION]) == []
         assert _joined(on) == on.text and all(0.0 <= t.confidence <= 1.0 for t in on.tokens)

@@ -70,13 +70,13 @@ def test_hole_count_is_checked(engine: Engine) -> None:
 
 def test_confidences_are_probabilities_aligned_with_the_text(engine: Engine) -> None:
     prefix = "class Stack:\n    def push(self, item):\n        "  # healed indentation
-    for result in (engine.infill(prefix, "\n    def pop(self):\n", settings=FAST, refine=False),
-                   engine.infill(prefix, "", max_tokens=40, settings=FAST, refine=False)):
+    for result in (engine.infill(prefix, "\n    def pop(self):\n", settings=FAST, refine=False, confidence=True),
+                   engine.infill(prefix, "", max_tokens=40, settings=FAST, refine=False, confidence=True)):
         assert result.tokens, "a fill with text has tokens"
         assert "".join(t.text for t in result.tokens) == result.text
         assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
         assert len(result.tokens) <= result.hole_tokens
-    multi = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False)
+    multi = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, confidence=True)
     for hole in multi.holes:
         assert "".join(t.text for t in hole.tokens) == hole.text
         assert all(0.0 <= t.confidence <= 1.0 for t in hole.tokens)
@@ -132,7 +132,7 @@ def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: E
         off = engine.infill(prefix, suffix, settings=settings, language="python", refine=False)
         if not new_issues([prefix, suffix], [off.text], "python"):
             continue  # this seed's fill parses: nothing to repair
-        on = engine.infill(prefix, suffix, settings=settings, language="python")
+        on = engine.infill(prefix, suffix, settings=settings, language="python", confidence=True)
         assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
         assert on.text == off.text or new_issues([prefix, suffix], [on.text], "python") == []
         assert "".join(t.text for t in on.tokens) == on.text
@@ -144,12 +144,44 @@ def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: E
 
 def test_drafts_carry_their_tokens_and_confidences(engine: Engine) -> None:
     drafts = []
-    engine.infill("def f(x):\n    y = ", "\n    return y\n", settings=FAST, on_draft=drafts.append, refine=False)
+    engine.infill("def f(x):\n    y = ", "\n    return y\n", settings=FAST, on_draft=drafts.append, refine=False,
+                  confidence=True)
     assert drafts
     for draft in drafts:
         assert draft.tokens is not None
         assert "".join(t.text for t in draft.tokens) == draft.text
         assert all(0.0 <= t.confidence <= 1.0 for t in draft.tokens)
+
+
+def test_token_pieces_are_built_only_when_asked(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-token confidences cost two decodes a token: a request that does not ask gets none, in
+    its result or its drafts, and the engine does not decode for them."""
+    decodes = []
+    decode = engine.runner.decode
+
+    def counted(ids):  # type: ignore[no-untyped-def]
+        decodes.append(len(ids))
+        return decode(ids)
+
+    monkeypatch.setattr(engine.runner, "decode", counted)
+    prefix, suffix = "def f(x):\n    y = ", "\n    return y\n"
+    counts = []
+    for asked in (False, True):
+        decodes.clear()
+        result = engine.infill(prefix, suffix, settings=FAST, refine=False, confidence=asked)
+        assert bool(result.tokens) == asked and result.hole_tokens > 0
+        counts.append(len(decodes))
+    assert counts[0] <= 2 and counts[1] >= 2 * result.hole_tokens  # the answer's text vs two a token
+    drafts: list = []
+    plain = engine.infill(prefix, suffix, settings=FAST, refine=False, on_draft=drafts.append)
+    assert drafts and all(d.tokens is None for d in drafts) and not plain.tokens
+    drafts = []
+    holes = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    assert all(not h.tokens for h in holes.holes) and not holes.tokens
+    assert drafts and all(not h.tokens for d in drafts for h in d.holes)
+    drafts = []
+    edit = engine.edit(prefix, "x + 1", suffix, settings=FAST, refine=False, on_draft=drafts.append)
+    assert not edit.tokens and drafts and all(d.tokens is None for d in drafts)
 
 
 def test_the_evaluation_compares_repair_on_and_off(tiny_model_dir: Path) -> None:
@@ -187,12 +219,12 @@ def _check_drafts(drafts: list, result: object, count: int) -> None:
 
 def test_several_holes_report_a_draft_after_every_step(engine: Engine) -> None:
     drafts: list = []
-    close = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    close = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append, confidence=True)
     _check_drafts(drafts, close, 2)
     assert close.timings.steps == len(drafts)  # the scouting run's steps and the chosen canvas's
     assert all(h.state == "refining" for d in drafts for h in d.holes)  # one shared canvas
     drafts = []
-    far = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    far = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, on_draft=drafts.append, confidence=True)
     _check_drafts(drafts, far, 2)
     states = [tuple(h.state for h in d.holes) for d in drafts]
     assert states[0] == ("refining", "waiting") and states[-1] == ("final", "refining")

@@ -205,7 +205,7 @@ class Engine:
         alternatives: int = 1,
         language: str | None = None,
         refine: bool = True,
-        confidence: bool = True,
+        confidence: bool = False,
     ) -> EngineResult:
         """Fill the hole between ``prefix`` and ``suffix``.
 
@@ -230,7 +230,6 @@ class Engine:
     def infill_holes(self, pieces: Sequence[str], **options: Any) -> EngineResult:
         """Several holes: ``pieces`` is the fixed text around them (one more than holes); the
         result's ``holes`` has one entry per hole. See `holes` for the options."""
-        options.setdefault("confidence", True)
         return infill_holes(self.runner, pieces, **options)
 
     @_frees_on_cancel
@@ -276,7 +275,7 @@ class Engine:
         deadline: float | None = None,
         language: str | None = None,
         refine: bool = True,
-        confidence: bool = True,
+        confidence: bool = False,
     ) -> EngineResult:
         """Rewrite ``selection`` in place; the canvas starts from the selection's tokens.
 
