@@ -128,7 +128,7 @@ class _Drafts:
         self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
 
     def single(self, group: int) -> DraftCallback:
-        """The draft callback of a group of one hole (filled by `Engine.infill`)."""
+        """The draft callback of a group of one hole (filled by `fill.infill`)."""
 
         def relay(draft: Draft) -> None:
             if not draft.final:  # a committed canvas: the next step's draft shows it too
