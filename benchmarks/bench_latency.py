@@ -2,12 +2,13 @@
 
     python benchmarks/bench_latency.py [--runs 15] [--model M] [--baseline DIR] [--threads N]
 
-A real daemon serves the model on a temp socket; after two warm-up requests the same infill (the
-CLI's default max_tokens, 128) is timed ``--runs`` times from the client: p50 and p90 of the round
+A real daemon serves the model on a temp socket; after two warm-up requests the same infill (as the
+CLI sends it by default: no max_tokens or steps) is timed ``--runs`` times from the client: p50 and p90 of the round
 trip, with the daemon's own steps, ms per step and decoder_tokens. ``--baseline DIR`` names a
 checkout of another version of this project (for example one made with ``git worktree add``):
-its daemon is started too and the requests alternate between the two, so the ratio holds when
-the machine's speed drifts. ``--threads N`` sets the daemons' torch threads (OMP_NUM_THREADS).
+its daemon is started too and the requests alternate between the two (each going first in every
+other pair), so the ratio holds when the machine's speed drifts. ``--threads N`` sets the daemons'
+torch threads (OMP_NUM_THREADS).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Served:
         from diffgemma.runtime.api.protocol import InfillRequest
 
         start = time.perf_counter()
-        result = self.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, max_tokens=128, seed=seed))
+        result = self.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, seed=seed))
         if record:
             self.walls.append((time.perf_counter() - start) * 1000)
             self.timings.append(result.timings)
@@ -99,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             s.once(100, record=False)
             s.once(101, record=False)
         for i in range(args.runs):
-            for s in served:
+            # alternate which daemon goes first: the second of a pair runs on a warmer machine
+            for s in served if i % 2 == 0 else served[::-1]:
                 s.once(i)
     finally:
         for s in served:
             s.close()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"warm infill through the daemon: model {args.model}, max_tokens 128, {args.runs} runs each, "
+    print(f"warm infill through the daemon: model {args.model}, the CLI's default request, {args.runs} runs each, "
           f"threads {args.threads or 'default'}")
     print("| daemon | p50 ms | p90 ms | steps | ms/step | decoder_tokens |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -7,16 +7,19 @@ Default mode: a random-weight DiffusionGemma with the real canvas (256) and voca
 toy hidden sizes is written to a temp directory; for each sampler (``--sampler stock``, then the
 default streaming head) a real daemon (`diffgemma serve`) is started on a
 temp socket, its peak RSS is reset once the model is loaded (``/proc/PID/clear_refs``), one infill
-is sent with the CLI's default ``max_tokens`` (128), and the daemon's peak RSS (``VmHWM``) over its
-RSS after loading is reported with the request's ``decoder_tokens`` and ms per step.
+is sent as the CLI sends it by default (no ``max_tokens``: the hole may take the whole canvas, so
+the length search starts with 9 candidates) for ``--steps`` steps, and the daemon's peak RSS
+(``VmHWM``) over its RSS after loading is reported with the request's ``decoder_tokens`` and ms per
+step. Then the streaming daemon runs the same request for ``--count-steps`` steps with early
+stopping off, for the decoder tokens of a whole infill.
 
 ``--real-config``: the DiffusionGemma 26B-A4B config as published, built with random weights
 directly in 4-bit in CPU memory (no bf16 copy of the experts ever exists), wrapped in the real
 ``Engine`` and run for one infill of ``--steps`` denoising steps over a 256-token prefix with a held
-suffix and the hole-length search on. Weights outside the experts and linears are float32, as the
-daemon loads a model on CPU. Reports this process's peak RSS (weights included), ms per step and
-``decoder_tokens``. Needs ~18 GB of memory and a few minutes per step on 2 cores; it is a benchmark,
-not a test.
+suffix and the hole-length search on, the hole capped at ``max_tokens`` 128 (6 candidates). Weights
+outside the experts and linears are float32, as the daemon loads a model on CPU. Reports this
+process's peak RSS (weights included), ms per step and ``decoder_tokens``. Needs ~18 GB of memory
+and a few minutes per step on 2 cores; it is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 PREFIX = "import math\n\n\ndef area(radius: float) -> float:\n    return "
 SUFFIX = "\n\n\nprint(area(2.0))\n"
-CLI_MAX_TOKENS = 128  # the CLI's default max_tokens (cli/options.py)
+REAL_CONFIG_MAX_TOKENS = 128  # --real-config: a 128-token hole budget keeps it to 6 candidates
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -51,8 +54,9 @@ def write_real_vocab_model(out: Path) -> Path:
     return write_tiny(out, seed=0, canvas_length=256, vocab_size=262_144)
 
 
-def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> dict[str, Any]:
-    """One infill through a real daemon: peak RSS added over the loaded RSS, and the result's timings."""
+def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int, count_steps: int = 0) -> dict[str, Any]:
+    """One infill through a real daemon: peak RSS added over the loaded RSS, and the result's timings;
+    with ``count_steps``, the timings of the same request run that many steps without stopping early."""
     from diffgemma.runtime.api.client import Client
     from diffgemma.runtime.api.protocol import InfillRequest
 
@@ -76,27 +80,35 @@ def measure_daemon(model: Path, work: Path, sampler: str | None, steps: int) -> 
         time.sleep(0.5)
         Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS
         loaded_kb = _status_kb(process.pid, "VmRSS")
-        request = InfillRequest(prefix=PREFIX, suffix=SUFFIX, max_tokens=CLI_MAX_TOKENS, steps=steps, seed=0)
+        # the CLI's default request: no max_tokens (the daemon fills up to one canvas)
+        request = InfillRequest(prefix=PREFIX, suffix=SUFFIX, steps=steps, seed=0)
         result = client.infill(request)
         peak_kb = _status_kb(process.pid, "VmHWM")
         sampler_used = client.status().get("sampler")
+        whole = None
+        if count_steps:
+            # a confidence no random model reaches: every row runs until pruned or the last step
+            long = InfillRequest(prefix=PREFIX, suffix=SUFFIX, steps=count_steps, seed=0,
+                                 options={"confidence_threshold": 1e-12})
+            whole = client.infill(long).timings
     finally:
         client.close()
         process.terminate()
         process.wait(60)
     return {"sampler": sampler_used or label, "loaded_mb": loaded_kb / 1024, "added_mb": (peak_kb - loaded_kb) / 1024,
-            "timings": result.timings}
+            "timings": result.timings, "whole": whole}
 
 
 def daemon_mode(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="dgm", dir="/tmp"))
     try:
         model = write_real_vocab_model(work / "model")
-        rows = [measure_daemon(model, work, sampler, args.steps) for sampler in ("stock", None)]
+        rows = [measure_daemon(model, work, "stock", args.steps),
+                measure_daemon(model, work, None, args.steps, args.count_steps)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"one infill through the daemon: canvas 256, vocabulary 262,144 (toy widths), max_tokens "
-          f"{CLI_MAX_TOKENS}, steps {args.steps}")
+    print(f"one infill through the daemon: canvas 256, vocabulary 262,144 (toy widths), the CLI's default "
+          f"request (no max_tokens), steps {args.steps}")
     print("| sampler | RSS after load (MB) | added by one infill (MB) | decoder_tokens | steps | ms/step |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -105,6 +117,12 @@ def daemon_mode(args: argparse.Namespace) -> int:
               f"{t.get('steps')} | {float(t.get('ms_per_step', 0.0)):.0f} |")
     stock, stream = rows
     print(f"memory ratio stock/stream: {stock['added_mb'] / max(stream['added_mb'], 1.0):.1f}x")
+    whole = stream["whole"]
+    if whole:
+        steps = int(whole.get("steps") or 0)
+        tokens = int(whole.get("decoder_tokens") or 0)
+        print(f"the same request over {steps} steps (stream, no early stop): decoder_tokens {tokens} "
+              f"({tokens / max(1, 256 * steps):.2f} canvases per step)")
     return 0
 
 
@@ -148,7 +166,7 @@ def real_config_mode(args: argparse.Namespace) -> int:
         prefix_ids = prefix_ids + prefix_ids
     prefix = tokenizer.decode(prefix_ids[:255])
     t1 = time.perf_counter()
-    result = engine.infill(prefix, SUFFIX, max_tokens=CLI_MAX_TOKENS,
+    result = engine.infill(prefix, SUFFIX, max_tokens=REAL_CONFIG_MAX_TOKENS,
                            settings=SamplingSettings(steps=args.steps, seed=0))
     infill_s = time.perf_counter() - t1
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -166,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real-config", action="store_true", help="the published 26B-A4B config on CPU (~18 GB)")
     parser.add_argument("--steps", type=int, default=2, help="denoising steps per canvas (default 2)")
+    parser.add_argument("--count-steps", type=int, default=16,
+                        help="steps of the decoder-token count on the streaming daemon (0: skip; default 16)")
     args = parser.parse_args(argv)
     return real_config_mode(args) if args.real_config else daemon_mode(args)
 

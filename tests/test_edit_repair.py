@@ -39,7 +39,7 @@ def test_edit_confidences_are_probabilities_that_join_to_the_rewrite(engine: Eng
     cases = [(PREFIX, SELECTION, SUFFIX), (healed, "self.items.append(item)", "\n"),
              ("", "a = 1\nb = 2\n", ""), ("x = ", "(" * 40 + ")" * 40, "\n")]  # the last spans two canvases
     for prefix, selection, suffix in cases:
-        result = engine.edit(prefix, selection, suffix, settings=FAST, refine=False)
+        result = engine.edit(prefix, selection, suffix, settings=FAST, refine=False, confidence=True)
         assert _joined(result) == result.text
         assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
         assert len(result.tokens) <= result.hole_tokens
@@ -48,7 +48,7 @@ def test_edit_confidences_are_probabilities_that_join_to_the_rewrite(engine: Eng
 
 def test_rewrite_drafts_carry_their_tokens(engine: Engine) -> None:
     drafts = []
-    engine.edit(PREFIX, SELECTION, SUFFIX, settings=FAST, on_draft=drafts.append, refine=False)
+    engine.edit(PREFIX, SELECTION, SUFFIX, settings=FAST, on_draft=drafts.append, refine=False, confidence=True)
     assert drafts
     for draft in drafts:
         assert draft.tokens is not None and "".join(t.text for t in draft.tokens) == draft.text
@@ -57,11 +57,12 @@ def test_rewrite_drafts_carry_their_tokens(engine: Engine) -> None:
 def _broken_rewrite(engine: Engine, broken: str) -> tuple[Rewritten, Run]:
     """A rewrite of SELECTION whose last canvas has ``broken`` in its span (an injected error)."""
     parts = build_parts(PREFIX, ())
-    prompt = engine._prompt_ids(parts.header, parts.prefix)
+    prompt = engine.runner.prompt_ids(parts.header, parts.prefix)
     run = Run(cfg=engine.resolve(FAST), gen=torch.Generator().manual_seed(0), timings=Timings(), budget=Budget())
-    done = rewrite(engine, prompt, engine.encode_text(SELECTION), engine.encode_text(SUFFIX), parts.healed, 0.5,
-                   run, max_tokens=64, length_search=False, on_draft=None)
-    cache, prompt_len, out, best, problem = done.last
+    done = rewrite(engine.runner, prompt, engine.encode_text(SELECTION), engine.encode_text(SUFFIX), parts.healed,
+                   0.5, run, max_tokens=64, length_search=False, on_draft=None)
+    assert done.last is not None
+    out, best, problem = done.last.out, done.last.best, done.last.problem
     ids = engine.encode_text(broken)
     suffix_ids = engine.encode_text(SUFFIX)
     row = (ids + suffix_ids + [0] * engine.canvas_length)[: engine.canvas_length]
@@ -70,7 +71,7 @@ def _broken_rewrite(engine: Engine, broken: str) -> tuple[Rewritten, Run]:
     held = torch.zeros_like(problem.clamp.mask)
     held[best, len(ids): len(ids) + len(suffix_ids)] = True
     problem = dataclasses.replace(problem, clamp=dataclasses.replace(problem.clamp, mask=held))
-    done.last = (cache, prompt_len, dataclasses.replace(out, argmax=argmax), best, problem)
+    done.last = dataclasses.replace(done.last, out=dataclasses.replace(out, argmax=argmax), problem=problem)
     done.tokens, done.confidence = ids, [0.5] * len(ids)
     return done, run
 
@@ -80,8 +81,7 @@ def test_an_injected_syntax_error_in_a_rewrite_is_re_noised_and_repaired(engine:
     assert new_issues([PREFIX, SUFFIX], [broken], "python", baseline=[SELECTION])
     done, run = _broken_rewrite(engine, broken)
     before = list(done.tokens)
-    repair.repair_rewrite(engine, done, PREFIX, SELECTION, SUFFIX, "", "python", run.cfg, run.gen, run.timings,
-                          run.budget)
+    repair.repair_rewrite(engine.runner, done, PREFIX, SELECTION, SUFFIX, "", "python", run)
     assert 1 <= run.timings.refine_rounds <= repair.REFINE_ROUNDS
     text = strip_heal(engine.decode(done.tokens), "")
     # the version that parses, or the injected rewrite as it was when no round found one
@@ -106,7 +106,8 @@ def test_edit_repair_is_on_with_a_grammar_and_off_when_asked(engine: Engine) -> 
                           refine=False)
         if not new_issues([PREFIX, SUFFIX], [off.text], "python", baseline=[SELECTION]):
             continue  # this seed's rewrite parses: nothing to repair
-        on = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python")
+        on = engine.edit(PREFIX, SELECTION, SUFFIX, settings=settings, strength=1.0, language="python",
+                         confidence=True)
         assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
         assert on.text == off.text or new_issues([PREFIX, SUFFIX], [on.text], "python", baseline=[SELECTION]) == []
         assert _joined(on) == on.text and all(0.0 <= t.confidence <= 1.0 for t in on.tokens)
@@ -139,8 +140,8 @@ def test_when_no_round_parses_a_head_of_the_fill_that_does_is_kept(engine: Engin
     def render(one: repair.Layout) -> list[str]:
         return [engine.decode(one.hole_tokens(0))]
 
-    head = repair._line_head(engine, [lay], fixed, render, "python", None)
+    head = repair._line_head(engine.runner, [lay], fixed, render, "python", None)
     assert head is not None and render(head) == ["    z = 2\n"]
     blank = engine.encode_text("\n    w = (")
     lay.tokens[: len(blank)], lay.holes = blank, [(0, len(blank))]
-    assert repair._line_head(engine, [lay], fixed, render, "python", None) is None  # never a blank fill
+    assert repair._line_head(engine.runner, [lay], fixed, render, "python", None) is None  # never a blank fill

@@ -12,6 +12,7 @@ import torch
 from diffgemma.runtime.engine.engine import Engine
 from diffgemma.runtime.engine.fill import trim_join
 from diffgemma.runtime.engine.prefix_cache import PrefixCache, decoder_view, encode
+from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import Cancelled, CancelToken, SamplingSettings, SettingsError
 
 PREFIX = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\nclass Stack:\n    def push(self, item):\n        "
@@ -65,9 +66,12 @@ def test_parity_breaks_with_another_seed(stock_engine: Engine) -> None:
     assert ours != reference.sequences[0].tolist()
 
 
-def test_infill_holds_the_suffix_and_joins_exactly(engine: Engine) -> None:
+def test_infill_holds_the_suffix_and_joins_exactly(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CanvasView] = []
+    monkeypatch.setattr(engine, "observer", seen.append)
     result = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=3))
-    canvas, held = engine.last_canvas
+    canvas, held = seen[-1].tokens, seen[-1].held
+    assert seen[-1].spans == [(0, result.hole_tokens)]
     suffix_ids = engine.encode_text(SUFFIX)
     hole = result.hole_tokens
     assert 0 < hole < engine.canvas_length
@@ -87,10 +91,12 @@ def test_infill_holds_the_suffix_and_joins_exactly(engine: Engine) -> None:
     assert result.finish_reason in ("stop", "length")
 
 
-def test_infill_without_clamp_or_search(engine: Engine) -> None:
+def test_infill_without_clamp_or_search(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CanvasView] = []
+    monkeypatch.setattr(engine, "observer", seen.append)
     plain = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=3), clamp_suffix=False, max_tokens=8)
     assert plain.hole_tokens <= 8
-    assert not engine.last_canvas[1]  # nothing held
+    assert seen and not any(held for view in seen for held in view.held)  # nothing held
     one = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=3), length_search=False)
     assert one.hole_tokens > 0
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from diffgemma.runtime.engine.engine import Engine
+from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import Draft, SamplingSettings, SettingsError
 
 PREFIX = "def area(radius):\n    "
@@ -76,6 +78,41 @@ def test_without_pruning_every_candidate_would_run_every_step(engine: Engine) ->
     assert result.timings.decoder_tokens == len(lengths) * engine.canvas_length * 16
 
 
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values into Python (on CUDA each one waits for the device)."""
+
+    READS = frozenset({"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_settling_a_step_reads_the_device_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished rows and the successive halving are decided on the host from one transfer per step."""
+    from diffgemma.runtime.engine import denoise
+
+    settle = denoise._RowState.settle
+    reads: list[tuple[int, int, int]] = []  # (host reads, rows before, rows after) per step
+
+    def counted(state: denoise._RowState, finished: torch.Tensor, done: int) -> torch.Tensor | None:
+        before = len(state.active)
+        with HostReads() as mode:
+            kept = settle(state, finished, done)
+        reads.append((mode.count, before, len(state.active)))
+        return kept
+
+    monkeypatch.setattr(denoise._RowState, "settle", counted)
+    result = engine.infill(PREFIX, SUFFIX, settings=_never_settles())
+    assert len(reads) == result.timings.steps == 16
+    assert [n for n, _, _ in reads] == [1] * 16
+    assert any(after < before for _, before, after in reads)  # the steps that pruned read once too
+
+
 def test_an_expired_deadline_returns_the_first_draft(engine: Engine) -> None:
     result = engine.infill(PREFIX, SUFFIX, settings=_never_settles(), deadline=time.monotonic())
     assert result.finish_reason == "time"
@@ -130,7 +167,11 @@ def test_chat_messages_are_text_not_markup(engine: Engine) -> None:
     assert ids.count(end_turn) == 3  # one per turn: the one typed in the message stays text
 
 
-def test_confidence_of_every_final_token(engine: Engine) -> None:
-    engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=0, steps=4))
-    conf = torch.tensor(engine.last_confidence)
+def test_confidence_of_every_final_token(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CanvasView] = []
+    monkeypatch.setattr(engine, "observer", seen.append)
+    result = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=0, steps=4))
+    (start, length), = seen[-1].spans
+    assert length == result.hole_tokens
+    conf = torch.tensor(seen[-1].confidence[start: start + length])
     assert conf.numel() > 0 and bool(((conf >= 0) & (conf <= 1)).all())

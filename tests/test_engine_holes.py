@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import grammars_missing
 
 from diffgemma.context.syntax import new_issues, syntax_issues
@@ -14,6 +13,7 @@ from diffgemma.runtime.engine import repair
 from diffgemma.runtime.engine.denoise import Budget
 from diffgemma.runtime.engine.engine import Engine
 from diffgemma.runtime.engine.holes import plan_groups
+from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import SamplingSettings, SettingsError, Timings
 
 pytestmark = pytest.mark.skipif(grammars_missing() is not None, reason=str(grammars_missing()))
@@ -27,11 +27,14 @@ def engine(tiny_model_dir: Path) -> Engine:
     return Engine.load(str(tiny_model_dir))
 
 
-def test_close_holes_share_a_canvas_with_the_text_between_held_exactly(engine: Engine) -> None:
+def test_close_holes_share_a_canvas_with_the_text_between_held_exactly(engine: Engine,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CanvasView] = []
+    monkeypatch.setattr(engine, "observer", seen.append)
     result = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False)
     assert len(result.holes) == 2 and result.text == result.holes[0].text
-    tokens, held = engine.last_canvas
-    (s0, n0), (s1, n1) = engine.last_holes
+    tokens, held = seen[-1].tokens, seen[-1].held
+    (s0, n0), (s1, n1) = seen[-1].spans
     between = engine.encode_text(CLOSE[1])
     tail = engine.encode_text(CLOSE[2])[: engine.canvas_length // 4]
     # the text between the holes sits right after the first hole, held, and the second hole
@@ -49,8 +52,8 @@ def test_far_holes_go_left_to_right_with_earlier_fills_as_context(engine: Engine
     far = "\n".join(f"    v{i} = {i} * {i}" for i in range(12)) + "\n    w = "
     pieces = ["def f():\n    a = ", far, "\n    return w\n"]
     ids = [engine.encode_text(p) for p in pieces]
-    assert [g.holes for g in plan_groups(engine, ids)] == [[0], [1]]
-    assert [g.holes for g in plan_groups(engine, [engine.encode_text(p) for p in CLOSE])] == [[0, 1]]
+    assert [g.holes for g in plan_groups(engine.canvas_length, ids)] == [[0], [1]]
+    assert [g.holes for g in plan_groups(engine.canvas_length, [engine.encode_text(p) for p in CLOSE])] == [[0, 1]]
     result = engine.infill_holes(pieces, settings=FAST, refine_syntax=False)
     assert len(result.holes) == 2
     # the second hole's prompt is the first group's answer in place: the same fill as asking for
@@ -67,13 +70,13 @@ def test_hole_count_is_checked(engine: Engine) -> None:
 
 def test_confidences_are_probabilities_aligned_with_the_text(engine: Engine) -> None:
     prefix = "class Stack:\n    def push(self, item):\n        "  # healed indentation
-    for result in (engine.infill(prefix, "\n    def pop(self):\n", settings=FAST, refine=False),
-                   engine.infill(prefix, "", max_tokens=40, settings=FAST, refine=False)):
+    for result in (engine.infill(prefix, "\n    def pop(self):\n", settings=FAST, refine=False, confidence=True),
+                   engine.infill(prefix, "", max_tokens=40, settings=FAST, refine=False, confidence=True)):
         assert result.tokens, "a fill with text has tokens"
         assert "".join(t.text for t in result.tokens) == result.text
         assert all(0.0 <= t.confidence <= 1.0 for t in result.tokens)
         assert len(result.tokens) <= result.hole_tokens
-    multi = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False)
+    multi = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, confidence=True)
     for hole in multi.holes:
         assert "".join(t.text for t in hole.tokens) == hole.text
         assert all(0.0 <= t.confidence <= 1.0 for t in hole.tokens)
@@ -99,9 +102,9 @@ def test_an_injected_syntax_error_is_re_noised_where_it_breaks(engine: Engine) -
     row = (broken + suffix_ids + [0] * length)[:length]
     held = [False] * len(broken) + [True] * len(suffix_ids) + [False] * length
     layout = repair.Layout(tokens=row, held=held[:length], holes=[(0, len(broken))], confidence=[0.5] * length)
-    prompt = engine._prompt_ids("", prefix)
-    timings = Timings()
-    use = engine._prepare(prompt, timings, first=True)
+    runner = engine.runner
+    run = runner.start(FAST, Budget())
+    encoded = runner.prepare(runner.prompt_ids("", prefix), run.timings, first=True)
 
     def render(lay: repair.Layout) -> list[str]:
         return [engine.decode(lay.hole_tokens(0))]
@@ -109,18 +112,15 @@ def test_an_injected_syntax_error_is_re_noised_where_it_breaks(engine: Engine) -
     fixed = [prefix, suffix]
     issues = new_issues(fixed, render(layout), "python")
     assert issues
-    chosen = repair._positions(engine, layout, fixed, render, issues, 0)
+    chosen = repair._positions(runner, layout, fixed, render, issues, 0)
     assert chosen and set(chosen) <= set(range(len(broken)))
-    cfg = engine.resolve(FAST)
-    gen = torch.Generator().manual_seed(0)
-    rows = repair._denoise_round(engine, use.cache, len(prompt), [(layout, chosen)] * 2, cfg, gen, timings,
-                                 Budget())
+    rows = repair._denoise_round(runner, encoded, [(layout, chosen)] * 2, run)
     for cand in rows:  # only the re-noised positions may change; the held suffix stays
         assert [t for p, t in enumerate(cand.tokens[:len(broken) + len(suffix_ids)]) if p not in chosen] == \
             [t for p, t in enumerate(row[:len(broken) + len(suffix_ids)]) if p not in chosen]
-    timings = Timings()
-    out = repair.refine(engine, use.cache, len(prompt), layout, fixed, render, "python", cfg, gen, timings, Budget())
-    assert 1 <= timings.refine_rounds <= repair.REFINE_ROUNDS
+    run.timings = Timings()
+    out = repair.refine(runner, encoded, layout, fixed, render, "python", run)
+    assert 1 <= run.timings.refine_rounds <= repair.REFINE_ROUNDS
     # the version that parses, or the original when no round found one
     assert out is layout or new_issues(fixed, render(out), "python") == []
 
@@ -132,7 +132,7 @@ def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: E
         off = engine.infill(prefix, suffix, settings=settings, language="python", refine=False)
         if not new_issues([prefix, suffix], [off.text], "python"):
             continue  # this seed's fill parses: nothing to repair
-        on = engine.infill(prefix, suffix, settings=settings, language="python")
+        on = engine.infill(prefix, suffix, settings=settings, language="python", confidence=True)
         assert off.timings.refine_rounds == 0 and on.timings.refine_rounds >= 1
         assert on.text == off.text or new_issues([prefix, suffix], [on.text], "python") == []
         assert "".join(t.text for t in on.tokens) == on.text
@@ -144,12 +144,44 @@ def test_repair_through_infill_is_on_with_a_grammar_and_off_when_asked(engine: E
 
 def test_drafts_carry_their_tokens_and_confidences(engine: Engine) -> None:
     drafts = []
-    engine.infill("def f(x):\n    y = ", "\n    return y\n", settings=FAST, on_draft=drafts.append, refine=False)
+    engine.infill("def f(x):\n    y = ", "\n    return y\n", settings=FAST, on_draft=drafts.append, refine=False,
+                  confidence=True)
     assert drafts
     for draft in drafts:
         assert draft.tokens is not None
         assert "".join(t.text for t in draft.tokens) == draft.text
         assert all(0.0 <= t.confidence <= 1.0 for t in draft.tokens)
+
+
+def test_token_pieces_are_built_only_when_asked(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-token confidences cost two decodes a token: a request that does not ask gets none, in
+    its result or its drafts, and the engine does not decode for them."""
+    decodes = []
+    decode = engine.runner.decode
+
+    def counted(ids):  # type: ignore[no-untyped-def]
+        decodes.append(len(ids))
+        return decode(ids)
+
+    monkeypatch.setattr(engine.runner, "decode", counted)
+    prefix, suffix = "def f(x):\n    y = ", "\n    return y\n"
+    counts = []
+    for asked in (False, True):
+        decodes.clear()
+        result = engine.infill(prefix, suffix, settings=FAST, refine=False, confidence=asked)
+        assert bool(result.tokens) == asked and result.hole_tokens > 0
+        counts.append(len(decodes))
+    assert counts[0] <= 2 and counts[1] >= 2 * result.hole_tokens  # the answer's text vs two a token
+    drafts: list = []
+    plain = engine.infill(prefix, suffix, settings=FAST, refine=False, on_draft=drafts.append)
+    assert drafts and all(d.tokens is None for d in drafts) and not plain.tokens
+    drafts = []
+    holes = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    assert all(not h.tokens for h in holes.holes) and not holes.tokens
+    assert drafts and all(not h.tokens for d in drafts for h in d.holes)
+    drafts = []
+    edit = engine.edit(prefix, "x + 1", suffix, settings=FAST, refine=False, on_draft=drafts.append)
+    assert not edit.tokens and drafts and all(d.tokens is None for d in drafts)
 
 
 def test_the_evaluation_compares_repair_on_and_off(tiny_model_dir: Path) -> None:
@@ -187,12 +219,12 @@ def _check_drafts(drafts: list, result: object, count: int) -> None:
 
 def test_several_holes_report_a_draft_after_every_step(engine: Engine) -> None:
     drafts: list = []
-    close = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    close = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, on_draft=drafts.append, confidence=True)
     _check_drafts(drafts, close, 2)
     assert close.timings.steps == len(drafts)  # the scouting run's steps and the chosen canvas's
     assert all(h.state == "refining" for d in drafts for h in d.holes)  # one shared canvas
     drafts = []
-    far = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, on_draft=drafts.append)
+    far = engine.infill_holes(FAR, settings=FAST, refine_syntax=False, on_draft=drafts.append, confidence=True)
     _check_drafts(drafts, far, 2)
     states = [tuple(h.state for h in d.holes) for d in drafts]
     assert states[0] == ("refining", "waiting") and states[-1] == ("final", "refining")
@@ -204,14 +236,16 @@ def test_several_holes_report_a_draft_after_every_step(engine: Engine) -> None:
 
 def test_alternatives_of_close_holes_are_rows_of_one_canvas(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list = []
-    original = engine._denoise
+    seen: list[CanvasView] = []
+    original = engine.runner.denoise
 
-    def recorded(cache, prompt_len, problem, *args, **kwargs):  # type: ignore[no-untyped-def]
-        out = original(cache, prompt_len, problem, *args, **kwargs)
+    def recorded(prompt, problem, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(prompt, problem, *args, **kwargs)
         runs.append((problem, out))
         return out
 
-    monkeypatch.setattr(engine, "_denoise", recorded)
+    monkeypatch.setattr(engine.runner, "denoise", recorded)
+    monkeypatch.setattr(engine, "observer", seen.append)
     result = engine.infill_holes(CLOSE, settings=FAST, refine_syntax=False, alternatives=3)
     lists = [h.alternatives for h in result.holes]
     assert len({len(a) for a in lists}) == 1  # aligned: index k of every hole is set k
@@ -220,7 +254,7 @@ def test_alternatives_of_close_holes_are_rows_of_one_canvas(engine: Engine, monk
     assert sets[0] == tuple(h.text for h in result.holes)
     problem, out = runs[-1]  # the chosen lengths, one row per alternative
     assert out.argmax.shape[0] == 3
-    (s0, n0), (s1, n1) = engine.last_holes
+    (s0, n0), (s1, n1) = seen[-1].spans
     assert s0 == 0
     between = engine.encode_text(CLOSE[1])
     tail = engine.encode_text(CLOSE[2])[: engine.canvas_length // 4]

@@ -11,6 +11,7 @@ import pytest
 from diffgemma.kernels.moe4 import QuantizedExperts
 from diffgemma.runtime.engine.engine import Engine
 from diffgemma.runtime.engine.loading import ModelLoadError, load_model
+from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import SamplingSettings
 
 PREFIX = "def add(a, b):\n    "
@@ -22,11 +23,12 @@ def _quantized_experts(engine: Engine) -> int:
 
 
 def test_load_time_quantization_serves_infill(tiny_model_dir: Path) -> None:
-    engine = Engine.load(str(tiny_model_dir), quantize="4bit")
+    seen: list[CanvasView] = []
+    engine = Engine.load(str(tiny_model_dir), quantize="4bit", observer=seen.append)
     assert _quantized_experts(engine) >= 1
     result = engine.infill(PREFIX, SUFFIX, settings=SamplingSettings(seed=0, steps=4))
     assert result.hole_tokens > 0 and result.timings.steps >= 1
-    assert all(0 <= t < engine.vocab_size for t in engine.last_canvas[0])
+    assert seen and all(0 <= t < engine.vocab_size for t in seen[-1].tokens)
 
 
 def test_offline_quantized_checkpoint_loads_as_4bit(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -45,11 +47,12 @@ def test_unknown_quantization_is_rejected(tiny_model_dir: Path) -> None:
 
 
 def test_fused_sampler_in_the_engine(tiny_model_dir: Path) -> None:
-    fused = Engine.load(str(tiny_model_dir), sampler="fused")
+    seen: list[CanvasView] = []
+    fused = Engine.load(str(tiny_model_dir), sampler="fused", observer=seen.append)
     settings = SamplingSettings(seed=4, steps=5)
     first = fused.infill(PREFIX, SUFFIX, settings=settings)
     again = fused.infill(PREFIX, SUFFIX, settings=settings)
     assert first.text == again.text  # seeded Gumbel-max draws are reproducible
-    canvas, held = fused.last_canvas
+    canvas, held = seen[-1].tokens, seen[-1].held
     suffix_ids = fused.encode_text(SUFFIX)
     assert [t for t, h in zip(canvas, held, strict=True) if h] == suffix_ids[: sum(held)]

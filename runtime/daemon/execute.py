@@ -39,7 +39,7 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
              res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
              timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
     alternatives = list(getattr(res, "alternatives", None) or [])
-    tokens, holes = _confidence_fields(job.request, res)
+    tokens, holes = _token_fields(job.request, res)
     return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
                                  model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
                                  tokens=tokens, holes=holes))
@@ -82,6 +82,8 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
               "on_draft": job.on_draft, "cancel": job.cancel, "deadline": _deadline(req, limits)}
     if isinstance(req, ChatRequest):
         return engine.chat(req.messages, **common)
+    # per-token confidences cost two decodes a token: the engine builds them only when asked
+    common["confidence"] = bool(req.confidence)
     extra = [(e.path, e.text) for e in req.extra]
     if isinstance(req, EditRequest):
         if req.strength is not None:
@@ -113,13 +115,13 @@ def _tokens(engine: Any, job: Job) -> Outcome:
     return Outcome(value={"tokens": ids})
 
 
-def _confidence_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Result.tokens (when the request asked for confidences) and Result.holes (several holes:
-    {"text", "tokens"?, "alternatives"?} each)."""
+def _token_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Result.tokens (the engine built them when the request asked for confidences) and
+    Result.holes (several holes: {"text", "tokens"?, "alternatives"?} each)."""
     asked = bool(getattr(req, "confidence", None))
 
     def pieces(items: Any) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in items or []] if asked else []
+        return [t.to_dict() for t in items or []]
 
     tokens = pieces(getattr(res, "tokens", None))
     holes = []

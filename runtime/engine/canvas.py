@@ -9,16 +9,18 @@ best row's span after what the earlier canvases of the same request wrote.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.confidence import pieces
 from diffgemma.runtime.engine.denoise import Budget, Problem, StepCallback
 from diffgemma.runtime.engine.prompt import strip_heal
-from diffgemma.runtime.engine.types import Draft, Timings
+from diffgemma.runtime.engine.types import Draft, SettingsError, Timings
 
 DraftCallback = Callable[[Draft], None]
 Decode = Callable[[Sequence[int]], str]
@@ -32,6 +34,34 @@ class Run:
     gen: torch.Generator
     timings: Timings
     budget: Budget
+    # build per-token confidence pieces (results and drafts): two decodes per token, so only
+    # when the request asked for them
+    confidence: bool = False
+
+
+def checked_max_tokens(max_tokens: int | None, default: int) -> int:
+    if max_tokens is None:
+        return default
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise SettingsError("max_tokens must be an integer")
+    if not 1 <= max_tokens <= config.MAX_TOKENS_LIMIT:
+        raise SettingsError(f"max_tokens must be between 1 and {config.MAX_TOKENS_LIMIT} (got {max_tokens})")
+    return max_tokens
+
+
+def check_alternatives(alternatives: int) -> None:
+    if (isinstance(alternatives, bool) or not isinstance(alternatives, int)
+            or not 1 <= alternatives <= config.MAX_ALTERNATIVES):
+        raise SettingsError(f"alternatives must be between 1 and {config.MAX_ALTERNATIVES} (got {alternatives!r})")
+
+
+def finish_timings(timings: Timings, generated: int, t0: float) -> Timings:
+    """A request's timings once its canvases are done (``t0``: its start, time.perf_counter())."""
+    timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
+    timings.generated_tokens = generated
+    timings.tokens_per_forward = generated / max(timings.steps, 1)
+    timings.total_ms = (time.perf_counter() - t0) * 1000
+    return timings
 
 
 def hole_candidates(length: int, max_hole: int, suffix_len: int) -> tuple[list[int], int]:

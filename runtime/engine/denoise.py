@@ -12,7 +12,9 @@ lowest-entropy tokens -> re-noise the rest -> stop rows that are stable and conf
 
 Rows leave the batch when they finish, and candidate rows (hole lengths) are pruned by successive
 halving on their held-suffix score, so the decoder is only ever run on rows still in contention.
-Every step's decoder rows are counted in ``decoder_tokens``.
+Every step's decoder rows are counted in ``decoder_tokens``. Which rows stay is decided on the host
+from one device-to-host transfer per step (each ``bool()``/``float()`` of a CUDA tensor would wait
+for the device).
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from typing import Any
 
 import torch
 
+from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.prefix_cache import decoder_view
-from diffgemma.runtime.engine.types import CancelToken
+from diffgemma.runtime.engine.types import CancelToken, SettingsError
 
-SAMPLERS = ("stream", "stock", "fused")
-# Steps after which the candidate rows are halved (on their held-suffix score): 8 candidates cost
-# 8 + 4 + 2 rows over the first three steps, then one; see `hole_pruning` in the engine notes.
+# The heads `serve --sampler` offers, and the old fused sampler (the CPU reference of a GPU kernel,
+# run by the kernel tests only).
+SAMPLERS = (*config.SAMPLERS, "fused")
+# Steps after which the candidate rows still in contention are halved (on their held-suffix score),
+# down to the rows the problem keeps: 8 candidates cost 8 + 4 + 2 rows over the first three steps,
+# then one; 9 (a whole canvas of room) cost 9 + 5 + 3 + 2, then one.
 PRUNE_STEPS = (1, 2, 3, 4)
 
 # (step, argmax, row scores, per-position confidence)
@@ -108,7 +114,7 @@ class Denoiser:
 
     def __init__(self, model: Any, vocab_size: int, sampler: str = "stream", chunk: int | None = None) -> None:
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+            raise SettingsError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
         self.model = model
         self.vocab_size = vocab_size
         self.sampler = sampler
@@ -226,7 +232,10 @@ class Denoiser:
 
 
 class _RowState:
-    """Which rows are still denoised, and the latest canvas, score and confidence of every row."""
+    """Which rows are still denoised, and the latest canvas, score and confidence of every row.
+
+    The tensors stay on the model's device; which rows are pruned is kept on the host, so that
+    settling a step costs one transfer (`settle`)."""
 
     def __init__(self, problem: Problem, vocab: int) -> None:
         self.problem = problem
@@ -237,7 +246,8 @@ class _RowState:
         self.argmax = problem.canvas.clone()
         self.confidence = torch.zeros(batch, length, dtype=torch.float32, device=device)
         self.scores = torch.zeros(batch, dtype=torch.float32, device=device)
-        self.pruned = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.pruned: list[bool] = [False] * batch
+        self._pruned_mask = torch.zeros(batch, dtype=torch.bool, device=device)  # ``pruned``, on the device
         self.held: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
 
@@ -281,25 +291,30 @@ class _RowState:
             self.held[rows] = held.float()
 
     def final_scores(self) -> torch.Tensor:
-        return torch.where(self.pruned, torch.full_like(self.scores, float("-inf")), self.scores)
+        return torch.where(self._pruned_mask, torch.full_like(self.scores, float("-inf")), self.scores)
 
     def alive(self) -> list[int]:
-        return [i for i in range(self.scores.shape[0]) if not bool(self.pruned[i])]
+        return [i for i, pruned in enumerate(self.pruned) if not pruned]
 
     def settle(self, finished: torch.Tensor, done: int) -> torch.Tensor | None:
         """Drop finished rows and prune candidates; the positions (in the current batch) to keep,
-        or None when every row stays."""
-        keep = [bool(not f) for f in finished.tolist()]
+        or None when every row stays. One device-to-host transfer: the finished flags, with every
+        row's score on a step that prunes."""
         target = self.problem.keep
-        contenders = [i for i in range(len(self.pruned)) if not bool(self.pruned[i])]
+        contenders = self.alive()
         if target and done in PRUNE_STEPS and len(contenders) > target:
+            host = torch.cat([finished.to(self.scores.dtype), self.scores]).tolist()
+            flags, scores = host[: len(self.active)], host[len(self.active):]
             # successive halving: keep the better half (at least ``target``) of the rows in contention,
             # finished ones included; a pruned row can no longer win
             n = max(target, -(-len(contenders) // 2))
-            order = sorted(contenders, key=lambda i: float(self.scores[i]), reverse=True)
-            for i in order[n:]:
+            dropped = sorted(contenders, key=lambda i: scores[i], reverse=True)[n:]
+            for i in dropped:
                 self.pruned[i] = True
-            keep = [k and not bool(self.pruned[row]) for k, row in zip(keep, self.active, strict=True)]
+            self._pruned_mask[torch.tensor(dropped, dtype=torch.long, device=self.scores.device)] = True
+        else:
+            flags = finished.tolist()
+        keep = [not f and not self.pruned[row] for f, row in zip(flags, self.active, strict=True)]
         if all(keep):
             return None
         positions = [p for p, k in enumerate(keep) if k]

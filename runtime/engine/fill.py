@@ -8,28 +8,94 @@ another until a stop token or the token budget.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from diffgemma.runtime.engine.canvas import Decode, DraftCallback, Run, best_row, draft_callback, infill_problem, until
-from diffgemma.runtime.engine.denoise import Denoised, Problem, StepCallback
-from diffgemma.runtime.engine.prompt import strip_heal
-from diffgemma.runtime.engine.types import Draft, FinishReason
+from diffgemma.runtime.engine.canvas import (
+    Decode,
+    DraftCallback,
+    Run,
+    best_row,
+    check_alternatives,
+    checked_max_tokens,
+    draft_callback,
+    finish_timings,
+    hole_candidates,
+    infill_problem,
+    until,
+)
+from diffgemma.runtime.engine.confidence import pieces
+from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
+from diffgemma.runtime.engine.prompt import build_parts, strip_heal
+from diffgemma.runtime.engine.repair import repair_fill, repair_language
+from diffgemma.runtime.engine.runner import CanvasRunner, EncodedPrompt, chosen_view
+from diffgemma.runtime.engine.types import Draft, EngineResult, FinishReason, SamplingSettings
 
-if TYPE_CHECKING:
-    from diffgemma.runtime.engine.engine import Engine
 
-# The last canvas denoised, for repairing its hole: (cache, prompt length, result, best row, problem).
-LastCanvas = tuple[Any, int, Denoised, int, Problem]
+@dataclass
+class LastCanvas:
+    """A request's last canvas, for repairing its span: the prompt it followed, its denoised rows,
+    the chosen row and what was held in it."""
+
+    prompt: EncodedPrompt
+    out: Denoised
+    best: int
+    problem: Problem
+
+
+def infill(runner: CanvasRunner, prefix: str, suffix: str, *, settings: SamplingSettings | None, budget: Budget,
+           extra: Sequence[tuple[str, str]] = (), max_tokens: int | None = None,
+           on_draft: DraftCallback | None = None, length_search: bool = True, clamp_suffix: bool = True,
+           alternatives: int = 1, language: str | None = None, refine: bool = True,
+           confidence: bool = False) -> EngineResult:
+    """The hole between ``prefix`` and ``suffix`` filled (`Engine.infill` says how)."""
+    parts = build_parts(prefix, extra)
+    prompt = runner.prompt_ids(parts.header, parts.prefix)
+    suffix_ids = runner.encode_text(suffix) if clamp_suffix else []
+    return fill_canvases(runner, prompt, suffix_ids, parts.healed, prefix, suffix, max_tokens=max_tokens,
+                         settings=settings, on_draft=on_draft, budget=budget, length_search=length_search,
+                         alternatives=alternatives, language=repair_language(language) if refine else None,
+                         confidence=confidence)
+
+
+def fill_canvases(runner: CanvasRunner, prompt: list[int], suffix_ids: list[int], healed: str, prefix: str,
+                  suffix: str, *, max_tokens: int | None, settings: SamplingSettings | None,
+                  on_draft: DraftCallback | None, budget: Budget, length_search: bool = True, alternatives: int = 1,
+                  stops: set[int] | None = None, language: str | None = None,
+                  confidence: bool = False) -> EngineResult:
+    """A fill (or a chat answer) after ``prompt``, canvas after canvas; ``language``: repair the
+    fill's syntax with that grammar (None: no repair)."""
+    t0 = time.perf_counter()
+    check_alternatives(alternatives)
+    run = runner.start(settings, budget, confidence=confidence)
+    budget_tokens = checked_max_tokens(max_tokens, default=runner.canvas_length)
+    stops = stops if stops is not None else set(runner.eos_ids)
+    fill = Fill(runner.decode, healed, prefix, on_draft, confidence=confidence)
+    loop = FillRun(runner, prompt, suffix_ids, fill, run, max_tokens=budget_tokens, stops=stops,
+                   length_search=length_search, alternatives=alternatives)
+    loop.run()
+    if language is not None and loop.last is not None:
+        repair_fill(runner, fill, loop.last, suffix, stops, bool(suffix_ids), language, run)
+    text = fill.text(suffix, stops)
+    others = [fill.text(suffix, stops, tail=row) for row in loop.rows_out] if alternatives > 1 else []
+    finish_timings(run.timings, len(fill.tokens), t0)
+    return EngineResult(text=text, finish_reason=loop.finish, timings=run.timings, hole_tokens=len(fill.tokens),
+                        alternatives=distinct([text, *others]) if alternatives > 1 else [],
+                        tokens=pieces(runner.decode, fill.tokens, fill.conf, text) if confidence else [])
 
 
 class Fill:
-    """The tokens of an answer committed so far, and the drafts that show it."""
+    """The tokens of an answer committed so far, and the drafts that show it (token by token too
+    with ``confidence``)."""
 
-    def __init__(self, decode: Decode, healed: str, prefix: str, on_draft: DraftCallback | None) -> None:
+    def __init__(self, decode: Decode, healed: str, prefix: str, on_draft: DraftCallback | None,
+                 confidence: bool = False) -> None:
         self.decode = decode
         self.healed = healed
         self.prefix = prefix
         self.on_draft = on_draft
+        self.confidence = confidence
         self.tokens: list[int] = []
         self.conf: list[float] = []  # each token's confidence
         self.committed = 0  # tokens of the committed canvases
@@ -44,7 +110,7 @@ class Fill:
         if self.on_draft is None:
             return None
         return draft_callback(self.decode, self.on_draft, self.healed, list(self.tokens), lengths, self.canvas,
-                              list(self.conf))
+                              list(self.conf) if self.confidence else None)
 
     def add(self, tokens: list[int], confidence: list[float]) -> None:
         self.tokens += tokens
@@ -72,9 +138,9 @@ class FillRun:
     """The canvas loop of one fill: ``run()`` leaves the answer's tokens in ``fill``, and sets
     ``finish``, the alternative rows of the last canvas and that canvas (for repair)."""
 
-    def __init__(self, engine: Engine, prompt: list[int], suffix_ids: list[int], fill: Fill, run: Run, *,
+    def __init__(self, runner: CanvasRunner, prompt: list[int], suffix_ids: list[int], fill: Fill, run: Run, *,
                  max_tokens: int, stops: set[int], length_search: bool, alternatives: int) -> None:
-        self.engine = engine
+        self.runner = runner
         self.prompt = prompt
         self.suffix_ids = suffix_ids
         self.fill = fill
@@ -93,60 +159,57 @@ class FillRun:
 
     def _lengths(self, remaining: int) -> tuple[list[int], int]:
         if self.suffix_ids:
-            lengths, hold = self.engine.hole_candidates(remaining, len(self.suffix_ids))
+            lengths, hold = hole_candidates(self.runner.canvas_length, remaining, len(self.suffix_ids))
             if not self.length_search:
                 lengths = lengths[-1:]
         else:
-            lengths, hold = [min(remaining, self.engine.canvas_length)], 0
+            lengths, hold = [min(remaining, self.runner.canvas_length)], 0
         if len(lengths) < self.alternatives:  # more rows of the same lengths, each its own noise
             lengths = sorted((lengths * self.alternatives)[: max(self.alternatives, len(lengths))])
         return lengths, hold
 
     def _canvas(self) -> bool:
         """Denoise the next canvas; False when the fill is done."""
-        engine, fill, ctx, stops, held = self.engine, self.fill, self.ctx, self.stops, bool(self.suffix_ids)
+        runner, fill, ctx, stops, held = self.runner, self.fill, self.ctx, self.stops, bool(self.suffix_ids)
         remaining = self.max_tokens - len(fill.tokens)
-        use = engine._prepare(self.prompt + fill.tokens, ctx.timings, first=fill.canvas == 0)
-        prompt_len = len(self.prompt) + len(fill.tokens)
+        prompt = runner.prepare(self.prompt + fill.tokens, ctx.timings, first=fill.canvas == 0)
         lengths, hold = self._lengths(remaining)
-        problem = infill_problem(engine._noise(len(lengths), ctx.gen), lengths, self.suffix_ids, hold,
+        problem = infill_problem(runner.noise(len(lengths), ctx.gen), lengths, self.suffix_ids, hold,
                                  keep=self.alternatives)
-        out = engine._denoise(use.cache, prompt_len, problem, ctx.cfg, ctx.gen, ctx.timings, ctx.budget,
-                              fill.on_step(lengths))
+        out = runner.denoise(prompt, problem, ctx, fill.on_step(lengths))
         best = best_row(out.scores, len(lengths))
         hole = out.argmax[best, : lengths[best]].tolist()
         conf = out.confidence[best, : lengths[best]].tolist()
-        engine.last_canvas = (out.argmax[best].tolist(),
-                              problem.clamp.mask[best].tolist() if problem.clamp is not None else [])
+        if runner.observer is not None:
+            runner.observer(chosen_view(out, best, problem, [(0, lengths[best])]))
         if out.timed_out:
             fill.add(until(hole, stops), conf)
             self.finish = "time"
             return False
         end = next((i for i, t in enumerate(hole) if t in stops), None)
         if not held and end is not None:
-            self.last = (use.cache, prompt_len, out, best, problem)
+            self.last = LastCanvas(prompt, out, best, problem)
             fill.add(hole[:end], conf)
             self.rows_out = [until(out.argmax[r, : lengths[r]].tolist(), stops) for r in out.alive]
             return False
         longest_won = held and best == len(lengths) - 1 and len(lengths) > 1
-        if longest_won and remaining > engine.canvas_length and self.length_search:
-            return self._plain(use.cache, prompt_len)
+        if longest_won and remaining > runner.canvas_length and self.length_search:
+            return self._plain(prompt)
         self.rows_out = [out.argmax[r, : lengths[r]].tolist() for r in out.alive]
         if not held and len(fill.tokens) + len(hole) < self.max_tokens:
             fill.commit(hole, conf)
             return True
-        self.last = (use.cache, prompt_len, out, best, problem)
+        self.last = LastCanvas(prompt, out, best, problem)
         fill.add(hole, conf)
         if len(fill.tokens) >= self.max_tokens and (not held or best == len(lengths) - 1):
             self.finish = "length"
         return False
 
-    def _plain(self, cache: Any, prompt_len: int) -> bool:
+    def _plain(self, prompt: EncodedPrompt) -> bool:
         """The hole is longer than this canvas: commit a plain-continuation canvas, so that the
         search goes on after it; False when the time ran out."""
         ctx = self.ctx
-        plain = self.engine._denoise(cache, prompt_len, Problem(canvas=self.engine._noise(1, ctx.gen)), ctx.cfg,
-                                     ctx.gen, ctx.timings, ctx.budget)
+        plain = self.runner.denoise(prompt, Problem(canvas=self.runner.noise(1, ctx.gen)), ctx)
         self.fill.commit(plain.argmax[0].tolist(), plain.confidence[0].tolist())
         if plain.timed_out:
             self.finish = "time"

@@ -25,18 +25,27 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
-from diffgemma.runtime.engine.canvas import DraftCallback, best_row, hole_candidates
+from diffgemma.runtime.engine.canvas import (
+    Decode,
+    DraftCallback,
+    Run,
+    best_row,
+    check_alternatives,
+    finish_timings,
+    hole_candidates,
+)
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
-from diffgemma.runtime.engine.denoise import Budget, Problem, StepCallback
-from diffgemma.runtime.engine.fill import trim_join
+from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
+from diffgemma.runtime.engine.fill import infill, trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import Layout, refine, repair_language
+from diffgemma.runtime.engine.runner import CanvasRunner, CanvasView, EncodedPrompt
 from diffgemma.runtime.engine.types import (
     Draft,
     EngineResult,
@@ -48,9 +57,6 @@ from diffgemma.runtime.engine.types import (
     TokenPiece,
 )
 
-if TYPE_CHECKING:
-    from diffgemma.runtime.engine.engine import Engine
-
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
 # Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
 HoleState = Literal["final", "refining", "waiting"]
@@ -61,10 +67,9 @@ class _Group:
     holes: list[int]  # hole indexes, consecutive
 
 
-def plan_groups(engine: Engine, fixed_ids: list[list[int]]) -> list[_Group]:
-    """Consecutive holes share a canvas while the text between them is at most a quarter canvas
-    and every hole in it keeps at least an eighth of the canvas of room."""
-    length = engine.canvas_length
+def plan_groups(length: int, fixed_ids: list[list[int]]) -> list[_Group]:
+    """Consecutive holes share a canvas (of ``length``) while the text between them is at most a
+    quarter canvas and every hole in it keeps at least an eighth of the canvas of room."""
     room_min, between_max = max(2, length // 8), max(1, length // 4)
     groups: list[_Group] = [_Group([0])]
     n_holes = len(fixed_ids) - 1
@@ -107,9 +112,10 @@ class _Drafts:
     """Drafts of several holes while they are filled: the finished groups' holes final, the current
     group's refining, the rest waiting. Steps count over the whole request, one per denoising step."""
 
-    def __init__(self, on_draft: DraftCallback, count: int) -> None:
+    def __init__(self, on_draft: DraftCallback, count: int, confidence: bool) -> None:
         self.on_draft = on_draft
         self.count = count
+        self.confidence = confidence  # the holes token by token too
         self.done: list[HoleFill] = []
         self.steps = 0
 
@@ -122,7 +128,7 @@ class _Drafts:
         self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
 
     def single(self, group: int) -> DraftCallback:
-        """The draft callback of a group of one hole (filled by `Engine.infill`)."""
+        """The draft callback of a group of one hole (filled by `fill.infill`)."""
 
         def relay(draft: Draft) -> None:
             if not draft.final:  # a committed canvas: the next step's draft shows it too
@@ -130,17 +136,20 @@ class _Drafts:
 
         return relay
 
-    def joint(self, decode: Any, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
+    def joint(self, decode: Decode, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
               group: int) -> StepCallback:
         """The step callback of a shared canvas; ``spans[row]`` are that row's holes."""
 
         def step(_n: int, argmax: torch.Tensor, scores: torch.Tensor, confidence: torch.Tensor) -> None:
             best = best_row(scores, len(spans))
-            tokens, conf = argmax[best].tolist(), confidence[best].tolist()
+            tokens = argmax[best].tolist()
+            conf = confidence[best].tolist() if self.confidence else []
             current = []
             for i, (start, n) in enumerate(spans[best]):
                 text = render(i, tokens[start: start + n])
-                current.append((text, token_pieces(decode, tokens[start: start + n], conf[start: start + n], text)))
+                shown = (token_pieces(decode, tokens[start: start + n], conf[start: start + n], text)
+                         if self.confidence else [])
+                current.append((text, shown))
             self.show(current, group)
 
         return step
@@ -157,47 +166,48 @@ class _Ask:
     refine: bool
     rows: int  # alternatives asked for
     drafts: _Drafts | None
+    confidence: bool  # each hole token by token too
 
 
 GroupOut = tuple[list[HoleFill], Timings, FinishReason, list[tuple[str, ...]]]
 
 
-def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[str, str]] = (),
+def infill_holes(runner: CanvasRunner, fixed: Sequence[str], *, extra: Sequence[tuple[str, str]] = (),
                  max_tokens: int | None = None, settings: SamplingSettings | None = None,
                  on_draft: DraftCallback | None = None, cancel: Any = None, deadline: float | None = None,
-                 language: str | None = None, refine_syntax: bool = True, alternatives: int = 1) -> EngineResult:
+                 language: str | None = None, refine_syntax: bool = True, alternatives: int = 1,
+                 confidence: bool = False) -> EngineResult:
     """Fill the holes between the ``fixed`` pieces; one `HoleFill` per hole in ``holes``.
     ``max_tokens`` bounds each hole; ``on_draft`` gets a `HolesDraft` after every denoising step.
-    With ``alternatives`` (n), each answer lists its hole's fill in up to n distinct sets (`sets`)."""
+    With ``alternatives`` (n), each answer lists its hole's fill in up to n distinct sets (`sets`);
+    with ``confidence``, each fill and draft is given token by token too."""
     if not 2 <= len(fixed) <= config.MAX_HOLES + 1:
         raise SettingsError(f"between 1 and {config.MAX_HOLES} holes are allowed (got {len(fixed) - 1})")
-    if (isinstance(alternatives, bool) or not isinstance(alternatives, int)
-            or not 1 <= alternatives <= config.MAX_ALTERNATIVES):
-        raise SettingsError(f"alternatives must be between 1 and {config.MAX_ALTERNATIVES} (got {alternatives!r})")
+    check_alternatives(alternatives)
     t0 = time.perf_counter()
-    drafts = _Drafts(on_draft, len(fixed) - 1) if on_draft is not None else None
+    drafts = _Drafts(on_draft, len(fixed) - 1, confidence) if on_draft is not None else None
     ask = _Ask(extra=extra, max_tokens=max_tokens, budget=Budget(cancel=cancel, deadline=deadline), language=language,
-               refine=refine_syntax, rows=alternatives, drafts=drafts)
+               refine=refine_syntax, rows=alternatives, drafts=drafts, confidence=confidence)
     if len(fixed) == 2:
-        (fill,), timings_1, reason, rows = _single(engine, fixed[0], fixed[1], settings, ask, 0)
+        (fill,), timings_1, reason, rows = _single(runner, fixed[0], fixed[1], settings, ask, 0)
         return EngineResult(text=fill.text, finish_reason=reason, timings=timings_1, hole_tokens=fill.hole_tokens,
                             alternatives=[row[0] for row in rows] if alternatives > 1 else [], tokens=fill.tokens,
                             holes=_answers([fill], [rows], alternatives))
-    fixed_ids = [engine.encode_text(p) for p in fixed]
+    fixed_ids = [runner.encode_text(p) for p in fixed]
     fills: list[HoleFill] = []
     group_sets: list[list[tuple[str, ...]]] = []
     timings: list[Timings] = []
     finish: FinishReason = "stop"
-    for index, group in enumerate(plan_groups(engine, fixed_ids)):
+    for index, group in enumerate(plan_groups(runner.canvas_length, fixed_ids)):
         first, last = group.holes[0], group.holes[-1]
         before = fixed[0] + "".join(f.text + fixed[h + 1] for h, f in enumerate(fills))
         # each group its own seed (a rerun with the same seed repeats every group)
         group_settings = (settings if settings is None or settings.seed is None
                           else dataclasses.replace(settings, seed=settings.seed + index))
         if len(group.holes) == 1:
-            out = _single(engine, before, fixed[first + 1], group_settings, ask, index)
+            out = _single(runner, before, fixed[first + 1], group_settings, ask, index)
         else:
-            out = _joint(engine, before, list(fixed[first + 1: last + 2]), fixed_ids[first + 1: last + 2],
+            out = _joint(runner, before, list(fixed[first + 1: last + 2]), fixed_ids[first + 1: last + 2],
                          group_settings, ask, index)
         fills += out[0]
         timings.append(out[1])
@@ -212,13 +222,12 @@ def infill_holes(engine: Engine, fixed: Sequence[str], *, extra: Sequence[tuple[
                         holes=_answers(fills, group_sets, alternatives))
 
 
-def _single(engine: Engine, before: str, after: str, settings: SamplingSettings | None, ask: _Ask,
+def _single(runner: CanvasRunner, before: str, after: str, settings: SamplingSettings | None, ask: _Ask,
             index: int) -> GroupOut:
     """A group of one hole: the single-hole infill, its alternatives as one-hole sets."""
-    r = engine.infill(before, after, extra=ask.extra, max_tokens=ask.max_tokens, settings=settings,
-                      on_draft=ask.drafts.single(index) if ask.drafts is not None else None,
-                      cancel=ask.budget.cancel, deadline=ask.budget.deadline, language=ask.language,
-                      refine=ask.refine, alternatives=ask.rows)
+    r = infill(runner, before, after, extra=ask.extra, max_tokens=ask.max_tokens, settings=settings,
+               on_draft=ask.drafts.single(index) if ask.drafts is not None else None, budget=ask.budget,
+               language=ask.language, refine=ask.refine, alternatives=ask.rows, confidence=ask.confidence)
     fill = HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens)
     return [fill], r.timings, r.finish_reason, [(t,) for t in (r.alternatives or [r.text])]
 
@@ -271,8 +280,8 @@ def _layout(lengths: Sequence[int], between: Sequence[list[int]], length: int, h
     return holes, scored, mask, tokens
 
 
-def _problem(engine: Engine, layouts: list[tuple[Any, ...]], gen: torch.Generator, score: bool) -> Problem:
-    device = engine.model.device
+def _problem(runner: CanvasRunner, layouts: list[tuple[Any, ...]], gen: torch.Generator, score: bool) -> Problem:
+    device = runner.device
     mask = torch.stack([lay[2] for lay in layouts])
     tokens = torch.stack([lay[3] for lay in layouts])
     focus = torch.zeros_like(mask)
@@ -282,7 +291,7 @@ def _problem(engine: Engine, layouts: list[tuple[Any, ...]], gen: torch.Generato
             focus[row, start: start + n] = True
         for start, n in scored:
             score_mask[row, start: start + n] = 1.0
-    canvas = torch.where(mask, tokens, engine._noise(len(layouts), gen).cpu())
+    canvas = torch.where(mask, tokens, runner.noise(len(layouts), gen).cpu())
     return Problem(canvas=canvas.to(device), clamp=S.Clamp(mask=mask.to(device), tokens=tokens.to(device)),
                    score_mask=score_mask.to(device) if score else None, keep=0, focus=focus.to(device))
 
@@ -291,86 +300,83 @@ def _problem(engine: Engine, layouts: list[tuple[Any, ...]], gen: torch.Generato
 class _Canvas:
     """One shared canvas of a group: the prompt it is denoised after and what its runs share."""
 
-    engine: Engine
-    cache: Any
-    prompt_len: int
-    cfg: S.LoopConfig
-    gen: torch.Generator
-    timings: Timings
+    runner: CanvasRunner
+    prompt: EncodedPrompt
+    run: Run
     ask: _Ask
     group: int
     render: Callable[[int, list[int]], str]  # (hole index, its tokens) -> its text
 
-    def denoise(self, rows: list[tuple[Any, ...]], cfg: S.LoopConfig, score: bool) -> Any:
+    def denoise(self, rows: list[tuple[Any, ...]], cfg: S.LoopConfig, score: bool) -> Denoised:
         drafts = self.ask.drafts
-        on_step = (drafts.joint(self.engine.decode, [lay[0] for lay in rows], self.render, self.group)
+        on_step = (drafts.joint(self.runner.decode, [lay[0] for lay in rows], self.render, self.group)
                    if drafts is not None else None)
-        return self.engine._denoise(self.cache, self.prompt_len, _problem(self.engine, rows, self.gen, score=score),
-                                    cfg, self.gen, self.timings, self.ask.budget, on_step)
+        problem = _problem(self.runner, rows, self.run.gen, score=score)
+        return self.runner.denoise(self.prompt, problem, dataclasses.replace(self.run, cfg=cfg), on_step)
 
 
-def _joint(engine: Engine, before: str, after: list[str], after_ids: list[list[int]],
+def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[list[int]],
            settings: SamplingSettings | None, ask: _Ask, group: int) -> GroupOut:
     """Holes sharing one canvas; ``after[i]`` is the fixed text after hole i (the last one: up to
     the next group). Alternatives are more rows of the chosen lengths, each from its own noise:
     row k is set k (row 0, the answer, is the one repaired)."""
     t0 = time.perf_counter()
-    length, k = engine.canvas_length, len(after)
+    length, k = runner.canvas_length, len(after)
     hold_cap = max(1, length // 4)
     between = [ids for ids in after_ids[:-1]] + [after_ids[-1][:hold_cap]]
     room = (length - sum(len(b) for b in between)) // k
     parts = build_parts(before, extra=ask.extra)
-    prompt = engine._prompt_ids(parts.header, parts.prefix)
-    timings = Timings()
-    use = engine._prepare(prompt, timings, first=True)
-    stops = set(engine.eos_ids)
+    prompt = runner.prompt_ids(parts.header, parts.prefix)
+    run = runner.start(settings, ask.budget, confidence=ask.confidence)
+    encoded = runner.prepare(prompt, run.timings, first=True)
+    stops = set(runner.eos_ids)
     context = [before, *after]
 
     def hole_text(i: int, tokens: list[int]) -> str:
-        return _text(engine, tokens, stops, parts.healed if i == 0 else "", context[i], context[i + 1])
+        return _text(runner.decode, tokens, stops, parts.healed if i == 0 else "", context[i], context[i + 1])
 
-    run = _Canvas(engine, use.cache, len(prompt), engine.resolve(settings), engine._generator(settings), timings, ask,
-                  group, hole_text)
+    canvas = _Canvas(runner, encoded, run, ask, group, hole_text)
     # the single-hole grid, up to each hole's share of the canvas (nothing held: the scouting rows
     # hold the text between the holes themselves)
     grid, _ = hole_candidates(length, max(1, min(room, ask.max_tokens or room)), 0)
-    lengths = _scout(run, grid, between, hold_cap, k)
+    lengths = _scout(canvas, grid, between, hold_cap, k)
     chosen = _layout(lengths, between, length, hold_cap)
-    out = run.denoise([chosen] * ask.rows, run.cfg, score=False)
+    out = canvas.denoise([chosen] * ask.rows, run.cfg, score=False)
     layouts = [Layout(tokens=out.argmax[r].tolist(), held=chosen[2].tolist(), holes=chosen[0],
                       confidence=out.confidence[r].tolist()) for r in range(ask.rows)]
     layout = layouts[0]
-    engine.last_canvas = (layout.tokens, layout.held)
-    engine.last_holes = list(layout.holes)
+    if runner.observer is not None:
+        runner.observer(CanvasView(tokens=layout.tokens, held=layout.held, spans=list(layout.holes),
+                                   confidence=layout.confidence))
 
     def render(lay: Layout) -> list[str]:
         return [hole_text(i, lay.hole_tokens(i)) for i in range(k)]
 
     language = repair_language(ask.language) if ask.refine else None
     if language is not None and not out.timed_out:
-        layout = refine(engine, use.cache, len(prompt), layout, context, render, language, run.cfg, run.gen,
-                        timings, ask.budget)
+        layout = refine(runner, encoded, layout, context, render, language, run)
     texts = render(layout)
     fills = []
     for i, text in enumerate(texts):
         start, n = layout.holes[i]
         toks = layout.tokens[start: start + n]
-        fills.append(HoleFill(text=text, hole_tokens=n,
-                              tokens=token_pieces(engine.decode, toks, layout.confidence[start: start + n], text)))
-    engine._finish(timings, sum(lengths), t0)
+        shown = token_pieces(runner.decode, toks, layout.confidence[start: start + n], text) if ask.confidence else []
+        fills.append(HoleFill(text=text, hole_tokens=n, tokens=shown))
+    finish_timings(run.timings, sum(lengths), t0)
     rows = [tuple(texts)] + [tuple(render(lay)) for lay in layouts[1:]]
-    return fills, timings, "time" if out.timed_out else "stop", rows
+    return fills, run.timings, "time" if out.timed_out else "stop", rows
 
 
-def _scout(run: _Canvas, grid: list[int], between: list[list[int]], hold_cap: int, k: int) -> list[int]:
+def _scout(canvas: _Canvas, grid: list[int], between: list[list[int]], hold_cap: int, k: int) -> list[int]:
     """Each hole's length: every hole at each candidate length in one short run, each hole then
     taking the length under which the held text right after it scored best."""
     lengths = [grid[-1]] * k
     if len(grid) == 1:
         return lengths
-    length = run.engine.canvas_length
+    length = canvas.runner.canvas_length
     rows = [_layout([n] * k, between, length, hold_cap) for n in grid]
-    scout = run.denoise(rows, dataclasses.replace(run.cfg, steps=min(SCOUT_STEPS, run.cfg.steps)), score=True)
+    cfg = canvas.run.cfg
+    scout = canvas.denoise(rows, dataclasses.replace(cfg, steps=min(SCOUT_STEPS, cfg.steps)), score=True)
     held = scout.held_logp.detach() if scout.held_logp is not None else torch.zeros(len(grid), length)
     for i in range(k):
         per_row = [float(held[r, s: s + n].sum()) / max(n, 1) for r, (_, scored, _, _) in enumerate(rows)
@@ -379,6 +385,6 @@ def _scout(run: _Canvas, grid: list[int], between: list[list[int]], hold_cap: in
     return lengths
 
 
-def _text(engine: Engine, tokens: list[int], stops: set[int], healed: str, before: str, after: str) -> str:
-    text = strip_heal(engine.decode([t for t in tokens if t not in stops]), healed)
+def _text(decode: Decode, tokens: list[int], stops: set[int], healed: str, before: str, after: str) -> str:
+    text = strip_heal(decode([t for t in tokens if t not in stops]), healed)
     return trim_join(text, before, after)

@@ -20,15 +20,14 @@ import torch
 
 from diffgemma.context.syntax import SyntaxIssue, new_issues, splice
 from diffgemma.runtime.engine import steps as S
-from diffgemma.runtime.engine.canvas import until
-from diffgemma.runtime.engine.denoise import Budget, Problem
+from diffgemma.runtime.engine.canvas import Run, until
+from diffgemma.runtime.engine.denoise import Problem
 from diffgemma.runtime.engine.prompt import strip_heal
+from diffgemma.runtime.engine.runner import CanvasRunner, EncodedPrompt, chosen_view
 
 if TYPE_CHECKING:
-    from diffgemma.runtime.engine.engine import Engine
     from diffgemma.runtime.engine.fill import Fill, LastCanvas
     from diffgemma.runtime.engine.rewrite import Rewritten
-    from diffgemma.runtime.engine.types import Timings
 
 REFINE_ROUNDS = 3
 # Rows denoised per round, each from its own noise: two tries for the price of a little more
@@ -65,9 +64,8 @@ def repair_language(language: str | None) -> str | None:
     return name if name is not None and has_grammar(name) else None
 
 
-def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: Sequence[str], render: Renderer,
-           language: str | None, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
-           budget: Budget, baseline: Sequence[str] | None = None) -> Layout:
+def refine(runner: CanvasRunner, prompt: EncodedPrompt, layout: Layout, fixed: Sequence[str], render: Renderer,
+           language: str | None, run: Run, baseline: Sequence[str] | None = None) -> Layout:
     """The layout with repaired holes, or ``layout`` itself when it parses or no round helps.
     ``fixed`` is the window's text around the holes (one more piece than holes); issues count
     against the window with ``baseline`` in the holes (default: empty)."""
@@ -76,17 +74,17 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
         return layout
     tried: list[Layout] = []
     for round_ in range(REFINE_ROUNDS):
-        if budget.expired():
+        if run.budget.expired():
             break
-        noised = _positions(engine, layout, fixed, render, issues, round_)
+        noised = _positions(runner, layout, fixed, render, issues, round_)
         if not noised:
             break
-        timings.refine_rounds += 1
+        run.timings.refine_rounds += 1
         if round_ >= len(MARGIN_TOKENS):  # the whole hole again, at other lengths too
             rows = [(lay, _hole_positions(lay)) for lay in _resized(layout)]
         else:
             rows = [(layout, noised)] * REFINE_ROWS
-        candidates = _denoise_round(engine, cache, prompt_len, rows, cfg, gen, timings, budget)
+        candidates = _denoise_round(runner, prompt, rows, run)
         tried += candidates
         parsed = [(c, p) for c, (_, p) in zip(candidates, rows, strict=True)
                   if not new_issues(fixed, render(c), language, baseline)]
@@ -94,11 +92,11 @@ def refine(engine: Engine, cache: Any, prompt_len: int, layout: Layout, fixed: S
             return max(parsed, key=lambda cp: _mean(cp[0].confidence, cp[1]))[0]
     # no round parses: a head of a version that does, else the model's own fill (never an
     # empty one: deleting what it wrote is no repair)
-    return _line_head(engine, [layout, *tried], fixed, render, language, baseline) or layout
+    return _line_head(runner, [layout, *tried], fixed, render, language, baseline) or layout
 
 
-def _line_head(engine: Engine, layouts: list[Layout], fixed: Sequence[str], render: Renderer, language: str | None,
-               baseline: Sequence[str] | None) -> Layout | None:
+def _line_head(runner: CanvasRunner, layouts: list[Layout], fixed: Sequence[str], render: Renderer,
+               language: str | None, baseline: Sequence[str] | None) -> Layout | None:
     """A head of one of ``layouts`` (one hole each) that leaves a window without new issues: cut
     after the last line break where one does, first of the layouts in order; else cut inside its
     last line, at the latest token where one does. The text kept is never blank."""
@@ -118,7 +116,7 @@ def _line_head(engine: Engine, layouts: list[Layout], fixed: Sequence[str], rend
 
     if any(len(lay.holes) != 1 for lay in layouts):
         return None
-    breaks = [[m for m in range(n - 1, 0, -1) if engine.decode(lay.tokens[s: s + m]).endswith("\n")]
+    breaks = [[m for m in range(n - 1, 0, -1) if runner.decode(lay.tokens[s: s + m]).endswith("\n")]
               for lay in layouts for s, n in lay.holes]
     for lay, ms in zip(layouts, breaks, strict=True):  # whole lines
         for m in ms:
@@ -136,7 +134,7 @@ def _mean(values: list[float], positions: list[int]) -> float:
     return sum(values[p] for p in positions) / max(1, len(positions))
 
 
-def _positions(engine: Engine, layout: Layout, fixed: Sequence[str], render: Renderer,
+def _positions(runner: CanvasRunner, layout: Layout, fixed: Sequence[str], render: Renderer,
                issues: list[SyntaxIssue], round_: int) -> list[int]:
     """Canvas positions to re-noise: fill tokens overlapping an issue, plus a margin; in the last
     round, every hole position. An issue in the fixed text (where the parser gave up on an
@@ -153,7 +151,7 @@ def _positions(engine: Engine, layout: Layout, fixed: Sequence[str], render: Ren
             hit = [before[-1] if before else 0]
         for i in hit:
             start, length = layout.holes[i]
-            offsets = _offsets(engine, layout.hole_tokens(i))
+            offsets = _offsets(runner, layout.hole_tokens(i))
             a = issue.start - spliced.fills[i][0]
             b = issue.end - spliced.fills[i][0]
             touched = [k for k in range(length) if offsets[k] <= b and offsets[k + 1] >= a]
@@ -164,11 +162,11 @@ def _positions(engine: Engine, layout: Layout, fixed: Sequence[str], render: Ren
     return sorted(chosen)
 
 
-def _offsets(engine: Engine, tokens: list[int]) -> list[int]:
+def _offsets(runner: CanvasRunner, tokens: list[int]) -> list[int]:
     """Character offset where each token's text starts in the decoded fill (and the end)."""
     out, prev = [0], ""
     for k in range(1, len(tokens) + 1):
-        text = engine.decode(tokens[:k])
+        text = runner.decode(tokens[:k])
         # a token that completes a multi-byte character can shorten the decoded text's tail
         out.append(max(out[-1], len(text) if text.startswith(prev[: len(text)]) else out[-1]))
         prev = text
@@ -198,13 +196,13 @@ def _resized(layout: Layout) -> list[Layout]:
     return out
 
 
-def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple[Layout, list[int]]],
-                   cfg: S.LoopConfig, gen: torch.Generator, timings: Timings, budget: Budget) -> list[Layout]:
+def _denoise_round(runner: CanvasRunner, prompt: EncodedPrompt, rows: list[tuple[Layout, list[int]]],
+                   run: Run) -> list[Layout]:
     """One row per (layout, positions): those positions re-noised, the rest of the holes and the
     held text held; the free tail after the held text stays free, as in the first pass."""
-    device = engine.model.device
+    device = runner.device
     length = len(rows[0][0].tokens)
-    noise = engine._noise(len(rows), gen).cpu()
+    noise = runner.noise(len(rows), run.gen).cpu()
     canvas, masks, held_tokens, focus = [], [], [], []
     for r, (layout, noised) in enumerate(rows):
         current = torch.tensor(layout.tokens, dtype=torch.long)
@@ -220,7 +218,7 @@ def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple
         focus.append(free)
     clamp = S.Clamp(mask=torch.stack(masks).to(device), tokens=torch.stack(held_tokens).to(device))
     problem = Problem(canvas=torch.stack(canvas).to(device), clamp=clamp, keep=0, focus=torch.stack(focus).to(device))
-    out = engine._denoise(cache, prompt_len, problem, cfg, gen, timings, budget)
+    out = runner.denoise(prompt, problem, run)
     results = []
     for r, (layout, noised) in enumerate(rows):
         conf = out.confidence[r].tolist()
@@ -233,22 +231,18 @@ def _denoise_round(engine: Engine, cache: Any, prompt_len: int, rows: list[tuple
 
 def _last_layout(last: LastCanvas, hole_len: int) -> Layout:
     """The chosen row of a request's last canvas, its hole (``hole_len`` tokens) at the start."""
-    _, _, out, best, problem = last
-    row = out.argmax[best].tolist()
-    held = problem.clamp.mask[best].tolist() if problem.clamp is not None else [False] * len(row)
-    return Layout(tokens=row, held=held, holes=[(0, hole_len)], confidence=out.confidence[best].tolist())
+    view = chosen_view(last.out, last.best, last.problem, [(0, hole_len)])
+    return Layout(tokens=view.tokens, held=view.held, holes=view.spans, confidence=view.confidence)
 
 
-def repair_fill(engine: Engine, fill: Fill, last: LastCanvas, suffix: str, stops: set[int],
-                held_suffix: bool, language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings,
-                budget: Budget) -> None:
+def repair_fill(runner: CanvasRunner, fill: Fill, last: LastCanvas, suffix: str, stops: set[int],
+                held_suffix: bool, language: str, run: Run) -> None:
     """Syntax-guided repair of an infill's last canvas (`fill.Fill`), in place: the hole
     of the chosen row, with the committed canvases before it and the suffix after it fixed."""
-    cache, prompt_len, out, _, _ = last
     base = fill.committed
     hole_len = len(fill.tokens) - base
     if not held_suffix:  # the hole ran to a stop token: a few positions past it may grow it
-        hole_len = min(out.argmax.shape[1], hole_len + 4)
+        hole_len = min(last.out.argmax.shape[1], hole_len + 4)
     layout = _last_layout(last, max(hole_len, 1))
 
     def cut(tokens: list[int]) -> list[int]:
@@ -258,21 +252,20 @@ def repair_fill(engine: Engine, fill: Fill, last: LastCanvas, suffix: str, stops
         return [fill.text(suffix, stops, tail=cut(lay.hole_tokens(0)))]
 
     fixed = [fill.prefix, suffix]
-    repaired = refine(engine, cache, prompt_len, layout, fixed, render, language, cfg, gen, timings, budget)
+    repaired = refine(runner, last.prompt, layout, fixed, render, language, run)
     if repaired is not layout:
         new = cut(repaired.hole_tokens(0))
         fill.tokens[base:] = new
         fill.conf[base:] = repaired.confidence[: len(new)]
 
 
-def repair_rewrite(engine: Engine, done: Rewritten, prefix: str, selection: str, suffix: str, healed: str,
-                   language: str, cfg: S.LoopConfig, gen: torch.Generator, timings: Timings, budget: Budget) -> None:
+def repair_rewrite(runner: CanvasRunner, done: Rewritten, prefix: str, selection: str, suffix: str, healed: str,
+                   language: str, run: Run) -> None:
     """Syntax-guided repair of an inline rewrite's last canvas (`rewrite.Rewritten`), in place:
     its span re-noised where the rewrite brings in errors that ``selection`` in its place did not
     have, the earlier canvases' tokens and the held text after the span fixed."""
     if done.last is None:
         return
-    cache, prompt_len, _, _, _ = done.last
     base = done.committed
     span = len(done.tokens) - base
     if span < 1:
@@ -280,10 +273,10 @@ def repair_rewrite(engine: Engine, done: Rewritten, prefix: str, selection: str,
     layout = _last_layout(done.last, span)
 
     def render(lay: Layout) -> list[str]:
-        return [strip_heal(engine.decode(done.tokens[:base] + lay.hole_tokens(0)), healed)]
+        return [strip_heal(runner.decode(done.tokens[:base] + lay.hole_tokens(0)), healed)]
 
-    repaired = refine(engine, cache, prompt_len, layout, [prefix, suffix], render, language, cfg, gen, timings,
-                      budget, baseline=[selection])
+    repaired = refine(runner, done.last.prompt, layout, [prefix, suffix], render, language, run,
+                      baseline=[selection])
     if repaired is not layout:
         new = repaired.hole_tokens(0)
         done.tokens[base:] = new
