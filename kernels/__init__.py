@@ -3,8 +3,8 @@
 - ``sampler``: ``fused_sample`` / ``reference_sample`` / ``self_conditioning_embeddings`` (torch, chunked)
 - ``sampler_triton``: the same on CUDA with Triton
 - ``self_conditioning``: a decoder hook that uses the fused self-conditioning
-- ``quant4``: NF4 blockwise format and ``Linear4``; ``moe4``: ``QuantizedExperts``;
-  ``moe4_triton``: the grouped dequantizing GEMM
+- ``quant4``: NF4 blockwise format and ``Linear4``; ``moe4``: the 4-bit experts, registered as
+  transformers' ``diffgemma_nf4`` experts implementation; ``moe4_triton``: the grouped dequantizing GEMM
 - ``quantize``: model swap, quantized checkpoints (write / load / load-time quantization)
 
 Importing this package imports nothing heavy; each module imports torch itself.

@@ -20,6 +20,7 @@ import os
 
 import torch
 
+from diffgemma.kernels.moe4 import NF4Experts
 from diffgemma.kernels.quant4 import nf4_table
 
 BN = 64
@@ -126,8 +127,8 @@ def _launch(x: torch.Tensor, x_rows: torch.Tensor, packed: torch.Tensor, absmax:
 
 
 def moe4_triton(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
-                experts) -> torch.Tensor:  # experts: QuantizedExperts
-    """The experts' forward on the fused path; same result as ``QuantizedExperts.reference_forward``."""
+                experts: NF4Experts) -> torch.Tensor:
+    """The experts' forward on the fused path; same result as ``moe4.reference_forward``."""
     x = hidden_states.contiguous()
     tokens, top_k = top_k_index.shape
     flat_expert = top_k_index.reshape(-1)

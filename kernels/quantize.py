@@ -1,6 +1,7 @@
 """Swap a DiffusionGemma model to 4-bit NF4 weights; write and load quantized checkpoints.
 
-What is quantized: every ``DiffusionGemmaTextExperts`` (-> ``QuantizedExperts``) and the
+What is quantized: every ``DiffusionGemmaTextExperts``, in place (``moe4``: its 3-D weights become
+4-bit buffers and the model's experts implementation becomes ``diffgemma_nf4``), and the
 bias-free ``nn.Linear`` projections of the text layers and self-conditioning block
 (-> ``Linear4``). Embeddings (tied to the LM head), the router, norms and the vision tower
 stay in the model dtype. The encoder and decoder share their layer weights in
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffgemma.kernels.moe4 import QuantizedExperts
+from diffgemma.kernels import moe4
 from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, Linear4
 
 QUANT_KEY = "diffgemma_quantization"
@@ -49,18 +50,9 @@ class QuantizeError(RuntimeError):
     """Quantizing or loading a quantized checkpoint failed; the message is one line."""
 
 
-def _is_experts(module: nn.Module) -> bool:
-    return type(module).__name__ == "DiffusionGemmaTextExperts"
-
-
 def _linear_to_quantize(name: str, module: nn.Module, keep: tuple[str, ...]) -> bool:
     return (isinstance(module, nn.Linear) and module.bias is None and module.in_features % 2 == 0
             and not any(part in name for part in (*_KEEP_LINEAR, *keep)))
-
-
-def _activation(model: nn.Module) -> str:
-    config: Any = model.config  # a transformers PretrainedConfig
-    return str(config.text_config.hidden_activation)
 
 
 def _set_info(model: nn.Module, info: dict[str, Any]) -> None:
@@ -96,7 +88,6 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
     only its 4-bit form stays; the unquantized rest follows at the end. The bf16 originals are
     freed as soon as no module refers to them.
     """
-    activation = _activation(model)
     done: dict[int, nn.Module] = {}
     experts_names: list[str] = []
     linear_names: list[str] = []
@@ -107,10 +98,13 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
             module = model.get_submodule(name)
         except AttributeError:  # inside a module swapped out already
             continue
-        if _is_experts(module):
+        if moe4.is_experts(module):
+            if moe4.is_quantized(module):
+                raise QuantizeError("the model is quantized already")
             key = id(module.gate_up_proj)
             if key not in done:
-                done[key] = QuantizedExperts.from_experts(module, activation, block, device)
+                moe4.quantize_experts(module, block, device)
+                done[key] = module
                 if progress is not None:
                     progress(f"quantized {name}")
             experts_names.append(name)
@@ -126,6 +120,7 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
         raise QuantizeError("no DiffusionGemma expert layers found: is this a DiffusionGemma model?")
     if device is not None:
         model.to(device)
+    moe4.select(model)
     _set_info(model, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block,
                       "experts": experts_names, "linears": linear_names, "weights": WEIGHTS_FILE})
     return model
@@ -210,7 +205,7 @@ def empty_quantized_structure(model: nn.Module, block: int = DEFAULT_BLOCK,
     For sizing the real model without its weights, and for building it with random 4-bit
     weights straight on a GPU (benchmarks). Returns the quantization entry.
     """
-    experts = [n for n, m in model.named_modules(remove_duplicate=False) if _is_experts(m)]
+    experts = [n for n, m in model.named_modules(remove_duplicate=False) if moe4.is_experts(m)]
     linears = [n for n, m in model.named_modules(remove_duplicate=False) if _linear_to_quantize(n, m, keep)]
     info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block, "experts": experts,
             "linears": linears, "weights": WEIGHTS_FILE}
@@ -220,16 +215,17 @@ def empty_quantized_structure(model: nn.Module, block: int = DEFAULT_BLOCK,
 
 
 def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
-    """Swap in meta-device quantized modules where the checkpoint has them, keeping sharing."""
-    activation = _activation(model)
+    """Empty (meta-device) 4-bit experts and linears where the checkpoint has them, keeping sharing."""
     block = int(info["block"])
     done: dict[int, nn.Module] = {}
     for name in info["experts"]:
         old = model.get_submodule(name)
+        if not moe4.is_experts(old):
+            raise QuantizeError(f"the checkpoint quantizes {name}, which is not an experts layer in this model")
         key = id(old.gate_up_proj)
         if key not in done:
-            e, two_i, h = old.get_parameter("gate_up_proj").shape
-            done[key] = QuantizedExperts(e, h, two_i // 2, activation, block, device="meta")
+            moe4.empty_experts(old, block)
+            done[key] = old
         _swap(model, name, done[key])
     for name in info["linears"]:
         old = model.get_submodule(name)
@@ -239,6 +235,7 @@ def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
         if key not in done:
             done[key] = Linear4(old.in_features, old.out_features, block, device="meta")
         _swap(model, name, done[key])
+    moe4.select(model)
 
 
 def load_quantized(path: str | Path, device: torch.device | str = "cpu",
@@ -387,7 +384,6 @@ def _reader(files: list[Path], tied: dict[str, str]) -> Reader:
 def _quantize_streamed(model: nn.Module, info: dict[str, Any], read: Reader, src: Path, block: int,
                        dev: torch.device, progress: Progress) -> None:
     """Fill the empty 4-bit modules from the stored weights, quantizing each on ``dev``."""
-    activation = _activation(model)
 
     def need(name: str) -> torch.Tensor:
         t = read(name)
@@ -397,13 +393,12 @@ def _quantize_streamed(model: nn.Module, info: dict[str, Any], read: Reader, src
 
     done: dict[int, nn.Module] = {}
     for name in info["experts"]:
-        old = model.get_submodule(name)
-        if id(old) not in done:
-            done[id(old)] = QuantizedExperts.from_tensors(need(f"{name}.gate_up_proj"), need(f"{name}.down_proj"),
-                                                          activation, block, dev)
+        experts = model.get_submodule(name)  # encoder and decoder share it (empty_quantized_structure)
+        if id(experts) not in done:
+            moe4.quantize_experts_from(experts, need(f"{name}.gate_up_proj"), need(f"{name}.down_proj"), block, dev)
+            done[id(experts)] = experts
             if progress is not None:
                 progress(f"quantized {name}")
-        _swap(model, name, done[id(old)])
     for name in info["linears"]:
         old = model.get_submodule(name)
         if id(old) not in done:

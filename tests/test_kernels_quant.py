@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffgemma.kernels.moe4 import QuantizedExperts
+from diffgemma.kernels import moe4
 from diffgemma.kernels.quant4 import NF4_LEVELS, Linear4, block_size_for, dequantize_nf4, quantize_nf4
 from diffgemma.kernels.quantize import (
     QuantizeError,
@@ -90,21 +91,49 @@ def test_linear4_close_to_linear() -> None:
 
 
 def test_quantized_experts_follow_stock_routing(tiny_model_dir: Path) -> None:
-    """Reference path == transformers' expert loop run on the dequantized weights."""
+    """The NF4 experts function == transformers' expert loop run on the dequantized weights."""
     model = _full(tiny_model_dir)
     stock = model.model.decoder.layers[0].experts
-    q = QuantizedExperts.from_experts(stock, model.config.text_config.hidden_activation)
+    q = copy.deepcopy(stock)
+    moe4.quantize_experts(q)
+    tensors = moe4.nf4_tensors(q)
+    assert not hasattr(q, "gate_up_proj") and tensors.gate_up_q.dtype == torch.uint8
     with torch.no_grad():
-        for e in range(q.num_experts):
-            gate_up, down = q.expert_weights(e, torch.float32)
+        for e in range(tensors.num_experts):
+            gate_up, down = tensors.expert_weights(e, torch.float32)
             stock.gate_up_proj[e] = gate_up
             stock.down_proj[e] = down
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(40, q.hidden_dim, generator=g)
-    index = torch.randint(0, q.num_experts, (40, 2), generator=g)
+    x = torch.randn(40, tensors.hidden_dim, generator=g)
+    index = torch.randint(0, tensors.num_experts, (40, 2), generator=g)
     weights = torch.rand(40, 2, generator=g)
     with torch.no_grad():
-        torch.testing.assert_close(q(x, index, weights), stock(x, index, weights), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(moe4.nf4_experts_forward(q, x, index, weights), stock(x, index, weights),
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_experts_run_through_transformers_experts_interface(tiny_model_dir: Path) -> None:
+    """The quantized model keeps transformers' experts modules and selects the registered NF4 function."""
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
+
+    model = quantize_model(_full(tiny_model_dir))
+    assert ALL_EXPERTS_FUNCTIONS[moe4.IMPLEMENTATION] is moe4.nf4_experts_forward
+    assert model.get_experts_implementation()[""] == moe4.IMPLEMENTATION
+    experts = model.model.decoder.layers[1].experts
+    assert type(experts) is DiffusionGemmaTextExperts and experts.config._experts_implementation == moe4.IMPLEMENTATION
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(9, experts.hidden_dim, generator=g)
+    index = torch.randint(0, experts.num_experts, (9, 2), generator=g)
+    weights = torch.rand(9, 2, generator=g)
+    with torch.no_grad():
+        through_module = experts(x, index, weights)
+        direct = moe4.reference_forward(moe4.nf4_tensors(experts), experts.act_fn, x, index, weights)
+    assert torch.equal(through_module, direct)
+    with pytest.raises(QuantizeError, match="quantized already"):
+        quantize_model(model)
+    # the implementation is chosen at run time, not saved with the config
+    assert "diffgemma_nf4" not in json.dumps(model.config.to_dict())
 
 
 def test_model_accuracy_within_stated_bounds(tiny_model_dir: Path) -> None:
@@ -118,7 +147,7 @@ def test_model_accuracy_within_stated_bounds(tiny_model_dir: Path) -> None:
     assert bool((cosine > ALL_4BIT_MIN_COSINE).all()), cosine
     assert quantized_bytes(all_4bit) < quantized_bytes(full) * 0.8
     layer = all_4bit.model.decoder.layers[0]
-    assert isinstance(layer.experts, QuantizedExperts) and isinstance(layer.self_attn.q_proj, Linear4)
+    assert moe4.is_quantized(layer.experts) and isinstance(layer.self_attn.q_proj, Linear4)
     assert not isinstance(layer.router.proj, Linear4)
     # encoder and decoder still share their (now quantized) weights
     assert layer.experts is all_4bit.model.encoder.language_model.layers[0].experts
@@ -210,19 +239,20 @@ _MOE_CHECK = r'''
 import sys
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
-from diffgemma.kernels.moe4 import QuantizedExperts
+from diffgemma.kernels import moe4
 from diffgemma.kernels.moe4_triton import linear4_triton, moe4_triton
 from diffgemma.kernels.quant4 import Linear4
 
 model = DiffusionGemmaForBlockDiffusion.from_pretrained(sys.argv[1], dtype=torch.float32)
 layer = model.model.decoder.layers[0]
-q = QuantizedExperts.from_experts(layer.experts, "gelu_pytorch_tanh")  # H=64 (block 64), I=32 (block 32)
+moe4.quantize_experts(layer.experts)  # H=64 (block 64), I=32 (block 32)
+q = moe4.nf4_tensors(layer.experts)
 g = torch.Generator().manual_seed(0)
 for tokens in (5, 40):
     x = torch.randn(tokens, q.hidden_dim, generator=g)
     index = torch.randint(0, q.num_experts, (tokens, 2), generator=g)
     weights = torch.rand(tokens, 2, generator=g)
-    ref = q.reference_forward(x, index, weights)
+    ref = moe4.reference_forward(q, layer.experts.act_fn, x, index, weights)
     fused = moe4_triton(x, index, weights, q)
     torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-4)
 lin = Linear4.from_linear(layer.mlp.down_proj)  # K=128
