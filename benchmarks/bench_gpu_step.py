@@ -94,10 +94,13 @@ def build_random_quantized(config: Any, device: str, dtype: Any) -> Any:
     with torch.device("meta"):
         model = DiffusionGemmaForBlockDiffusion(config)
     empty_quantized_structure(model)
+    _random_linears(model, device, dtype)
     persistent = set(model.state_dict().keys())
     made: dict[int, torch.Tensor] = {}
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, old in named:
+        if old.device.type != "meta":
+            continue  # a 4-bit linear, made above
         if id(old) not in made:
             shape = tuple(old.shape)
             if old.dtype == torch.uint8:  # 4-bit codes
@@ -119,6 +122,24 @@ def build_random_quantized(config: Any, device: str, dtype: Any) -> Any:
             parent._buffers[leaf] = made[id(old)]
     rebuild_computed_tables(model, device)  # rotary frequencies, embedding scale
     return model.eval()
+
+
+def _random_linears(model: Any, device: str, dtype: Any) -> None:
+    """Random codes and block scales for every 4-bit linear (bitsandbytes keeps its scales outside
+    the module's buffers), built on ``device``; shared layers stay shared."""
+    import torch
+
+    from diffgemma.kernels import linear4
+    from diffgemma.kernels.quantize import replace_shared
+
+    def make(name: str) -> Any:
+        old = model.get_submodule(name)
+        n = old.out_features * old.in_features
+        packed = torch.randint(0, 256, (n // 2,), dtype=torch.uint8, device=device)
+        absmax = torch.empty(-(-n // linear4.BLOCK), dtype=torch.float32, device=device).uniform_(0.02, 0.04)
+        return linear4.packed_linear(packed, absmax, old.out_features, old.in_features, dtype)
+
+    replace_shared(model, [n for n, m in model.named_modules(remove_duplicate=False) if linear4.is_linear4(m)], make)
 
 
 def decoder_weight_bytes(model: Any) -> dict[str, int]:

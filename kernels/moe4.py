@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffgemma.kernels.quant4 import DEFAULT_BLOCK, block_size_for, dequantize_nf4, quantize_nf4_rows
+from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, block_size_for, dequantize_nf4, quantize_nf4_rows
 
 IMPLEMENTATION = "diffgemma_nf4"  # the name in transformers' ALL_EXPERTS_FUNCTIONS
+FORMAT = FORMAT_NAME  # how the 4-bit expert tensors are laid out (quant4)
 _BUFFERS = ("gate_up_q", "gate_up_absmax", "down_q", "down_absmax")
 
 
