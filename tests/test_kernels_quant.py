@@ -26,11 +26,13 @@ EXPERTS_ONLY_MAX_REL_ERR = 0.25  # experts 4-bit, linears in float32
 ALL_4BIT_MIN_COSINE = 0.75  # experts + attention/MLP/self-conditioning linears 4-bit
 # A linear layer in bitsandbytes' NF4 against the same weight in the NF4 layout diffgemma used for
 # linears before (quant4: fp16 block scales instead of float32), on the same input: relative error
-# of the outputs. Both pick the nearest NF4 level; they differ only where the fp16 rounding of a
-# scale moves a weight across a midpoint (measured: 0.04% of the codes at real shapes, at most 0.1%
-# in the tiny model's layers, one level each). Measured relative error: 0.0064 at (128 -> 96),
-# 0.0070 at (2816 -> 512), 0.0068 at (2816 -> 4096, the real q_proj), 0.0066 on average over the
-# tiny model's 16 linears and 0.0146 at most (a 64 -> 32 layer, where one flipped code weighs most).
+# of the outputs. Both pick the nearest NF4 level. For bf16 weights (real checkpoints, the shipped
+# model) fp16 holds every block scale exactly and the codes are the same (tested below). For float32
+# weights they differ where the fp16 rounding of a scale moves a weight across a midpoint: 0.04% of
+# the codes at real shapes, at most 0.1% in the tiny model's layers, one level each. Measured
+# relative error: 0.0064 at (128 -> 96), 0.0070 at (2816 -> 512), 0.0068 at (2816 -> 4096, the real
+# q_proj), 0.0066 on average over the tiny model's 16 linears and 0.0146 at most (a 64 -> 32 layer,
+# where one flipped code weighs most).
 LINEAR_VS_FP16_SCALES_MAX_REL_ERR = 0.02
 CODES_DIFFERING_MAX = 0.002
 
@@ -113,6 +115,26 @@ def test_bitsandbytes_linear_matches_the_fp16_scale_layout(rows: int, out_featur
     codes_now = torch.bucketize(linear4.dequantized(q) / scales_now, midpoints)
     codes_before = torch.bucketize(before / absmax.float().repeat_interleave(block, dim=1), midpoints)
     assert float((codes_now != codes_before).float().mean()) < CODES_DIFFERING_MAX
+
+
+def test_bf16_checkpoints_keep_exactly_the_earlier_linear_weights() -> None:
+    """A bf16 weight's block scales are exact in fp16, so bitsandbytes picks the very codes and
+    scales the earlier layout did: the shipped (bf16) model's 4-bit linears are unchanged."""
+    from safetensors import safe_open
+
+    from diffgemma.runtime.engine.mini import MINI_DIR
+
+    checked = 0
+    with safe_open(str(MINI_DIR / "model.safetensors"), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
+            if key.endswith("_proj.weight") and ".experts." not in key and "vision" not in key:
+                weight = f.get_tensor(key)
+                assert weight.dtype == torch.bfloat16
+                layer = linear4.quantize_linear(weight, torch.float32, "cpu")
+                packed, absmax, block = quantize_nf4(weight)
+                assert torch.equal(linear4.dequantized(layer), dequantize_nf4(packed, absmax, block)), key
+                checked += 1
+    assert checked >= 20
 
 
 def test_quantized_experts_follow_stock_routing(tiny_model_dir: Path) -> None:
