@@ -31,8 +31,11 @@ DiffusionGemmaTextConfig defaults): 30 layers (5 sliding : 1 full), hidden 2816,
 (2 on full-attention layers), head_dim 256 (512 on full layers), dense MLP 2112, 128 experts top-8 of
 width 704, vocab 262,144, sliding window 1024, final softcap 30, canvas 256, default vision tower.
 
-On a lent machine the package needs its runtime dependencies importable there (transformers 5.23,
-bitsandbytes, starlette, uvicorn, httpx, typer, tree-sitter), e.g. carried as wheels.
+On a machine whose image already has torch and Triton, install the package without touching them
+(``pip install --no-deps -e .``) and make its other runtime dependencies importable (transformers
+5.23, bitsandbytes, starlette, uvicorn, httpx, typer, rich, pygls, tree-sitter and its language pack,
+safetensors, tokenizers, platformdirs, watchfiles). Phase times go to stdout as they end, so a run
+cut short still shows where the time went.
 """
 
 from __future__ import annotations
