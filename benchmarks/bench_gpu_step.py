@@ -1,336 +1,278 @@
-"""The real DiffusionGemma at 4 bits on a GPU: VRAM, prefix encode, ms per denoising step, roofline.
+"""The product path on a GPU: the real DiffusionGemma 26B-A4B at 4 bits, its kernels checked, one infill
+through a real daemon.
 
-    python benchmarks/bench_gpu_step.py                # CUDA: the real config, random NF4 weights
-    python benchmarks/bench_gpu_step.py --cpu-small    # the same code path at toy sizes on CPU
+    python benchmarks/bench_gpu_step.py                # CUDA: the real config, random 4-bit weights
+    python benchmarks/bench_gpu_step.py --cpu-small    # the same code at toy sizes on CPU (a test runs it)
 
-The model is built on the meta device, its experts and linears swapped for empty 4-bit
-modules, and every tensor then allocated with random values directly on the GPU: no bf16
-copy of the experts ever exists. Speed does not depend on weight values (routing with a
-random router spreads tokens over experts roughly evenly, as a canvas does).
+Phases, each timed and printed with its budget (the whole run is meant to finish inside 8 minutes on
+an H100; ``--deadline`` stops the daemon phase early instead of overrunning):
 
-Reports: model size (bf16 vs 4-bit, from the meta model, printed everywhere), VRAM in use,
-prefix encode ms for 2,048 tokens, ms per denoising step at canvas 256 (decoder forward
-with self-conditioning + fused sampler), bytes of weights read per step and that over the
-measured HBM bandwidth as a fraction of the step time, and the stock vs fused sampler.
-Without CUDA (and without --cpu-small) it prints the size table, says no GPU is present,
-and exits 0.
+1. ``sizes``: parameters and bytes in bf16 and at 4 bits, from meta-device models.
+2. ``build``: the model with random 4-bit weights built in place on the device (no bf16 copy of the
+   experts ever exists); the device's copy bandwidth and bf16 matmul rate, measured once.
+3. ``kernels``: the 4-bit experts (transformers' ``diffgemma_nf4`` implementation, Triton on CUDA),
+   a bitsandbytes NF4 linear and the streaming head at the real vocabulary, each against its CPU
+   reference at the model's real shapes (``gpu_checks.py``). With ``--cpu-small`` the Triton kernels
+   run in Triton's interpreter.
+4. ``checkpoint``: the built model written as a 4-bit checkpoint (what `diffgemma quantize` writes).
+5. ``daemon``: `diffgemma serve` loads it; after a warm-up request, one infill with a 2,048-token
+   prefix, the suffix held and the hole-length search on (time to the finished infill, ms per step,
+   the daemon's peak memory), then a long plain generation (tokens per second, ms per one-canvas
+   step, and that step against the roofline: the bytes it must read over the measured bandwidth, and
+   its FLOPs over the measured matmul rate).
 
-Real config used (Gemma 4 26B-A4B text backbone as published with the model and in
-transformers' DiffusionGemmaTextConfig docs/defaults): 30 layers (5 sliding : 1 full),
-hidden 2816, 16 heads, 8 KV heads (2 on full-attention layers), head_dim 256 (512 on
-full layers), dense MLP 2112, 128 experts top-8 of width 704, vocab 262,144, sliding
-window 1024, final softcap 30, canvas 256, and the default Gemma 4 vision tower.
+Prints a readable summary and, last, one JSON line with every number; exits 1 when a kernel check
+fails or a phase did not run. Speed does not depend on weight values: random routing spreads tokens
+over experts about as a canvas does, and a random model never settles, so every canvas runs the
+step limit (``--steps``; the real model stops after 12-16 steps of at most 48).
+
+Real config (Gemma 4 26B-A4B text backbone as published with the model and in transformers'
+DiffusionGemmaTextConfig defaults): 30 layers (5 sliding : 1 full), hidden 2816, 16 heads, 8 KV heads
+(2 on full-attention layers), head_dim 256 (512 on full layers), dense MLP 2112, 128 experts top-8 of
+width 704, vocab 262,144, sliding window 1024, final softcap 30, canvas 256, default vision tower.
+
+On a machine whose image already has torch and Triton, install the package without touching them
+(``pip install --no-deps -e .``) and make its other runtime dependencies importable (transformers
+5.23, bitsandbytes, starlette, uvicorn, httpx, typer, rich, pygls, tree-sitter and its language pack,
+safetensors, tokenizers, platformdirs, watchfiles). Phase times go to stdout as they end, so a run
+cut short still shows where the time went.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REAL_TEXT = dict(
-    vocab_size=262_144, hidden_size=2816, intermediate_size=2112, num_hidden_layers=30,
-    num_attention_heads=16, num_key_value_heads=8, num_global_key_value_heads=2, head_dim=256,
-    global_head_dim=512, moe_intermediate_size=704, num_experts=128, top_k_experts=8,
-    sliding_window=1024, enable_moe_block=True, max_position_embeddings=131_072,
-    hidden_activation="gelu_pytorch_tanh", final_logit_softcapping=30.0,
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+
+from gpu_model import (
+    REAL_TEXT,
+    SMALL_TEXT,
+    build_random_quantized,
+    make_config,
+    measure_device,
+    size_table,
+    step_cost,
 )
-SMALL_TEXT = dict(
-    vocab_size=4096, hidden_size=256, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, num_global_key_value_heads=1, head_dim=64, global_head_dim=64,
-    moe_intermediate_size=64, num_experts=8, top_k_experts=2, sliding_window=64, enable_moe_block=True,
-    max_position_embeddings=4096, layer_types=["sliding_attention", "full_attention"],
-)
-SMALL_VISION = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, num_key_value_heads=2, head_dim=8)
 
-
-def make_config(small: bool) -> Any:
-    from transformers import DiffusionGemmaConfig
-
-    if small:
-        return DiffusionGemmaConfig(text_config=SMALL_TEXT, vision_config=SMALL_VISION, canvas_length=32,
-                                    boi_token_id=7, eoi_token_id=8, image_token_id=9)
-    return DiffusionGemmaConfig(text_config=REAL_TEXT, vision_config=dict(model_type="gemma4_vision"),
-                                canvas_length=256)
-
-
-def size_table(config: Any) -> dict[str, float]:
-    """Parameter count and bytes in bf16 vs 4-bit, from meta-device models (nothing allocated)."""
-    import torch
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    from diffgemma.kernels.quantize import empty_quantized_structure, quantized_bytes
-
-    with torch.device("meta"):
-        model = DiffusionGemmaForBlockDiffusion(config).to(torch.bfloat16)
-    seen: set[int] = set()
-    params = experts = 0
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        params += p.numel()
-        if ".experts." in name:
-            experts += p.numel()
-    bf16 = quantized_bytes(model)
-    empty_quantized_structure(model)
-    q4 = quantized_bytes(model)
-    return {"params": params, "expert_params": experts, "bf16_bytes": bf16, "nf4_bytes": q4}
-
-
-def build_random_quantized(config: Any, device: str, dtype: Any) -> Any:
-    """The model with random 4-bit weights allocated straight on ``device`` (tied tensors stay tied)."""
-    import torch
-    from torch import nn
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    from diffgemma.kernels.quantize import empty_quantized_structure, rebuild_computed_tables
-
-    with torch.device("meta"):
-        model = DiffusionGemmaForBlockDiffusion(config)
-    empty_quantized_structure(model)
-    persistent = set(model.state_dict().keys())
-    made: dict[int, torch.Tensor] = {}
-    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    for name, old in named:
-        if id(old) not in made:
-            shape = tuple(old.shape)
-            if old.dtype == torch.uint8:  # 4-bit codes
-                t = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
-            elif old.dtype == torch.float16:  # block scales: weights of ~0.01 std
-                t = torch.empty(shape, dtype=torch.float16, device=device).uniform_(0.02, 0.04)
-            elif not old.is_floating_point():
-                t = torch.zeros(shape, dtype=old.dtype, device=device)
-            elif isinstance(old, nn.Parameter) and old.dim() >= 2:
-                t = torch.empty(shape, dtype=dtype, device=device).normal_(0.0, 0.02)
-            else:  # norm weights, scales, layer scalars; tables fixed below
-                t = torch.ones(shape, dtype=dtype if name in persistent else torch.float32, device=device)
-            made[id(old)] = nn.Parameter(t, requires_grad=False) if isinstance(old, nn.Parameter) else t
-        parent_name, _, leaf = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        if leaf in parent._parameters:
-            parent._parameters[leaf] = made[id(old)]
-        else:
-            parent._buffers[leaf] = made[id(old)]
-    rebuild_computed_tables(model, device)  # rotary frequencies, embedding scale
-    return model.eval()
-
-
-def decoder_weight_bytes(model: Any) -> dict[str, int]:
-    """Bytes one denoising step reads: decoder layers + self-conditioning + LM head + soft embeddings."""
-    from diffgemma.kernels.quantize import quantized_bytes
-
-    dec = model.model.decoder
-    embed = dec.embed_tokens.weight
-    embed_bytes = embed.numel() * embed.element_size()
-    return {
-        "layers": quantized_bytes(dec.layers),
-        "self_conditioning": quantized_bytes(dec.self_conditioning),
-        "lm_head": embed_bytes,  # tied to the embeddings, read once for the logits
-        "soft_embeddings": embed_bytes,  # softmax(prev logits) @ embeddings reads it again
-    }
-
-
-def measure_bandwidth(device: str) -> float:
-    """Device-to-device copy bandwidth in bytes/s (read + write), a practical HBM roofline."""
-    import torch
-
-    n = 1 << 30
-    src = torch.empty(n, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(10):
-        dst.copy_(src)
-    torch.cuda.synchronize()
-    return 2 * n * 10 / (time.perf_counter() - t0)
-
-
-def _timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
-
+__all__ = ["REAL_TEXT", "SMALL_TEXT", "build_random_quantized", "make_config", "size_table"]
 
 GB = 1e9
+# seconds each phase should take on an H100 (80 GB); 445 s in all, inside the 8 minutes
+BUDGETS = {"sizes": 15, "build": 45, "kernels": 90, "checkpoint": 90, "daemon": 205}
+SUFFIX = "\n\n\nprint(area(2.0))\n"
 
 
-def _print_sizes(config: Any, small: bool) -> None:
+@dataclass
+class Settings:
+    small: bool
+    prefix_tokens: int
+    steps: int | None
+    gen_tokens: int
+    deadline: float  # time.monotonic() by which the run must end
+    work: Path
+
+
+@dataclass
+class Report:
+    mode: str
+    phases: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def phase(self, name: str, started: float) -> None:
+        took = time.perf_counter() - started
+        self.phases[name] = round(took, 2)
+        over = "  OVER BUDGET" if not self.mode.startswith("cpu") and took > BUDGETS[name] else ""
+        print(f"[phase {name}: {took:.1f} s of {BUDGETS[name]} s budget]{over}", flush=True)
+
+
+def _sizes(report: Report, config: Any, small: bool) -> None:
     sizes = size_table(config)
-    print(f"model: {'small (CPU exercise of the code path)' if small else 'real DiffusionGemma 26B-A4B config'}")
+    report.data["sizes"] = sizes
+    print(f"model: {'toy sizes on CPU (--cpu-small)' if small else 'real DiffusionGemma 26B-A4B config'}")
     print(f"  parameters {sizes['params'] / 1e9:.3f} B, experts {sizes['expert_params'] / sizes['params']:.1%}")
     print(f"  bf16 {sizes['bf16_bytes'] / GB:.3f} GB ({sizes['bf16_bytes'] / 2**30:.2f} GiB)   "
           f"4-bit NF4 {sizes['nf4_bytes'] / GB:.3f} GB ({sizes['nf4_bytes'] / 2**30:.2f} GiB)")
 
 
-def _build(config: Any, device: str, dtype: Any, sync: Callable[[], None]) -> Any:
-    """The random 4-bit model on ``device``, seeded, with its build time and VRAM printed."""
+def _build(report: Report, config: Any, device: str, dtype: Any) -> Any:
     import torch
 
     if device == "cuda":
-        print(f"device: {torch.cuda.get_device_name()}")
         torch.cuda.reset_peak_memory_stats()
+        report.data["device"] = torch.cuda.get_device_name()
+    else:
+        report.data["device"] = f"cpu ({torch.get_num_threads()} threads)"
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model = build_random_quantized(config, device, dtype)
-    sync()
-    print(f"built random 4-bit model on {device} in {time.perf_counter() - t0:.1f}s")
     if device == "cuda":
-        print(f"  VRAM in use {torch.cuda.memory_allocated() / GB:.2f} GB "
-              f"(peak while building {torch.cuda.max_memory_allocated() / GB:.2f} GB)")
+        torch.cuda.synchronize()
+        report.data["build"] = {"vram_gb": torch.cuda.memory_allocated() / GB,
+                                "peak_vram_gb": torch.cuda.max_memory_allocated() / GB}
+    vram = f", {report.data['build']['vram_gb']:.2f} GB in use" if device == "cuda" else ""
+    print(f"built random 4-bit model on {report.data['device']} in {time.perf_counter() - t0:.1f} s{vram}")
+    report.data["ceilings"] = measure_device(device)
+    report.data["step_cost"] = step_cost(model, config)
     return model
 
 
-def _time_encode(model: Any, config: Any, prefix_len: int, device: str,
-                 sync: Callable[[], None]) -> tuple[list[float], Any]:
-    """(ms of each timed prefix encode, a KV cache of that prefix for the steps)."""
-    import torch
-    from transformers import DynamicCache
+def _kernels(report: Report, model: Any, config: Any, small: bool) -> None:
+    from gpu_checks import run_checks
 
-    text = config.text_config
-    ids = torch.randint(3, text.vocab_size, (1, prefix_len), device=device)
-
-    def encode() -> Any:
-        cache = DynamicCache(config=text)
-        with torch.no_grad():
-            model.model.encoder(input_ids=ids, past_key_values=cache, use_cache=True)
-        return cache
-
-    encode()  # warm-up (kernels, Triton compilation)
-    enc_ms = _timed(encode, sync, 3)
-    return enc_ms, encode()
+    checks = run_checks(model, int(config.canvas_length), interpret=small)
+    report.data["checks"] = [c.as_dict() for c in checks]
+    for c in checks:
+        sign = ">=" if c.lower else "<="
+        print(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:17s} {c.value:.3g} (bound {sign} {c.bound:g})  {c.note}")
+    report.failed += [f"check {c.name}" for c in checks if not c.ok]
 
 
-def _time_steps(model: Any, cache: Any, config: Any, device: str, sync: Callable[[], None],
-                steps: int) -> dict[str, float]:
-    """Median ms per denoising step, ``stock`` (transformers' step) and ``fused`` (our kernels)."""
-    import torch
+def _checkpoint(report: Report, model: Any, settings: Settings) -> Path:
+    from gpu_daemon import write_checkpoint
 
-    from diffgemma.kernels.sampler import fused_sample, reference_sample
-    from diffgemma.kernels.self_conditioning import FusedSelfConditioning
-
-    canvas = torch.randint(3, config.text_config.vocab_size, (1, config.canvas_length), device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    embed_dtype = model.model.decoder.embed_tokens.weight.dtype
-    temperature = 0.6
-
-    def stock_steps() -> Callable[[], None]:
-        """transformers' step: self-conditioning softmax inside the decoder, stock sampler."""
-        state: dict[str, Any] = {"sc": None}
-
-        def step() -> None:
-            with torch.no_grad():
-                out = model(decoder_input_ids=canvas, past_key_values=cache, self_conditioning_logits=state["sc"])
-            stats = reference_sample(out.logits, temperature, gen)
-            canvas.copy_(stats.tokens)
-            state["sc"] = (out.logits / temperature).to(embed_dtype)
-
-        return step
-
-    def fused_steps(hook: FusedSelfConditioning) -> Callable[[], None]:
-        """Fused self-conditioning (hook) and fused sampler; the raw logits carry over."""
-        hook.logits, hook.temperature = None, temperature
-
-        def step() -> None:
-            with torch.no_grad():
-                out = model(decoder_input_ids=canvas, past_key_values=cache)
-            stats = fused_sample(out.logits, temperature, gen)
-            canvas.copy_(stats.tokens)
-            hook.logits = out.logits
-
-        return step
-
-    timings: dict[str, float] = {}
-    for label in ("stock", "fused"):
-        hook = FusedSelfConditioning(model) if label == "fused" else None
-        try:
-            step = fused_steps(hook) if hook is not None else stock_steps()
-            step()
-            step()  # warm-up with self-conditioning present
-            timings[label] = statistics.median(_timed(step, sync, steps))
-        finally:
-            if hook is not None:
-                hook.remove()
-    return timings
+    out = write_checkpoint(model, settings.work / "model", max_steps=48)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    report.data["checkpoint_gb"] = size / GB
+    print(f"  wrote {size / GB:.2f} GB to {out}")
+    return out
 
 
-def _print_roofline(model: Any, device: str, step_med: float) -> None:
-    """VRAM after the runs, the weight bytes one step reads, and the step time against the copy bandwidth."""
+def _release() -> None:
+    """Hand the device memory the built model held back, before the daemon loads its own copy."""
+    import gc
+
     import torch
 
-    print(f"  VRAM in use after the runs {torch.cuda.memory_allocated() / GB:.2f} GB, "
-          f"peak {torch.cuda.max_memory_allocated() / GB:.2f} GB")
-    parts = decoder_weight_bytes(model)
-    total = sum(parts.values())
-    bandwidth = measure_bandwidth(device)
-    floor_ms = total / bandwidth * 1000.0
-    print("weights read per step: " + ", ".join(f"{k} {v / GB:.2f} GB" for k, v in parts.items())
-          + f" = {total / GB:.2f} GB")
-    print(f"measured copy bandwidth {bandwidth / 1e12:.2f} TB/s -> roofline {floor_ms:.1f} ms/step; "
-          f"step time is {floor_ms / step_med:.1%} of the roofline speed")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def _print_sampler(config: Any, device: str) -> None:
-    """The sampler alone at this model's vocab and canvas (benchmarks/bench_sampler.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_sampler import run as bench_sampler
+def _daemon(report: Report, model_dir: Path, settings: Settings) -> None:
+    from gpu_daemon import prefix_text, run_daemon
 
-    text, canvas_len = config.text_config, config.canvas_length
-    vocab = text.vocab_size
-    res = bench_sampler(vocab=vocab, canvas=canvas_len, batch=1, repeats=3, device=device, dtype="float32",
-                        self_conditioning=True, hidden=text.hidden_size)
-    print("sampler alone (benchmarks/bench_sampler.py):")
-    print(f"sampler on {device}, canvas {canvas_len}, vocab {vocab:,}: stock {res['stock_ms']:.2f} ms, "
-          f"fused {res['fused_ms']:.2f} ms, ratio {res['stock_ms'] / res['fused_ms']:.2f}x")
-    print(f"self-conditioning softmax @ embeddings: stock {res['stock_selfcond_ms']:.2f} ms, "
-          f"fused {res['fused_selfcond_ms']:.2f} ms, ratio {res['stock_selfcond_ms'] / res['fused_selfcond_ms']:.2f}x")
+    device = "cpu" if settings.small else "cuda"
+    prefix = prefix_text(model_dir, settings.prefix_tokens)
+    run = run_daemon(model_dir, settings.work, device, prefix, SUFFIX, settings.steps, settings.gen_tokens,
+                     settings.deadline)
+    infill, gen = run.infill, run.generation
+    report.data["daemon"] = {
+        "load_s": run.load_s, "resident_gb": run.resident_bytes / GB, "warmup_s": run.warmup_s,
+        "infill": {**infill, "wall_s": run.infill_s}, "generation": {**gen, "wall_s": run.generation_s},
+        "tokens_per_s": gen.get("generated_tokens", 0) / max(run.generation_s, 1e-9),
+        ("peak_vram_gb" if device == "cuda" else "peak_added_rss_gb"): run.peak_bytes / GB,
+        "peak_source": run.peak_source,
+    }
+    report.data["roofline"] = _roofline(report.data, float(gen.get("ms_per_step", 0.0)))
 
 
-def run(small: bool, prefix_len: int, steps: int) -> int:
+def _roofline(data: dict[str, Any], ms_per_step: float) -> dict[str, float]:
+    """One canvas per step (plain generation) against the floors of its bytes and FLOPs."""
+    cost, ceil = data["step_cost"], data["ceilings"]
+    bytes_ms = cost["bytes"] / ceil["bandwidth_bps"] * 1000.0
+    flops_ms = cost["flops"] / ceil["matmul_flops"] * 1000.0
+    floor = max(bytes_ms, flops_ms)
+    return {"bytes_floor_ms": bytes_ms, "flops_floor_ms": flops_ms, "ms_per_step": ms_per_step,
+            "fraction": floor / ms_per_step if ms_per_step else 0.0}
+
+
+def _summary(report: Report) -> None:
+    d = report.data
+    print("\nsummary")
+    if "daemon" in d:
+        dm = d["daemon"]
+        inf, gen = dm["infill"], dm["generation"]
+        peak = dm.get("peak_vram_gb", dm.get("peak_added_rss_gb", 0.0))
+        label = "peak VRAM of the daemon" if "peak_vram_gb" in dm else "peak RSS added by the requests"
+        print(f"  daemon: loaded in {dm['load_s']:.1f} s, {dm['resident_gb']:.2f} GB resident; {label} {peak:.2f} GB "
+              f"({dm['peak_source']})")
+        print(f"  infill: {inf.get('encoded_tokens')} prompt tokens encoded ({inf.get('cached_tokens')} cached) in "
+              f"{inf.get('encode_ms', 0):.0f} ms, "
+              f"{inf.get('steps')} steps at {inf.get('ms_per_step', 0):.1f} ms, decoder_tokens "
+              f"{inf.get('decoder_tokens')}, finished in {inf['wall_s'] * 1000:.0f} ms")
+        print(f"  plain generation: {gen.get('generated_tokens')} tokens in {gen['wall_s']:.2f} s = "
+              f"{dm['tokens_per_s']:.1f} tokens/s, {gen.get('steps')} steps at {gen.get('ms_per_step', 0):.1f} ms")
+    if "roofline" in d:
+        r, c = d["roofline"], d["step_cost"]
+        ceil = d["ceilings"]
+        print(f"  roofline: a one-canvas step reads {c['bytes'] / GB:.3g} GB ({r['bytes_floor_ms']:.2f} ms at "
+              f"{ceil['bandwidth_bps'] / GB:.4g} GB/s copy bandwidth) and does {c['flops'] / 1e12:.3g} TFLOP "
+              f"({r['flops_floor_ms']:.2f} ms at {ceil['matmul_flops'] / 1e12:.3g} TFLOP/s matmul): "
+              f"{r['fraction']:.1%} of the roofline speed")
+    print(f"  phases: {', '.join(f'{k} {v:.1f} s' for k, v in report.phases.items())}; "
+          f"total {sum(report.phases.values()):.1f} s")
+    if report.failed:
+        print(f"  FAILED: {', '.join(report.failed)}")
+
+
+def run(settings: Settings) -> int:
     import torch
 
-    config = make_config(small)
-    _print_sizes(config, small)
-    cuda = torch.cuda.is_available()
-    if not small and not cuda:
+    config = make_config(settings.small)
+    report = Report(mode="cpu-small" if settings.small else "cuda")
+    t = time.perf_counter()
+    _sizes(report, config, settings.small)
+    report.phase("sizes", t)
+    if not settings.small and not torch.cuda.is_available():
         print("no CUDA GPU present: the GPU measurements were not run (use --cpu-small to exercise the path)")
+        print(json.dumps({"mode": "no-gpu", "sizes": report.data["sizes"]}))
         return 0
-    device = "cpu" if small else "cuda"
-    dtype = torch.float32 if small else torch.bfloat16
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    model = _build(config, device, dtype, sync)
-    enc_ms, cache = _time_encode(model, config, prefix_len, device, sync)
-    timings = _time_steps(model, cache, config, device, sync, steps)
-    enc_med, step_med = statistics.median(enc_ms), timings["fused"]
-    print(f"prefix encode, {prefix_len} tokens: {enc_med:.1f} ms (median of {len(enc_ms)})")
-    print(f"denoising step, canvas {config.canvas_length} (median of {steps}): {step_med:.1f} ms with fused "
-          f"self-conditioning and sampler; {timings['stock']:.1f} ms stock; ratio {timings['stock'] / step_med:.2f}x")
-    if device == "cuda":
-        _print_roofline(model, device, step_med)
-    _print_sampler(config, device)
-    return 0
+    device, dtype = ("cpu", torch.float32) if settings.small else ("cuda", torch.bfloat16)
+    try:
+        t = time.perf_counter()
+        model = _build(report, config, device, dtype)
+        report.phase("build", t)
+        t = time.perf_counter()
+        _kernels(report, model, config, settings.small)
+        report.phase("kernels", t)
+        t = time.perf_counter()
+        model_dir = _checkpoint(report, model, settings)
+        report.phase("checkpoint", t)
+        del model
+        _release()
+        t = time.perf_counter()
+        _daemon(report, model_dir, settings)
+        report.phase("daemon", t)
+    except Exception as exc:  # a failed phase is reported with what ran before it
+        report.failed.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
+    _summary(report)
+    print(json.dumps({"mode": report.mode, "phases": report.phases, "failed": report.failed, **report.data},
+                     default=float))
+    return 1 if report.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cpu-small", action="store_true", help="run the same code path at toy sizes on CPU")
-    parser.add_argument("--prefix", type=int, default=None, help="prefix tokens to encode (default 2048; 128 small)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps to time (default 10; 3 small)")
+    parser.add_argument("--cpu-small", action="store_true", help="the same code at toy sizes on CPU")
+    parser.add_argument("--prefix", type=int, default=None, help="prefix tokens of the infill (2048; small 128)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps per canvas (model's 48; small 2)")
+    parser.add_argument("--gen-tokens", type=int, default=None, help="plain generation length (1024; small 64)")
+    parser.add_argument("--deadline", type=float, default=470.0, help="seconds the whole run may take (470)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the checkpoint (a temp folder)")
     args = parser.parse_args(argv)
-    prefix = args.prefix or (128 if args.cpu_small else 2048)
-    steps = args.steps or (3 if args.cpu_small else 10)
-    return run(args.cpu_small, prefix, steps)
+    small = args.cpu_small
+    if small:  # the Triton kernels run in the interpreter on CPU tensors (set before they are built)
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    work = args.work or Path(tempfile.mkdtemp(prefix="dg-gpu-bench"))
+    settings = Settings(small=small, prefix_tokens=args.prefix or (128 if small else 2048),
+                        steps=args.steps or (2 if small else None),
+                        gen_tokens=args.gen_tokens or (64 if small else 1024),
+                        deadline=time.monotonic() + args.deadline, work=work)
+    try:
+        return run(settings)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
                                             help="Keep attention projections in bf16 (~1.5 GB more)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr."),
     ) -> None:
-        """Quantize experts and linear layers to 4-bit NF4 (block 64) and write a checkpoint that loads fast.
+        """Quantize the experts and the linear layers (with bitsandbytes) to 4-bit NF4, blocks of 64, and write a checkpoint that loads fast.
 
         Safetensors checkpoints are read one tensor at a time, so this needs little memory beyond the 4-bit result. Embeddings, norms, the router and the vision tower stay in the checkpoint's dtype.
         """  # noqa: E501 - one line per paragraph: the help text is reflowed to the terminal

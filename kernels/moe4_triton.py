@@ -20,12 +20,10 @@ import os
 
 import torch
 
+from diffgemma.kernels.moe4 import NF4Experts
 from diffgemma.kernels.quant4 import nf4_table
 
 BN = 64
-# Beyond this many rows (a long prefix; a canvas step has 256) a Linear4 call dequantizes once
-# and uses cuBLAS: the weight tile reuse of a real GEMM wins over reading 4-bit tiles per row block.
-LINEAR_FUSED_MAX_ROWS = 512
 
 
 def _rows_per_program(avg_rows: float) -> int:
@@ -126,8 +124,8 @@ def _launch(x: torch.Tensor, x_rows: torch.Tensor, packed: torch.Tensor, absmax:
 
 
 def moe4_triton(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
-                experts) -> torch.Tensor:  # experts: QuantizedExperts
-    """The experts' forward on the fused path; same result as ``QuantizedExperts.reference_forward``."""
+                experts: NF4Experts) -> torch.Tensor:
+    """The experts' forward on the fused path; same result as ``moe4.reference_forward``."""
     x = hidden_states.contiguous()
     tokens, top_k = top_k_index.shape
     flat_expert = top_k_index.reshape(-1)
@@ -150,22 +148,3 @@ def moe4_triton(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_we
     final = torch.zeros_like(x)
     final.index_add_(0, src_token.long(), y * weights[:, None])
     return final
-
-
-def linear4_triton(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, block: int) -> torch.Tensor:
-    """``x @ W^T`` for an NF4 ``Linear4`` weight (one group, no gating)."""
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    rows = flat.shape[0]
-    n_out = packed.shape[0]
-    if rows > LINEAR_FUSED_MAX_ROWS and x.is_cuda:
-        from diffgemma.kernels.quant4 import dequantize_nf4
-
-        return torch.nn.functional.linear(x, dequantize_nf4(packed, absmax, block, x.dtype))
-    bm = _rows_per_program(rows)
-    out = torch.empty(rows, n_out, dtype=x.dtype, device=x.device)
-    counts = torch.tensor([rows], device=x.device)
-    identity = torch.arange(rows, dtype=torch.int32, device=x.device)
-    _launch(flat, identity, packed.unsqueeze(0), absmax.unsqueeze(0), block, _schedule(counts, bm), out, n_out,
-            gated=False, bm=bm)
-    return out.reshape(*lead, n_out)

@@ -1,4 +1,4 @@
-"""4-bit blockwise NF4 weights: quantize, dequantize, and the ``Linear4`` module.
+"""4-bit blockwise NF4 weights for the experts: quantize and dequantize.
 
 Format (one per weight matrix, rows = output features, K = input features):
 - blocks of ``block`` (64; smaller powers of two only when K is not a multiple of 64)
@@ -16,7 +16,6 @@ Format (one per weight matrix, rows = output features, K = input features):
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 NF4_LEVELS = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -99,58 +98,3 @@ def quantize_nf4_rows(weight: torch.Tensor, block: int = DEFAULT_BLOCK, device: 
         packed[r0:r1] = p
         absmax[r0:r1] = a
     return packed.reshape(*lead_shape, k // 2), absmax.reshape(*lead_shape, k // b), b
-
-
-class Linear4(nn.Module):
-    """A bias-free ``nn.Linear`` whose weight is stored as 4-bit NF4 blocks.
-
-    CPU: dequantize to the activation dtype, then ``F.linear``. CUDA with Triton: the grouped
-    dequantizing GEMM in ``moe4_triton`` with a single group.
-    """
-
-    # registered buffers: 4-bit codes (two per byte) and each block's absmax
-    qweight: torch.Tensor
-    absmax: torch.Tensor
-
-    def __init__(self, in_features: int, out_features: int, block: int = DEFAULT_BLOCK,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.block = block_size_for(in_features, block)
-        self.register_buffer("qweight", torch.empty(out_features, in_features // 2, dtype=torch.uint8,
-                                                    device=device))
-        self.register_buffer("absmax", torch.empty(out_features, in_features // self.block,
-                                                   dtype=torch.float16, device=device))
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, block: int = DEFAULT_BLOCK,
-                    device: torch.device | str | None = None) -> Linear4:
-        if linear.bias is not None:
-            raise ValueError("Linear4 holds bias-free projections only")
-        return cls.from_weight(linear.weight.detach(), block, device)
-
-    @classmethod
-    def from_weight(cls, weight: torch.Tensor, block: int = DEFAULT_BLOCK,
-                    device: torch.device | str | None = None) -> Linear4:
-        """From an (out_features, in_features) weight, e.g. read straight from a checkpoint."""
-        dev = device if device is not None else weight.device
-        mod = cls(weight.shape[1], weight.shape[0], block, device="meta")
-        qweight, absmax, b = quantize_nf4_rows(weight, block, dev)
-        mod.block = b
-        mod.qweight, mod.absmax = qweight, absmax
-        return mod
-
-    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return dequantize_nf4(self.qweight, self.absmax, self.block, dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            from diffgemma.kernels.moe4_triton import linear4_triton, triton_ready
-
-            if triton_ready():
-                return linear4_triton(x, self.qweight, self.absmax, self.block)
-        return nn.functional.linear(x, self.dequantized(x.dtype))
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, nf4 block={self.block}"

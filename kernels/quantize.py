@@ -1,25 +1,18 @@
-"""Swap a DiffusionGemma model to 4-bit NF4 weights; write and load quantized checkpoints.
+"""Make a DiffusionGemma model 4-bit: in memory, or while reading an unquantized checkpoint.
 
-What is quantized: every ``DiffusionGemmaTextExperts`` (-> ``QuantizedExperts``) and the
-bias-free ``nn.Linear`` projections of the text layers and self-conditioning block
-(-> ``Linear4``). Embeddings (tied to the LM head), the router, norms and the vision tower
-stay in the model dtype. The encoder and decoder share their layer weights in
-DiffusionGemma; the swap keeps that sharing (one quantized module, two parents).
+What is quantized: every ``DiffusionGemmaTextExperts``, in place (``moe4``: its fused 3-D weights
+become 4-bit buffers and the model's experts implementation becomes ``diffgemma_nf4``), and the
+bias-free ``nn.Linear`` projections of the text layers and self-conditioning block, which become
+bitsandbytes' NF4 ``Linear4bit`` (``linear4``). Embeddings (tied to the LM head), the router,
+norms and the vision tower stay in the model dtype. The encoder and decoder share their layer
+weights in DiffusionGemma; quantizing keeps that sharing (one 4-bit module, two parents).
 
-A quantized checkpoint directory holds ``config.json`` (the model config plus a
-``diffgemma_quantization`` entry naming the quantized modules), ``model-nf4.safetensors``
-(each shared tensor once; aliases in its metadata), the generation config and the
-tokenizer files. Loading it builds the model on the meta device, swaps in empty quantized
-modules and assigns the stored tensors straight onto the target device: no bf16 copy of
-the experts ever exists.
+Reading an unquantized safetensors checkpoint with quantization streams it: tensor by tensor,
+each expert/linear weight is read, quantized on the target device and dropped, so neither the GPU
+nor the CPU ever holds the bf16 model.
 
-Loading an unquantized safetensors checkpoint with quantization streams it: tensor by
-tensor, each expert/linear weight is read, quantized on the target device and dropped, so
-neither the GPU nor the CPU ever holds the bf16 model. (A checkpoint without safetensors
-is read whole on the CPU by ``from_pretrained``, then quantized module by module.)
-
-The offline step that converts a checkpoint found by name (`diffgemma quantize`) is
-`training.quantize`.
+Writing and loading 4-bit checkpoints is ``kernels.checkpoint``; the offline step that converts
+a checkpoint found by name (`diffgemma quantize`) is `training.quantize`.
 """
 
 from __future__ import annotations
@@ -32,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffgemma.kernels.moe4 import QuantizedExperts
-from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, Linear4
+from diffgemma.kernels import linear4, moe4
+from diffgemma.kernels.quant4 import DEFAULT_BLOCK
 
-QUANT_KEY = "diffgemma_quantization"
+QUANT_KEY = "diffgemma_quantization"  # the config.json entry of a 4-bit checkpoint
 _INFO_ATTR = "_diffgemma_quantization"  # the quantization entry, on a quantized model
 WEIGHTS_FILE = "model-nf4.safetensors"
-FORMAT_VERSION = 1
+FORMAT_NAME = "diffgemma-nf4"
+FORMAT_VERSION = 2  # 1: linears in quant4's own layout; 2: linears are bitsandbytes' NF4
 # Substrings of module names whose nn.Linear layers stay unquantized.
 _KEEP_LINEAR = ("vision", "embed", "lm_head", "router")
 
@@ -49,27 +43,29 @@ class QuantizeError(RuntimeError):
     """Quantizing or loading a quantized checkpoint failed; the message is one line."""
 
 
-def _is_experts(module: nn.Module) -> bool:
-    return type(module).__name__ == "DiffusionGemmaTextExperts"
-
-
 def _linear_to_quantize(name: str, module: nn.Module, keep: tuple[str, ...]) -> bool:
-    return (isinstance(module, nn.Linear) and module.bias is None and module.in_features % 2 == 0
-            and not any(part in name for part in (*_KEEP_LINEAR, *keep)))
+    return (isinstance(module, nn.Linear) and not linear4.is_linear4(module) and module.bias is None
+            and module.in_features % 2 == 0 and not any(part in name for part in (*_KEEP_LINEAR, *keep)))
 
 
-def _activation(model: nn.Module) -> str:
-    config: Any = model.config  # a transformers PretrainedConfig
-    return str(config.text_config.hidden_activation)
+def new_info(block: int, experts: list[str], linears: list[str]) -> dict[str, Any]:
+    """The quantization entry of a model quantized by this version."""
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block, "experts": experts,
+            "experts_format": moe4.FORMAT, "linears": linears, "linears_format": linear4.FORMAT,
+            "weights": WEIGHTS_FILE}
 
 
-def _set_info(model: nn.Module, info: dict[str, Any]) -> None:
-    """Record the quantization entry on the model (read by ``save_quantized``); a plain attribute,
-    not a parameter, buffer or submodule."""
+def set_info(model: nn.Module, info: dict[str, Any]) -> None:
+    """Record the quantization entry on the model (read by ``checkpoint.save_quantized``); a plain
+    attribute, not a parameter, buffer or submodule."""
     model.__dict__[_INFO_ATTR] = info
 
 
-def _place(model: nn.Module, name: str, t: torch.Tensor) -> None:
+def get_info(model: nn.Module) -> dict[str, Any] | None:
+    return model.__dict__.get(_INFO_ATTR)
+
+
+def place(model: nn.Module, name: str, t: torch.Tensor) -> None:
     """Put ``t`` where the parameter or buffer ``name`` is, replacing what is there."""
     parent_name, _, leaf = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -79,7 +75,7 @@ def _place(model: nn.Module, name: str, t: torch.Tensor) -> None:
         parent._buffers[leaf] = t
 
 
-def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+def swap(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, leaf = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, leaf, new)
@@ -87,7 +83,7 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def quantize_model(model: nn.Module, device: torch.device | str | None = None, block: int = DEFAULT_BLOCK,
                    progress: Progress = None, keep: tuple[str, ...] = ()) -> nn.Module:
-    """Replace experts and eligible linears with 4-bit modules, in place; returns ``model``.
+    """Quantize experts and eligible linears, in place; returns ``model``.
 
     ``keep``: more name parts whose linears stay unquantized, e.g. ``("self_attn",)`` keeps the
     attention projections (~4% of the weights) in the model dtype.
@@ -96,7 +92,6 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
     only its 4-bit form stays; the unquantized rest follows at the end. The bf16 originals are
     freed as soon as no module refers to them.
     """
-    activation = _activation(model)
     done: dict[int, nn.Module] = {}
     experts_names: list[str] = []
     linear_names: list[str] = []
@@ -107,202 +102,94 @@ def quantize_model(model: nn.Module, device: torch.device | str | None = None, b
             module = model.get_submodule(name)
         except AttributeError:  # inside a module swapped out already
             continue
-        if _is_experts(module):
+        if moe4.is_experts(module):
+            if moe4.is_quantized(module):
+                raise QuantizeError("the model is quantized already")
             key = id(module.gate_up_proj)
             if key not in done:
-                done[key] = QuantizedExperts.from_experts(module, activation, block, device)
+                moe4.quantize_experts(module, block, device)
+                done[key] = module
                 if progress is not None:
                     progress(f"quantized {name}")
             experts_names.append(name)
-        elif isinstance(module, nn.Linear) and _linear_to_quantize(name, module, keep):
+        elif _linear_to_quantize(name, module, keep):
             key = id(module.weight)
             if key not in done:
-                done[key] = Linear4.from_linear(module, block, device)
+                done[key] = linear4.quantize_linear_module(module, device=device)
             linear_names.append(name)
         else:
             continue
-        _swap(model, name, done[key])
+        swap(model, name, done[key])
     if not experts_names:
         raise QuantizeError("no DiffusionGemma expert layers found: is this a DiffusionGemma model?")
     if device is not None:
         model.to(device)
-    _set_info(model, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block,
-                      "experts": experts_names, "linears": linear_names, "weights": WEIGHTS_FILE})
+    moe4.select(model)
+    set_info(model, new_info(block, experts_names, linear_names))
     return model
 
 
-def _named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer by each of its names (shared ones under every parent)."""
     yield from model.named_parameters(remove_duplicate=False)
     yield from model.named_buffers(remove_duplicate=False)
 
 
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    # meta tensors have no storage: shared (tied) ones are the same object there
+    return (id(t), 0) if t.device.type == "meta" else (t.untyped_storage().data_ptr(), int(t.storage_offset()))
+
+
 def quantized_bytes(model: nn.Module) -> int:
-    """Bytes of all distinct parameters and buffers (what the model holds in memory)."""
+    """Bytes of all distinct parameters, buffers and 4-bit block scales (what the model holds)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for _, t in _named_tensors(model):
-        # meta tensors have no storage: shared (tied) ones are the same object there
-        key = (id(t), 0) if t.device.type == "meta" else (t.untyped_storage().data_ptr(), int(t.storage_offset()))
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.numel() * t.element_size()
-    return total
-
-
-def save_quantized(model: nn.Module, dst: str | Path) -> Path:
-    """Write a quantized model (after ``quantize_model``) to the directory ``dst``."""
-    from safetensors.torch import save_file
-
-    info = getattr(model, _INFO_ATTR, None)
-    if info is None:
-        raise QuantizeError("model is not quantized: call quantize_model first")
-    out = Path(dst)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    owner: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
-    for name, t in _named_tensors(model):
-        key = (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), t.dtype)
-        if key in owner:
-            if owner[key] != name:
-                aliases[name] = owner[key]
-            continue
-        owner[key] = name
-        tensors[name] = t.detach().to("cpu").contiguous()
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"aliases": json.dumps(aliases), "format": FORMAT_NAME})
-    model_config: Any = model.config  # a transformers PretrainedConfig
-    config = model_config.to_dict()
-    config[QUANT_KEY] = info
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        gen.save_pretrained(str(out))
-    return out
-
-
-def is_quantized_checkpoint(path: str | Path) -> bool:
-    """True when ``path`` is a directory written by ``save_quantized`` (`diffgemma quantize`)."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return QUANT_KEY in json.loads(config.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def _read_quantized_config(path: Path) -> tuple[Any, dict[str, Any]]:
-    from transformers import DiffusionGemmaConfig
-
-    raw = json.loads((path / "config.json").read_text())
-    info = raw.pop(QUANT_KEY)
-    if info.get("format") != FORMAT_NAME or info.get("version") != FORMAT_VERSION:
-        raise QuantizeError(f"{path} holds quantization format {info.get('format')!r} "
-                            f"v{info.get('version')}; this diffgemma reads {FORMAT_NAME!r} v{FORMAT_VERSION}")
-    return DiffusionGemmaConfig.from_dict(raw), info
+    for _, t in named_tensors(model):
+        key = _storage_key(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    layers = {id(m): m for m in model.modules() if linear4.is_linear4(m)}
+    return total + sum(linear4.scale_bytes(layer) for layer in layers.values())
 
 
 def empty_quantized_structure(model: nn.Module, block: int = DEFAULT_BLOCK,
                               keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    """On a meta-device model: swap in empty 4-bit modules where ``quantize_model`` would put them.
+    """On a meta-device model: empty 4-bit experts and linears where ``quantize_model`` would put them.
 
-    For sizing the real model without its weights, and for building it with random 4-bit
-    weights straight on a GPU (benchmarks). Returns the quantization entry.
+    For sizing the real model without its weights, for reading a checkpoint into it, and for
+    building it with random 4-bit weights straight on a GPU (benchmarks). Returns the quantization
+    entry.
     """
-    experts = [n for n, m in model.named_modules(remove_duplicate=False) if _is_experts(m)]
+    experts = [n for n, m in model.named_modules(remove_duplicate=False) if moe4.is_experts(m)]
     linears = [n for n, m in model.named_modules(remove_duplicate=False) if _linear_to_quantize(n, m, keep)]
-    info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "block": block, "experts": experts,
-            "linears": linears, "weights": WEIGHTS_FILE}
-    _empty_quantized_structure(model, info)
-    _set_info(model, info)
+    info = new_info(block, experts, linears)
+    empty_structure(model, experts, linears, block)
+    set_info(model, info)
     return info
 
 
-def _empty_quantized_structure(model: nn.Module, info: dict[str, Any]) -> None:
-    """Swap in meta-device quantized modules where the checkpoint has them, keeping sharing."""
-    activation = _activation(model)
-    block = int(info["block"])
+def empty_structure(model: nn.Module, experts: list[str], linears: list[str], block: int = DEFAULT_BLOCK) -> None:
+    """Empty (meta-device) 4-bit experts and linears at these names, keeping sharing."""
     done: dict[int, nn.Module] = {}
-    for name in info["experts"]:
+    for name in experts:
         old = model.get_submodule(name)
+        if not moe4.is_experts(old):
+            raise QuantizeError(f"the checkpoint quantizes {name}, which is not an experts layer in this model")
         key = id(old.gate_up_proj)
         if key not in done:
-            e, two_i, h = old.get_parameter("gate_up_proj").shape
-            done[key] = QuantizedExperts(e, h, two_i // 2, activation, block, device="meta")
-        _swap(model, name, done[key])
-    for name in info["linears"]:
+            moe4.empty_experts(old, block)
+            done[key] = old
+        swap(model, name, done[key])
+    for name in linears:
         old = model.get_submodule(name)
         if not isinstance(old, nn.Linear):
             raise QuantizeError(f"the checkpoint quantizes {name}, which is not a linear layer in this model")
         key = id(old.weight)
         if key not in done:
-            done[key] = Linear4(old.in_features, old.out_features, block, device="meta")
-        _swap(model, name, done[key])
-
-
-def load_quantized(path: str | Path, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.bfloat16) -> nn.Module:
-    """Load a quantized checkpoint directory onto ``device``; unquantized weights in ``dtype``."""
-    from safetensors import safe_open
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    src = Path(path)
-    weights = src / WEIGHTS_FILE
-    if not weights.is_file():
-        raise QuantizeError(f"{src} has no {WEIGHTS_FILE}: not a complete quantized checkpoint")
-    config, info = _read_quantized_config(src)
-    with torch.device("meta"):
-        model = DiffusionGemmaForBlockDiffusion(config)
-    _empty_quantized_structure(model, info)
-    dev = torch.device(device)
-    persistent = set(model.state_dict().keys())
-    quantized_prefixes = tuple(f"{n}." for n in (*info["experts"], *info["linears"]))
-    made: dict[str, torch.Tensor] = {}
-    with safe_open(str(weights), framework="pt", device=str(dev)) as f:
-        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-        stored = set(f.keys())
-        for name, old in list(_named_tensors(model)):
-            canonical = aliases.get(name, name)
-            if canonical not in made:
-                if canonical not in stored:
-                    raise QuantizeError(f"{weights.name} lacks tensor {canonical}: checkpoint is incomplete")
-                t = f.get_tensor(canonical)
-                # the model dtype applies to weights and persistent float buffers; 4-bit codes, their
-                # fp16 scales and non-persistent float32 tables (rotary frequencies) keep theirs
-                if (t.is_floating_point() and name in persistent and not name.startswith(quantized_prefixes)):
-                    t = t.to(dtype)
-                if isinstance(old, nn.Parameter):
-                    t = nn.Parameter(t, requires_grad=False)
-                made[canonical] = t
-            _place(model, name, made[canonical])
-    model.eval()
-    _set_info(model, info)
-    gen_file = src / "generation_config.json"
-    if gen_file.is_file():
-        model.generation_config = type(model.generation_config).from_pretrained(str(src))
-    return model
-
-
-def load_quantized_model(path: str | Path, device: torch.device | str = "cpu",
-                         dtype: torch.dtype = torch.bfloat16, progress: Progress = None,
-                         keep: tuple[str, ...] = ()) -> nn.Module:
-    """A 4-bit model from ``path``: a quantized checkpoint, or an unquantized one quantized now.
-
-    The unquantized case streams the checkpoint tensor by tensor (``stream_quantize``): neither
-    the GPU nor the CPU ever holds the bf16 model. A checkpoint without safetensors files is read
-    whole on the CPU by ``from_pretrained`` instead, then quantized module by module onto ``device``.
-    """
-    src = Path(path)
-    if is_quantized_checkpoint(src):
-        return load_quantized(src, device, dtype)
-    if safetensors_files(src):
-        return stream_quantize(src, device, dtype, progress=progress, keep=keep)
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(src), dtype=dtype)
-    quantize_model(model, device=device, progress=progress, keep=keep)
-    return model.eval()
+            done[key] = linear4.empty_linear(old.in_features, old.out_features, old.weight.dtype)
+        swap(model, name, done[key])
+    moe4.select(model)
 
 
 def safetensors_files(path: Path) -> list[Path]:
@@ -325,7 +212,7 @@ def rebuild_computed_tables(model: nn.Module, device: torch.device | str) -> Non
         if "RotaryEmbedding" in kind:
             with torch.device(device):
                 fresh = type(module)(module.config)
-            _swap(model, name, fresh)
+            swap(model, name, fresh)
         elif kind.endswith("ScaledWordEmbedding"):
             module._buffers["embed_scale"] = torch.tensor(float(module.scalar_embed_scale), device=device)
 
@@ -353,10 +240,10 @@ def stream_quantize(path: str | Path, device: torch.device | str = "cpu", dtype:
     info = empty_quantized_structure(model, block, keep)
     dev = torch.device(device)
     read = _reader(files, tied)
-    _quantize_streamed(model, info, read, src, block, dev, progress)
-    _place_streamed(model, read, src, dtype, dev)
+    _quantize_streamed(model, info, read, src, block, dtype, dev, progress)
+    place_meta_tensors(model, read, src, dtype, dev)
     rebuild_computed_tables(model, dev)
-    left = [name for name, t in _named_tensors(model) if t.device.type == "meta"]
+    left = [name for name, t in named_tensors(model) if t.device.type == "meta"]
     if left:
         raise QuantizeError(f"{src} left {len(left)} tensors unset, first {left[0]}")
     if (src / "generation_config.json").is_file():
@@ -384,10 +271,20 @@ def _reader(files: list[Path], tied: dict[str, str]) -> Reader:
     return read
 
 
+def replace_shared(model: nn.Module, names: list[str], make: Callable[[str], nn.Module]) -> None:
+    """For each distinct module at ``names`` (shared ones once), ``make(name)`` replaces it under
+    every name it has."""
+    made: dict[int, nn.Module] = {}
+    for name in names:
+        old = model.get_submodule(name)
+        if id(old) not in made:
+            made[id(old)] = make(name)
+        swap(model, name, made[id(old)])
+
+
 def _quantize_streamed(model: nn.Module, info: dict[str, Any], read: Reader, src: Path, block: int,
-                       dev: torch.device, progress: Progress) -> None:
+                       dtype: torch.dtype | None, dev: torch.device, progress: Progress) -> None:
     """Fill the empty 4-bit modules from the stored weights, quantizing each on ``dev``."""
-    activation = _activation(model)
 
     def need(name: str) -> torch.Tensor:
         t = read(name)
@@ -395,37 +292,42 @@ def _quantize_streamed(model: nn.Module, info: dict[str, Any], read: Reader, src
             raise QuantizeError(f"{src} lacks tensor {name}: checkpoint is incomplete")
         return t
 
-    done: dict[int, nn.Module] = {}
+    done: set[int] = set()
     for name in info["experts"]:
-        old = model.get_submodule(name)
-        if id(old) not in done:
-            done[id(old)] = QuantizedExperts.from_tensors(need(f"{name}.gate_up_proj"), need(f"{name}.down_proj"),
-                                                          activation, block, dev)
+        experts = model.get_submodule(name)  # encoder and decoder share it (empty_quantized_structure)
+        if id(experts) not in done:
+            moe4.quantize_experts_from(experts, need(f"{name}.gate_up_proj"), need(f"{name}.down_proj"), block, dev)
+            done.add(id(experts))
             if progress is not None:
                 progress(f"quantized {name}")
-        _swap(model, name, done[id(old)])
-    for name in info["linears"]:
-        old = model.get_submodule(name)
-        if id(old) not in done:
-            done[id(old)] = Linear4.from_weight(need(f"{name}.weight"), block, dev)
-        _swap(model, name, done[id(old)])
+
+    def linear(name: str) -> nn.Module:
+        weight = need(f"{name}.weight")
+        return linear4.quantize_linear(weight, dtype or weight.dtype, dev, linear4.BLOCK)
+
+    replace_shared(model, info["linears"], linear)
 
 
-def _place_streamed(model: nn.Module, read: Reader, src: Path, dtype: torch.dtype | None, dev: torch.device) -> None:
-    """Every tensor still on the meta device, read once and placed on ``dev`` (in ``dtype``)."""
+def place_meta_tensors(model: nn.Module, read: Reader, src: Path, dtype: torch.dtype | None,
+                       dev: torch.device, keep_dtype: tuple[str, ...] = ()) -> None:
+    """Every tensor still on the meta device, read once and placed on ``dev``.
+
+    Floating tensors take ``dtype`` (None: as stored), except non-persistent ones (computed
+    tables) and those under the module names in ``keep_dtype`` (4-bit scales)."""
     persistent = set(model.state_dict().keys())
+    kept = tuple(f"{n}." for n in keep_dtype)
     made: dict[int, torch.Tensor] = {}
-    for name, old in list(_named_tensors(model)):
+    for name, old in list(named_tensors(model)):
         if old.device.type != "meta":
-            continue  # a quantized module's buffer, already on the device
+            continue  # a quantized module's tensor, already on the device
         if id(old) not in made:
             t = read(name)
             if t is None:
                 if name not in persistent:
                     continue  # a computed table, rebuilt afterwards
                 raise QuantizeError(f"{src} lacks tensor {name}: checkpoint is incomplete")
-            if dtype is not None and t.is_floating_point():
+            if dtype is not None and t.is_floating_point() and name in persistent and not name.startswith(kept):
                 t = t.to(dtype)
             t = t.to(dev)
             made[id(old)] = nn.Parameter(t, requires_grad=False) if isinstance(old, nn.Parameter) else t
-        _place(model, name, made[id(old)])
+        place(model, name, made[id(old)])

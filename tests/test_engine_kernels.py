@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffgemma.kernels.moe4 import QuantizedExperts
+from diffgemma.kernels import moe4
 from diffgemma.runtime.engine.engine import Engine
 from diffgemma.runtime.engine.loading import ModelLoadError, load_model
 from diffgemma.runtime.engine.runner import CanvasView
@@ -19,7 +19,7 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
 
 
 def _quantized_experts(engine: Engine) -> int:
-    return sum(isinstance(m, QuantizedExperts) for m in engine.model.modules())
+    return sum(moe4.is_experts(m) and moe4.is_quantized(m) for m in engine.model.modules())
 
 
 def test_load_time_quantization_serves_infill(tiny_model_dir: Path) -> None:

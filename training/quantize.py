@@ -8,15 +8,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from diffgemma.kernels.quant4 import FORMAT_NAME
+from diffgemma.kernels.checkpoint import is_quantized_checkpoint, save_quantized
 from diffgemma.kernels.quantize import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
     WEIGHTS_FILE,
     Progress,
     QuantizeError,
-    is_quantized_checkpoint,
     quantize_model,
     safetensors_files,
-    save_quantized,
     stream_quantize,
 )
 from diffgemma.runtime.engine.loading import ModelLoadError, resolve_model_path
@@ -91,4 +91,4 @@ def quantized_size_line(path: str | Path) -> str:
     """A short description of a quantized checkpoint's weight file, for messages."""
     weights = Path(path) / WEIGHTS_FILE
     size = weights.stat().st_size if weights.is_file() else 0
-    return f"{size / 2**20:.1f} MiB of weights, {FORMAT_NAME}"
+    return f"{size / 2**20:.1f} MiB of weights, {FORMAT_NAME} v{FORMAT_VERSION}"

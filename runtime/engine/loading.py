@@ -89,7 +89,8 @@ def load_model(name: str, device: str | None = None, dtype: str | None = None,
         raise ModelLoadError(f"unknown quantization {quantize!r}; use 4bit")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        from diffgemma.kernels.quantize import QuantizeError, is_quantized_checkpoint, load_quantized_model
+        from diffgemma.kernels.checkpoint import is_quantized_checkpoint, load_quantized_model
+        from diffgemma.kernels.quantize import QuantizeError
 
         if quantize == "4bit" or is_quantized_checkpoint(path):
             try:
