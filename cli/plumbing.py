@@ -62,8 +62,8 @@ def extra_context(path: Path | None, text: str, settings: opt.Settings, language
     try:
         return cross_file_context(path, text, extra_budget(settings.context_chars), language, workspace)
     except Exception as exc:
-        from diffgemma.cli.errors import one_line
         from diffgemma.cli.live import warn
+        from diffgemma.runtime.api.errors import one_line
 
         warn(f"no cross-file context ({type(exc).__name__}: {one_line(exc)})", settings.quiet)
         return []

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from diffgemma.cli import options as opt
-from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded, one_line
+from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded
 from diffgemma.cli.plumbing import connect, fill_text, language_for, rewrite
 from diffgemma.runtime.api.config import MAX_FILE_BYTES
+from diffgemma.runtime.api.errors import one_line
 
 if TYPE_CHECKING:
     from diffgemma.cli.fileio import SourceFile

@@ -20,18 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("cli", "lsp", "context", "runtime", "kernels", "training", "evals")
 
 # Room -> the rooms its modules may import (always including itself). `runtime.api.config` is
-# the one settings module every room reads; `context` is a torch-free library of tree-sitter
-# helpers (the engine's repair parses fills with it).
+# the one settings module every room reads, `runtime.api.errors` the base of every error and the
+# one first-line helper; the engine's results share the wire's finish reasons
+# (`runtime.api.results`); `context` is a torch-free library of tree-sitter helpers (the engine's
+# repair parses fills with it).
 ALLOWED: dict[str, tuple[str, ...]] = {
     "runtime": ("runtime",),  # runtime/__init__.py: the docstring of the three rooms
     "context": ("context",),
-    "kernels": ("kernels", "runtime.api.config"),
+    "kernels": ("kernels", "runtime.api.config", "runtime.api.errors"),
     "runtime.api": ("runtime.api", "context"),
-    "runtime.engine": ("runtime.engine", "kernels", "context", "runtime.api.config"),
+    "runtime.engine": ("runtime.engine", "kernels", "context", "runtime.api.config", "runtime.api.errors",
+                       "runtime.api.results"),
     "runtime.daemon": ("runtime.daemon", "runtime.engine", "runtime.api", "context"),
     "cli": ("cli", "context", "runtime.api"),
     "lsp": ("lsp", "context", "runtime.api"),
-    "training": ("training", "runtime.engine", "kernels", "runtime.api.config"),
+    "training": ("training", "runtime.engine", "kernels", "runtime.api.config", "runtime.api.errors"),
     "evals": ("evals", "runtime.engine", "runtime.api", "context"),
 }
 # Some commands become the process they start: `serve` is the daemon, `lsp` the language server,

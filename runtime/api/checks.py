@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffgemma.runtime.api.config import MAX_EXTRA_CHARS, MAX_EXTRA_FILES, MAX_HOLES, MAX_KEEP_ALIVE_S
+from diffgemma.runtime.api.errors import InvalidValue
 
 # Sampling overrides a request may carry in ``options`` (ollama style); names and meaning are
 # those of runtime.engine.types.SamplingSettings.
@@ -24,7 +25,7 @@ SAMPLING_OPTIONS: dict[str, type] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InvalidValue):
     """A request or response does not match the protocol; the message is one line."""
 
 

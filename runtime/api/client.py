@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from diffgemma.runtime.api import errors, paths
-from diffgemma.runtime.api.errors import ErrorCode
+from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 from diffgemma.runtime.api.token_file import read_token
 
@@ -28,26 +28,7 @@ DraftCallback = Callable[[dict[str, Any]], None]
 _UDS_BASE_URL = "http://diffgemma"
 
 
-class DaemonError(Exception):
-    """The daemon answered with an error, or its answer made no sense. The message is one line.
-
-    ``code`` is the wire error's code (None for an answer without one: an older daemon, a proxy,
-    a broken stream) and ``status`` its HTTP status; decisions look at these, never at the text.
-    """
-
-    def __init__(self, message: str, status: int | None = None, code: ErrorCode | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class DaemonUnavailable(DaemonError):
-    """No daemon is listening (or it cannot be reached)."""
-
-
-def _one_line(text: str) -> str:
-    text = text.strip()
-    return text.splitlines()[0] if text else ""
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "ensure_daemon"]
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -56,16 +37,16 @@ def _error_from_response(response: httpx.Response, body: bytes | None = None) ->
     try:
         data = json.loads(raw)
     except ValueError:
-        message = _one_line(raw.decode("utf-8", "replace"))
+        message = one_line(raw.decode("utf-8", "replace"), default="")
     else:
         if isinstance(data, dict) and "error" in data:
             message, code = errors.parse_error_body(data)
         elif isinstance(data, dict) and data.get("detail"):  # an ASGI layer's own answer
-            message = _one_line(str(data["detail"]))
+            message = one_line(data["detail"], default="")
     if not message:
         message = response.reason_phrase or "error"
     status = response.status_code
-    return DaemonError(f"daemon answered {status}: {_one_line(message)}", status=status, code=code)
+    return DaemonError(f"daemon answered {status}: {one_line(message)}", status=status, code=code)
 
 
 def _resolve_token(base_url: str | None, token: str | None) -> str | None:
@@ -114,7 +95,7 @@ def _parse_result(response: httpx.Response) -> Result:
     try:
         return Result.from_json(response.json())
     except (ValueError, ProtocolError) as exc:
-        raise DaemonError(f"daemon sent a malformed result: {_one_line(str(exc))}") from None
+        raise DaemonError(f"daemon sent a malformed result: {one_line(exc)}") from None
 
 
 class _Base:
@@ -147,7 +128,7 @@ class _Base:
         except httpx.TimeoutException:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
         except (httpx.TransportError, OSError) as exc:
-            reason = _one_line(str(exc)) or type(exc).__name__
+            reason = one_line(exc)
             raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
                                     f"start one with `diffgemma daemon start`") from None
 

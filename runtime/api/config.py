@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from diffgemma.runtime.api.errors import InvalidValue, one_line
+
 # --- environment variables -------------------------------------------------------------------
 # Where things are (runtime/api/paths.py resolves them).
 ENV_SOCKET = "DIFFGEMMA_SOCKET"  # the daemon's Unix socket
@@ -108,7 +110,7 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValue):
     """config.toml cannot be read or holds a bad key or value; the message is one line."""
 
 
@@ -145,7 +147,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError, or an int of 4,300+ digits
-        raise ConfigError(f"bad config file {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"bad config file {path}: {one_line(exc)}") from None
     config: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):

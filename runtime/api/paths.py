@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from diffgemma.runtime.api import config
+from diffgemma.runtime.api.errors import DaemonUnavailable
 
 APP_NAME = "diffgemma"
 SOCKET_NAME = "daemon.sock"
@@ -24,8 +25,9 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-class UnusableRuntimeDir(RuntimeError):
-    """The directory for the daemon's socket cannot be created or is not private; one line."""
+class UnusableRuntimeDir(DaemonUnavailable):
+    """The directory for the daemon's socket cannot be created or is not private (so no daemon can
+    be reached there); one line."""
 
 
 def _runtime_base() -> tuple[Path, str]:
