@@ -34,6 +34,7 @@ from torch import nn
 
 from diffgemma.kernels.moe4 import QuantizedExperts
 from diffgemma.kernels.quant4 import DEFAULT_BLOCK, FORMAT_NAME, Linear4
+from diffgemma.runtime.api.errors import DiffgemmaError
 
 QUANT_KEY = "diffgemma_quantization"
 _INFO_ATTR = "_diffgemma_quantization"  # the quantization entry, on a quantized model
@@ -45,7 +46,7 @@ _KEEP_LINEAR = ("vision", "embed", "lm_head", "router")
 Progress = Callable[[str], None] | None
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(DiffgemmaError, RuntimeError):
     """Quantizing or loading a quantized checkpoint failed; the message is one line."""
 
 

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any, Literal
 
 from diffgemma.runtime.api.config import DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUE
-from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.daemon.execute import run_on_engine
 from diffgemma.runtime.daemon.jobs import (
     EngineLoader,
@@ -32,7 +32,6 @@ from diffgemma.runtime.daemon.jobs import (
     JobRequest,
     Limits,
     Outcome,
-    exception_line,
     model_key,
 )
 
@@ -321,7 +320,7 @@ class Scheduler:
                 except BaseException as exc:  # keep the worker alive whatever happens
                     log.exception("request %s failed", job.id)
                     outcome = Outcome.failed(ErrorCode.INTERNAL,
-                                             f"internal error: {type(exc).__name__}: {exception_line(exc)}")
+                                             f"internal error: {type(exc).__name__}: {one_line(exc)}")
                 # Not running any more before anyone hears the answer: a cancel that arrives
                 # after the answer must find nothing to cancel.
                 with self._cond:
@@ -336,7 +335,7 @@ class Scheduler:
             self._ensure_model(name)
             self._set_unload_deadline(None)
         except Exception as exc:
-            log.error("could not load %s: %s", name, exception_line(exc))
+            log.error("could not load %s: %s", name, one_line(exc))
 
     def _ensure_model(self, name: str) -> float:
         """Load ``name`` unless it is the loaded model; returns the milliseconds spent loading."""
@@ -367,7 +366,7 @@ class Scheduler:
             with self._cond:
                 self._state = "error"
                 self._loading_model = None
-                self._last_error = exception_line(exc)
+                self._last_error = one_line(exc)
             raise
         ms = (time.perf_counter() - started) * 1000
         with self._cond:
@@ -394,7 +393,7 @@ class Scheduler:
         try:
             engine.close()
         except Exception as exc:
-            log.warning("closing the engine failed: %s", exception_line(exc))
+            log.warning("closing the engine failed: %s", one_line(exc))
         log.info("unloaded model %s (%s)", self._model, why)
 
     def _set_unload_deadline(self, keep_alive: float | None) -> None:
@@ -442,7 +441,7 @@ class Scheduler:
 
         if self.limits.restrict_models:
             # Over TCP the reason could describe the operator's files: say only that it failed.
-            log.error("could not load %s: %s", job.model, exception_line(exc))
+            log.error("could not load %s: %s", job.model, one_line(exc))
             return Outcome.failed(ErrorCode.MODEL_LOAD_FAILED, "the model could not be loaded; see the daemon's log")
         code = ErrorCode.MODEL_NOT_FOUND if isinstance(exc, ModelLoadError) else ErrorCode.MODEL_LOAD_FAILED
-        return Outcome.failed(code, f"could not load model {job.model}: {exception_line(exc)}")
+        return Outcome.failed(code, f"could not load model {job.model}: {one_line(exc)}")
