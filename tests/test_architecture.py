@@ -183,3 +183,21 @@ def test_the_readme_lists_every_environment_variable() -> None:
     names = {value for name, value in vars(config).items() if name.startswith("ENV_")}
     readme = (ROOT / "README.md").read_text()
     assert names and not [n for n in sorted(names) if f"`{n}`" not in readme]
+
+
+def test_the_readme_config_example_shows_the_defaults() -> None:
+    """The README's config.toml example: every key once, set to its default in runtime.api.config,
+    or commented out when the code has no default."""
+    import tomllib
+
+    from diffgemma.runtime.api import config
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\n\n((?:    #? ?[a-z_]+ = .+\n)+)", readme.split("## Command line", 1)[1])
+    assert block is not None, "no config.toml example in the README's Command line section"
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    shown = tomllib.loads("\n".join(line.removeprefix("#").strip() for line in lines))
+    assert sorted(shown) == sorted(config.CONFIG_KEYS)  # every key, once
+    set_in_readme = tomllib.loads("\n".join(line for line in lines if not line.startswith("#")))
+    defaults = {key: default for key, (_kind, default) in config.CONFIG_KEYS.items() if default is not None}
+    assert set_in_readme == defaults
