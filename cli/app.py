@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from diffgemma.cli.errors import EXIT_CODES_HELP, run_app
 from diffgemma.cli.options import reflow
@@ -27,6 +29,40 @@ moves it).
     + EXIT_CODES_HELP
 )
 
+# Command name -> the module that defines it, in the order `--help` lists them. Each module has a
+# `register(app)` function; only the module of the command that runs is imported (`--help`
+# imports them all), so one command's start-up never pays for the others'.
+COMMANDS: dict[str, str] = {
+    "infill": "diffgemma.cli.infill_cmd",
+    "edit": "diffgemma.cli.edit_cmd",
+    "watch": "diffgemma.cli.watch_cmd",
+    "serve": "diffgemma.cli.daemon_cmds",
+    "daemon": "diffgemma.cli.daemon_cmds",
+    "status": "diffgemma.cli.daemon_cmds",
+    "quantize": "diffgemma.cli.quantize_cmd",
+    "lsp": "diffgemma.cli.lsp_cmd",
+    "eval": "diffgemma.cli.eval_cmd",
+    "train": "diffgemma.cli.eval_cmd",
+    "bench": "diffgemma.cli.bench_cmd",
+}
+
+
+class LazyCommands(TyperGroup):
+    """The command table above, each command module imported when its command is first looked up.
+    A module that fails to import is a broken install: the error surfaces, no command silently
+    goes missing."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = typer.Typer(rich_markup_mode="rich")
+            importlib.import_module(COMMANDS[cmd_name]).register(module)
+            self.commands.update(typer.main.get_group(module).commands)
+        return self.commands.get(cmd_name)
+
+
 app = typer.Typer(
     name="diffgemma",
     help="Local code infilling and inline rewrites with DiffusionGemma, a text-diffusion LLM.",
@@ -35,30 +71,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-)
-
-# Each command group lives in its own module with a `register(app)` function; keep their
-# top-level imports light so `diffgemma --help` stays fast.
-_COMMAND_MODULES = (
-    "diffgemma.cli.infill_cmd",  # infill
-    "diffgemma.cli.edit_cmd",  # edit
-    "diffgemma.cli.watch_cmd",  # watch
-    "diffgemma.cli.daemon_cmds",  # serve, daemon start|stop|status
-    "diffgemma.cli.quantize_cmd",  # quantize
-    "diffgemma.cli.lsp_cmd",  # lsp
-    "diffgemma.cli.eval_cmd",  # eval, train
-    "diffgemma.cli.bench_cmd",  # bench
+    cls=LazyCommands,
 )
 
 
-def _register_all() -> None:
-    # A command module that fails to import is a broken install: the error surfaces, no command
-    # silently goes missing.
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(app)
-
-
-_register_all()
+@app.callback()
+def _commands() -> None:
+    """The commands come from COMMANDS, not from this (empty) group callback."""
 
 
 def main() -> None:

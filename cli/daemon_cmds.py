@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
 from diffgemma.cli.options import int_parser, reflow
 from diffgemma.runtime.api import config as settings
-
-if TYPE_CHECKING:
-    from diffgemma.runtime.api.daemon_config import DaemonConfig
+from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
+from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -153,7 +152,6 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
                  fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
-    from diffgemma.runtime.api.daemon_config import DaemonConfig
 
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
@@ -239,7 +237,6 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
-    from diffgemma.runtime.api.daemon_config import DaemonStartError, write_start_report
 
     try:
         config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
@@ -269,8 +266,6 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.api.autostart import start_background
-    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
     config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
@@ -284,8 +279,6 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 
 @guarded
 def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
-    from diffgemma.runtime.api.autostart import stop_daemon
-    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
     config = serve_config(None, socket, host, port)
     try:
@@ -297,7 +290,6 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 @guarded
 def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
-    from diffgemma.runtime.api.autostart import daemon_status
 
     config = serve_config(None, socket, host, port)
     print_status(daemon_status(config), config.describe(), as_json)

@@ -8,6 +8,7 @@ and the exit code below, never a traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from enum import IntEnum
@@ -23,6 +24,13 @@ from diffgemma.runtime.api.errors import (
     InvalidValue,
     one_line,
 )
+
+# The exceptions of the click Typer runs on: Typer >= 0.25 ships its own copy (`typer._click`),
+# older ones use click itself.
+try:
+    _click: Any = importlib.import_module("typer._click.exceptions")
+except ImportError:  # pragma: no cover - depends on the Typer release
+    _click = importlib.import_module("click.exceptions")
 
 
 class ExitCode(IntEnum):
@@ -177,21 +185,6 @@ def _silence_stdout() -> None:
         pass
 
 
-def _click_exceptions() -> tuple[type[Exception], type[Exception], type[Exception], type[BaseException]]:
-    """(ClickException, UsageError, NoArgsIsHelpError, Abort) of the click Typer runs on.
-
-    Typer >= 0.25 ships its own copy of click (`typer._click`); older ones use click itself.
-    """
-    import importlib
-
-    try:
-        exc = importlib.import_module("typer._click.exceptions")
-    except ImportError:  # pragma: no cover - depends on the Typer release
-        exc = importlib.import_module("click.exceptions")
-    no_args = getattr(exc, "NoArgsIsHelpError", exc.UsageError)
-    return exc.ClickException, exc.UsageError, no_args, typer.Abort
-
-
 def _click_message(exc: Exception) -> str:
     """The one-line message of a click exception (``format_message``), else its text."""
     format_message = getattr(exc, "format_message", None)
@@ -200,7 +193,8 @@ def _click_message(exc: Exception) -> str:
 
 def run_app(app: Callable[..., Any]) -> None:
     """Run the Typer app so that even argument errors are one line and nothing escapes."""
-    click_exception, usage_error, no_args_error, abort = _click_exceptions()
+    click_exception, usage_error, abort = _click.ClickException, _click.UsageError, typer.Abort
+    no_args_error = getattr(_click, "NoArgsIsHelpError", usage_error)
     try:
         code = app(standalone_mode=False)
     except no_args_error:

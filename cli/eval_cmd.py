@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from diffgemma.cli.errors import ModelLoadFailed, UsageProblem, guarded
 from diffgemma.runtime.api import config
 
 
@@ -39,7 +40,6 @@ def eval_command(
     held-out standard-library files (exact match, still parses), rewrites of corrupted lines.
     Runs in this process; no daemon needed. Prints a markdown table on stdout.
     """
-    from diffgemma.cli.errors import guarded
 
     guarded(_evaluate)(model, limit=limit, strategy_limit=strategy_limit, suites=suites, groups=groups, seed=seed,
                        device=device, threads=threads, out=out, json_out=json_out)
@@ -52,7 +52,6 @@ def _evaluate(
     import json
     import sys
 
-    from diffgemma.cli.errors import ModelLoadFailed, UsageProblem
     from diffgemma.evals import evaluate
 
     try:
@@ -95,7 +94,6 @@ def train_command(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
 ) -> None:
     """Train diffgemma-mini (a small DiffusionGemma) from scratch on this Python's standard library."""
-    from diffgemma.cli.errors import guarded
 
     guarded(_train)(out_dir, preset=preset, steps=steps, seed=seed, threads=threads, time_budget=time_budget,
                     save_every=save_every, device=device)
@@ -106,7 +104,6 @@ def _train(
     time_budget: float | None, save_every: int, device: str | None,
 ) -> None:
     """Check the arguments, then run the training program (``python -m diffgemma.training.train``) in-process."""
-    from diffgemma.cli.errors import UsageProblem
     from diffgemma.training.train import PRESETS, main
 
     if preset is not None and preset not in PRESETS:

@@ -2,9 +2,9 @@
 
 The live view shows the drafts the daemon streams (one per denoising step) between the
 last lines before the cursor and the first lines after it; with several holes, the buffer with
-every hole's draft (`HolesCanvas`). It draws on stderr, and only when
-stderr is a terminal, so stdout stays clean for pipes; it is transient: once the result is
-in, the view is erased and the result is printed.
+every hole's draft (`HolesCanvas`). It draws on stderr, and only when stderr is a terminal and
+there is no --quiet (cli/plumbing.py's `Output` decides, once), so stdout stays clean for pipes;
+it is transient: once the result is in, the view is erased and the result is printed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from diffgemma.runtime.api.results import draft_holes
 
 # Lines of context shown around the hole in the live view.
 _BEFORE_LINES = 4
@@ -167,8 +169,6 @@ class HolesCanvas(LiveCanvas):
         self.holes: list[dict[str, Any]] = [{"text": "", "state": "waiting"} for _ in range(len(pieces) - 1)]
 
     def update(self, draft: dict[str, Any]) -> None:
-        from diffgemma.runtime.api.results import draft_holes
-
         holes = draft_holes(draft, len(self.holes))
         if holes is not None:
             self.holes = holes
@@ -195,16 +195,6 @@ class HolesCanvas(LiveCanvas):
         current = next((i for i, h in enumerate(self.holes) if h["state"] == "refining"), None)
         where = f" · hole {current + 1} of {len(self.holes)}" if current is not None else ""
         return f"step {self.step}{where}"
-
-
-def live_view(enabled: bool, before: str, after: str, title: str) -> LiveCanvas | None:
-    """A LiveCanvas when it should be shown (a terminal on stderr and not --quiet), else None."""
-    return LiveCanvas(before, after, title) if enabled and stderr_is_terminal() else None
-
-
-def holes_view(enabled: bool, pieces: list[str], title: str) -> HolesCanvas | None:
-    """A HolesCanvas for the text ``pieces`` around several holes, when it should be shown."""
-    return HolesCanvas(pieces, title) if enabled and stderr_is_terminal() else None
 
 
 def print_diff(diff: str, *, color: bool) -> None:

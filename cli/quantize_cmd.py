@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import typer
+
+from diffgemma.cli.errors import FileProblem, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -22,11 +27,6 @@ def register(app: typer.Typer) -> None:
 
         Safetensors checkpoints are read one tensor at a time, so this needs little memory beyond the 4-bit result. Embeddings, norms, the router and the vision tower stay in the checkpoint's dtype.
         """  # noqa: E501 - one line per paragraph: the help text is reflowed to the terminal
-        import sys
-        import time
-
-        from diffgemma.cli.errors import FileProblem, guarded
-
         @guarded
         def body() -> None:
             from diffgemma.training.quantize import QuantizeError, quantize_checkpoint, quantized_size_line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from diffgemma.cli import app as cli_app
@@ -17,7 +16,21 @@ def test_every_command_is_registered() -> None:
 
 
 def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_app, "app", typer.Typer())
-    monkeypatch.setattr(cli_app, "_COMMAND_MODULES", ("diffgemma.cli.infill_cmd", "diffgemma.cli.no_such_cmd"))
-    with pytest.raises(ModuleNotFoundError, match="no_such_cmd"):
-        cli_app._register_all()
+    monkeypatch.setitem(cli_app.COMMANDS, "broken", "diffgemma.cli.no_such_cmd")
+    for args in (["broken", "--help"], ["--help"]):  # running it, or listing it, imports it
+        result = CliRunner().invoke(cli_app.app, args)
+        assert isinstance(result.exception, ModuleNotFoundError) and "no_such_cmd" in str(result.exception)
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """`diffgemma infill` starts without the other commands' modules (and never with torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from diffgemma.cli.app import app; from typer.testing import CliRunner; "
+            "CliRunner().invoke(app, ['infill', '--help']); print(sorted(sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "diffgemma.cli.infill_cmd" in loaded
+    for other in ("edit_cmd", "watch_cmd", "daemon_cmds", "quantize_cmd", "lsp_cmd", "eval_cmd", "bench_cmd"):
+        assert f"diffgemma.cli.{other}" not in loaded
+    assert "'torch'" not in loaded

@@ -353,7 +353,7 @@ def test_watch_refuses_a_read_only_file_before_asking_the_daemon(offline: tuple[
     path = where / "todo.py"
     path.write_text("def add(a, b):\n    return <FILL>\n")
     path.chmod(0o444)
-    watcher = FileWatcher(opt.resolve(quiet=True), None)
+    watcher = FileWatcher(opt.resolve(quiet=True))
     with pytest.raises(FileProblem, match="read-only"):
         watcher.handle(path)
     assert not listener.connected()

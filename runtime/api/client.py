@@ -3,7 +3,8 @@
     client = ensure_daemon()                       # start the daemon when none answers
     result = client.infill(InfillRequest(prefix="def add(a, b):\\n    return ", suffix="\\n"))
 
-Streaming: pass ``on_draft`` and it receives each ``{"type": "draft", ...}`` line as it arrives.
+Streaming: a request with ``stream`` set is streamed; pass ``on_draft`` (which streams any request)
+and it receives each ``{"type": "draft", ...}`` line as it arrives.
 Closing the connection (or cancelling an ``AsyncClient`` call's task) cancels the daemon's work.
 """
 
@@ -47,12 +48,6 @@ def _error_from_response(response: httpx.Response, body: bytes | None = None) ->
         message = response.reason_phrase or "error"
     status = response.status_code
     return DaemonError(f"daemon answered {status}: {one_line(message)}", status=status, code=code)
-
-
-def _resolve_token(base_url: str | None, token: str | None) -> str | None:
-    if token is not None or base_url is None:
-        return token
-    return read_token()
 
 
 def _describe(socket: Path | None, base_url: str | None) -> str:
@@ -103,7 +98,7 @@ class _Base:
                  timeout: float) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else paths.default_socket_path()
-        self.token = _resolve_token(self.base_url, token)
+        self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
         self.timeout = timeout
         # Connecting is instant or fails; reading may take as long as a generation.
         self._timeout = httpx.Timeout(timeout, connect=5.0)
@@ -178,11 +173,11 @@ class Client(_Base):
         return bool(self._request("POST", "/v1/cancel", json={"id": request_id}).json().get("cancelled"))
 
     def _generate(self, url: str, req: InfillRequest | EditRequest, on_draft: DraftCallback | None) -> Result:
-        body = req.to_json()
-        if on_draft is None:
-            body.pop("stream", None)
+        body = req.to_json()  # streamed as the request says, or when drafts have a callback
+        if on_draft is not None:
+            body["stream"] = True
+        if not body.get("stream"):
             return _parse_result(self._request("POST", url, json=body))
-        body["stream"] = True
         with self._reaching(), self._http.stream("POST", url, json=body) as response:
             if response.status_code >= 400:
                 raise _error_from_response(response, response.read())
@@ -238,11 +233,11 @@ class AsyncClient(_Base):
 
     async def _generate(self, url: str, req: InfillRequest | EditRequest,
                         on_draft: DraftCallback | None) -> Result:
-        body = req.to_json()
-        if on_draft is None:
-            body.pop("stream", None)
+        body = req.to_json()  # streamed as the request says, or when drafts have a callback
+        if on_draft is not None:
+            body["stream"] = True
+        if not body.get("stream"):
             return _parse_result(await self._request("POST", url, json=body))
-        body["stream"] = True
         with self._reaching():
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
@@ -262,17 +257,22 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
     ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
     """
-    from diffgemma.runtime.api.autostart import start_daemon  # only needed when none answers yet
-    from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
-
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else paths.default_socket_path()
     client = Client(socket=sock)
-    try:
-        status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
-    except DaemonStartError as exc:
-        client.close()
-        raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+    try:  # a daemon that answers and is ready is the common case: one round trip
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
+    except DaemonError:
+        status = None
+    if status is None or status.get("state") == "loading":
+        from diffgemma.runtime.api.autostart import start_daemon  # starts one, or waits while it loads
+        from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
+
+        try:
+            status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+        except DaemonStartError as exc:
+            client.close()
+            raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
     if status and status.get("state") == "loading":
         client.close()
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")

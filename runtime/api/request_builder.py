@@ -2,7 +2,9 @@
 
 Every front end builds its requests here: the CLI's `infill`, `edit` and `watch`, and the
 language server's ghost text and "Rewrite selection". The same buffer, cursor and budget give
-the same prefix, suffix and fields whichever front end asks. Torch-free.
+the same prefix, suffix and fields whichever front end asks. What the caller wants back (``stream``:
+drafts while the canvas refines, ``confidence``: per-token confidences) is the front end's decision,
+made once from how it shows the answer, and travels in the request as it is. Torch-free.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling,
     )
 
 
-def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: Sampling, *,
+def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: Sampling, *, stream: bool = False,
                   alternatives: int | None = None, refine: bool = True, confidence: bool = False) -> InfillRequest:
     """One request for several holes at the offsets ``holes`` (ascending) of ``buffer.text``: the
     window before the first, the text between them whole, the window after the last."""
@@ -122,7 +124,7 @@ def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: S
     between = [text[a:b] for a, b in itertools.pairwise(holes)]
     return InfillRequest(
         prefix="", suffix=tail, holes=[{"prefix": p} for p in (head, *between)], language=_language(buffer),
-        path=buffer.path, extra=list(buffer.extra), alternatives=_alternatives(alternatives),
+        path=buffer.path, extra=list(buffer.extra), stream=stream, alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
         client=sampling.client,
