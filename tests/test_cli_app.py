@@ -34,3 +34,17 @@ def test_a_command_imports_only_its_own_module() -> None:
     for other in ("edit_cmd", "watch_cmd", "daemon_cmds", "quantize_cmd", "lsp_cmd", "eval_cmd", "bench_cmd"):
         assert f"diffgemma.cli.{other}" not in loaded
     assert "'torch'" not in loaded
+
+
+def test_what_a_run_asks_for_is_decided_once_from_how_it_shows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffgemma.cli import plumbing
+
+    monkeypatch.setattr(plumbing, "stderr_is_terminal", lambda: False)
+    piped = plumbing.output_for(quiet=False)  # `printf ... | diffgemma infill - > out`: nothing to draw
+    assert (piped.live, piped.confidence, piped.reports(applied=False)) == (False, False, False)
+    assert plumbing.output_for(quiet=False, json=True).confidence  # --json prints the tokens
+    monkeypatch.setattr(plumbing, "stderr_is_terminal", lambda: True)
+    shown = plumbing.output_for(quiet=False)  # a live view: drafts, dimmed where unsure
+    assert (shown.live, shown.confidence, shown.reports(applied=False)) == (True, True, True)
+    quiet = plumbing.output_for(quiet=True)
+    assert (quiet.live, quiet.confidence, quiet.reports(applied=True)) == (False, False, False)
