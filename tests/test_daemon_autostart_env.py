@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from diffgemma.runtime.api import config as settings
+from diffgemma.runtime.api import config
 
 DIFFGEMMA = str(Path(sys.executable).with_name("diffgemma"))
 SOURCE = "x = <FILL>\n"
@@ -35,8 +35,8 @@ def tmp() -> Iterator[Path]:
 def _env(tmp: Path, model: Path, **values: str | Path) -> dict[str, str]:
     """No DIFFGEMMA_* of the caller's; the runtime and state folders under ``tmp``, ``model``, and ``values``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIFFGEMMA_")}
-    values = {settings.ENV_RUNTIME_DIR: tmp / "run", settings.ENV_STATE_DIR: tmp / "state",
-              settings.ENV_MODEL: model, **values}
+    values = {config.ENV_RUNTIME_DIR: tmp / "run", config.ENV_STATE_DIR: tmp / "state",
+              config.ENV_MODEL: model, **values}
     env.update({name: str(value) for name, value in values.items()})
     return env
 
@@ -67,7 +67,7 @@ def stop_after() -> Iterator[list[dict[str, str]]]:
 
 def test_model_device_keep_alive_runtime_and_state_dirs(tmp: Path, tiny_model_dir: Path,
                                                         stop_after: list[dict[str, str]]) -> None:
-    env = _env(tmp, tiny_model_dir, **{settings.ENV_DEVICE: "cpu", settings.ENV_KEEP_ALIVE: "123"})
+    env = _env(tmp, tiny_model_dir, **{config.ENV_DEVICE: "cpu", config.ENV_KEEP_ALIVE: "123"})
     stop_after.append(env)
     done = _infill(env)
     assert done.returncode == 0, done.stderr
@@ -84,8 +84,8 @@ def test_model_device_keep_alive_runtime_and_state_dirs(tmp: Path, tiny_model_di
 
 
 def test_socket_and_quantize(tmp: Path, tiny_model_dir: Path, stop_after: list[dict[str, str]]) -> None:
-    plain = _env(tmp, tiny_model_dir, **{settings.ENV_SOCKET: tmp / "plain.sock"})
-    packed = _env(tmp, tiny_model_dir, **{settings.ENV_SOCKET: tmp / "packed.sock", settings.ENV_QUANTIZE: "4bit"})
+    plain = _env(tmp, tiny_model_dir, **{config.ENV_SOCKET: tmp / "plain.sock"})
+    packed = _env(tmp, tiny_model_dir, **{config.ENV_SOCKET: tmp / "packed.sock", config.ENV_QUANTIZE: "4bit"})
     stop_after.extend([plain, packed])
     for env in (plain, packed):
         done = _infill(env)
@@ -102,7 +102,7 @@ def test_socket_and_quantize(tmp: Path, tiny_model_dir: Path, stop_after: list[d
 
 def test_an_invalid_device_is_a_clear_error(tmp: Path, tiny_model_dir: Path,
                                             stop_after: list[dict[str, str]]) -> None:
-    env = _env(tmp, tiny_model_dir, **{settings.ENV_DEVICE: "bogus"})
+    env = _env(tmp, tiny_model_dir, **{config.ENV_DEVICE: "bogus"})
     stop_after.append(env)
     done = _infill(env)
     assert done.returncode == 6, done.stderr  # the model failed to load
@@ -114,7 +114,7 @@ def test_an_invalid_device_is_a_clear_error(tmp: Path, tiny_model_dir: Path,
 
 def test_an_invalid_quantization_is_a_clear_error(tmp: Path, tiny_model_dir: Path,
                                                   stop_after: list[dict[str, str]]) -> None:
-    env = _env(tmp, tiny_model_dir, **{settings.ENV_QUANTIZE: "2bit"})
+    env = _env(tmp, tiny_model_dir, **{config.ENV_QUANTIZE: "2bit"})
     stop_after.append(env)
     done = _infill(env)
     assert done.returncode == 5, done.stderr  # no daemon could be started

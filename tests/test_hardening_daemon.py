@@ -368,16 +368,16 @@ def test_a_background_start_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch)
 
     from diffgemma.cli import daemon_cmds
     from diffgemma.cli.app import app
-    from diffgemma.runtime.api import config as settings
     from diffgemma.runtime.api.autostart import SERVE_COMMAND, serve_command
+    from diffgemma.runtime.api.config import ENV_DEVICE, ENV_KEEP_ALIVE, ENV_MODEL, ENV_QUANTIZE, ENV_SOCKET
     from diffgemma.runtime.api.daemon_config import DaemonConfig
 
-    for name in (settings.ENV_MODEL, settings.ENV_SOCKET, settings.ENV_DEVICE, settings.ENV_QUANTIZE,
-                 settings.ENV_KEEP_ALIVE):
+    for name in (ENV_MODEL, ENV_SOCKET, ENV_DEVICE, ENV_QUANTIZE, ENV_KEEP_ALIVE):
         monkeypatch.delenv(name, raising=False)
     group = typer.main.get_command(app)
-    serve = group.commands["serve"]  # type: ignore[attr-defined]
-    start = group.commands["daemon"].commands["start"]  # type: ignore[attr-defined]
+    ctx = typer.Context(group)
+    serve = group.get_command(ctx, "serve")  # type: ignore[attr-defined]  # the app imports it on demand
+    start = group.get_command(ctx, "daemon").commands["start"]  # type: ignore[attr-defined]
     flags = {command.name: {opt for param in command.params for opt in param.opts if opt.startswith("--")}
              for command in (serve, start)}
     assert flags["serve"] - {"--start-report"} == flags["start"]

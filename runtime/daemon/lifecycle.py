@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from diffgemma.runtime.api import config as settings
 from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.config import ENV_MODEL, env
 from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
 from diffgemma.runtime.api.token_file import load_or_create_token
 
@@ -49,7 +49,7 @@ def resolve_default_model(requested: str | None) -> tuple[str | None, str | None
     """
     from diffgemma.runtime.engine.mini import default_model
 
-    return default_model(requested or settings.env(settings.ENV_MODEL))
+    return default_model(requested or env(ENV_MODEL))
 
 
 # --- sockets, locks, stale files ------------------------------------------------------------------
