@@ -1,15 +1,20 @@
-"""The `diffgemma` command line (Typer). Torch-free: heavy work happens in the daemon."""
+"""The `diffgemma` command line (Typer). Torch-free: heavy work happens in the daemon.
+
+Help texts here and in the command modules are written as Typer shows them: one line per prose
+paragraph (a trailing backslash continues a source line), so Rich wraps them to the terminal;
+indented lines (examples, tables) keep their breaks.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from difflib import get_close_matches
+from typing import Any, NamedTuple
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from diffgemma.cli.errors import EXIT_CODES_HELP, run_app
-from diffgemma.cli.options import reflow
+from diffgemma.cli.errors import EXIT_CODES_HELP, UsageError, run_app
 
 _EPILOG = (
     """[bold]Examples[/bold]
@@ -21,52 +26,88 @@ _EPILOG = (
   diffgemma watch src/                       fill markers on every save
   diffgemma status                           the daemon, model, device, memory
 
-The daemon starts on first use and keeps the model loaded. Options fall back to DIFFGEMMA_*
-environment variables, then to config.toml in the user config directory (DIFFGEMMA_CONFIG_DIR
+The daemon starts on first use and keeps the model loaded. Options fall back to DIFFGEMMA_* \
+environment variables, then to config.toml in the user config directory (DIFFGEMMA_CONFIG_DIR \
 moves it).
 
 """
     + EXIT_CODES_HELP
 )
 
-# Command name -> the module that defines it, in the order `--help` lists them. Each module has a
-# `register(app)` function; only the module of the command that runs is imported (`--help`
-# imports them all), so one command's start-up never pays for the others'.
-COMMANDS: dict[str, str] = {
-    "infill": "diffgemma.cli.infill_cmd",
-    "edit": "diffgemma.cli.edit_cmd",
-    "watch": "diffgemma.cli.watch_cmd",
-    "serve": "diffgemma.cli.daemon_cmds",
-    "daemon": "diffgemma.cli.daemon_cmds",
-    "status": "diffgemma.cli.daemon_cmds",
-    "quantize": "diffgemma.cli.quantize_cmd",
-    "lsp": "diffgemma.cli.lsp_cmd",
-    "eval": "diffgemma.cli.eval_cmd",
-    "train": "diffgemma.cli.eval_cmd",
-    "bench": "diffgemma.cli.bench_cmd",
+
+class Entry(NamedTuple):
+    module: str  # defines the command: its `register(app)` adds it to a Typer app
+    help: str  # the first paragraph of the command's own help (a test keeps the two equal)
+
+
+# The commands, in the order `--help` lists them. `--help` lists them from this table and so
+# imports none of their modules; running a command imports its module alone.
+COMMANDS: dict[str, Entry] = {
+    "infill": Entry("diffgemma.cli.infill_cmd", "Fill the hole at a cursor with code that joins the text after it."),
+    "edit": Entry("diffgemma.cli.edit_cmd",
+                  "Rewrite a selection of FILE, optionally following an instruction, and print a unified diff."),
+    "watch": Entry("diffgemma.cli.watch_cmd", "Watch files and fill markers in them whenever they are saved."),
+    "serve": Entry("diffgemma.cli.daemon_cmds",
+                   "Run the daemon in the foreground: it owns the model and answers infill and edit requests."),
+    "status": Entry("diffgemma.cli.daemon_cmds",
+                    "Show the daemon, the model it holds, the device and the memory in use."),
+    "quantize": Entry("diffgemma.cli.quantize_cmd", "Quantize experts and linear layers to 4-bit NF4 (block 64) "
+                      "and write a checkpoint that loads fast."),
+    "lsp": Entry("diffgemma.cli.lsp_cmd",
+                 'Run the diffgemma language server: ghost-text infill and "Rewrite selection".'),
+    "eval": Entry("diffgemma.cli.eval_cmd",
+                  "Measure infill quality: the model vs. trivial baselines, and each infill strategy switched."),
+    "train": Entry("diffgemma.cli.eval_cmd",
+                   "Train diffgemma-mini (a small DiffusionGemma) from scratch on this Python's standard library."),
+    "bench": Entry("diffgemma.cli.bench_cmd",
+                   "Measure ms per denoising step: our loop vs transformers' generate, same input and steps."),
+    "daemon": Entry("diffgemma.cli.daemon_cmds", "Run the daemon in the background and manage it."),
 }
 
 
 class LazyCommands(TyperGroup):
-    """The command table above, each command module imported when its command is first looked up.
-    A module that fails to import is a broken install: the error surfaces, no command silently
-    goes missing."""
+    """The commands of COMMANDS, each module imported when its command is first looked up, except
+    by the list in `--help`, which shows the table's lines. A module that fails to import is a
+    broken install: the error surfaces, no command silently goes missing."""
+
+    _listing = False  # True while `--help` lists the commands
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
+            entry = COMMANDS[cmd_name]
+            if self._listing:
+                return TyperCommand(cmd_name, help=entry.help)
             module = typer.Typer(rich_markup_mode="rich")
-            importlib.import_module(COMMANDS[cmd_name]).register(module)
+            importlib.import_module(entry.module).register(module)
             self.commands.update(typer.main.get_group(module).commands)
         return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            # Typer suggests names among the commands loaded so far, which is none yet: suggest
+            # from the table.
+            close = get_close_matches(args[0], COMMANDS) if args and "Did you mean" not in exc.message else []
+            if close:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+            raise
 
 
 app = typer.Typer(
     name="diffgemma",
     help="Local code infilling and inline rewrites with DiffusionGemma, a text-diffusion LLM.",
-    epilog=reflow(_EPILOG),
+    epilog=_EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

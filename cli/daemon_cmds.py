@@ -17,30 +17,30 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_parser, reflow
+from diffgemma.cli.options import int_parser
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
 from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
-By default it listens on a Unix socket in your runtime directory (mode 0600 inside a 0700
-directory), so only you can reach it. With --port it listens on TCP instead (loopback unless
---host says otherwise) and every request but /health must carry the bearer token stored in the
+By default it listens on a Unix socket in your runtime directory (mode 0600 inside a 0700 \
+directory), so only you can reach it. With --port it listens on TCP instead (loopback unless \
+--host says otherwise) and every request but /health must carry the bearer token stored in the \
 state directory (`Authorization: Bearer <token>`).
 
-Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks
-llama.cpp's /infill, /completion, /props and /tokenize (llama.vim, llama.vscode), OpenAI's
-/v1/completions (with a suffix or a FIM template in the prompt), /v1/chat/completions and
-/v1/models (Continue, Tabby, the openai SDK) and Mistral's /v1/fim/completions, so those
+Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks \
+llama.cpp's /infill, /completion, /props and /tokenize (llama.vim, llama.vscode), OpenAI's \
+/v1/completions (with a suffix or a FIM template in the prompt), /v1/chat/completions and \
+/v1/models (Continue, Tabby, the openai SDK) and Mistral's /v1/fim/completions, so those \
 clients work unchanged. Errors are {"error": {"message", "type", "code"}} everywhere.
 
-Every request gets at most --max-request-seconds (then its best draft so far is the answer),
---max-steps per canvas and --max-tokens. Over TCP, browser origins are refused unless
---allow-origin names them, and requests may name only the default model, the cached real one
+Every request gets at most --max-request-seconds (then its best draft so far is the answer), \
+--max-steps per canvas and --max-tokens. Over TCP, browser origins are refused unless \
+--allow-origin names them, and requests may name only the default model, the cached real one \
 and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
-An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it
+An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it \
 with Ctrl-C or SIGTERM."""
 
 SERVE_EPILOG = """[bold]Examples[/bold]
@@ -51,14 +51,14 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --keep-alive 0                 unload the model after every request
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
-[bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to
+[bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
 http://127.0.0.1:8012/infill and api_key to the token file's contents."""
 
 DAEMON_HELP = """Run the daemon in the background and manage it.
 
-[cyan]start[/cyan] launches `diffgemma serve` detached from the terminal (log and pid file in the
-state directory) and waits until it answers; [cyan]stop[/cyan] sends it SIGTERM and waits for a
-clean exit; [cyan]status[/cyan] prints what it reports. The front ends (`diffgemma infill`, the
+[cyan]start[/cyan] launches `diffgemma serve` detached from the terminal (log and pid file in the \
+state directory) and waits until it answers; [cyan]stop[/cyan] sends it SIGTERM and waits for a \
+clean exit; [cyan]status[/cyan] prints what it reports. The front ends (`diffgemma infill`, the \
 language server) start it themselves when none answers."""
 
 DAEMON_EPILOG = """[bold]Examples[/bold]
@@ -296,12 +296,12 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help=reflow(SERVE_HELP), epilog=reflow(SERVE_EPILOG))(serve)
-    daemon = typer.Typer(name="daemon", help=reflow(DAEMON_HELP), epilog=reflow(DAEMON_EPILOG),
+    app.command("serve", help=SERVE_HELP, epilog=SERVE_EPILOG)(serve)
+    daemon = typer.Typer(name="daemon", help=DAEMON_HELP, epilog=DAEMON_EPILOG,
                          no_args_is_help=True, rich_markup_mode="rich")
     daemon.command("start", help="Start the daemon in the background and wait until it answers.",
-                   epilog=reflow(DAEMON_EPILOG))(start)
+                   epilog=DAEMON_EPILOG)(start)
     daemon.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
-    daemon.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)
+    daemon.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
     app.add_typer(daemon)
-    app.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)
+    app.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)

@@ -16,22 +16,22 @@ from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
 from diffgemma.cli.live import print_diff, stdout_is_terminal
 from diffgemma.cli.plumbing import Asks, output_for, rewrite, timings_line
 
-HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified
+HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified \
 diff.
 
-[bold]--selection[/bold] L1[:C1]-L2[:C2] names the span with 1-based lines and columns. Without
-columns it spans whole lines: from the start of L1 to the end of L2's text (the newline after L2
-stays). C1 is the first character of the selection and C2 the cursor position where it ends
+[bold]--selection[/bold] L1[:C1]-L2[:C2] names the span with 1-based lines and columns. Without \
+columns it spans whole lines: from the start of L1 to the end of L2's text (the newline after L2 \
+stays). C1 is the first character of the selection and C2 the cursor position where it ends \
 (exclusive): 3:5-3:9 selects four characters of line 3.
 
-The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a
-backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan]
-instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the
+The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a \
+backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan] \
+instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the \
 whole rewritten buffer is printed instead of a diff.
 
---json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that
-join to the rewritten text, each with the probability the model gave it. A rewrite that brings
-syntax errors into the file that the selection did not have is re-noised where it breaks and
+--json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that \
+join to the rewritten text, each with the probability the model gave it. A rewrite that brings \
+syntax errors into the file that the selection did not have is re-noised where it breaks and \
 denoised again (--no-refine: keep it as it came)."""
 
 EPILOG = (
@@ -156,4 +156,4 @@ def edit(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("edit", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(edit)
+    app.command("edit", help=HELP, epilog=EPILOG, no_args_is_help=True)(edit)

@@ -31,6 +31,7 @@ try:
     _click: Any = importlib.import_module("typer._click.exceptions")
 except ImportError:  # pragma: no cover - depends on the Typer release
     _click = importlib.import_module("click.exceptions")
+UsageError: Any = _click.UsageError  # a bad command line (unknown command, bad option)
 
 
 class ExitCode(IntEnum):
@@ -193,7 +194,7 @@ def _click_message(exc: Exception) -> str:
 
 def run_app(app: Callable[..., Any]) -> None:
     """Run the Typer app so that even argument errors are one line and nothing escapes."""
-    click_exception, usage_error, abort = _click.ClickException, _click.UsageError, typer.Abort
+    click_exception, usage_error, abort = _click.ClickException, UsageError, typer.Abort
     no_args_error = getattr(_click, "NoArgsIsHelpError", usage_error)
     try:
         code = app(standalone_mode=False)

@@ -36,10 +36,8 @@ def eval_command(
 ) -> None:
     """Measure infill quality: the model vs. trivial baselines, and each infill strategy switched.
 
-    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from
-    held-out standard-library files (exact match, still parses), rewrites of corrupted lines.
-    Runs in this process; no daemon needed. Prints a markdown table on stdout.
-    """
+    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from held-out standard-library files (exact match, still parses), rewrites of corrupted lines. Runs in this process; no daemon needed. Prints a markdown table on stdout.
+    """  # noqa: E501 - one line per paragraph: Rich wraps it to the terminal
 
     guarded(_evaluate)(model, limit=limit, strategy_limit=strategy_limit, suites=suites, groups=groups, seed=seed,
                        device=device, threads=threads, out=out, json_out=json_out)

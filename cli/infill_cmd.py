@@ -40,17 +40,17 @@ HELP = """Fill the hole at a cursor with code that joins the text after it.
   [cyan]FILE[/cyan]              FILE holds markers ([cyan]<FILL>[/cyan]); prints the filled buffer
   [cyan]-[/cyan]                 a buffer with markers on stdin; prints the filled buffer
 
-Several markers are filled together: holes close to each other are denoised in one canvas, each
+Several markers are filled together: holes close to each other are denoised in one canvas, each \
 seeing the others, farther ones left to right.
 
-Lines and columns are 1-based and count characters; COL is the cursor position before that
-character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after
-the indentation of a blank or indent-only line, and otherwise after the line's last non-blank
+Lines and columns are 1-based and count characters; COL is the cursor position before that \
+character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after \
+the indentation of a blank or indent-only line, and otherwise after the line's last non-blank \
 character (trailing blanks stay after the cursor).
 
-The daemon starts automatically (with --model) when none answers on the socket; start-up and
-model-loading progress goes to stderr. On a terminal a live view on stderr shows the canvas
-refining step by step; with --quiet, or when stderr is not a terminal, only the result is
+The daemon starts automatically (with --model) when none answers on the socket; start-up and \
+model-loading progress goes to stderr. On a terminal a live view on stderr shows the canvas \
+refining step by step; with --quiet, or when stderr is not a terminal, only the result is \
 printed."""
 
 EPILOG = (
@@ -64,14 +64,14 @@ EPILOG = (
   diffgemma infill notes.py --marker @@   fill the @@ marker(s) in notes.py
   diffgemma infill app.py:42 --alternatives 3 --json
 
-With --apply the file is replaced atomically (same mode and line endings), the previous contents
-are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json
-prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is
-where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to
-the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply
-writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...],
-index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that
-breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it
+With --apply the file is replaced atomically (same mode and line endings), the previous contents \
+are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json \
+prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is \
+where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to \
+the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply \
+writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...], \
+index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that \
+breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it \
 came).
 
 """
@@ -217,5 +217,5 @@ def _report(result: Result, where: str, applied: bool, backup: Path | None, char
 
 
 def register(app: typer.Typer) -> None:
-    app.command("infill", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(infill)
+    app.command("infill", help=HELP, epilog=EPILOG, no_args_is_help=True)(infill)
 

@@ -267,17 +267,3 @@ def shared_options(*, marker: bool) -> Callable[[Callable[..., None]], Callable[
 
     return decorate
 
-
-def reflow(text: str) -> str:
-    """Join the wrapped source lines of each prose paragraph, so Rich wraps help to the terminal.
-
-    Paragraphs whose lines are indented (examples, tables) keep their line breaks.
-    """
-    paragraphs = []
-    for paragraph in text.split("\n\n"):
-        lines = paragraph.split("\n")
-        if any(line.startswith(" ") for line in lines):
-            paragraphs.append(paragraph)
-        else:
-            paragraphs.append(" ".join(line.strip() for line in lines))
-    return "\n\n".join(paragraphs)

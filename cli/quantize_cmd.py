@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Quantize experts and linear layers to 4-bit NF4 (block 64) and write a checkpoint that loads fast.
 
         Safetensors checkpoints are read one tensor at a time, so this needs little memory beyond the 4-bit result. Embeddings, norms, the router and the vision tower stay in the checkpoint's dtype.
-        """  # noqa: E501 - one line per paragraph: the help text is reflowed to the terminal
+        """  # noqa: E501 - one line per paragraph: Rich wraps it to the terminal
         @guarded
         def body() -> None:
             from diffgemma.training.quantize import QuantizeError, quantize_checkpoint, quantized_size_line

@@ -58,16 +58,16 @@ _CLOSERS = {"/*": r"\*/", "<!--": r"-->"}
 
 HELP = """Watch files and fill markers in them whenever they are saved.
 
-When a saved file under PATH (default: the current directory) contains the marker ([cyan]<FILL>[/cyan],
---marker to change), each marker is replaced in place by an infill. A comment line of its own
-such as [cyan]# diffgemma: handle the empty list[/cyan] (with the comment token of the file's language)
-rewrites the block below it following the instruction, and the comment line is removed. The
-block is the syntactic node that starts on the next non-blank line (function, class, loop...)
+When a saved file under PATH (default: the current directory) contains the marker ([cyan]<FILL>[/cyan], \
+--marker to change), each marker is replaced in place by an infill. A comment line of its own \
+such as [cyan]# diffgemma: handle the empty list[/cyan] (with the comment token of the file's language) \
+rewrites the block below it following the instruction, and the comment line is removed. The \
+block is the syntactic node that starts on the next non-blank line (function, class, loop...) \
 when it spans several lines, and otherwise the paragraph there.
 
-Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup),
-and only when the file is still as it was read: a newer save is never overwritten; it is
-handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]);
+Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup), \
+and only when the file is still as it was read: a newer save is never overwritten; it is \
+handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]); \
 Ctrl-C stops watching. Directories such as .git, node_modules and .venv are skipped."""
 
 EPILOG = (
@@ -372,4 +372,4 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("watch", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG))(watch)
+    app.command("watch", help=HELP, epilog=EPILOG)(watch)
