@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from diffgemma.runtime.api import errors, paths
+from diffgemma.runtime.api import config, errors
 from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 from diffgemma.runtime.api.token_file import read_token
@@ -97,7 +97,7 @@ class _Base:
     def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None,
                  timeout: float) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.socket = None if self.base_url else Path(socket) if socket else paths.default_socket_path()
+        self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
         self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
         self.timeout = timeout
         # Connecting is instant or fails; reading may take as long as a generation.
@@ -258,7 +258,7 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
     """
     say = on_progress or (lambda _line: None)
-    sock = Path(socket) if socket else paths.default_socket_path()
+    sock = Path(socket) if socket else config.default_socket_path()
     client = Client(socket=sock)
     try:  # a daemon that answers and is ready is the common case: one round trip
         status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()

@@ -95,7 +95,7 @@ class DaemonConfig:
         return self.host or "127.0.0.1"
 
     def socket_path(self) -> Path:
-        return Path(self.socket).expanduser() if self.socket else paths.default_socket_path()
+        return Path(self.socket).expanduser() if self.socket else config.default_socket_path()
 
     @property
     def address(self) -> Path | str:
