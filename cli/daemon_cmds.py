@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_parser
+from diffgemma.cli.options import int_option
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
 from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
@@ -88,16 +89,16 @@ HostOpt = Annotated[str | None, typer.Option(
     "--host", show_default=False, help="With --port: the address to listen on (default 127.0.0.1).")]
 # Integers are ASCII digits within range (click's int also takes other scripts' digits).
 PortOpt = Annotated[int | None, typer.Option(
-    "--port", parser=int_parser(0, 65535), metavar="INTEGER", show_default=False,
+    "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
     help="Listen on TCP instead of the Unix socket.")]
 KeepAliveOpt = Annotated[float, typer.Option(
     "--keep-alive", envvar=config.ENV_KEEP_ALIVE, show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
 MaxBodyOpt = Annotated[int, typer.Option(
-    "--max-body", parser=int_parser(config.MIN_MAX_BODY, config.MAX_BODY_LIMIT), metavar="INTEGER",
+    "--max-body", parser=partial(int_option, config.MIN_MAX_BODY, config.MAX_BODY_LIMIT), metavar="INTEGER",
     help="Largest request body, in bytes.")]
-QueueOpt = Annotated[int, typer.Option("--queue", parser=int_parser(1, config.MAX_QUEUE_LIMIT), metavar="INTEGER",
-                                       help="Most requests waiting at once (503 beyond).")]
+QueueOpt = Annotated[int, typer.Option("--queue", parser=partial(int_option, 1, config.MAX_QUEUE_LIMIT),
+                                       metavar="INTEGER", help="Most requests waiting at once (503 beyond).")]
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", envvar=config.ENV_DEVICE, show_envvar=True, show_default=False,
     help="cpu, cuda, cuda:1, ... (default: auto).")]
@@ -115,10 +116,10 @@ MaxRequestSecondsOpt = Annotated[float, typer.Option(
     help="Wall-time limit per request, on every endpoint; at the limit the best draft so far is the answer "
          "(finish reason \"time\"); 0: no limit.")]
 MaxStepsOpt = Annotated[int, typer.Option(
-    "--max-steps", parser=int_parser(1, config.MAX_STEPS), metavar="INTEGER",
+    "--max-steps", parser=partial(int_option, 1, config.MAX_STEPS), metavar="INTEGER",
     help="Most denoising steps per canvas any request may ask for (larger requests are capped).")]
 MaxTokensOpt = Annotated[int, typer.Option(
-    "--max-tokens", parser=int_parser(1, config.MAX_TOKENS_LIMIT), metavar="INTEGER",
+    "--max-tokens", parser=partial(int_option, 1, config.MAX_TOKENS_LIMIT), metavar="INTEGER",
     help="Longest answer in tokens (a larger max_tokens / n_predict is capped).")]
 AllowOriginOpt = Annotated[list[str] | None, typer.Option(
     "--allow-origin", show_default=False,

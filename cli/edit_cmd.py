@@ -13,8 +13,8 @@ import typer
 from diffgemma.cli import fileio
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.live import print_diff, stdout_is_terminal
-from diffgemma.cli.plumbing import Asks, output_for, rewrite, timings_line
+from diffgemma.cli.live import print_diff
+from diffgemma.cli.plumbing import Asks, output_for, rewrite, stdout_is_terminal, timings_line
 
 HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified \
 diff.

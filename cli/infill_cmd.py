@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,14 +14,13 @@ import typer
 from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.live import stdout_is_terminal
-from diffgemma.cli.plumbing import Asks, Output, fill_text, output_for, timings_line
+from diffgemma.cli.plumbing import Asks, Output, fill_text, output_for, stdout_is_terminal, timings_line
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 from diffgemma.runtime.api.protocol import Result
 
 AlternativesOpt = Annotated[
     int | None,
-    typer.Option("--alternatives", parser=opt.int_parser(1, MAX_ALTERNATIVES), metavar="N",
+    typer.Option("--alternatives", parser=partial(opt.int_option, 1, MAX_ALTERNATIVES), metavar="N",
                  help=f"Ask for N distinct candidates (1-{MAX_ALTERNATIVES}), denoised as one batch; the first "
                       "is the answer, --json lists them all. With several markers: N distinct sets of "
                       "fills, --json gives each hole's fill in every set.", show_default=False),

@@ -1,4 +1,5 @@
-"""Terminal feedback: progress lines on stderr and a Rich live view of the refining canvas.
+"""What the terminal shows while and after a request runs: a Rich live view of the refining canvas,
+and colored diffs.
 
 The live view shows the drafts the daemon streams (one per denoising step) between the
 last lines before the cursor and the first lines after it; with several holes, the buffer with
@@ -9,10 +10,8 @@ it is transient: once the result is in, the view is erased and the result is pri
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -23,42 +22,6 @@ _BEFORE_LINES = 4
 _AFTER_LINES = 3
 # Draft tokens the model gave less than this probability are drawn dimmed.
 LOW_CONFIDENCE = 0.5
-
-
-def stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
-
-
-def stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
-
-    last_stem: list[str] = [""]
-
-    def say(line: str) -> None:
-        # Progress arrives as "loading model X… 3.1 s elapsed" several times a second: print a
-        # line only when the part up to the ellipsis changes (a new phase), not every tick.
-        stem = line.split("…", 1)[0]
-        if quiet or stem == last_stem[0]:
-            return
-        last_stem[0] = stem
-        print(f"diffgemma: {line}", file=sys.stderr, flush=True)
-
-    return say
-
-
-def warn(message: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(f"diffgemma: warning: {message}", file=sys.stderr, flush=True)
 
 
 def printable(text: str) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import typer
 
-from diffgemma.cli.options import int_parser
+from diffgemma.cli.options import int_option
 from diffgemma.runtime.api import config
 
 
@@ -15,7 +17,7 @@ def register(app: typer.Typer) -> None:
         tcp: bool = typer.Option(False, "--tcp", help="Listen on TCP instead, for debugging with a client."),
         host: str = typer.Option("127.0.0.1", "--host", envvar=config.ENV_LSP_HOST, help="TCP host."),
         port: int = typer.Option(
-            2087, "--port", envvar=config.ENV_LSP_PORT, parser=int_parser(1, 65535), metavar="INTEGER",
+            2087, "--port", envvar=config.ENV_LSP_PORT, parser=partial(int_option, 1, 65535), metavar="INTEGER",
             help="TCP port (1-65535).",
         ),
         log_file: str | None = typer.Option(

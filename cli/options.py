@@ -58,18 +58,16 @@ def parse_ascii_int(text: str, low: int, high: int) -> int:
     return int(digits)
 
 
-def int_parser(low: int, high: int) -> Any:
-    """A Typer ``parser`` for any integer option: ASCII digits from ``low`` to ``high``."""
-
-    def parse(value: Any) -> int:
-        if isinstance(value, int):  # a default Typer passes through
-            return value
-        try:
-            return parse_ascii_int(str(value), low, high)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-
-    return parse
+def int_option(low: int, high: int, value: Any) -> int:
+    """The Typer ``parser`` of an integer option: ASCII digits from ``low`` to ``high``. An option
+    binds its bounds with ``functools.partial(int_option, low, high)``, so nothing runs until a
+    value is parsed."""
+    if isinstance(value, int):  # a default Typer passes through
+        return value
+    try:
+        return parse_ascii_int(str(value), low, high)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 # Typer parameter declarations, shared so every command spells them the same way.
 ModelOpt = Annotated[
@@ -99,7 +97,7 @@ MaxTokensOpt = Annotated[
         "--max-tokens",
         envvar=config.ENV_MAX_TOKENS,
         show_envvar=True,
-        parser=int_parser(*INT_LIMITS["max_tokens"]),
+        parser=functools.partial(int_option, *INT_LIMITS["max_tokens"]),
         metavar="INTEGER",
         help=f"Most tokens to generate (1-{MAX_TOKENS_LIMIT}).",
         show_default=False,
@@ -111,7 +109,7 @@ StepsOpt = Annotated[
         "--steps",
         envvar=config.ENV_STEPS,
         show_envvar=True,
-        parser=int_parser(*INT_LIMITS["steps"]),
+        parser=functools.partial(int_option, *INT_LIMITS["steps"]),
         metavar="INTEGER",
         help=f"Most denoising steps per canvas (1-{MAX_STEPS}).",
         show_default=False,
@@ -123,7 +121,7 @@ SeedOpt = Annotated[
         "--seed",
         envvar=config.ENV_SEED,
         show_envvar=True,
-        parser=int_parser(*INT_LIMITS["seed"]),
+        parser=functools.partial(int_option, *INT_LIMITS["seed"]),
         metavar="INTEGER",
         help="Sampling seed, for repeatable output.",
         show_default=False,
@@ -158,7 +156,7 @@ ContextCharsOpt = Annotated[
         "--context-chars",
         envvar=config.ENV_CONTEXT_CHARS,
         show_envvar=True,
-        parser=int_parser(*INT_LIMITS["context_chars"]),
+        parser=functools.partial(int_option, *INT_LIMITS["context_chars"]),
         metavar="INTEGER",
         help=f"Budget of context characters around the cursor (default {DEFAULT_CONTEXT_CHARS}, "
         f"at least {CONTEXT_CHARS_MIN}).",
@@ -217,8 +215,10 @@ def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> S
         values["model"] = os.path.expanduser(values["model"])
     if not values["marker"]:
         raise UsageProblem("the marker must not be empty")
-    for key in INT_LIMITS:  # flags were checked by their parser; this covers callers in Python
-        if values[key] is not None:
+    # Flags and their variables were checked by their parser, config.toml as it was read, and the
+    # defaults hold: this covers callers in Python.
+    for key in INT_LIMITS:
+        if sources[key] == "flag/env":
             try:
                 config.check_int(key, values[key])
             except config.ConfigError as exc:

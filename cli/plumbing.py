@@ -1,15 +1,19 @@
 """What the generating commands (`infill`, `edit`, `watch`) share: what a run shows and so asks the
-daemon for (decided once), connecting to the daemon, and one request from a buffer
-(runtime/api/request_builder.py) run with the live view."""
+daemon for (decided once, from the terminal and the flags), connecting to the daemon with progress
+lines on stderr, and one request from a buffer (runtime/api/request_builder.py) run with the live
+view (cli/live.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from diffgemma.cli.errors import RequestFailed, UsageProblem
-from diffgemma.cli.live import HolesCanvas, LiveCanvas, progress_printer, stderr_is_terminal, warn
+from diffgemma.cli.live import HolesCanvas, LiveCanvas
 from diffgemma.cli.options import Settings
 from diffgemma.context.languages import detect_language
 from diffgemma.runtime.api.client import Client, ensure_daemon
@@ -23,6 +27,47 @@ from diffgemma.runtime.api.request_builder import (
     extra_budget,
     infill_request,
 )
+
+# --- the terminal ----------------------------------------------------------------------------------
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
+
+    last_stem: list[str] = [""]
+
+    def say(line: str) -> None:
+        # Progress arrives as "loading model X… 3.1 s elapsed" several times a second: print a
+        # line only when the part up to the ellipsis changes (a new phase), not every tick.
+        stem = line.split("…", 1)[0]
+        if quiet or stem == last_stem[0]:
+            return
+        last_stem[0] = stem
+        print(f"diffgemma: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"diffgemma: warning: {message}", file=sys.stderr, flush=True)
+
+
+# --- what a run shows, and so asks for -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
