@@ -94,22 +94,20 @@ def _parse_result(response: httpx.Response) -> Result:
 
 
 class _Base:
-    def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None,
-                 timeout: float) -> None:
+    def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
+                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
         self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
         self.timeout = timeout
-        # Connecting is instant or fails; reading may take as long as a generation.
-        self._timeout = httpx.Timeout(timeout, connect=5.0)
-        self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def _http_options(self, transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]
-                      ) -> dict[str, Any]:
-        """What the sync and async httpx clients are built with: the address, auth and timeouts."""
-        return {"base_url": self.base_url or _UDS_BASE_URL,
-                "transport": transport(uds=str(self.socket)) if self.socket else None,
-                "headers": self._headers, "timeout": self._timeout}
+        # What the sync or async httpx client is built with: the address, auth and timeouts
+        # (connecting is instant or fails; reading may take as long as a generation).
+        self._http_options: dict[str, Any] = {
+            "base_url": self.base_url or _UDS_BASE_URL,
+            "transport": transport(uds=str(self.socket)) if self.socket else None,
+            "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+            "timeout": httpx.Timeout(timeout, connect=5.0),
+        }
 
     @property
     def address(self) -> str:
@@ -133,8 +131,8 @@ class Client(_Base):
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout)
-        self._http = httpx.Client(**self._http_options(httpx.HTTPTransport))
+        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport)
+        self._http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Client:
         return self
@@ -193,8 +191,8 @@ class AsyncClient(_Base):
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout)
-        self._http = httpx.AsyncClient(**self._http_options(httpx.AsyncHTTPTransport))
+        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport)
+        self._http = httpx.AsyncClient(**self._http_options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
