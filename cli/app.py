@@ -36,7 +36,7 @@ moves it).
 
 
 class Entry(NamedTuple):
-    module: str  # defines the command: its `register(app)` adds it to a Typer app
+    module: str  # defines the command in its Typer app ``commands``
     help: str  # the first paragraph of the command's own help (a test keeps the two equal)
 
 
@@ -51,8 +51,8 @@ COMMANDS: dict[str, Entry] = {
                    "Run the daemon in the foreground: it owns the model and answers infill and edit requests."),
     "status": Entry("diffgemma.cli.daemon_cmds",
                     "Show the daemon, the model it holds, the device and the memory in use."),
-    "quantize": Entry("diffgemma.cli.quantize_cmd", "Quantize experts and linear layers to 4-bit NF4 (block 64) "
-                      "and write a checkpoint that loads fast."),
+    "quantize": Entry("diffgemma.cli.quantize_cmd", "Quantize the experts and the linear layers (with bitsandbytes) "
+                      "to 4-bit NF4, blocks of 64, and write a checkpoint that loads fast."),
     "lsp": Entry("diffgemma.cli.lsp_cmd",
                  'Run the diffgemma language server: ghost-text infill and "Rewrite selection".'),
     "eval": Entry("diffgemma.cli.eval_cmd",
@@ -66,42 +66,33 @@ COMMANDS: dict[str, Entry] = {
 
 
 class LazyCommands(TyperGroup):
-    """The commands of COMMANDS, each module imported when its command is first looked up, except
-    by the list in `--help`, which shows the table's lines. A module that fails to import is a
-    broken install: the error surfaces, no command silently goes missing."""
-
-    _listing = False  # True while `--help` lists the commands
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._listing = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._listing = False
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
-            entry = COMMANDS[cmd_name]
-            if self._listing:
-                return TyperCommand(cmd_name, help=entry.help)
-            module = typer.Typer(rich_markup_mode="rich")
-            importlib.import_module(entry.module).register(module)
-            self.commands.update(typer.main.get_group(module).commands)
-        return self.commands.get(cmd_name)
+    """The commands of COMMANDS: a command's module is imported when the command runs; `--help`
+    lists every command by its table line. A module that fails to import is a broken install: the
+    error surfaces, no command silently goes missing."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        entry = COMMANDS.get(args[0]) if args else None
+        if entry is not None and args[0] not in self.commands:
+            module = importlib.import_module(entry.module)
+            self.commands.update(typer.main.get_group(module.commands).commands)
         try:
             return super().resolve_command(ctx, args)
         except UsageError as exc:
-            # Typer suggests names among the commands loaded so far, which is none yet: suggest
-            # from the table.
+            # Typer suggests among the commands loaded, which is none yet: suggest from the table.
             close = get_close_matches(args[0], COMMANDS) if args and "Did you mean" not in exc.message else []
             if close:
                 exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
             raise
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # The list shows stand-ins made from the table, so listing imports no command module.
+        loaded = self.commands
+        self.commands = {name: loaded.get(name) or TyperCommand(name, help=entry.help)
+                         for name, entry in COMMANDS.items()}
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.commands = loaded
 
 
 app = typer.Typer(

@@ -296,13 +296,14 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
     print_status(daemon_status(daemon), daemon.describe(), as_json)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve", help=SERVE_HELP, epilog=SERVE_EPILOG)(serve)
-    daemon = typer.Typer(name="daemon", help=DAEMON_HELP, epilog=DAEMON_EPILOG,
-                         no_args_is_help=True, rich_markup_mode="rich")
-    daemon.command("start", help="Start the daemon in the background and wait until it answers.",
-                   epilog=DAEMON_EPILOG)(start)
-    daemon.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
-    daemon.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
-    app.add_typer(daemon)
-    app.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("serve", help=SERVE_HELP, epilog=SERVE_EPILOG)(serve)
+commands.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
+daemon_group = typer.Typer(name="daemon", help=DAEMON_HELP, epilog=DAEMON_EPILOG, no_args_is_help=True,
+                           rich_markup_mode="rich")
+daemon_group.command("start", help="Start the daemon in the background and wait until it answers.",
+                     epilog=DAEMON_EPILOG)(start)
+daemon_group.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
+daemon_group.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
+commands.add_typer(daemon_group)

@@ -155,5 +155,6 @@ def edit(
         print(line, file=sys.stderr, flush=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("edit", help=HELP, epilog=EPILOG, no_args_is_help=True)(edit)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("edit", help=HELP, epilog=EPILOG, no_args_is_help=True)(edit)

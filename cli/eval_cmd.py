@@ -118,6 +118,7 @@ def _train(
         raise typer.Exit(code)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
-    app.command("train")(train_command)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("eval")(eval_command)
+commands.command("train")(train_command)

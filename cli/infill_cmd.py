@@ -216,6 +216,6 @@ def _report(result: Result, where: str, applied: bool, backup: Path | None, char
     print(line, file=sys.stderr, flush=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("infill", help=HELP, epilog=EPILOG, no_args_is_help=True)(infill)
-
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("infill", help=HELP, epilog=EPILOG, no_args_is_help=True)(infill)

@@ -371,5 +371,6 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
                   flush=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("watch", help=HELP, epilog=EPILOG)(watch)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("watch", help=HELP, epilog=EPILOG)(watch)

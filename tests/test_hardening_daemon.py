@@ -376,8 +376,8 @@ def test_a_background_start_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(name, raising=False)
     group = typer.main.get_command(app)
     ctx = typer.Context(group)
-    serve = group.get_command(ctx, "serve")  # type: ignore[attr-defined]  # the app imports it on demand
-    start = group.get_command(ctx, "daemon").commands["start"]  # type: ignore[attr-defined]
+    serve = group.resolve_command(ctx, ["serve"])[1]  # type: ignore[attr-defined]  # imports its module
+    start = group.resolve_command(ctx, ["daemon"])[1].commands["start"]  # type: ignore[attr-defined]
     flags = {command.name: {opt for param in command.params for opt in param.opts if opt.startswith("--")}
              for command in (serve, start)}
     assert flags["serve"] - {"--start-report"} == flags["start"]
