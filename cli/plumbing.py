@@ -11,12 +11,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffgemma.cli.errors import RequestFailed, UsageProblem
 from diffgemma.cli.live import HolesCanvas, LiveCanvas
 from diffgemma.cli.options import Settings
 from diffgemma.context.languages import detect_language
-from diffgemma.runtime.api.client import Client, ensure_daemon
 from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
 from diffgemma.runtime.api.request_builder import (
@@ -27,6 +27,9 @@ from diffgemma.runtime.api.request_builder import (
     extra_budget,
     infill_request,
 )
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.api.client import Client
 
 # --- the terminal ----------------------------------------------------------------------------------
 
@@ -106,6 +109,9 @@ class Asks:
 
 def connect(settings: Settings) -> Client:
     """A client to a healthy daemon, starting one (with the model named) when none answers."""
+    # The HTTP client (httpx) loads only when a command talks to the daemon: `--help` never does.
+    from diffgemma.runtime.api.client import ensure_daemon
+
     return ensure_daemon(model=settings.sampling.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
 

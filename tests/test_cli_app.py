@@ -36,12 +36,13 @@ def _loaded_after(args: list[str]) -> str:
 
 
 def test_a_command_imports_only_its_own_module() -> None:
-    """`diffgemma infill` starts without the other commands' modules (and never with torch)."""
+    """`diffgemma infill` starts without the other commands' modules (and never with torch); its help
+    does not load the HTTP client either."""
     loaded = _loaded_after(["infill", "--help"])
     assert "diffgemma.cli.infill_cmd" in loaded
     for other in ("edit_cmd", "watch_cmd", "daemon_cmds", "quantize_cmd", "lsp_cmd", "eval_cmd", "bench_cmd"):
         assert f"diffgemma.cli.{other}" not in loaded
-    assert "'torch'" not in loaded
+    assert "'torch'" not in loaded and "'httpx'" not in loaded
 
 
 def test_help_imports_no_command_module() -> None:
