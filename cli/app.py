@@ -1,13 +1,20 @@
-"""The `diffgemma` command line (Typer). Torch-free: heavy work happens in the daemon."""
+"""The `diffgemma` command line (Typer). Torch-free: heavy work happens in the daemon.
+
+Help texts here and in the command modules are written as Typer shows them: one line per prose
+paragraph (a trailing backslash continues a source line), so Rich wraps them to the terminal;
+indented lines (examples, tables) keep their breaks.
+"""
 
 from __future__ import annotations
 
 import importlib
+from difflib import get_close_matches
+from typing import Any, NamedTuple
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from diffgemma.cli.errors import EXIT_CODES_HELP, run_app
-from diffgemma.cli.options import reflow
+from diffgemma.cli.errors import EXIT_CODES_HELP, UsageError, run_app
 
 _EPILOG = (
     """[bold]Examples[/bold]
@@ -19,46 +26,90 @@ _EPILOG = (
   diffgemma watch src/                       fill markers on every save
   diffgemma status                           the daemon, model, device, memory
 
-The daemon starts on first use and keeps the model loaded. Options fall back to DIFFGEMMA_*
-environment variables, then to config.toml in the user config directory (DIFFGEMMA_CONFIG_DIR
+The daemon starts on first use and keeps the model loaded. Options fall back to DIFFGEMMA_* \
+environment variables, then to config.toml in the user config directory (DIFFGEMMA_CONFIG_DIR \
 moves it).
 
 """
     + EXIT_CODES_HELP
 )
 
+
+class Entry(NamedTuple):
+    module: str  # defines the command in its Typer app ``commands``
+    help: str  # the first paragraph of the command's own help (a test keeps the two equal)
+
+
+# The commands, in the order `--help` lists them. `--help` lists them from this table and so
+# imports none of their modules; running a command imports its module alone.
+COMMANDS: dict[str, Entry] = {
+    "infill": Entry("diffgemma.cli.infill_cmd", "Fill the hole at a cursor with code that joins the text after it."),
+    "edit": Entry("diffgemma.cli.edit_cmd",
+                  "Rewrite a selection of FILE, optionally following an instruction, and print a unified diff."),
+    "watch": Entry("diffgemma.cli.watch_cmd", "Watch files and fill markers in them whenever they are saved."),
+    "serve": Entry("diffgemma.cli.daemon_cmds",
+                   "Run the daemon in the foreground: it owns the model and answers infill and edit requests."),
+    "status": Entry("diffgemma.cli.daemon_cmds",
+                    "Show the daemon, the model it holds, the device and the memory in use."),
+    "quantize": Entry("diffgemma.cli.quantize_cmd", "Quantize the experts and the linear layers (with bitsandbytes) "
+                      "to 4-bit NF4, blocks of 64, and write a checkpoint that loads fast."),
+    "lsp": Entry("diffgemma.cli.lsp_cmd",
+                 'Run the diffgemma language server: ghost-text infill and "Rewrite selection".'),
+    "eval": Entry("diffgemma.cli.eval_cmd",
+                  "Measure infill quality: the model vs. trivial baselines, and each infill strategy switched."),
+    "train": Entry("diffgemma.cli.eval_cmd",
+                   "Train diffgemma-mini (a small DiffusionGemma) from scratch on this Python's standard library."),
+    "bench": Entry("diffgemma.cli.bench_cmd",
+                   "Measure ms per denoising step: our loop vs transformers' generate, same input and steps."),
+    "daemon": Entry("diffgemma.cli.daemon_cmds", "Run the daemon in the background and manage it."),
+}
+
+
+class LazyCommands(TyperGroup):
+    """The commands of COMMANDS: a command's module is imported when the command runs; `--help`
+    lists every command by its table line. A module that fails to import is a broken install: the
+    error surfaces, no command silently goes missing."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        entry = COMMANDS.get(args[0]) if args else None
+        if entry is not None and args[0] not in self.commands:
+            module = importlib.import_module(entry.module)
+            self.commands.update(typer.main.get_group(module.commands).commands)
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            # Typer suggests among the commands loaded, which is none yet: suggest from the table.
+            close = get_close_matches(args[0], COMMANDS) if args and "Did you mean" not in exc.message else []
+            if close:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+            raise
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # The list shows stand-ins made from the table, so listing imports no command module.
+        loaded = self.commands
+        self.commands = {name: loaded.get(name) or TyperCommand(name, help=entry.help)
+                         for name, entry in COMMANDS.items()}
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.commands = loaded
+
+
 app = typer.Typer(
     name="diffgemma",
     help="Local code infilling and inline rewrites with DiffusionGemma, a text-diffusion LLM.",
-    epilog=reflow(_EPILOG),
+    epilog=_EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-)
-
-# Each command group lives in its own module with a `register(app)` function; keep their
-# top-level imports light so `diffgemma --help` stays fast.
-_COMMAND_MODULES = (
-    "diffgemma.cli.infill_cmd",  # infill
-    "diffgemma.cli.edit_cmd",  # edit
-    "diffgemma.cli.watch_cmd",  # watch
-    "diffgemma.cli.daemon_cmds",  # serve, daemon start|stop|status
-    "diffgemma.cli.quantize_cmd",  # quantize
-    "diffgemma.cli.lsp_cmd",  # lsp
-    "diffgemma.cli.eval_cmd",  # eval, train
-    "diffgemma.cli.bench_cmd",  # bench
+    cls=LazyCommands,
 )
 
 
-def _register_all() -> None:
-    # A command module that fails to import is a broken install: the error surfaces, no command
-    # silently goes missing.
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(app)
-
-
-_register_all()
+@app.callback()
+def _commands() -> None:
+    """The commands come from COMMANDS, not from this (empty) group callback."""
 
 
 def main() -> None:

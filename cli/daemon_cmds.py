@@ -11,37 +11,37 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_parser, reflow
-from diffgemma.runtime.api import config as settings
-
-if TYPE_CHECKING:
-    from diffgemma.runtime.api.daemon_config import DaemonConfig
+from diffgemma.cli.options import int_option
+from diffgemma.runtime.api import config
+from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
+from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
-By default it listens on a Unix socket in your runtime directory (mode 0600 inside a 0700
-directory), so only you can reach it. With --port it listens on TCP instead (loopback unless
---host says otherwise) and every request but /health must carry the bearer token stored in the
+By default it listens on a Unix socket in your runtime directory (mode 0600 inside a 0700 \
+directory), so only you can reach it. With --port it listens on TCP instead (loopback unless \
+--host says otherwise) and every request but /health must carry the bearer token stored in the \
 state directory (`Authorization: Bearer <token>`).
 
-Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks
-llama.cpp's /infill, /completion, /props and /tokenize (llama.vim, llama.vscode), OpenAI's
-/v1/completions (with a suffix or a FIM template in the prompt), /v1/chat/completions and
-/v1/models (Continue, Tabby, the openai SDK) and Mistral's /v1/fim/completions, so those
+Besides its own API (/v1/infill, /v1/edit, /v1/status, ...; schema at /openapi.json) it speaks \
+llama.cpp's /infill, /completion, /props and /tokenize (llama.vim, llama.vscode), OpenAI's \
+/v1/completions (with a suffix or a FIM template in the prompt), /v1/chat/completions and \
+/v1/models (Continue, Tabby, the openai SDK) and Mistral's /v1/fim/completions, so those \
 clients work unchanged. Errors are {"error": {"message", "type", "code"}} everywhere.
 
-Every request gets at most --max-request-seconds (then its best draft so far is the answer),
---max-steps per canvas and --max-tokens. Over TCP, browser origins are refused unless
---allow-origin names them, and requests may name only the default model, the cached real one
+Every request gets at most --max-request-seconds (then its best draft so far is the answer), \
+--max-steps per canvas and --max-tokens. Over TCP, browser origins are refused unless \
+--allow-origin names them, and requests may name only the default model, the cached real one \
 and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
-An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it
+An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it \
 with Ctrl-C or SIGTERM."""
 
 SERVE_EPILOG = """[bold]Examples[/bold]
@@ -52,14 +52,14 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --keep-alive 0                 unload the model after every request
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
-[bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to
+[bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
 http://127.0.0.1:8012/infill and api_key to the token file's contents."""
 
 DAEMON_HELP = """Run the daemon in the background and manage it.
 
-[cyan]start[/cyan] launches `diffgemma serve` detached from the terminal (log and pid file in the
-state directory) and waits until it answers; [cyan]stop[/cyan] sends it SIGTERM and waits for a
-clean exit; [cyan]status[/cyan] prints what it reports. The front ends (`diffgemma infill`, the
+[cyan]start[/cyan] launches `diffgemma serve` detached from the terminal (log and pid file in the \
+state directory) and waits until it answers; [cyan]stop[/cyan] sends it SIGTERM and waits for a \
+clean exit; [cyan]status[/cyan] prints what it reports. The front ends (`diffgemma infill`, the \
 language server) start it themselves when none answers."""
 
 DAEMON_EPILOG = """[bold]Examples[/bold]
@@ -80,46 +80,46 @@ STATUS_EPILOG = """[bold]Examples[/bold]
 Exits with status 5 when no daemon answers."""
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", envvar=settings.ENV_MODEL, show_envvar=True, show_default=False,
+    "--model", "-m", envvar=config.ENV_MODEL, show_envvar=True, show_default=False,
     help="Default model: a checkpoint directory or a Hugging Face id in the local cache.")]
 SocketOpt = Annotated[Path | None, typer.Option(
-    "--socket", envvar=settings.ENV_SOCKET, show_envvar=True, show_default=False,
+    "--socket", envvar=config.ENV_SOCKET, show_envvar=True, show_default=False,
     help="Unix socket path (default: daemon.sock in the user runtime directory).")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", show_default=False, help="With --port: the address to listen on (default 127.0.0.1).")]
 # Integers are ASCII digits within range (click's int also takes other scripts' digits).
 PortOpt = Annotated[int | None, typer.Option(
-    "--port", parser=int_parser(0, 65535), metavar="INTEGER", show_default=False,
+    "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
     help="Listen on TCP instead of the Unix socket.")]
 KeepAliveOpt = Annotated[float, typer.Option(
-    "--keep-alive", envvar=settings.ENV_KEEP_ALIVE, show_envvar=True,
+    "--keep-alive", envvar=config.ENV_KEEP_ALIVE, show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
 MaxBodyOpt = Annotated[int, typer.Option(
-    "--max-body", parser=int_parser(settings.MIN_MAX_BODY, settings.MAX_BODY_LIMIT), metavar="INTEGER",
+    "--max-body", parser=partial(int_option, config.MIN_MAX_BODY, config.MAX_BODY_LIMIT), metavar="INTEGER",
     help="Largest request body, in bytes.")]
-QueueOpt = Annotated[int, typer.Option("--queue", parser=int_parser(1, settings.MAX_QUEUE_LIMIT), metavar="INTEGER",
-                                       help="Most requests waiting at once (503 beyond).")]
+QueueOpt = Annotated[int, typer.Option("--queue", parser=partial(int_option, 1, config.MAX_QUEUE_LIMIT),
+                                       metavar="INTEGER", help="Most requests waiting at once (503 beyond).")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", envvar=settings.ENV_DEVICE, show_envvar=True, show_default=False,
+    "--device", envvar=config.ENV_DEVICE, show_envvar=True, show_default=False,
     help="cpu, cuda, cuda:1, ... (default: auto).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     "--dtype", show_default=False, help="float32, bfloat16 or float16 (default: auto for the device).")]
 QuantizeOpt = Annotated[str | None, typer.Option(
-    "--quantize", envvar=settings.ENV_QUANTIZE, show_envvar=True, show_default=False,
+    "--quantize", envvar=config.ENV_QUANTIZE, show_envvar=True, show_default=False,
     help="4bit: quantize an unquantized checkpoint while loading, layer by layer (pre-quantized "
          "checkpoints from `diffgemma quantize` need no flag).")]
 NoPreloadOpt = Annotated[bool, typer.Option(
     "--no-preload", help="Load the model on the first request instead of at start.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the daemon's status as one JSON object.")]
 MaxRequestSecondsOpt = Annotated[float, typer.Option(
-    "--max-request-seconds", min=0, max=settings.MAX_REQUEST_SECONDS,
+    "--max-request-seconds", min=0, max=config.MAX_REQUEST_SECONDS,
     help="Wall-time limit per request, on every endpoint; at the limit the best draft so far is the answer "
          "(finish reason \"time\"); 0: no limit.")]
 MaxStepsOpt = Annotated[int, typer.Option(
-    "--max-steps", parser=int_parser(1, settings.MAX_STEPS), metavar="INTEGER",
+    "--max-steps", parser=partial(int_option, 1, config.MAX_STEPS), metavar="INTEGER",
     help="Most denoising steps per canvas any request may ask for (larger requests are capped).")]
 MaxTokensOpt = Annotated[int, typer.Option(
-    "--max-tokens", parser=int_parser(1, settings.MAX_TOKENS_LIMIT), metavar="INTEGER",
+    "--max-tokens", parser=partial(int_option, 1, config.MAX_TOKENS_LIMIT), metavar="INTEGER",
     help="Longest answer in tokens (a larger max_tokens / n_predict is capped).")]
 AllowOriginOpt = Annotated[list[str] | None, typer.Option(
     "--allow-origin", show_default=False,
@@ -139,28 +139,27 @@ StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=Tr
 def _quantize(value: str | None) -> str | None:
     if value in (None, "", "none"):
         return None
-    if value.lower() not in (*settings.QUANTIZATIONS, "nf4"):
-        raise UsageProblem(f"unknown quantization {value!r} for --quantize; use {' or '.join(settings.QUANTIZATIONS)}")
+    if value.lower() not in (*config.QUANTIZATIONS, "nf4"):
+        raise UsageProblem(f"unknown quantization {value!r} for --quantize; use {' or '.join(config.QUANTIZATIONS)}")
     return "4bit" if value.lower() == "nf4" else value.lower()
 
 
 def serve_config(model: str | None = None, socket: Path | None = None, host: str | None = None,
-                 port: int | None = None, keep_alive: float = settings.DEFAULT_KEEP_ALIVE_S,
-                 max_body: int = settings.DEFAULT_MAX_BODY, queue: int = settings.DEFAULT_MAX_QUEUE,
+                 port: int | None = None, keep_alive: float = config.DEFAULT_KEEP_ALIVE_S,
+                 max_body: int = config.DEFAULT_MAX_BODY, queue: int = config.DEFAULT_MAX_QUEUE,
                  device: str | None = None, dtype: str | None = None, quantize: str | None = None,
-                 no_preload: bool = False, max_request_seconds: float = settings.DEFAULT_MAX_REQUEST_SECONDS,
-                 max_steps: int = settings.DEFAULT_MAX_STEPS, max_tokens: int = settings.DEFAULT_MAX_TOKENS,
+                 no_preload: bool = False, max_request_seconds: float = config.DEFAULT_MAX_REQUEST_SECONDS,
+                 max_steps: int = config.DEFAULT_MAX_STEPS, max_tokens: int = config.DEFAULT_MAX_TOKENS,
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
                  fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
-    from diffgemma.runtime.api.daemon_config import DaemonConfig
 
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
         raise UsageProblem("--host needs --port")
-    if sampler is not None and sampler not in settings.SAMPLERS:
-        raise UsageProblem(f"unknown sampler {sampler!r} for --sampler; use {' or '.join(settings.SAMPLERS)}")
+    if sampler is not None and sampler not in config.SAMPLERS:
+        raise UsageProblem(f"unknown sampler {sampler!r} for --sampler; use {' or '.join(config.SAMPLERS)}")
     return DaemonConfig(model=model, socket=socket, host=host, port=port, keep_alive=keep_alive, max_body=max_body,
                         max_queue=queue, device=device, dtype=dtype, quantize=_quantize(quantize),
                         preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
@@ -232,17 +231,16 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
 
 @guarded
 def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
-          keep_alive: KeepAliveOpt = settings.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = settings.DEFAULT_MAX_BODY,
-          queue: QueueOpt = settings.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
+          keep_alive: KeepAliveOpt = config.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = config.DEFAULT_MAX_BODY,
+          queue: QueueOpt = config.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
           quantize: QuantizeOpt = None, no_preload: NoPreloadOpt = False,
-          max_request_seconds: MaxRequestSecondsOpt = settings.DEFAULT_MAX_REQUEST_SECONDS,
-          max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
+          max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
+          max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
-    from diffgemma.runtime.api.daemon_config import DaemonStartError, write_start_report
 
     try:
-        config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
+        daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
                               fixed_model, sampler)
     except CliError as exc:
@@ -252,7 +250,7 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
     from diffgemma.runtime.daemon.lifecycle import serve as run  # this process becomes the daemon
 
     try:
-        code = run(config)
+        code = run(daemon)
     except DaemonStartError as exc:
         if start_report is not None:
             write_start_report(start_report, exc)
@@ -262,54 +260,50 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
 
 @guarded
 def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
-          keep_alive: KeepAliveOpt = settings.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = settings.DEFAULT_MAX_BODY,
-          queue: QueueOpt = settings.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
+          keep_alive: KeepAliveOpt = config.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = config.DEFAULT_MAX_BODY,
+          queue: QueueOpt = config.DEFAULT_MAX_QUEUE, device: DeviceOpt = None, dtype: DtypeOpt = None,
           quantize: QuantizeOpt = None, no_preload: NoPreloadOpt = False,
-          max_request_seconds: MaxRequestSecondsOpt = settings.DEFAULT_MAX_REQUEST_SECONDS,
-          max_steps: MaxStepsOpt = settings.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = settings.DEFAULT_MAX_TOKENS,
+          max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
+          max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None) -> None:
-    from diffgemma.runtime.api.autostart import start_background
-    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
-    config = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
+    daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
                           fixed_model, sampler)
     try:
-        pid = start_background(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+        pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
         raise DaemonDown(str(exc)) from None
-    print(f"daemon running (pid {pid}) on {config.describe()}")
+    print(f"daemon running (pid {pid}) on {daemon.describe()}")
 
 
 @guarded
 def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
-    from diffgemma.runtime.api.autostart import stop_daemon
-    from diffgemma.runtime.api.daemon_config import DaemonStartError
 
-    config = serve_config(None, socket, host, port)
+    daemon = serve_config(None, socket, host, port)
     try:
-        pid = stop_daemon(config)
+        pid = stop_daemon(daemon)
     except DaemonStartError as exc:
         raise DaemonDown(str(exc)) from None
-    print(f"daemon (pid {pid}) stopped" if pid else f"no daemon was running on {config.describe()}")
+    print(f"daemon (pid {pid}) stopped" if pid else f"no daemon was running on {daemon.describe()}")
 
 
 @guarded
 def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
-    from diffgemma.runtime.api.autostart import daemon_status
 
-    config = serve_config(None, socket, host, port)
-    print_status(daemon_status(config), config.describe(), as_json)
+    daemon = serve_config(None, socket, host, port)
+    print_status(daemon_status(daemon), daemon.describe(), as_json)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve", help=reflow(SERVE_HELP), epilog=reflow(SERVE_EPILOG))(serve)
-    daemon = typer.Typer(name="daemon", help=reflow(DAEMON_HELP), epilog=reflow(DAEMON_EPILOG),
-                         no_args_is_help=True, rich_markup_mode="rich")
-    daemon.command("start", help="Start the daemon in the background and wait until it answers.",
-                   epilog=reflow(DAEMON_EPILOG))(start)
-    daemon.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
-    daemon.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)
-    app.add_typer(daemon)
-    app.command("status", help=STATUS_HELP, epilog=reflow(STATUS_EPILOG))(status)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("serve", help=SERVE_HELP, epilog=SERVE_EPILOG)(serve)
+commands.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
+daemon_group = typer.Typer(name="daemon", help=DAEMON_HELP, epilog=DAEMON_EPILOG, no_args_is_help=True,
+                           rich_markup_mode="rich")
+daemon_group.command("start", help="Start the daemon in the background and wait until it answers.",
+                     epilog=DAEMON_EPILOG)(start)
+daemon_group.command("stop", help="Stop the background daemon (SIGTERM, then wait for it to exit).")(stop)
+daemon_group.command("status", help=STATUS_HELP, epilog=STATUS_EPILOG)(status)
+commands.add_typer(daemon_group)

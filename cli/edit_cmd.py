@@ -6,30 +6,32 @@ import difflib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from diffgemma.cli import fileio
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.plumbing import Asks, rewrite, timings_line
+from diffgemma.cli.live import print_diff
+from diffgemma.cli.plumbing import Asks, output_for, rewrite, stdout_is_terminal, timings_line
 
-HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified
+HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified \
 diff.
 
-[bold]--selection[/bold] L1[:C1]-L2[:C2] names the span with 1-based lines and columns. Without
-columns it spans whole lines: from the start of L1 to the end of L2's text (the newline after L2
-stays). C1 is the first character of the selection and C2 the cursor position where it ends
+[bold]--selection[/bold] L1[:C1]-L2[:C2] names the span with 1-based lines and columns. Without \
+columns it spans whole lines: from the start of L1 to the end of L2's text (the newline after L2 \
+stays). C1 is the first character of the selection and C2 the cursor position where it ends \
 (exclusive): 3:5-3:9 selects four characters of line 3.
 
-The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a
-backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan]
-instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the
+The diff is colored on a terminal. --apply also writes the result into FILE (atomically, with a \
+backup FILE.diffgemma.bak, refusing if FILE changed since it was read). With [cyan]-[/cyan] \
+instead of FILE the buffer is read from stdin, --selection counts lines of that buffer, and the \
 whole rewritten buffer is printed instead of a diff.
 
---json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that
-join to the rewritten text, each with the probability the model gave it. A rewrite that brings
-syntax errors into the file that the selection did not have is re-noised where it breaks and
+--json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that \
+join to the rewritten text, each with the probability the model gave it. A rewrite that brings \
+syntax errors into the file that the selection did not have is re-noised where it breaks and \
 denoised again (--no-refine: keep it as it came)."""
 
 EPILOG = (
@@ -87,6 +89,7 @@ def unified_diff(old: str, new: str, path: str) -> str:
 
 
 @guarded
+@opt.shared_options(marker=False)
 def edit(
     target: Annotated[str, typer.Argument(metavar="FILE", help="The file to edit, or - for stdin.",
                                           show_default=False)],
@@ -96,25 +99,16 @@ def edit(
     no_refine: NoRefineOpt = False,
     apply: opt.ApplyOpt = False,
     json_out: opt.JsonOpt = False,
-    language: opt.LanguageOpt = None,
-    model: opt.ModelOpt = None,
-    socket: opt.SocketOpt = None,
-    max_tokens: opt.MaxTokensOpt = None,
-    steps: opt.StepsOpt = None,
-    seed: opt.SeedOpt = None,
-    context_chars: opt.ContextCharsOpt = None,
-    no_backup: opt.NoBackupOpt = False,
-    quiet: opt.QuietOpt = False,
+    *,
+    settings: opt.Settings,
 ) -> None:
-    from diffgemma.cli import fileio
-
-    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
-                           seed=seed, context_chars=context_chars, backup=False if no_backup else None)
+    out = output_for(settings.quiet, json_out)
     fileio.parse_selection(selection)  # a malformed selection is a usage error before any reading
+    source: fileio.SourceText
     if target == "-":
         if apply:
             raise UsageProblem("--apply needs a FILE; with stdin the rewritten buffer goes to stdout")
-        source: Any = fileio.read_stdin()
+        source = fileio.read_stdin()
         path: Path | None = None
         shown = "stdin"
     else:
@@ -124,10 +118,13 @@ def edit(
         path, shown = Path(target), target
     text = source.text
     start, end, first, _last = fileio.selection_offsets(text, selection, shown)
-    result, new_text = rewrite(settings, text, start, end, path, language, instruction, strength,
-                               title=f"{shown}:{selection}", asks=Asks(refine=not no_refine, confidence=json_out))
+    result, new_text = rewrite(settings, out, text, start, end, path, instruction, strength,
+                               title=f"{shown}:{selection}", asks=Asks(refine=not no_refine))
     changed = new_text != text
-    backup = fileio.write_source(source, new_text, backup=settings.backup) if apply and changed else None
+    backup = None
+    if apply and changed:
+        assert isinstance(source, fileio.SourceFile)  # --apply is refused for stdin
+        backup = fileio.write_source(source, new_text, backup=settings.backup)
     diff = unified_diff(text, new_text, shown)
     if json_out:
         stop = fileio.offset_position(new_text, start + len(result.text))
@@ -149,24 +146,15 @@ def edit(
     elif path is None:
         fileio.write_stdout(source, new_text)
     else:
-        from diffgemma.cli.live import print_diff, stdout_is_terminal
-
         print_diff(diff, color=stdout_is_terminal())
-    _report(settings, result, shown, selection, changed, apply, backup)
+    if out.reports(apply):
+        what = "rewritten" if changed else "no change"
+        line = f"diffgemma: {shown}:{selection}: {what} ({timings_line(result)})"
+        if apply and changed:
+            line += " written" + (f", backup {backup}" if backup else "")
+        print(line, file=sys.stderr, flush=True)
 
 
-def _report(settings: opt.Settings, result: Any, shown: str, selection: str, changed: bool,
-            applied: bool, backup: Path | None) -> None:
-    from diffgemma.cli.live import stderr_is_terminal
-
-    if settings.quiet or not (applied or stderr_is_terminal()):
-        return
-    what = "rewritten" if changed else "no change"
-    line = f"diffgemma: {shown}:{selection}: {what} ({timings_line(result)})"
-    if applied and changed:
-        line += " written" + (f", backup {backup}" if backup else "")
-    print(line, file=sys.stderr, flush=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("edit", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(edit)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("edit", help=HELP, epilog=EPILOG, no_args_is_help=True)(edit)

@@ -8,12 +8,30 @@ and the exit code below, never a traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, ParamSpec, TypeVar
 
 import typer
+
+from diffgemma.runtime.api.errors import (
+    DaemonError,
+    DaemonUnavailable,
+    DiffgemmaError,
+    ErrorCode,
+    InvalidValue,
+    one_line,
+)
+
+# The exceptions of the click Typer runs on: Typer >= 0.25 ships its own copy (`typer._click`),
+# older ones use click itself.
+try:
+    _click: Any = importlib.import_module("typer._click.exceptions")
+except ImportError:  # pragma: no cover - depends on the Typer release
+    _click = importlib.import_module("click.exceptions")
+UsageError: Any = _click.UsageError  # a bad command line (unknown command, bad option)
 
 
 class ExitCode(IntEnum):
@@ -43,7 +61,7 @@ EXIT_CODES_HELP = """[bold]Exit codes[/bold]
   130  interrupted (Ctrl-C)"""
 
 
-class CliError(Exception):
+class CliError(DiffgemmaError):
     """An error for the user: a one-line message and the exit code it maps to."""
 
     code: ExitCode = ExitCode.INTERNAL
@@ -82,70 +100,43 @@ class RequestFailed(CliError):
     code = ExitCode.REQUEST
 
 
-def one_line(text: object) -> str:
-    """Collapse a message to its first non-empty line (daemon errors can carry more)."""
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(text).__name__ if isinstance(text, BaseException) else "unknown error"
-
-
-# The daemon's error codes (runtime/api/errors.py ErrorCode values) -> exit codes. Looked up by the
-# code's string so this module stays import-free; a code missing here is a failed request.
-_EXIT_BY_ERROR_CODE: dict[str, ExitCode] = {
-    "model_load_failed": ExitCode.MODEL,
-    "model_not_found": ExitCode.MODEL,
-    "no_model": ExitCode.MODEL,
-    "unauthorized": ExitCode.DAEMON,  # a daemon we may not use is, to us, no daemon
-    "forbidden": ExitCode.DAEMON,
-    "model_locked": ExitCode.REQUEST,
-    "invalid_request": ExitCode.REQUEST,
-    "invalid_json": ExitCode.REQUEST,
-    "body_too_large": ExitCode.REQUEST,
-    "not_found": ExitCode.REQUEST,
-    "method_not_allowed": ExitCode.REQUEST,
-    "duplicate_id": ExitCode.REQUEST,
-    "queue_full": ExitCode.REQUEST,
-    "cancelled": ExitCode.REQUEST,
-    "internal_error": ExitCode.REQUEST,
+# The daemon's error codes -> exit codes, every code named (a test checks): what the user should
+# look at when the daemon refuses. An answer without a code is a failed request (see exit_code_for).
+EXIT_BY_ERROR_CODE: dict[ErrorCode, ExitCode] = {
+    ErrorCode.MODEL_LOAD_FAILED: ExitCode.MODEL,
+    ErrorCode.MODEL_NOT_FOUND: ExitCode.MODEL,
+    ErrorCode.NO_MODEL: ExitCode.MODEL,
+    ErrorCode.UNAUTHORIZED: ExitCode.DAEMON,  # a daemon we may not use is, to us, no daemon
+    ErrorCode.FORBIDDEN: ExitCode.DAEMON,
+    ErrorCode.MODEL_LOCKED: ExitCode.REQUEST,
+    ErrorCode.INVALID_REQUEST: ExitCode.REQUEST,
+    ErrorCode.INVALID_JSON: ExitCode.REQUEST,
+    ErrorCode.BODY_TOO_LARGE: ExitCode.REQUEST,
+    ErrorCode.NOT_FOUND: ExitCode.REQUEST,
+    ErrorCode.METHOD_NOT_ALLOWED: ExitCode.REQUEST,
+    ErrorCode.DUPLICATE_ID: ExitCode.REQUEST,
+    ErrorCode.QUEUE_FULL: ExitCode.REQUEST,
+    ErrorCode.CANCELLED: ExitCode.REQUEST,
+    ErrorCode.INTERNAL: ExitCode.REQUEST,
 }
 
 
-def exit_code_for(code: str | None, status: int | None, unavailable: bool) -> ExitCode:
+def exit_code_for(error: DaemonError) -> ExitCode:
     """The exit code of a daemon error, from its wire code (never from its message)."""
-    if code is not None and str(code) in _EXIT_BY_ERROR_CODE:
-        return _EXIT_BY_ERROR_CODE[str(code)]
-    if unavailable or status in (401, 403):
+    if error.code is not None:
+        return EXIT_BY_ERROR_CODE[error.code]
+    if isinstance(error, DaemonUnavailable) or error.status in (401, 403):
         return ExitCode.DAEMON
-    return ExitCode.REQUEST  # any other answer: an unknown code, or none (an older daemon)
+    return ExitCode.REQUEST  # any other answer without a code we know (an older daemon, a proxy)
 
 
 def classify(exc: BaseException) -> CliError | None:
     """Map an exception from a dependency to a CliError; None when it is not one we expect."""
     if isinstance(exc, CliError):
         return exc
-    # The runtime modules are imported lazily: an error from them means they are loaded
-    # already, so looking them up in sys.modules keeps this import-free.
-    client = sys.modules.get("diffgemma.runtime.api.client")
-    daemon_error = getattr(client, "DaemonError", None) if client else None
-    if isinstance(daemon_error, type) and isinstance(exc, daemon_error):
-        unavailable = getattr(client, "DaemonUnavailable", None)
-        is_down = isinstance(unavailable, type) and isinstance(exc, unavailable)
-        code = getattr(exc, "code", None)
-        return CliError(one_line(exc), exit_code_for(code, getattr(exc, "status", None), is_down))
-    paths = sys.modules.get("diffgemma.runtime.api.paths")
-    runtime_dir_error = getattr(paths, "UnusableRuntimeDir", None) if paths else None
-    if isinstance(runtime_dir_error, type) and isinstance(exc, runtime_dir_error):
-        return DaemonDown(one_line(exc))
-    protocol = sys.modules.get("diffgemma.runtime.api.protocol")
-    protocol_error = getattr(protocol, "ProtocolError", None) if protocol else None
-    if isinstance(protocol_error, type) and isinstance(exc, protocol_error):
-        return UsageProblem(one_line(exc))
-    config = sys.modules.get("diffgemma.runtime.api.config")
-    config_error = getattr(config, "ConfigError", None) if config else None
-    if isinstance(config_error, type) and isinstance(exc, config_error):
-        return UsageProblem(one_line(exc))  # a bad config.toml
-    if isinstance(exc, ValueError) and type(exc).__name__ == "SettingsError":
+    if isinstance(exc, DaemonError):  # the daemon's answer, or no daemon (a runtime dir that cannot be made)
+        return CliError(one_line(exc), exit_code_for(exc))
+    if isinstance(exc, InvalidValue):  # a bad request field, config.toml or engine setting
         return UsageProblem(one_line(exc))
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
@@ -195,21 +186,6 @@ def _silence_stdout() -> None:
         pass
 
 
-def _click_exceptions() -> tuple[type[Exception], type[Exception], type[Exception], type[BaseException]]:
-    """(ClickException, UsageError, NoArgsIsHelpError, Abort) of the click Typer runs on.
-
-    Typer >= 0.25 ships its own copy of click (`typer._click`); older ones use click itself.
-    """
-    import importlib
-
-    try:
-        exc = importlib.import_module("typer._click.exceptions")
-    except ImportError:  # pragma: no cover - depends on the Typer release
-        exc = importlib.import_module("click.exceptions")
-    no_args = getattr(exc, "NoArgsIsHelpError", exc.UsageError)
-    return exc.ClickException, exc.UsageError, no_args, typer.Abort
-
-
 def _click_message(exc: Exception) -> str:
     """The one-line message of a click exception (``format_message``), else its text."""
     format_message = getattr(exc, "format_message", None)
@@ -218,7 +194,8 @@ def _click_message(exc: Exception) -> str:
 
 def run_app(app: Callable[..., Any]) -> None:
     """Run the Typer app so that even argument errors are one line and nothing escapes."""
-    click_exception, usage_error, no_args_error, abort = _click_exceptions()
+    click_exception, usage_error, abort = _click.ClickException, UsageError, typer.Abort
+    no_args_error = getattr(_click, "NoArgsIsHelpError", usage_error)
     try:
         code = app(standalone_mode=False)
     except no_args_error:

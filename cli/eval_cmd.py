@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from diffgemma.cli.errors import ModelLoadFailed, UsageProblem, guarded
 from diffgemma.runtime.api import config
 
 
@@ -35,11 +36,8 @@ def eval_command(
 ) -> None:
     """Measure infill quality: the model vs. trivial baselines, and each infill strategy switched.
 
-    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from
-    held-out standard-library files (exact match, still parses), rewrites of corrupted lines.
-    Runs in this process; no daemon needed. Prints a markdown table on stdout.
-    """
-    from diffgemma.cli.errors import guarded
+    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from held-out standard-library files (exact match, still parses), rewrites of corrupted lines. Runs in this process; no daemon needed. Prints a markdown table on stdout.
+    """  # noqa: E501 - one line per paragraph: Rich wraps it to the terminal
 
     guarded(_evaluate)(model, limit=limit, strategy_limit=strategy_limit, suites=suites, groups=groups, seed=seed,
                        device=device, threads=threads, out=out, json_out=json_out)
@@ -52,7 +50,6 @@ def _evaluate(
     import json
     import sys
 
-    from diffgemma.cli.errors import ModelLoadFailed, UsageProblem
     from diffgemma.evals import evaluate
 
     try:
@@ -95,7 +92,6 @@ def train_command(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
 ) -> None:
     """Train diffgemma-mini (a small DiffusionGemma) from scratch on this Python's standard library."""
-    from diffgemma.cli.errors import guarded
 
     guarded(_train)(out_dir, preset=preset, steps=steps, seed=seed, threads=threads, time_budget=time_budget,
                     save_every=save_every, device=device)
@@ -106,7 +102,6 @@ def _train(
     time_budget: float | None, save_every: int, device: str | None,
 ) -> None:
     """Check the arguments, then run the training program (``python -m diffgemma.training.train``) in-process."""
-    from diffgemma.cli.errors import UsageProblem
     from diffgemma.training.train import PRESETS, main
 
     if preset is not None and preset not in PRESETS:
@@ -123,6 +118,7 @@ def _train(
         raise typer.Exit(code)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
-    app.command("train")(train_command)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("eval")(eval_command)
+commands.command("train")(train_command)

@@ -28,6 +28,7 @@ from pathlib import Path
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
 from diffgemma.cli.options import parse_ascii_int
 from diffgemma.context import positions
+from diffgemma.runtime.api.config import MAX_HOLES
 
 BACKUP_SUFFIX = ".diffgemma.bak"
 TEMP_MARK = ".diffgemma-tmp-"
@@ -428,13 +429,13 @@ def selection_offsets(text: str, spec: str, where: str = "") -> tuple[int, int, 
     return start, end, p1, p2
 
 
-def find_marker(text: str, marker: str, what: str) -> int:
-    """Offset of the one marker in `text`; none or several is an OutOfRange error."""
-    count = text.count(marker)
+def marker_pieces(text: str, marker: str, what: str) -> list[str]:
+    """The text around each marker (one more piece than markers). No marker is an OutOfRange error,
+    and so are more than MAX_HOLES: likelier a marker that occurs in the code itself."""
+    pieces = text.split(marker)
+    count = len(pieces) - 1
     if count == 0:
-        raise OutOfRange(f"{what} has no {marker} marker: put exactly one where the text should go")
-    if count > 1:
-        raise OutOfRange(
-            f"{what} has {count} {marker} markers: exactly one is needed (or use `diffgemma watch`)"
-        )
-    return text.index(marker)
+        raise OutOfRange(f"{what} has no {marker} marker: put one where the text should go")
+    if count > MAX_HOLES:
+        raise OutOfRange(f"{what} has {count} {marker} markers: at most {MAX_HOLES} holes at once")
+    return pieces

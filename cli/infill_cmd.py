@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
+from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
-from diffgemma.cli.plumbing import Asks, fill_text, language_for, timings_line
+from diffgemma.cli.plumbing import Asks, Output, fill_text, output_for, stdout_is_terminal, timings_line
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
-
-if TYPE_CHECKING:
-    from diffgemma.runtime.api.protocol import Result
+from diffgemma.runtime.api.protocol import Result
 
 AlternativesOpt = Annotated[
     int | None,
-    typer.Option("--alternatives", parser=opt.int_parser(1, MAX_ALTERNATIVES), metavar="N",
+    typer.Option("--alternatives", parser=partial(opt.int_option, 1, MAX_ALTERNATIVES), metavar="N",
                  help=f"Ask for N distinct candidates (1-{MAX_ALTERNATIVES}), denoised as one batch; the first "
                       "is the answer, --json lists them all. With several markers: N distinct sets of "
                       "fills, --json gives each hole's fill in every set.", show_default=False),
@@ -39,17 +40,17 @@ HELP = """Fill the hole at a cursor with code that joins the text after it.
   [cyan]FILE[/cyan]              FILE holds markers ([cyan]<FILL>[/cyan]); prints the filled buffer
   [cyan]-[/cyan]                 a buffer with markers on stdin; prints the filled buffer
 
-Several markers are filled together: holes close to each other are denoised in one canvas, each
+Several markers are filled together: holes close to each other are denoised in one canvas, each \
 seeing the others, farther ones left to right.
 
-Lines and columns are 1-based and count characters; COL is the cursor position before that
-character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after
-the indentation of a blank or indent-only line, and otherwise after the line's last non-blank
+Lines and columns are 1-based and count characters; COL is the cursor position before that \
+character, so COL = line length + 1 is the end of the line. Without COL the cursor goes after \
+the indentation of a blank or indent-only line, and otherwise after the line's last non-blank \
 character (trailing blanks stay after the cursor).
 
-The daemon starts automatically (with --model) when none answers on the socket; start-up and
-model-loading progress goes to stderr. On a terminal a live view on stderr shows the canvas
-refining step by step; with --quiet, or when stderr is not a terminal, only the result is
+The daemon starts automatically (with --model) when none answers on the socket; start-up and \
+model-loading progress goes to stderr. On a terminal a live view on stderr shows the canvas \
+refining step by step; with --quiet, or when stderr is not a terminal, only the result is \
 printed."""
 
 EPILOG = (
@@ -63,14 +64,14 @@ EPILOG = (
   diffgemma infill notes.py --marker @@   fill the @@ marker(s) in notes.py
   diffgemma infill app.py:42 --alternatives 3 --json
 
-With --apply the file is replaced atomically (same mode and line endings), the previous contents
-are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json
-prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is
-where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to
-the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply
-writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...],
-index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that
-breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it
+With --apply the file is replaced atomically (same mode and line endings), the previous contents \
+are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it was read. --json \
+prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is \
+where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to \
+the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply \
+writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...], \
+index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that \
+breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it \
 came).
 
 """
@@ -82,118 +83,109 @@ came).
 
 
 @guarded
+@opt.shared_options(marker=True)
 def infill(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="FILE:LINE[:COL], FILE with a marker, or -.",
                                           show_default=False)],
     apply: opt.ApplyOpt = False,
     json_out: opt.JsonOpt = False,
-    marker: opt.MarkerOpt = None,
-    language: opt.LanguageOpt = None,
-    model: opt.ModelOpt = None,
-    socket: opt.SocketOpt = None,
-    max_tokens: opt.MaxTokensOpt = None,
-    steps: opt.StepsOpt = None,
-    seed: opt.SeedOpt = None,
-    context_chars: opt.ContextCharsOpt = None,
-    no_backup: opt.NoBackupOpt = False,
-    quiet: opt.QuietOpt = False,
     alternatives: AlternativesOpt = None,
     no_refine: NoRefineOpt = False,
+    *,
+    settings: opt.Settings,
 ) -> None:
-    from diffgemma.cli import fileio
-
-    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
-                           seed=seed, marker=marker, context_chars=context_chars,
-                           backup=False if no_backup else None)
-    asks = Asks(alternatives=alternatives, refine=not no_refine, confidence=json_out)
+    out = output_for(settings.quiet, json_out)
+    asks = Asks(alternatives=alternatives, refine=not no_refine)
     if target == "-":
         if apply:
             raise UsageProblem("--apply needs a FILE; with stdin the filled buffer goes to stdout")
-        source: fileio.SourceText = fileio.read_stdin()
-        _fill_marker(source, None, "stdin", settings, language, apply=False, json_out=json_out, asks=asks)
+        _fill_markers(fileio.read_stdin(), None, "stdin", settings, out, asks, apply=False)
         return
     path_s, line, col = fileio.parse_target(target)
     source = fileio.read_source(path_s)
     if apply:
         fileio.check_writable(source)  # refuse before the daemon does the work
     if line is None:
-        _fill_marker(source, Path(path_s), path_s, settings, language, apply=apply, json_out=json_out, asks=asks)
+        _fill_markers(source, Path(path_s), path_s, settings, out, asks, apply=apply)
         return
     offset, position = fileio.position_offset(source.text, line, col, path_s)
-    _fill_at(source, Path(path_s), offset, position, settings, language, apply=apply, json_out=json_out,
-             asks=asks)
+    path = Path(path_s)
+    _fill(Hole(source, source.text, offset, path, str(path), position), settings, out, asks, apply=apply)
 
 
-def _fill_at(source: Any, path: Path, offset: int, position: Any, settings: opt.Settings,
-             language: str | None, *, apply: bool, json_out: bool, asks: Asks = Asks()) -> None:
-    from diffgemma.cli import fileio
-    from diffgemma.cli.live import stdout_is_terminal
+@dataclass(frozen=True)
+class Hole:
+    """One hole to fill: the buffer around it (without its marker, when it was one) and the cursor."""
 
-    text = source.text
-    result = fill_text(settings, text, offset, path, language, f"{path}:{position.line}:{position.col}",
-                       asks=asks)
-    new_text = text[:offset] + result.text + text[offset:]
+    source: fileio.SourceText  # as read: how it is written back
+    text: str
+    offset: int
+    path: Path | None
+    what: str  # the file as named, or "stdin"
+    position: fileio.Position | None = None  # the cursor given as FILE:LINE[:COL]
+    marker: bool = False  # the hole was a marker: the output is the whole filled buffer
+
+
+def _fill_markers(source: fileio.SourceText, path: Path | None, what: str, settings: opt.Settings,
+                  out: Output, asks: Asks, *, apply: bool) -> None:
+    pieces = fileio.marker_pieces(source.text, settings.marker, what)
+    if len(pieces) > 2:
+        _fill_holes(source, multihole.Holes(pieces), path, what, settings, out, asks, apply=apply)
+    else:
+        _fill(Hole(source, "".join(pieces), len(pieces[0]), path, what, marker=True), settings, out, asks,
+              apply=apply)
+
+
+def _fill(hole: Hole, settings: opt.Settings, out: Output, asks: Asks, *, apply: bool) -> None:
+    """Fill one hole; print the fill (at a cursor) or the filled buffer (at a marker), or --json."""
+    report = out.reports(apply)
+    start = hole.position
+    if start is None and (out.json or out.live or report):  # only a display needs its line
+        start = fileio.offset_position(hole.text, hole.offset)
+    where = f"{hole.what}:{start.line}:{start.col}" if start else hole.what
+    result = fill_text(settings, out, hole.text, hole.offset, hole.path, where, asks=asks)
+    new_text = hole.text[:hole.offset] + result.text + hole.text[hole.offset:]
     backup = None
-    if apply and result.text:
-        backup = fileio.write_source(source, new_text, backup=settings.backup)
-    end = fileio.offset_position(new_text, offset + len(result.text))
-    if json_out:
-        _print_json(result, position, end, path=str(path), applied=apply, backup=backup)
+    if apply and (result.text or hole.marker):  # a marker is gone from the file even when nothing fills it
+        assert isinstance(hole.source, fileio.SourceFile)  # --apply is refused for stdin
+        backup = fileio.write_source(hole.source, new_text, backup=settings.backup)
+    if out.json:
+        assert start is not None
+        end = fileio.offset_position(new_text, hole.offset + len(result.text))
+        _print_json(result, start, end, path=str(hole.path) if hole.path else None, applied=apply, backup=backup)
+    elif hole.marker:
+        if not apply:
+            fileio.write_stdout(hole.source, new_text)
     else:
         sys.stdout.write(result.text)
         if stdout_is_terminal() and not result.text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
-    _report(settings, result, f"{path}:{position.line}:{position.col}", apply, backup)
+    if report:
+        _report(result, where, apply, backup)
 
 
-def _fill_marker(source: Any, path: Path | None, what: str, settings: opt.Settings,
-                 language: str | None, *, apply: bool, json_out: bool, asks: Asks = Asks()) -> None:
-    from diffgemma.cli import fileio
-    from diffgemma.cli.multihole import split_markers
-
-    holes = split_markers(source.text, settings.marker, what)
-    if holes is not None:
-        _fill_holes(source, holes, path, what, settings, language, apply=apply, json_out=json_out, asks=asks)
-        return
-    offset = fileio.find_marker(source.text, settings.marker, what)
-    text = source.text[:offset] + source.text[offset + len(settings.marker):]
-    position = fileio.offset_position(text, offset)
-    result = fill_text(settings, text, offset, path, language, f"{what}:{position.line}:{position.col}",
-                       asks=asks)
-    new_text = text[:offset] + result.text + text[offset:]
-    backup = None
-    if apply:
-        backup = fileio.write_source(source, new_text, backup=settings.backup)
-    end = fileio.offset_position(new_text, offset + len(result.text))
-    if json_out:
-        _print_json(result, position, end, path=str(path) if path else None, applied=apply, backup=backup)
-    elif not apply:
-        fileio.write_stdout(source, new_text)
-    _report(settings, result, f"{what}:{position.line}:{position.col}", apply, backup)
-
-
-def _fill_holes(source: Any, holes: Any, path: Path | None, what: str, settings: opt.Settings,
-                language: str | None, *, apply: bool, json_out: bool, asks: Asks) -> None:
+def _fill_holes(source: fileio.SourceText, holes: multihole.Holes, path: Path | None, what: str,
+                settings: opt.Settings, out: Output, asks: Asks, *, apply: bool) -> None:
     """Several markers: one request, every fill written (or printed) at once."""
-    from diffgemma.cli import fileio, multihole
-
-    whole = holes.filled([""] * holes.count)
-    language = language_for(str(path) if path else None, language, whole)
     where = f"{what}: {holes.count} holes"
-    result = multihole.fill_holes(settings, holes, language, path, asks, where)
+    result = multihole.fill_holes(settings, out, holes, path, asks, where)
     fills = multihole.hole_texts(result, holes.count)  # set 0 of the alternatives: what is written
     new_text = holes.filled(fills)
-    backup = fileio.write_source(source, new_text, backup=settings.backup) if apply else None
-    if json_out:
+    backup = None
+    if apply:
+        assert isinstance(source, fileio.SourceFile)  # --apply is refused for stdin
+        backup = fileio.write_source(source, new_text, backup=settings.backup)
+    if out.json:
         multihole.print_json(result, holes, fills, path=str(path) if path else None, applied=apply, backup=backup)
     elif not apply:
         fileio.write_stdout(source, new_text)
-    _report(settings, result, where, apply, backup, chars=sum(map(len, fills)))
+    if out.reports(apply):
+        _report(result, where, apply, backup, chars=sum(map(len, fills)))
 
 
-def _print_json(result: Result, start: Any, end: Any, *, path: str | None, applied: bool,
-                backup: Path | None) -> None:
+def _print_json(result: Result, start: fileio.Position, end: fileio.Position, *, path: str | None,
+                applied: bool, backup: Path | None) -> None:
     payload: dict[str, Any] = {
         "text": result.text,
         "range": {"start": start.as_json(), "end": end.as_json()},
@@ -211,16 +203,9 @@ def _print_json(result: Result, start: Any, end: Any, *, path: str | None, appli
     sys.stdout.flush()
 
 
-def _report(settings: opt.Settings, result: Result, where: str, applied: bool, backup: Path | None,
-            chars: int | None = None) -> None:
-    from diffgemma.cli.live import stderr_is_terminal
-
-    if settings.quiet or not (applied or stderr_is_terminal()):
-        return
+def _report(result: Result, where: str, applied: bool, backup: Path | None, chars: int | None = None) -> None:
     if result.holes:
-        from diffgemma.cli.multihole import print_alternatives
-
-        print_alternatives(result)
+        multihole.print_alternatives(result)
     else:
         for i, other in enumerate(result.alternatives[1:], start=2):  # the first is the answer itself
             print(f"diffgemma: alternative {i}:\n{other}", file=sys.stderr, flush=True)
@@ -231,6 +216,6 @@ def _report(settings: opt.Settings, result: Result, where: str, applied: bool, b
     print(line, file=sys.stderr, flush=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("infill", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG), no_args_is_help=True)(infill)
-
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("infill", help=HELP, epilog=EPILOG, no_args_is_help=True)(infill)

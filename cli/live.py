@@ -1,62 +1,27 @@
-"""Terminal feedback: progress lines on stderr and a Rich live view of the refining canvas.
+"""What the terminal shows while and after a request runs: a Rich live view of the refining canvas,
+and colored diffs.
 
 The live view shows the drafts the daemon streams (one per denoising step) between the
 last lines before the cursor and the first lines after it; with several holes, the buffer with
-every hole's draft (`HolesCanvas`). It draws on stderr, and only when
-stderr is a terminal, so stdout stays clean for pipes; it is transient: once the result is
-in, the view is erased and the result is printed.
+every hole's draft (`HolesCanvas`). It draws on stderr, and only when stderr is a terminal and
+there is no --quiet (cli/plumbing.py's `Output` decides, once), so stdout stays clean for pipes;
+it is transient: once the result is in, the view is erased and the result is printed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from diffgemma.runtime.api.results import draft_holes
 
 # Lines of context shown around the hole in the live view.
 _BEFORE_LINES = 4
 _AFTER_LINES = 3
 # Draft tokens the model gave less than this probability are drawn dimmed.
 LOW_CONFIDENCE = 0.5
-
-
-def stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
-
-
-def stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
-
-    last_stem: list[str] = [""]
-
-    def say(line: str) -> None:
-        # Progress arrives as "loading model X… 3.1 s elapsed" several times a second: print a
-        # line only when the part up to the ellipsis changes (a new phase), not every tick.
-        stem = line.split("…", 1)[0]
-        if quiet or stem == last_stem[0]:
-            return
-        last_stem[0] = stem
-        print(f"diffgemma: {line}", file=sys.stderr, flush=True)
-
-    return say
-
-
-def warn(message: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(f"diffgemma: warning: {message}", file=sys.stderr, flush=True)
 
 
 def printable(text: str) -> str:
@@ -167,8 +132,6 @@ class HolesCanvas(LiveCanvas):
         self.holes: list[dict[str, Any]] = [{"text": "", "state": "waiting"} for _ in range(len(pieces) - 1)]
 
     def update(self, draft: dict[str, Any]) -> None:
-        from diffgemma.runtime.api.results import draft_holes
-
         holes = draft_holes(draft, len(self.holes))
         if holes is not None:
             self.holes = holes
@@ -195,16 +158,6 @@ class HolesCanvas(LiveCanvas):
         current = next((i for i, h in enumerate(self.holes) if h["state"] == "refining"), None)
         where = f" · hole {current + 1} of {len(self.holes)}" if current is not None else ""
         return f"step {self.step}{where}"
-
-
-def live_view(enabled: bool, before: str, after: str, title: str) -> LiveCanvas | None:
-    """A LiveCanvas when it should be shown (a terminal on stderr and not --quiet), else None."""
-    return LiveCanvas(before, after, title) if enabled and stderr_is_terminal() else None
-
-
-def holes_view(enabled: bool, pieces: list[str], title: str) -> HolesCanvas | None:
-    """A HolesCanvas for the text ``pieces`` around several holes, when it should be shown."""
-    return HolesCanvas(pieces, title) if enabled and stderr_is_terminal() else None
 
 
 def print_diff(diff: str, *, color: bool) -> None:

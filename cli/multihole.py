@@ -11,22 +11,21 @@ fill in every set, aligned by index.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from diffgemma.cli import options as opt
-from diffgemma.cli.errors import OutOfRange
-from diffgemma.runtime.api.config import MAX_HOLES
-
-if TYPE_CHECKING:
-    from diffgemma.cli.plumbing import Asks
-    from diffgemma.runtime.api.protocol import InfillRequest, Result
-    from diffgemma.runtime.api.request_builder import SnippetSource
+from diffgemma.cli import fileio
+from diffgemma.cli.errors import RequestFailed
+from diffgemma.cli.options import Settings
+from diffgemma.cli.plumbing import Asks, Output, buffer, run_request
+from diffgemma.runtime.api import request_builder
+from diffgemma.runtime.api.checks import ProtocolError
+from diffgemma.runtime.api.protocol import InfillRequest, Result
+from diffgemma.runtime.api.request_builder import SnippetSource
+from diffgemma.runtime.api.results import alternative_sets
 
 
 @dataclass
@@ -51,54 +50,25 @@ class Holes:
         return self.pieces[0] + "".join(f + p for f, p in zip(fills, self.pieces[1:], strict=True))
 
 
-def split_markers(text: str, marker: str, what: str) -> Holes | None:
-    """The buffer split at its markers, or None when it has exactly one (the single-hole path)."""
-    count = text.count(marker)
-    if count == 0:
-        raise OutOfRange(f"{what} has no {marker} marker: put one where the text should go")
-    if count == 1:
-        return None
-    if count > MAX_HOLES:  # more is likelier a marker that occurs in the code itself
-        raise OutOfRange(f"{what} has {count} {marker} markers: at most {MAX_HOLES} holes at once")
-    return Holes(text.split(marker))
-
-
-def holes_request(settings: opt.Settings, holes: Holes, language: str | None, path: Path | None,
-                  *, refine: bool, confidence: bool, workspace: SnippetSource | None = None,
-                  alternatives: int | None = None) -> InfillRequest:
+def holes_request(settings: Settings, out: Output, holes: Holes, path: Path | None, asks: Asks,
+                  workspace: SnippetSource | None = None) -> InfillRequest:
     """One request for every hole: the window before the first, the text between, the window after
     the last."""
-    from diffgemma.cli.plumbing import buffer, sampling
-    from diffgemma.runtime.api import request_builder
-
     whole = holes.filled([""] * holes.count)
     offsets = [start for start, _end in holes.offsets([""] * holes.count)]
-    return request_builder.holes_request(buffer(settings, whole, path, language, workspace), offsets,
-                                         settings.context_chars, sampling(settings), alternatives=alternatives,
-                                         refine=refine, confidence=confidence)
+    return request_builder.holes_request(buffer(settings, whole, path, workspace), offsets, settings.context_chars,
+                                         settings.sampling, stream=out.live, alternatives=asks.alternatives,
+                                         refine=asks.refine, confidence=out.confidence)
 
 
-def fill_holes(settings: opt.Settings, holes: Holes, language: str | None, path: Path | None, asks: Asks,
-               title: str) -> Result:
-    """Every hole in one request; on a terminal (and not --quiet) the live view draws the buffer
-    with each hole's draft as the daemon streams them."""
-    from diffgemma.cli.live import holes_view
-    from diffgemma.cli.plumbing import connect, finished
-
-    req = holes_request(settings, holes, language, path, refine=asks.refine, confidence=asks.confidence,
-                        alternatives=asks.alternatives)
-    with connect(settings) as client:
-        view = holes_view(not settings.quiet, req.pieces(), title)
-        if view is not None:
-            req = dataclasses.replace(req, stream=True, confidence=True)
-        with view if view is not None else contextlib.nullcontext():
-            result = client.infill(req, on_draft=view.update if view is not None else None)
-    return finished(result)
+def fill_holes(settings: Settings, out: Output, holes: Holes, path: Path | None, asks: Asks, title: str,
+               workspace: SnippetSource | None = None) -> Result:
+    """Every hole in one request; with a live view it draws the buffer with each hole's draft as the
+    daemon streams them."""
+    return run_request(settings, holes_request(settings, out, holes, path, asks, workspace), title)
 
 
 def hole_texts(result: Result, count: int) -> list[str]:
-    from diffgemma.cli.errors import RequestFailed
-
     texts = [h.get("text", "") for h in result.holes]
     if len(texts) != count or not all(isinstance(t, str) for t in texts):
         raise RequestFailed(f"the daemon answered {len(texts)} holes for {count}")
@@ -108,10 +78,6 @@ def hole_texts(result: Result, count: int) -> list[str]:
 
 def hole_sets(result: Result) -> list[list[str]]:
     """The distinct sets of fills (set 0 is the answer); [] without alternatives."""
-    from diffgemma.cli.errors import RequestFailed
-    from diffgemma.runtime.api.checks import ProtocolError
-    from diffgemma.runtime.api.results import alternative_sets
-
     try:
         return alternative_sets(result)
     except ProtocolError as exc:
@@ -127,8 +93,6 @@ def print_alternatives(result: Result) -> None:
 
 def print_json(result: Result, holes: Holes, fills: list[str], *, path: str | None, applied: bool,
                backup: Path | None) -> None:
-    from diffgemma.cli import fileio
-
     new_text = holes.filled(fills)
     entries = []
     for i, (start, end) in enumerate(holes.offsets(fills)):

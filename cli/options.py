@@ -4,7 +4,8 @@ Precedence, highest first: the command-line flag, the `DIFFGEMMA_*` environment 
 (Typer reads it), the config file `<config dir>/config.toml`, the built-in default.
 
 The config file is TOML with top-level keys; tables (`[daemon]`, `[lsp]`, ...) belong to
-other parts of diffgemma and are left alone here:
+other parts of diffgemma and are left alone here (the values are examples; the defaults are
+runtime/api/config.py's CONFIG_KEYS):
 
     model = "google/diffusiongemma-26B-A4B-it"
     socket = "/run/user/1000/diffgemma/daemon.sock"
@@ -18,7 +19,10 @@ other parts of diffgemma and are left alone here:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -34,6 +38,7 @@ from diffgemma.runtime.api.config import (
     MAX_STEPS,
     MAX_TOKENS_LIMIT,
 )
+from diffgemma.runtime.api.request_builder import Sampling
 
 
 def parse_ascii_int(text: str, low: int, high: int) -> int:
@@ -53,23 +58,16 @@ def parse_ascii_int(text: str, low: int, high: int) -> int:
     return int(digits)
 
 
-def _int_parser(key: str) -> Any:
-    """A Typer ``parser`` for an integer option: ASCII digits within INT_LIMITS[key]."""
-    return int_parser(*INT_LIMITS[key])
-
-
-def int_parser(low: int, high: int) -> Any:
-    """A Typer ``parser`` for any integer option: ASCII digits from ``low`` to ``high``."""
-
-    def parse(value: Any) -> int:
-        if isinstance(value, int):  # a default Typer passes through
-            return value
-        try:
-            return parse_ascii_int(str(value), low, high)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-
-    return parse
+def int_option(low: int, high: int, value: Any) -> int:
+    """The Typer ``parser`` of an integer option: ASCII digits from ``low`` to ``high``. An option
+    binds its bounds with ``functools.partial(int_option, low, high)``, so nothing runs until a
+    value is parsed."""
+    if isinstance(value, int):  # a default Typer passes through
+        return value
+    try:
+        return parse_ascii_int(str(value), low, high)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 # Typer parameter declarations, shared so every command spells them the same way.
 ModelOpt = Annotated[
@@ -99,7 +97,7 @@ MaxTokensOpt = Annotated[
         "--max-tokens",
         envvar=config.ENV_MAX_TOKENS,
         show_envvar=True,
-        parser=_int_parser("max_tokens"),
+        parser=functools.partial(int_option, *INT_LIMITS["max_tokens"]),
         metavar="INTEGER",
         help=f"Most tokens to generate (1-{MAX_TOKENS_LIMIT}).",
         show_default=False,
@@ -111,7 +109,7 @@ StepsOpt = Annotated[
         "--steps",
         envvar=config.ENV_STEPS,
         show_envvar=True,
-        parser=_int_parser("steps"),
+        parser=functools.partial(int_option, *INT_LIMITS["steps"]),
         metavar="INTEGER",
         help=f"Most denoising steps per canvas (1-{MAX_STEPS}).",
         show_default=False,
@@ -123,7 +121,7 @@ SeedOpt = Annotated[
         "--seed",
         envvar=config.ENV_SEED,
         show_envvar=True,
-        parser=_int_parser("seed"),
+        parser=functools.partial(int_option, *INT_LIMITS["seed"]),
         metavar="INTEGER",
         help="Sampling seed, for repeatable output.",
         show_default=False,
@@ -158,7 +156,7 @@ ContextCharsOpt = Annotated[
         "--context-chars",
         envvar=config.ENV_CONTEXT_CHARS,
         show_envvar=True,
-        parser=_int_parser("context_chars"),
+        parser=functools.partial(int_option, *INT_LIMITS["context_chars"]),
         metavar="INTEGER",
         help=f"Budget of context characters around the cursor (default {DEFAULT_CONTEXT_CHARS}, "
         f"at least {CONTEXT_CHARS_MIN}).",
@@ -178,35 +176,29 @@ NoBackupOpt = Annotated[
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """The resolved options of one command run."""
 
-    model: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)  # model, max_tokens, steps, seed: sent as they are
     socket: str | None = None
-    max_tokens: int | None = None
-    steps: int | None = None
-    seed: int | None = None
     marker: str = DEFAULT_MARKER
     context_chars: int = DEFAULT_CONTEXT_CHARS
     backup: bool = True
     quiet: bool = False
+    language: str | None = None  # --language; None: from the file name or its first line
     sources: dict[str, str] = field(default_factory=dict)  # key -> "flag/env" | "config" | "default"
 
 
-def resolve(quiet: bool = False, **given: Any) -> Settings:
+def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> Settings:
     """Fill every option left unset by flag and environment from the config file, then defaults.
 
     A bad config file, or a value out of range, is a UsageProblem.
     """
     try:
-        return _resolve(quiet, given)
+        from_file = config.load_config()
     except config.ConfigError as exc:
         raise UsageProblem(str(exc)) from None
-
-
-def _resolve(quiet: bool, given: dict[str, Any]) -> Settings:
-    from_file = config.load_config()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, (_kind, default) in config.CONFIG_KEYS.items():
@@ -223,22 +215,55 @@ def _resolve(quiet: bool, given: dict[str, Any]) -> Settings:
         values["model"] = os.path.expanduser(values["model"])
     if not values["marker"]:
         raise UsageProblem("the marker must not be empty")
-    for key in INT_LIMITS:  # flags were checked by their parser; this covers callers in Python
-        if values[key] is not None:
-            config.check_int(key, values[key])
-    return Settings(quiet=quiet, sources=sources, **values)
+    # Flags and their variables were checked by their parser, config.toml as it was read, and the
+    # defaults hold: this covers callers in Python.
+    for key in INT_LIMITS:
+        if sources[key] == "flag/env":
+            try:
+                config.check_int(key, values[key])
+            except config.ConfigError as exc:
+                raise UsageProblem(str(exc)) from None
+    sampling = Sampling(**{key: values.pop(key) for key in ("model", "max_tokens", "steps", "seed")})
+    return Settings(sampling=sampling, quiet=quiet, language=language, sources=sources, **values)
 
 
-def reflow(text: str) -> str:
-    """Join the wrapped source lines of each prose paragraph, so Rich wraps help to the terminal.
+# The options every generating command (infill, edit, watch) takes: name -> (declaration, default).
+SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "language": (LanguageOpt, None),
+    "model": (ModelOpt, None),
+    "socket": (SocketOpt, None),
+    "max_tokens": (MaxTokensOpt, None),
+    "steps": (StepsOpt, None),
+    "seed": (SeedOpt, None),
+    "context_chars": (ContextCharsOpt, None),
+    "no_backup": (NoBackupOpt, False),
+    "quiet": (QuietOpt, False),
+}
 
-    Paragraphs whose lines are indented (examples, tables) keep their line breaks.
+
+def shared_options(*, marker: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the options every generating command takes (and ``--marker`` when it reads
+    markers), resolved once (`resolve`) into its keyword-only ``settings`` parameter.
+
+    Typer reads a command's parameters from its signature, so the command is wrapped in one whose
+    signature is the command's own parameters followed by the shared ones.
     """
-    paragraphs = []
-    for paragraph in text.split("\n\n"):
-        lines = paragraph.split("\n")
-        if any(line.startswith(" ") for line in lines):
-            paragraphs.append(paragraph)
-        else:
-            paragraphs.append(" ".join(line.strip() for line in lines))
-    return "\n\n".join(paragraphs)
+    shared = {**({"marker": (MarkerOpt, None)} if marker else {}), **SHARED_OPTIONS}
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=declared)
+                 for name, (declared, default) in shared.items()]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            given = {name: kwargs.pop(name, default) for name, (_declared, default) in shared.items()}
+            backup = False if given.pop("no_backup") else None
+            command(*args, settings=resolve(backup=backup, **given), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        return run
+
+    return decorate
+

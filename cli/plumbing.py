@@ -1,99 +1,160 @@
-"""What the generating commands (`infill`, `edit`, `watch`) share: connecting to the daemon,
-building a request from a buffer (runtime/api/request_builder.py) and running it with the live view."""
+"""What the generating commands (`infill`, `edit`, `watch`) share: what a run shows and so asks the
+daemon for (decided once, from the terminal and the flags), connecting to the daemon with progress
+lines on stderr, and one request from a buffer (runtime/api/request_builder.py) run with the live
+view (cli/live.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffgemma.cli import options as opt
 from diffgemma.cli.errors import RequestFailed, UsageProblem
+from diffgemma.cli.live import HolesCanvas, LiveCanvas
+from diffgemma.cli.options import Settings
+from diffgemma.context.languages import detect_language
+from diffgemma.runtime.api.errors import one_line
+from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
+from diffgemma.runtime.api.request_builder import (
+    Buffer,
+    SnippetSource,
+    cross_file_context,
+    edit_request,
+    extra_budget,
+    infill_request,
+)
 
 if TYPE_CHECKING:
     from diffgemma.runtime.api.client import Client
-    from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
-    from diffgemma.runtime.api.request_builder import Buffer, Sampling, SnippetSource
+
+# --- the terminal ----------------------------------------------------------------------------------
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Where daemon start-up and model-loading lines go: stderr, unless --quiet."""
+
+    last_stem: list[str] = [""]
+
+    def say(line: str) -> None:
+        # Progress arrives as "loading model X… 3.1 s elapsed" several times a second: print a
+        # line only when the part up to the ellipsis changes (a new phase), not every tick.
+        stem = line.split("…", 1)[0]
+        if quiet or stem == last_stem[0]:
+            return
+        last_stem[0] = stem
+        print(f"diffgemma: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"diffgemma: warning: {message}", file=sys.stderr, flush=True)
+
+
+# --- what a run shows, and so asks for -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a run shows its result, decided once (`output_for`) from --json, --quiet and the
+    terminal; what the request asks the daemon for follows from it, and from nothing else."""
+
+    json: bool = False
+    quiet: bool = False
+    terminal: bool = False  # stderr is a terminal and no --quiet
+    live: bool = False  # draw the drafts while the canvas refines: the request streams them
+    confidence: bool = False  # per-token confidences: --json prints them, the live view dims unsure tokens
+
+    def reports(self, applied: bool) -> bool:
+        """A summary line on stderr: on a terminal, or after a write, unless --quiet."""
+        return self.terminal or (applied and not self.quiet)
+
+
+def output_for(quiet: bool, json: bool = False) -> Output:
+    """The one place a run decides what it shows, and so what it asks for."""
+    terminal = not quiet and stderr_is_terminal()
+    return Output(json=json, quiet=quiet, terminal=terminal, live=terminal, confidence=json or terminal)
+
+
+# `watch` runs unattended: no live view, no tokens.
+UNATTENDED = Output()
 
 
 @dataclass(frozen=True)
 class Asks:
-    """What a request asks for beyond the fill itself."""
+    """What a request asks for beyond the fill itself, from the command's own flags."""
 
     alternatives: int | None = None
     refine: bool = True
-    confidence: bool = False  # per-token confidences (--json, the live view)
 
 
-def connect(settings: opt.Settings) -> Client:
-    """A client to a healthy daemon, starting one (with settings.model) when none answers."""
-    from diffgemma.cli.live import progress_printer
+def connect(settings: Settings) -> Client:
+    """A client to a healthy daemon, starting one (with the model named) when none answers."""
+    # The HTTP client (httpx) loads only when a command talks to the daemon: `--help` never does.
     from diffgemma.runtime.api.client import ensure_daemon
 
-    return ensure_daemon(model=settings.model, socket=settings.socket,
+    return ensure_daemon(model=settings.sampling.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
 
 
-def language_for(path: str | None, explicit: str | None, text: str) -> str | None:
-    from diffgemma.context.languages import detect_language
-
-    language = detect_language(path, explicit, content=text)
-    if explicit and language is None:
-        raise UsageProblem(f"unknown language {explicit!r} (use a grammar name such as python or rust)")
+def language_for(path: Path | None, text: str, settings: Settings) -> str | None:
+    """The buffer's grammar: --language, else from the file name or its first line."""
+    language = detect_language(str(path) if path else None, settings.language, content=text)
+    if settings.language and language is None:
+        raise UsageProblem(f"unknown language {settings.language!r} (use a grammar name such as python or rust)")
     return language
 
 
-def sampling(settings: opt.Settings) -> Sampling:
-    from diffgemma.runtime.api.request_builder import Sampling
+def buffer(settings: Settings, text: str, path: Path | None, workspace: SnippetSource | None = None) -> Buffer:
+    """``text`` as a request source, with its language and the cross-file context of ``path``."""
+    language = language_for(path, text, settings)
+    if path is None:  # a piped buffer: no files around it
+        return Buffer(text=text, language=language)
+    return Buffer(text=text, language=language, path=str(path),
+                  extra=extra_context(path, text, settings, language, workspace))
 
-    return Sampling(max_tokens=settings.max_tokens, steps=settings.steps, seed=settings.seed,
-                    model=settings.model)
 
-
-def extra_context(path: Path | None, text: str, settings: opt.Settings, language: str | None = None,
-                  workspace: SnippetSource | None = None) -> list[ExtraFile]:
+def extra_context(path: Path, text: str, settings: Settings, language: str | None,
+                  workspace: SnippetSource | None) -> list[ExtraFile]:
     """Definitions from imported files (and, with a `Workspace`, recently saved files). Best
     effort: cross-file context only helps, so a failure is a warning."""
-    from diffgemma.runtime.api.request_builder import cross_file_context, extra_budget
-
-    if path is None:
-        return []
     try:
         return cross_file_context(path, text, extra_budget(settings.context_chars), language, workspace)
     except Exception as exc:
-        from diffgemma.cli.errors import one_line
-        from diffgemma.cli.live import warn
-
         warn(f"no cross-file context ({type(exc).__name__}: {one_line(exc)})", settings.quiet)
         return []
 
 
-def buffer(settings: opt.Settings, text: str, path: Path | None, language: str | None,
-           workspace: SnippetSource | None = None) -> Buffer:
-    """``text`` as a request source, with the cross-file context of ``path``."""
-    from diffgemma.runtime.api.request_builder import Buffer
-
-    return Buffer(text=text, language=language, path=str(path) if path else None,
-                  extra=extra_context(path, text, settings, language, workspace))
-
-
-def run_request(client: Client, req: InfillRequest | EditRequest, *, live: bool, title: str) -> Result:
-    """Send one request; on a terminal (live=True) stream drafts into the live view."""
-    from diffgemma.cli.live import live_view
-    from diffgemma.runtime.api.protocol import EditRequest
-
-    view = live_view(live, req.prefix, req.suffix, title)
-    on_draft = view.update if view is not None else None
-    with view if view is not None else contextlib.nullcontext():
-        if isinstance(req, EditRequest):
-            result = client.edit(req, on_draft=on_draft)
-        else:
-            result = client.infill(req, on_draft=on_draft)
-    return finished(result)
-
-
-def finished(result: Result) -> Result:
+def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str) -> Result:
+    """Send one request; when it streams (a live view) draw its drafts, one hole's or several."""
+    with connect(settings) as client:
+        view: LiveCanvas | None = None
+        if req.stream and isinstance(req, InfillRequest) and req.holes:
+            view = HolesCanvas(req.pieces(), title)
+        elif req.stream:
+            view = LiveCanvas(req.prefix, req.suffix, title)
+        with view if view is not None else contextlib.nullcontext():
+            on_draft = view.update if view is not None else None
+            result = client.edit(req, on_draft) if isinstance(req, EditRequest) else client.infill(req, on_draft)
     if result.finish_reason == "cancelled":
         raise RequestFailed("the request was cancelled before it finished")
     return result
@@ -107,33 +168,21 @@ def timings_line(result: Result) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def fill_text(settings: opt.Settings, text: str, offset: int, path: Path | None,
-              explicit_language: str | None, title: str, *, live: bool | None = None,
-              workspace: SnippetSource | None = None, asks: Asks = Asks()) -> Result:
-    """Infill `text` at `offset` through the daemon (live view unless quiet or live=False)."""
-    from diffgemma.runtime.api.request_builder import infill_request
-
-    language = language_for(str(path) if path else None, explicit_language, text)
-    live = (not settings.quiet) if live is None else live
-    req = infill_request(buffer(settings, text, path, language, workspace), offset, settings.context_chars,
-                         sampling(settings), stream=live, alternatives=asks.alternatives, refine=asks.refine,
-                         confidence=asks.confidence or live)
-    with connect(settings) as client:
-        return run_request(client, req, live=live, title=title)
+def fill_text(settings: Settings, out: Output, text: str, offset: int, path: Path | None, title: str, *,
+              asks: Asks = Asks(), workspace: SnippetSource | None = None) -> Result:
+    """Infill ``text`` at ``offset`` through the daemon."""
+    req = infill_request(buffer(settings, text, path, workspace), offset, settings.context_chars, settings.sampling,
+                         stream=out.live, alternatives=asks.alternatives, refine=asks.refine,
+                         confidence=out.confidence)
+    return run_request(settings, req, title)
 
 
-def rewrite(settings: opt.Settings, text: str, start: int, end: int, path: Path | None,
-            language: str | None, instruction: str | None, strength: float | None,
-            *, title: str, live: bool | None = None, workspace: SnippetSource | None = None,
-            asks: Asks = Asks()) -> tuple[Result, str]:
+def rewrite(settings: Settings, out: Output, text: str, start: int, end: int, path: Path | None,
+            instruction: str | None, strength: float | None, *, title: str, asks: Asks = Asks(),
+            workspace: SnippetSource | None = None) -> tuple[Result, str]:
     """Rewrite text[start:end] through the daemon; returns (result, the whole new buffer)."""
-    from diffgemma.runtime.api.request_builder import edit_request
-
-    lang = language_for(str(path) if path else None, language, text)
-    show = (not settings.quiet) if live is None else live
-    req = edit_request(buffer(settings, text, path, lang, workspace), start, end, settings.context_chars,
-                       sampling(settings), instruction=instruction, strength=strength, stream=show,
-                       refine=asks.refine, confidence=asks.confidence or show)
-    with connect(settings) as client:
-        result = run_request(client, req, live=show, title=title)
+    req = edit_request(buffer(settings, text, path, workspace), start, end, settings.context_chars,
+                       settings.sampling, instruction=instruction, strength=strength, stream=out.live,
+                       refine=asks.refine, confidence=out.confidence)
+    result = run_request(settings, req, title)
     return result, text[:start] + result.text + text[end:]

@@ -22,18 +22,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
+from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
-from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileProblem, guarded, one_line
-from diffgemma.cli.plumbing import connect, fill_text, language_for, rewrite
+from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileChanged, FileProblem, classify, guarded
+from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK, SourceFile
+from diffgemma.cli.plumbing import UNATTENDED, Asks, connect, fill_text, language_for, rewrite
+from diffgemma.context.crossfile import Workspace
+from diffgemma.context.parsing import parse
+from diffgemma.context.positions import position_to_offset
 from diffgemma.runtime.api.config import MAX_FILE_BYTES
-
-if TYPE_CHECKING:
-    from diffgemma.cli.fileio import SourceFile
-    from diffgemma.context.crossfile import Workspace
+from diffgemma.runtime.api.errors import one_line
+from diffgemma.runtime.api.request_builder import workspace_root
 
 # Line-comment tokens by language; languages not listed accept any of them.
 _COMMENT_TOKENS: dict[str, tuple[str, ...]] = {
@@ -55,16 +58,16 @@ _CLOSERS = {"/*": r"\*/", "<!--": r"-->"}
 
 HELP = """Watch files and fill markers in them whenever they are saved.
 
-When a saved file under PATH (default: the current directory) contains the marker ([cyan]<FILL>[/cyan],
---marker to change), each marker is replaced in place by an infill. A comment line of its own
-such as [cyan]# diffgemma: handle the empty list[/cyan] (with the comment token of the file's language)
-rewrites the block below it following the instruction, and the comment line is removed. The
-block is the syntactic node that starts on the next non-blank line (function, class, loop...)
+When a saved file under PATH (default: the current directory) contains the marker ([cyan]<FILL>[/cyan], \
+--marker to change), each marker is replaced in place by an infill. A comment line of its own \
+such as [cyan]# diffgemma: handle the empty list[/cyan] (with the comment token of the file's language) \
+rewrites the block below it following the instruction, and the comment line is removed. The \
+block is the syntactic node that starts on the next non-blank line (function, class, loop...) \
 when it spans several lines, and otherwise the paragraph there.
 
-Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup),
-and only when the file is still as it was read: a newer save is never overwritten; it is
-handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]);
+Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup), \
+and only when the file is still as it was read: a newer save is never overwritten; it is \
+handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]); \
 Ctrl-C stops watching. Directories such as .git, node_modules and .venv are skipped."""
 
 EPILOG = (
@@ -134,9 +137,6 @@ def _syntactic_block(text: str, lines: list[str], first: int, language: str | No
     if language is None:
         return None
     try:
-        from diffgemma.context.parsing import parse
-        from diffgemma.context.positions import position_to_offset
-
         doc = parse(text, language)
     except Exception:  # no grammar, or a parser problem: the indentation rule still works
         return None
@@ -169,25 +169,19 @@ class Fill:
 class FileWatcher:
     """Processes saved files: finds markers, asks the daemon, writes the file back once."""
 
-    def __init__(self, settings: opt.Settings, language: str | None) -> None:
+    def __init__(self, settings: opt.Settings) -> None:
         self.settings = settings
-        self.language = language
         self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
         self.workspaces: dict[Path, Workspace] = {}  # root -> context Workspace fed with the saves we see
 
     def workspace_for(self, path: Path) -> Workspace:
         """The cross-file Workspace of path's project; saves seen here count as recent changes."""
-        from diffgemma.context.crossfile import Workspace
-        from diffgemma.runtime.api.request_builder import workspace_root
-
         root = workspace_root(path)
         if root not in self.workspaces:
             self.workspaces[root] = Workspace(root)
         return self.workspaces[root]
 
     def handle(self, path: Path) -> list[Fill]:
-        from diffgemma.cli import fileio
-
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
                 return []
@@ -197,7 +191,7 @@ class FileWatcher:
         if self.written.get(path) == source.snapshot.sha256:
             return []
         workspace = self.workspace_for(path)
-        language = language_for(str(path), self.language, source.text)
+        language = language_for(path, source.text, self.settings)
         pattern = instruction_pattern(language)
         if self.settings.marker not in source.text and not pattern.search(source.text):
             workspace.note_change(path.resolve(), source.text)
@@ -238,15 +232,9 @@ class FileWatcher:
                     workspace: Workspace) -> tuple[list[Fill], str]:
         """Several fill markers and no instruction: one request for all of them (holes close to
         each other are denoised together, each seeing the others)."""
-        from diffgemma.cli import multihole
-
-        holes = multihole.split_markers(text, self.settings.marker, str(path))
-        assert holes is not None
+        holes = multihole.Holes(fileio.marker_pieces(text, self.settings.marker, str(path)))
         started = time.monotonic()
-        req = multihole.holes_request(self.settings, holes, language, path, refine=True, confidence=False,
-                                      workspace=workspace)
-        with connect(self.settings) as client:
-            result = client.infill(req)
+        result = multihole.fill_holes(self.settings, UNATTENDED, holes, path, Asks(), str(path), workspace)
         ms = (time.monotonic() - started) * 1000
         fills = multihole.hole_texts(result, holes.count)
         new_text = holes.filled(fills)
@@ -257,8 +245,7 @@ class FileWatcher:
               workspace: Workspace) -> tuple[str, int, Fill]:
         text = text[:at] + text[at + len(self.settings.marker):]
         started = time.monotonic()
-        result = fill_text(self.settings, text, at, path, language, str(path), live=False,
-                           workspace=workspace)
+        result = fill_text(self.settings, UNATTENDED, text, at, path, str(path), workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         line = text.count("\n", 0, at) + 1
         text = text[:at] + result.text + text[at:]
@@ -266,8 +253,6 @@ class FileWatcher:
 
     def _rewrite(self, text: str, match: re.Match[str], path: Path, language: str | None,
                  workspace: Workspace) -> tuple[str, int, Fill | None]:
-        from diffgemma.context.positions import position_to_offset
-
         instruction = _instruction(match)
         line_start = match.start()
         line_end = text.find("\n", match.end())
@@ -285,8 +270,8 @@ class FileWatcher:
         start = position_to_offset(text, first, 0, base=0)
         end = position_to_offset(text, last, len(lines[last]), base=0)
         started = time.monotonic()
-        result, text = rewrite(self.settings, text, start, end, path, language, instruction or None, None,
-                               title=f"{path}:{first + 1}", live=False, workspace=workspace)
+        result, text = rewrite(self.settings, UNATTENDED, text, start, end, path, instruction or None, None,
+                               title=f"{path}:{first + 1}", workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         return text, start + len(result.text), Fill(first + 1, "rewrote", len(result.text),
                                                     result.text.count("\n") + 1, ms)
@@ -294,8 +279,6 @@ class FileWatcher:
 
 def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
     from watchfiles import Change, DefaultFilter
-
-    from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK
 
     default = DefaultFilter()
 
@@ -313,28 +296,18 @@ def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
 
 
 @guarded
+@opt.shared_options(marker=True)
 def watch(
     paths: Annotated[list[Path] | None, typer.Argument(metavar="[PATH]...", help="Files or directories.",
                                                       show_default=False)] = None,
-    marker: opt.MarkerOpt = None,
-    language: opt.LanguageOpt = None,
-    model: opt.ModelOpt = None,
-    socket: opt.SocketOpt = None,
-    max_tokens: opt.MaxTokensOpt = None,
-    steps: opt.StepsOpt = None,
-    seed: opt.SeedOpt = None,
-    context_chars: opt.ContextCharsOpt = None,
-    no_backup: opt.NoBackupOpt = False,
-    quiet: opt.QuietOpt = False,
+    *,
+    settings: opt.Settings,
 ) -> None:
-    import watchfiles
+    import watchfiles  # its Rust watcher is loaded only by the command that watches
 
-
-    settings = opt.resolve(quiet=quiet, model=model, socket=socket, max_tokens=max_tokens, steps=steps,
-                           seed=seed, marker=marker, context_chars=context_chars,
-                           backup=False if no_backup else None)
-    if language:
-        language_for(None, language, "")  # an unknown --language is an error now, not on every save
+    quiet = settings.quiet
+    if settings.language:
+        language_for(None, "", settings)  # an unknown --language is an error now, not on every save
     targets = [Path(p) for p in (paths or [Path(".")])]
     roots: list[Path] = []
     files: set[Path] = set()
@@ -355,7 +328,7 @@ def watch(
     # ignored, as background jobs of a script are).
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    watcher = FileWatcher(settings, language)
+    watcher = FileWatcher(settings)
     ready = False
     try:
         for changes in watchfiles.watch(*watched, watch_filter=_watch_filter(roots, files), debounce=400,
@@ -379,8 +352,6 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
     try:
         fills = watcher.handle(path)
     except CliError as exc:
-        from diffgemma.cli.errors import FileChanged
-
         if isinstance(exc, FileChanged):
             print(f"diffgemma: {path}: saved again while filling; nothing written (the new save is next)",
                   file=sys.stderr, flush=True)
@@ -388,8 +359,6 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
             print(f"diffgemma: error: {path}: {one_line(exc)}", file=sys.stderr, flush=True)
         return
     except Exception as exc:
-        from diffgemma.cli.errors import classify
-
         error = classify(exc)
         message = one_line(error) if error else f"{type(exc).__name__}: {one_line(exc)}"
         print(f"diffgemma: error: {path}: {message}", file=sys.stderr, flush=True)
@@ -402,5 +371,6 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
                   flush=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("watch", help=opt.reflow(HELP), epilog=opt.reflow(EPILOG))(watch)
+# This module's commands, as cli/app.py loads them.
+commands = typer.Typer(rich_markup_mode="rich")
+commands.command("watch", help=HELP, epilog=EPILOG)(watch)

@@ -230,14 +230,8 @@ def get_language(name: str | None) -> Language | None:
     return _load_language(lang) if lang else None
 
 
-class _ParserPool(threading.local):
-    """One Parser per language per thread: a Parser holds parse state and is not thread-safe."""
-
-    def __init__(self) -> None:
-        self.parsers: dict[str, Parser] = {}
-
-
-_pool = _ParserPool()
+# One Parser per language per thread (``parsers``): a Parser holds parse state and is not thread-safe.
+_per_thread = threading.local()
 
 
 def get_parser(name: str | None) -> Parser | None:
@@ -245,15 +239,17 @@ def get_parser(name: str | None) -> Parser | None:
     lang = normalize_language(name)
     if lang is None:
         return None
-    parser = _pool.parsers.get(lang)
+    parsers: dict[str, Parser] | None = getattr(_per_thread, "parsers", None)
+    if parsers is None:
+        parsers = _per_thread.parsers = {}
+    parser = parsers.get(lang)
     if parser is None:
         language = _load_language(lang)
         if language is None:
             return None
         from tree_sitter import Parser
 
-        parser = Parser(language)
-        _pool.parsers[lang] = parser
+        parser = parsers[lang] = Parser(language)
     return parser
 
 

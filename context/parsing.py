@@ -160,35 +160,24 @@ def point(data: bytes, offset: int) -> tuple[int, int]:
     return row, offset - (data.rfind(b"\n", 0, offset) + 1)
 
 
-class _Cache:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: OrderedDict[tuple[str, str], ParsedDoc] = OrderedDict()
-        self.by_document: dict[str, ParsedDoc] = {}
-        self.lock = threading.Lock()
-        self.full_parses = 0
-        self.incremental_parses = 0
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-            self.by_document.clear()
-
-
-_cache = _Cache(CACHE_SIZE)
+# The cache, one per process, guarded by _lock: (language, text) -> parsed document, least recently
+# used first; the latest document parsed under each document key; how many parses were full or
+# incremental.
+_entries: OrderedDict[tuple[str, str], ParsedDoc] = OrderedDict()
+_by_document: dict[str, ParsedDoc] = {}
+_parses = {"full_parses": 0, "incremental_parses": 0}
+_lock = threading.Lock()
 
 
 def clear_cache() -> None:
     """Forget every cached tree (benchmarks use it to time cold parses)."""
-    _cache.clear()
+    with _lock:
+        _entries.clear()
+        _by_document.clear()
 
 
 def cache_stats() -> dict[str, int]:
-    return {
-        "entries": len(_cache.entries),
-        "full_parses": _cache.full_parses,
-        "incremental_parses": _cache.incremental_parses,
-    }
+    return {"entries": len(_entries), **_parses}
 
 
 def parse(
@@ -211,16 +200,16 @@ def parse(
         data = text.encode("utf-8", "surrogatepass")
         return ParsedDoc(text, data, parser.parse(data), lang)
     key = (lang, text)
-    with _cache.lock:
-        doc = _cache.entries.get(key)
+    with _lock:
+        doc = _entries.get(key)
         if doc is not None:
-            _cache.entries.move_to_end(key)
+            _entries.move_to_end(key)
             if document is not None:
-                _cache.by_document[document] = doc
+                _by_document[document] = doc
             return doc
-        base = _cache.by_document.get(document) if document is not None else None
+        base = _by_document.get(document) if document is not None else None
         if base is None or base.language != lang:
-            base = next((d for d in reversed(_cache.entries.values()) if d.language == lang), None)
+            base = next((d for d in reversed(_entries.values()) if d.language == lang), None)
     parser = get_parser(lang)
     if parser is None:
         return None
@@ -228,19 +217,19 @@ def parse(
     tree = _reparse(parser, base, data) if base is not None else None
     if tree is None:
         tree = parser.parse(data)
-        _cache.full_parses += 1
+        _parses["full_parses"] += 1
     else:
-        _cache.incremental_parses += 1
+        _parses["incremental_parses"] += 1
     doc = ParsedDoc(text, data, tree, lang)
-    with _cache.lock:
-        _cache.entries[key] = doc
-        _cache.entries.move_to_end(key)
-        while len(_cache.entries) > _cache.size:
-            _cache.entries.popitem(last=False)
+    with _lock:
+        _entries[key] = doc
+        _entries.move_to_end(key)
+        while len(_entries) > CACHE_SIZE:
+            _entries.popitem(last=False)
         if document is not None:
-            _cache.by_document[document] = doc
-            if len(_cache.by_document) > 4 * _cache.size:
-                _cache.by_document.pop(next(iter(_cache.by_document)))
+            _by_document[document] = doc
+            if len(_by_document) > 4 * CACHE_SIZE:
+                _by_document.pop(next(iter(_by_document)))
     return doc
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from diffgemma.kernels import linear4, moe4
 from diffgemma.kernels.quant4 import DEFAULT_BLOCK
+from diffgemma.runtime.api.errors import DiffgemmaError
 
 QUANT_KEY = "diffgemma_quantization"  # the config.json entry of a 4-bit checkpoint
 _INFO_ATTR = "_diffgemma_quantization"  # the quantization entry, on a quantized model
@@ -39,7 +40,7 @@ _KEEP_LINEAR = ("vision", "embed", "lm_head", "router")
 Progress = Callable[[str], None] | None
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(DiffgemmaError, RuntimeError):
     """Quantizing or loading a quantized checkpoint failed; the message is one line."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from diffgemma.runtime.api.errors import DiffgemmaError
+
 from .settings import DaemonSettings
 
 RETRY_AFTER_S = 15.0
@@ -35,7 +37,7 @@ class _Failure:
     at: float
 
 
-class DaemonUnavailableError(Exception):
+class DaemonUnavailableError(DiffgemmaError):
     """One-line reason why no daemon can be used right now."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.protocol import LanguageServerProtocol
 
+from diffgemma.runtime.api.errors import one_line
+
 log = logging.getLogger(__name__)
 
 # LSP integers and uintegers are 32-bit: what lsprotocol accepts for a position.
@@ -77,7 +79,7 @@ class DiffgemmaProtocol(LanguageServerProtocol):
                 log.warning("dropped a malformed %s message", data.get("method") or "response")
                 return DROPPED
             cause = exc.__cause__
-            return self._refuse(data, str(cause).splitlines()[0] if cause else "malformed params")
+            return self._refuse(data, one_line(cause) if cause else "malformed params")
 
     def _refuse(self, data: dict[str, Any], problem: str) -> _Dropped:
         msg_id = data["id"] if _valid_id(data["id"]) else None

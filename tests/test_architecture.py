@@ -20,18 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("cli", "lsp", "context", "runtime", "kernels", "training", "evals")
 
 # Room -> the rooms its modules may import (always including itself). `runtime.api.config` is
-# the one settings module every room reads; `context` is a torch-free library of tree-sitter
-# helpers (the engine's repair parses fills with it).
+# the one settings module every room reads, `runtime.api.errors` the base of every error and the
+# one first-line helper; the engine's results share the wire's finish reasons
+# (`runtime.api.results`); `context` is a torch-free library of tree-sitter helpers (the engine's
+# repair parses fills with it).
 ALLOWED: dict[str, tuple[str, ...]] = {
     "runtime": ("runtime",),  # runtime/__init__.py: the docstring of the three rooms
     "context": ("context",),
-    "kernels": ("kernels", "runtime.api.config"),
+    "kernels": ("kernels", "runtime.api.config", "runtime.api.errors"),
     "runtime.api": ("runtime.api", "context"),
-    "runtime.engine": ("runtime.engine", "kernels", "context", "runtime.api.config"),
+    "runtime.engine": ("runtime.engine", "kernels", "context", "runtime.api.config", "runtime.api.errors",
+                       "runtime.api.results"),
     "runtime.daemon": ("runtime.daemon", "runtime.engine", "runtime.api", "context"),
     "cli": ("cli", "context", "runtime.api"),
     "lsp": ("lsp", "context", "runtime.api"),
-    "training": ("training", "runtime.engine", "kernels", "runtime.api.config"),
+    "training": ("training", "runtime.engine", "kernels", "runtime.api.config", "runtime.api.errors"),
     "evals": ("evals", "runtime.engine", "runtime.api", "context"),
 }
 # Some commands become the process they start: `serve` is the daemon, `lsp` the language server,
@@ -180,3 +183,21 @@ def test_the_readme_lists_every_environment_variable() -> None:
     names = {value for name, value in vars(config).items() if name.startswith("ENV_")}
     readme = (ROOT / "README.md").read_text()
     assert names and not [n for n in sorted(names) if f"`{n}`" not in readme]
+
+
+def test_the_readme_config_example_shows_the_defaults() -> None:
+    """The README's config.toml example: every key once, set to its default in runtime.api.config,
+    or commented out when the code has no default."""
+    import tomllib
+
+    from diffgemma.runtime.api import config
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\n\n((?:    #? ?[a-z_]+ = .+\n)+)", readme.split("## Command line", 1)[1])
+    assert block is not None, "no config.toml example in the README's Command line section"
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    shown = tomllib.loads("\n".join(line.removeprefix("#").strip() for line in lines))
+    assert sorted(shown) == sorted(config.CONFIG_KEYS)  # every key, once
+    set_in_readme = tomllib.loads("\n".join(line for line in lines if not line.startswith("#")))
+    defaults = {key: default for key, (_kind, default) in config.CONFIG_KEYS.items() if default is not None}
+    assert set_in_readme == defaults

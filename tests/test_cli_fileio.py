@@ -161,12 +161,13 @@ def test_selections() -> None:
         fileio.selection_offsets(text, "1:9-2")
 
 
-def test_find_marker() -> None:
-    assert fileio.find_marker("a<FILL>b", "<FILL>", "stdin") == 1
+def test_marker_pieces() -> None:
+    assert fileio.marker_pieces("a<FILL>b", "<FILL>", "stdin") == ["a", "b"]
+    assert fileio.marker_pieces("<FILL>x<FILL>", "<FILL>", "stdin") == ["", "x", ""]
     with pytest.raises(OutOfRange, match="no <FILL> marker"):
-        fileio.find_marker("ab", "<FILL>", "stdin")
-    with pytest.raises(OutOfRange, match="2 <FILL> markers"):
-        fileio.find_marker("<FILL><FILL>", "<FILL>", "stdin")
+        fileio.marker_pieces("ab", "<FILL>", "stdin")
+    with pytest.raises(OutOfRange, match="at most 32 holes"):
+        fileio.marker_pieces("<FILL>" * 33, "<FILL>", "stdin")
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def test_config_file_fills_what_flags_and_env_leave_unset(tmp_path: Path, monkey
         'marker = "@@"\nsteps = 7\nsocket = "~/s.sock"\n[daemon]\nkeep_alive = 5\n'
     )
     settings = opt.resolve(steps=3)
-    assert (settings.marker, settings.steps, settings.max_tokens) == ("@@", 3, None)
+    assert (settings.marker, settings.sampling.steps, settings.sampling.max_tokens) == ("@@", 3, None)
     assert settings.sources == {**settings.sources, "marker": "config", "steps": "flag/env",
                                 "max_tokens": "default"}
     assert settings.socket == os.path.expanduser("~/s.sock")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from diffgemma.runtime.api import paths
+from diffgemma.runtime.api import config, paths
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.api.protocol import (
     MAX_EXTRA_FILES,
@@ -191,13 +191,13 @@ def test_paths_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path)
     monkeypatch.setenv("DIFFGEMMA_RUNTIME_DIR", str(tmp_path / "rt"))
     monkeypatch.setenv("DIFFGEMMA_STATE_DIR", str(tmp_path / "st"))
     monkeypatch.delenv("DIFFGEMMA_SOCKET", raising=False)
-    assert paths.default_socket_path() == tmp_path / "rt" / "daemon.sock"
+    assert config.default_socket_path() == tmp_path / "rt" / "daemon.sock"
     assert (tmp_path / "rt").stat().st_mode & 0o777 == 0o700
     assert paths.pid_path() == tmp_path / "st" / "daemon.pid"
     assert paths.pid_path(tmp_path / "other.sock") != paths.pid_path()
     assert paths.lock_path(paths.tcp_address("127.0.0.1", 9)).parent == tmp_path / "st"
     monkeypatch.setenv("DIFFGEMMA_SOCKET", str(tmp_path / "x.sock"))
-    assert paths.default_socket_path() == tmp_path / "x.sock"
+    assert config.default_socket_path() == tmp_path / "x.sock"
 
 
 def test_too_much_extra_context_keeps_the_newest_files() -> None:

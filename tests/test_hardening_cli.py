@@ -199,7 +199,9 @@ def test_no_decision_rests_on_the_wording_of_a_message() -> None:
     # and the code decides whatever the words say
     coded = client_mod.DaemonError("daemon answered 500: something", status=500, code=ErrorCode.MODEL_LOAD_FAILED)
     assert classify(coded).code == ExitCode.MODEL  # type: ignore[union-attr]
-    assert exit_code_for("a_code_from_a_newer_daemon", 400, unavailable=False) == ExitCode.REQUEST
+    # a code this version does not know is read as none: a failed request
+    assert exit_code_for(client_mod._error_from_response(httpx.Response(400, json={
+        "error": {"message": "m", "type": "t", "code": "a_code_from_a_newer_daemon"}}))) == ExitCode.REQUEST
     # a daemon that could not start says why with a code too (its log's error[code] line)
     start = client_mod.DaemonUnavailable("the daemon did not start: x", code=client_mod._wire_code("model_load_failed"))
     assert classify(start).code == ExitCode.MODEL  # type: ignore[union-attr]
@@ -351,7 +353,7 @@ def test_watch_refuses_a_read_only_file_before_asking_the_daemon(offline: tuple[
     path = where / "todo.py"
     path.write_text("def add(a, b):\n    return <FILL>\n")
     path.chmod(0o444)
-    watcher = FileWatcher(opt.resolve(quiet=True), None)
+    watcher = FileWatcher(opt.resolve(quiet=True))
     with pytest.raises(FileProblem, match="read-only"):
         watcher.handle(path)
     assert not listener.connected()

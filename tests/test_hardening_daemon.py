@@ -384,8 +384,9 @@ def test_a_background_start_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch)
     for name in (ENV_MODEL, ENV_SOCKET, ENV_DEVICE, ENV_QUANTIZE, ENV_KEEP_ALIVE):
         monkeypatch.delenv(name, raising=False)
     group = typer.main.get_command(app)
-    serve = group.commands["serve"]  # type: ignore[attr-defined]
-    start = group.commands["daemon"].commands["start"]  # type: ignore[attr-defined]
+    ctx = typer.Context(group)
+    serve = group.resolve_command(ctx, ["serve"])[1]  # type: ignore[attr-defined]  # imports its module
+    start = group.resolve_command(ctx, ["daemon"])[1].commands["start"]  # type: ignore[attr-defined]
     flags = {command.name: {opt for param in command.params for opt in param.opts if opt.startswith("--")}
              for command in (serve, start)}
     assert flags["serve"] - {"--start-report"} == flags["start"]

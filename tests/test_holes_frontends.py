@@ -136,7 +136,7 @@ def test_watch_fills_several_markers_in_one_request(daemon: Daemon, tmp_path: Pa
     path = tmp_path / "w.py"
     path.write_text("<FILL>".join(PIECES))
     settings = opt.resolve(quiet=True, socket=str(daemon.socket), steps=3, max_tokens=8, seed=4)
-    fills = FileWatcher(settings, None).handle(path)
+    fills = FileWatcher(settings).handle(path)
     written = path.read_text()
     assert len(fills) == 2 and "<FILL>" not in written
     assert [f.line for f in fills] == [2, written.count("\n", 0, written.index("    z = ")) + 1]

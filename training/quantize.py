@@ -19,6 +19,7 @@ from diffgemma.kernels.quantize import (
     safetensors_files,
     stream_quantize,
 )
+from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.engine.loading import ModelLoadError, resolve_model_path
 
 # QuantizeError is what quantize_checkpoint raises; its callers import it from here.
@@ -27,11 +28,6 @@ __all__ = ["QuantizeError", "quantize_checkpoint", "quantized_size_line"]
 # Files of the source checkpoint that are not copied next to the 4-bit weights.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 _WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _destination(src_path: Path, dst: str) -> Path:
@@ -71,7 +67,7 @@ def quantize_checkpoint(src: str, dst: str, progress: Progress = None, keep: tup
     except QuantizeError:
         raise
     except Exception as exc:  # a broken checkpoint is a user error, not a traceback
-        raise QuantizeError(f"could not load {src_path}: {_first_line(exc)}") from exc
+        raise QuantizeError(f"could not load {src_path}: {one_line(exc)}") from exc
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

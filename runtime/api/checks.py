@@ -1,7 +1,9 @@
 """Field checkers for request bodies, and the small values they produce (torch-free).
 
 Each checker takes (name, value) and returns the value (possibly normalised) or raises a one-line
-``ProtocolError`` naming the field, so a typo never silently changes a request's meaning.
+``ProtocolError`` naming the field, so a typo never silently changes a request's meaning. A field's
+bounds are keyword arguments, bound with ``functools.partial`` where a request declares the field:
+nothing is built when the request classes load, and nothing runs until a body is checked.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffgemma.runtime.api.config import MAX_EXTRA_CHARS, MAX_EXTRA_FILES, MAX_HOLES, MAX_KEEP_ALIVE_S
+from diffgemma.runtime.api.errors import InvalidValue
 
 # Sampling overrides a request may carry in ``options`` (ollama style); names and meaning are
 # those of runtime.engine.types.SamplingSettings.
@@ -24,7 +27,7 @@ SAMPLING_OPTIONS: dict[str, type] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InvalidValue):
     """A request or response does not match the protocol; the message is one line."""
 
 
@@ -46,53 +49,45 @@ def type_name(value: Any) -> str:
             dict: "object"}.get(type(value), type(value).__name__)
 
 
-def string(optional: bool = False, max_length: int | None = None, printable: bool = False) -> Checker:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise ProtocolError(f"{name} must be a string (got {type_name(value)})")
-        if max_length is not None and len(value) > max_length:
-            raise ProtocolError(f"{name} is longer than {max_length} characters")
-        # Ids travel in headers and log lines: no control characters (a newline would split both).
-        if printable and not value.isprintable():
-            raise ProtocolError(f"{name} must not contain control characters")
-        return value
-
-    return check
+def string(name: str, value: Any, *, optional: bool = False, max_length: int | None = None,
+           printable: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} must be a string (got {type_name(value)})")
+    if max_length is not None and len(value) > max_length:
+        raise ProtocolError(f"{name} is longer than {max_length} characters")
+    # Ids travel in headers and log lines: no control characters (a newline would split both).
+    if printable and not value.isprintable():
+        raise ProtocolError(f"{name} must not contain control characters")
+    return value
 
 
-def integer(low: int, high: int, optional: bool = True) -> Checker:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            # 3.0 from a JSON encoder that writes floats is still a whole number: accept it.
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
-        if not low <= value <= high:
-            raise ProtocolError(f"{name} must be between {low} and {high} (got {value})")
-        return value
-
-    return check
+def integer(name: str, value: Any, *, low: int, high: int, optional: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        # 3.0 from a JSON encoder that writes floats is still a whole number: accept it.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    if not low <= value <= high:
+        raise ProtocolError(f"{name} must be between {low} and {high} (got {value})")
+    return value
 
 
-def number(low: float, high: float, optional: bool = True, low_open: bool = False) -> Checker:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProtocolError(f"{name} must be a number (got {type_name(value)})")
-        value = float(value)
-        too_low = value <= low if low_open else value < low
-        if math.isnan(value) or too_low or value > high:
-            bracket = "(" if low_open else "["
-            raise ProtocolError(f"{name} must be in {bracket}{low:g}, {high:g}] (got {value:g})")
-        return value
-
-    return check
+def number(name: str, value: Any, *, low: float, high: float, optional: bool = True, low_open: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{name} must be a number (got {type_name(value)})")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    if math.isnan(value) or too_low or value > high:
+        bracket = "(" if low_open else "["
+        raise ProtocolError(f"{name} must be in {bracket}{low:g}, {high:g}] (got {value:g})")
+    return value
 
 
 def boolean(name: str, value: Any) -> Any:
@@ -112,7 +107,7 @@ def holes(name: str, value: Any) -> Any:
     for i, item in enumerate(value):
         if not isinstance(item, dict) or set(item) - {"prefix"}:
             raise ProtocolError(f"{name}[{i}] must be an object with one field, prefix")
-        out.append({"prefix": string()(f"{name}[{i}].prefix", item.get("prefix", ""))})
+        out.append({"prefix": string(f"{name}[{i}].prefix", item.get("prefix", ""))})
     return out
 
 
@@ -180,7 +175,7 @@ def options(name: str, value: Any) -> Any:
         if kind is None:
             raise ProtocolError(f"{name} has unknown option {key!r} (known: {', '.join(SAMPLING_OPTIONS)})")
         if kind is int:
-            out[key] = integer(0, 1024, optional=False)(f"{name}.{key}", raw)
+            out[key] = integer(f"{name}.{key}", raw, low=0, high=1024, optional=False)
         else:
-            out[key] = number(0.0, 1e6, optional=False, low_open=True)(f"{name}.{key}", raw)
+            out[key] = number(f"{name}.{key}", raw, low=0.0, high=1e6, optional=False, low_open=True)
     return out

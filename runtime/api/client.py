@@ -3,7 +3,8 @@
     client = ensure_daemon()                       # start the daemon when none answers
     result = client.infill(InfillRequest(prefix="def add(a, b):\\n    return ", suffix="\\n"))
 
-Streaming: pass ``on_draft`` and it receives each ``{"type": "draft", ...}`` line as it arrives.
+Streaming: a request with ``stream`` set is streamed; pass ``on_draft`` (which streams any request)
+and it receives each ``{"type": "draft", ...}`` line as it arrives.
 Closing the connection (or cancelling an ``AsyncClient`` call's task) cancels the daemon's work.
 """
 
@@ -17,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from diffgemma.runtime.api import errors, paths
-from diffgemma.runtime.api.errors import ErrorCode
+from diffgemma.runtime.api import config, errors
+from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 from diffgemma.runtime.api.token_file import read_token
 
@@ -28,26 +29,7 @@ DraftCallback = Callable[[dict[str, Any]], None]
 _UDS_BASE_URL = "http://diffgemma"
 
 
-class DaemonError(Exception):
-    """The daemon answered with an error, or its answer made no sense. The message is one line.
-
-    ``code`` is the wire error's code (None for an answer without one: an older daemon, a proxy,
-    a broken stream) and ``status`` its HTTP status; decisions look at these, never at the text.
-    """
-
-    def __init__(self, message: str, status: int | None = None, code: ErrorCode | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class DaemonUnavailable(DaemonError):
-    """No daemon is listening (or it cannot be reached)."""
-
-
-def _one_line(text: str) -> str:
-    text = text.strip()
-    return text.splitlines()[0] if text else ""
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "ensure_daemon"]
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -56,22 +38,16 @@ def _error_from_response(response: httpx.Response, body: bytes | None = None) ->
     try:
         data = json.loads(raw)
     except ValueError:
-        message = _one_line(raw.decode("utf-8", "replace"))
+        message = one_line(raw.decode("utf-8", "replace"), default="")
     else:
         if isinstance(data, dict) and "error" in data:
             message, code = errors.parse_error_body(data)
         elif isinstance(data, dict) and data.get("detail"):  # an ASGI layer's own answer
-            message = _one_line(str(data["detail"]))
+            message = one_line(data["detail"], default="")
     if not message:
         message = response.reason_phrase or "error"
     status = response.status_code
-    return DaemonError(f"daemon answered {status}: {_one_line(message)}", status=status, code=code)
-
-
-def _resolve_token(base_url: str | None, token: str | None) -> str | None:
-    if token is not None or base_url is None:
-        return token
-    return read_token()
+    return DaemonError(f"daemon answered {status}: {one_line(message)}", status=status, code=code)
 
 
 def _describe(socket: Path | None, base_url: str | None) -> str:
@@ -114,26 +90,24 @@ def _parse_result(response: httpx.Response) -> Result:
     try:
         return Result.from_json(response.json())
     except (ValueError, ProtocolError) as exc:
-        raise DaemonError(f"daemon sent a malformed result: {_one_line(str(exc))}") from None
+        raise DaemonError(f"daemon sent a malformed result: {one_line(exc)}") from None
 
 
 class _Base:
-    def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None,
-                 timeout: float) -> None:
+    def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
+                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.socket = None if self.base_url else Path(socket) if socket else paths.default_socket_path()
-        self.token = _resolve_token(self.base_url, token)
+        self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
+        self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
         self.timeout = timeout
-        # Connecting is instant or fails; reading may take as long as a generation.
-        self._timeout = httpx.Timeout(timeout, connect=5.0)
-        self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def _http_options(self, transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]
-                      ) -> dict[str, Any]:
-        """What the sync and async httpx clients are built with: the address, auth and timeouts."""
-        return {"base_url": self.base_url or _UDS_BASE_URL,
-                "transport": transport(uds=str(self.socket)) if self.socket else None,
-                "headers": self._headers, "timeout": self._timeout}
+        # What the sync or async httpx client is built with: the address, auth and timeouts
+        # (connecting is instant or fails; reading may take as long as a generation).
+        self._http_options: dict[str, Any] = {
+            "base_url": self.base_url or _UDS_BASE_URL,
+            "transport": transport(uds=str(self.socket)) if self.socket else None,
+            "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+            "timeout": httpx.Timeout(timeout, connect=5.0),
+        }
 
     @property
     def address(self) -> str:
@@ -147,7 +121,7 @@ class _Base:
         except httpx.TimeoutException:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
         except (httpx.TransportError, OSError) as exc:
-            reason = _one_line(str(exc)) or type(exc).__name__
+            reason = one_line(exc)
             raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
                                     f"start one with `diffgemma daemon start`") from None
 
@@ -157,8 +131,8 @@ class Client(_Base):
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout)
-        self._http = httpx.Client(**self._http_options(httpx.HTTPTransport))
+        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport)
+        self._http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Client:
         return self
@@ -197,11 +171,11 @@ class Client(_Base):
         return bool(self._request("POST", "/v1/cancel", json={"id": request_id}).json().get("cancelled"))
 
     def _generate(self, url: str, req: InfillRequest | EditRequest, on_draft: DraftCallback | None) -> Result:
-        body = req.to_json()
-        if on_draft is None:
-            body.pop("stream", None)
+        body = req.to_json()  # streamed as the request says, or when drafts have a callback
+        if on_draft is not None:
+            body["stream"] = True
+        if not body.get("stream"):
             return _parse_result(self._request("POST", url, json=body))
-        body["stream"] = True
         with self._reaching(), self._http.stream("POST", url, json=body) as response:
             if response.status_code >= 400:
                 raise _error_from_response(response, response.read())
@@ -217,8 +191,8 @@ class AsyncClient(_Base):
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
                  token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout)
-        self._http = httpx.AsyncClient(**self._http_options(httpx.AsyncHTTPTransport))
+        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport)
+        self._http = httpx.AsyncClient(**self._http_options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -257,11 +231,11 @@ class AsyncClient(_Base):
 
     async def _generate(self, url: str, req: InfillRequest | EditRequest,
                         on_draft: DraftCallback | None) -> Result:
-        body = req.to_json()
-        if on_draft is None:
-            body.pop("stream", None)
+        body = req.to_json()  # streamed as the request says, or when drafts have a callback
+        if on_draft is not None:
+            body["stream"] = True
+        if not body.get("stream"):
             return _parse_result(await self._request("POST", url, json=body))
-        body["stream"] = True
         with self._reaching():
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
@@ -281,17 +255,22 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
     ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
     """
-    from diffgemma.runtime.api.autostart import start_daemon  # only needed when none answers yet
-    from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
-
     say = on_progress or (lambda _line: None)
-    sock = Path(socket) if socket else paths.default_socket_path()
+    sock = Path(socket) if socket else config.default_socket_path()
     client = Client(socket=sock)
-    try:
-        status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
-    except DaemonStartError as exc:
-        client.close()
-        raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+    try:  # a daemon that answers and is ready is the common case: one round trip
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
+    except DaemonError:
+        status = None
+    if status is None or status.get("state") == "loading":
+        from diffgemma.runtime.api.autostart import start_daemon  # starts one, or waits while it loads
+        from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
+
+        try:
+            status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+        except DaemonStartError as exc:
+            client.close()
+            raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
     if status and status.get("state") == "loading":
         client.close()
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")

@@ -1,5 +1,6 @@
 """Every setting diffgemma reads from outside, in one place: the `DIFFGEMMA_*` environment
-variables, the keys of config.toml, and the limits a request, a flag or a setting must keep.
+variables, the keys of config.toml, the limits a request, a flag or a setting must keep, and the
+folders those settings name (the socket's runtime directory, the state and config directories).
 
 Torch-free and import-light (front ends, the daemon and the engine all read it). Code elsewhere
 names a variable through the constants below and reads it with ``env``; it never spells
@@ -15,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from diffgemma.runtime.api.errors import DaemonUnavailable, InvalidValue, one_line
+
 # --- environment variables -------------------------------------------------------------------
-# Where things are (runtime/api/paths.py resolves them).
+# Where things are (resolved under "folders" below; the daemon's files in them: runtime/api/paths.py).
 ENV_SOCKET = "DIFFGEMMA_SOCKET"  # the daemon's Unix socket
 ENV_RUNTIME_DIR = "DIFFGEMMA_RUNTIME_DIR"  # folder of the socket and its lock
 ENV_STATE_DIR = "DIFFGEMMA_STATE_DIR"  # pid file, log, TCP token
@@ -108,14 +111,18 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValue):
     """config.toml cannot be read or holds a bad key or value; the message is one line."""
 
 
 def config_file() -> Path:
-    from diffgemma.runtime.api.paths import config_dir
+    """config.toml in $DIFFGEMMA_CONFIG_DIR, else in the user config directory."""
+    override = env(ENV_CONFIG_DIR)
+    if override:
+        return Path(override).expanduser() / "config.toml"
+    import platformdirs
 
-    return Path(config_dir()) / "config.toml"
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
 def _shown(value: object) -> str:
@@ -145,7 +152,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError, or an int of 4,300+ digits
-        raise ConfigError(f"bad config file {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"bad config file {path}: {one_line(exc)}") from None
     config: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
@@ -163,3 +170,83 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
                 raise ConfigError(f"config file {path}: {exc}") from None
         config[name] = value
     return config
+
+
+# --- folders -------------------------------------------------------------------------------------
+# Every one can be moved by an environment variable, so tests and several users on one machine
+# never collide.
+APP_NAME = "diffgemma"
+SOCKET_NAME = "daemon.sock"
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make the leaf 0700: the socket's safety rests on it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (path.stat().st_mode & 0o777) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+class UnusableRuntimeDir(DaemonUnavailable):
+    """The directory for the daemon's socket cannot be created or is not private (so no daemon can
+    be reached there); one line."""
+
+
+def _runtime_base() -> tuple[Path, str]:
+    """(directory, what names it) where the socket's directory goes, without creating anything.
+
+    XDG_RUNTIME_DIR when set. Unset, the system's per-user /run/user/<uid> when it exists, else
+    our own state directory: both private to the user. Never a shared temporary directory (where
+    platformdirs falls back to): another user could create the directory first, or run a
+    daemon there that every front end would then talk to.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg), "XDG_RUNTIME_DIR"
+    system = Path(f"/run/user/{os.getuid()}") if hasattr(os, "getuid") else None
+    if system is not None and system.is_dir() and os.access(system, os.W_OK | os.X_OK):
+        return system, str(system)
+    return state_dir() / "run", "the state directory"
+
+
+def runtime_dir() -> Path:
+    """The per-user runtime directory (0700) that holds the daemon's socket.
+
+    Raises UnusableRuntimeDir when it cannot be made (e.g. XDG_RUNTIME_DIR names a regular
+    file, or a path under one): a broken setting is reported, never replaced by another place.
+    """
+    override = env(ENV_RUNTIME_DIR)
+    if override:
+        path, named = Path(override).expanduser(), ENV_RUNTIME_DIR
+    else:
+        base, named = _runtime_base()
+        path = base / APP_NAME
+    try:
+        made = _private_dir(path)
+        if not made.is_dir() or made.is_symlink():
+            raise NotADirectoryError(20, "Not a directory")
+        return made
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UnusableRuntimeDir(
+            f"cannot use the runtime directory {path} (from {named}): {reason}; "
+            f"fix it, or set {ENV_RUNTIME_DIR} or {ENV_SOCKET}"
+        ) from None
+
+
+def default_socket_path() -> Path:
+    """The daemon's Unix socket: $DIFFGEMMA_SOCKET, else ``runtime_dir()/daemon.sock``."""
+    override = env(ENV_SOCKET)
+    if override:
+        return Path(override).expanduser()
+    return runtime_dir() / SOCKET_NAME
+
+
+def state_dir() -> Path:
+    """Pid file, log file and the TCP bearer token live here (0700)."""
+    override = env(ENV_STATE_DIR)
+    if override:
+        return _private_dir(Path(override).expanduser())
+    import platformdirs
+
+    return _private_dir(Path(platformdirs.user_state_dir(APP_NAME)))

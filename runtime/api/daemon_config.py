@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffgemma.runtime.api import config, paths
+from diffgemma.runtime.api.errors import DiffgemmaError
 
 ADDRESS_TAKEN = "address_taken"  # another daemon holds the address: a lost start race, not a failure
 START_FAILED = "start_failed"
 
 
-class DaemonStartError(RuntimeError):
+class DaemonStartError(DiffgemmaError, RuntimeError):
     """The daemon cannot start (address in use, another daemon, bad option); one line.
 
     ``code`` says why in a form other code may act on (the message is for people only).
@@ -94,7 +95,7 @@ class DaemonConfig:
         return self.host or "127.0.0.1"
 
     def socket_path(self) -> Path:
-        return Path(self.socket).expanduser() if self.socket else paths.default_socket_path()
+        return Path(self.socket).expanduser() if self.socket else config.default_socket_path()
 
     @property
     def address(self) -> Path | str:

@@ -7,6 +7,11 @@ on the other side (the CLI's exit code, the language server's message) look up `
 decision anywhere depends on the wording of ``message``.
 
 Stream lines carry the same object: ``{"type": "error", "error": {...}, "status": N}``.
+
+Here too is what every part of diffgemma shares about its own errors: ``DiffgemmaError``, the base
+of every error the project raises on purpose (``InvalidValue`` for a value the caller gave that is
+malformed or out of range), the client's ``DaemonError``, and ``one_line``, the one way an error
+becomes its first line.
 """
 
 from __future__ import annotations
@@ -64,16 +69,46 @@ def type_of(code: ErrorCode) -> str:
     return _SPEC[code][1]
 
 
-def one_line(text: object) -> str:
-    """The first non-blank line of a message (errors on the wire are one line)."""
+def one_line(text: object, default: str | None = None) -> str:
+    """The first non-blank line of a message or an exception, stripped (errors are shown and sent as
+    one line). When there is none: ``default`` if given, else an exception's type name, else "error"."""
     for line in str(text).splitlines():
         if line.strip():
             return line.strip()
-    return "error"
+    if default is not None:
+        return default
+    return type(text).__name__ if isinstance(text, BaseException) else "error"
+
+
+class DiffgemmaError(Exception):
+    """The base of the errors diffgemma raises on purpose: each one's message is one line for people,
+    and what code does about it depends on its class (and ``code``, where it has one), never on the
+    wording."""
+
+
+class InvalidValue(DiffgemmaError, ValueError):
+    """A value the caller gave is malformed or out of range: a request field, a setting, a config key."""
+
+
+class DaemonError(DiffgemmaError):
+    """The daemon answered with an error, or its answer made no sense. The message is one line.
+
+    ``code`` is the wire error's code (None for an answer without one: an older daemon, a proxy,
+    a broken stream) and ``status`` its HTTP status; decisions look at these, never at the text.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class DaemonUnavailable(DaemonError):
+    """No daemon is listening (or it cannot be reached)."""
 
 
 @dataclass
-class WireError(Exception):
+class WireError(DiffgemmaError):
     """An error with its code; raise it anywhere in the daemon, it becomes the typed body."""
 
     code: ErrorCode

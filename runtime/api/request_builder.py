@@ -2,7 +2,11 @@
 
 Every front end builds its requests here: the CLI's `infill`, `edit` and `watch`, and the
 language server's ghost text and "Rewrite selection". The same buffer, cursor and budget give
-the same prefix, suffix and fields whichever front end asks. Torch-free.
+the same prefix, suffix and fields whichever front end asks. What the caller wants back (``stream``:
+drafts while the canvas refines, ``confidence``: per-token confidences) is the front end's decision,
+made once from how it shows the answer, and travels in the request as it is. A request names the
+grammar its window was cut with (`ContextWindow.language`), else the language as the front end gave
+it (the daemon may know it). Torch-free.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from diffgemma.context.languages import normalize_language
 from diffgemma.context.window import cursor_window, selection_window
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest
 
@@ -89,11 +92,6 @@ def cross_file_context(path: str | os.PathLike[str], text: str, budget: int, lan
     return extra_files(pairs)
 
 
-def _language(buffer: Buffer) -> str | None:
-    # The grammar name the window was cut with, else the name as given (the daemon may know it).
-    return normalize_language(buffer.language) or buffer.language
-
-
 def _alternatives(alternatives: int | None) -> int | None:
     # One candidate is the plain answer: the field is left out rather than sent as 1.
     return alternatives if alternatives and alternatives > 1 else None
@@ -104,7 +102,7 @@ def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling,
     """The infill at the cursor ``offset``: a syntactic window of ``budget`` characters around it."""
     window = cursor_window(buffer.text, offset, buffer.language, budget, document=buffer.document)
     return InfillRequest(
-        prefix=window.prefix, suffix=window.suffix, language=_language(buffer), path=buffer.path,
+        prefix=window.prefix, suffix=window.suffix, language=window.language or buffer.language, path=buffer.path,
         extra=list(buffer.extra), stream=stream, alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
@@ -112,17 +110,18 @@ def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling,
     )
 
 
-def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: Sampling, *,
+def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: Sampling, *, stream: bool = False,
                   alternatives: int | None = None, refine: bool = True, confidence: bool = False) -> InfillRequest:
     """One request for several holes at the offsets ``holes`` (ascending) of ``buffer.text``: the
     window before the first, the text between them whole, the window after the last."""
     text = buffer.text
-    head = cursor_window(text, holes[0], buffer.language, budget, document=buffer.document).prefix
-    tail = cursor_window(text, holes[-1], buffer.language, budget, document=buffer.document).suffix
+    head = cursor_window(text, holes[0], buffer.language, budget, document=buffer.document)
+    tail = cursor_window(text, holes[-1], buffer.language, budget, document=buffer.document)
     between = [text[a:b] for a, b in itertools.pairwise(holes)]
     return InfillRequest(
-        prefix="", suffix=tail, holes=[{"prefix": p} for p in (head, *between)], language=_language(buffer),
-        path=buffer.path, extra=list(buffer.extra), alternatives=_alternatives(alternatives),
+        prefix="", suffix=tail.suffix, holes=[{"prefix": p} for p in (head.prefix, *between)],
+        language=head.language or buffer.language, path=buffer.path, extra=list(buffer.extra), stream=stream,
+        alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
         client=sampling.client,
@@ -137,8 +136,8 @@ def edit_request(buffer: Buffer, start: int, end: int, budget: int, sampling: Sa
     window = selection_window(buffer.text, start, end, buffer.language, budget, document=buffer.document)
     return EditRequest(
         prefix=window.prefix, selection=buffer.text[start:end], suffix=window.suffix,
-        instruction=instruction or None, strength=strength, language=_language(buffer), path=buffer.path,
-        extra=list(buffer.extra), stream=stream, refine=None if refine else False,
+        instruction=instruction or None, strength=strength, language=window.language or buffer.language,
+        path=buffer.path, extra=list(buffer.extra), stream=stream, refine=None if refine else False,
         confidence=True if confidence else None, max_tokens=sampling.max_tokens, steps=sampling.steps,
         seed=sampling.seed, model=sampling.model, client=sampling.client,
     )

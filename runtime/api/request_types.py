@@ -10,6 +10,7 @@ its own text fields; those come first in its constructor, the shared ones are ke
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from diffgemma.runtime.api import checks
@@ -25,7 +26,7 @@ from diffgemma.runtime.api.config import (
 
 R = TypeVar("R", bound="_Request")
 
-_ID = checks.string(optional=True, max_length=MAX_ID_LENGTH, printable=True)
+_ID = partial(checks.string, optional=True, max_length=MAX_ID_LENGTH, printable=True)
 
 
 @dataclass(kw_only=True)
@@ -41,7 +42,7 @@ class _Request:
     _required: ClassVar[tuple[str, ...]] = ()
     _checks: ClassVar[dict[str, Checker]] = {
         "client": _ID,
-        "model": checks.string(optional=True, max_length=4096, printable=True),
+        "model": partial(checks.string, optional=True, max_length=4096, printable=True),
         "id": _ID,
         "keep_alive": checks.keep_alive,
     }
@@ -95,12 +96,12 @@ class _Generation(_Request):
 
     _checks: ClassVar[dict[str, Checker]] = {
         **_Request._checks,
-        "max_tokens": checks.integer(1, MAX_TOKENS_LIMIT),
-        "steps": checks.integer(1, MAX_STEPS),
-        "seed": checks.integer(0, SEED_MAX),
+        "max_tokens": partial(checks.integer, low=1, high=MAX_TOKENS_LIMIT),
+        "steps": partial(checks.integer, low=1, high=MAX_STEPS),
+        "seed": partial(checks.integer, low=0, high=SEED_MAX),
         "stream": checks.boolean,
         "options": checks.options,
-        "time_limit_ms": checks.integer(1, MAX_TIME_LIMIT_MS),
+        "time_limit_ms": partial(checks.integer, low=1, high=MAX_TIME_LIMIT_MS),
     }
 
 
@@ -114,8 +115,8 @@ class _CodeRequest(_Generation):
 
     _checks: ClassVar[dict[str, Checker]] = {
         **_Generation._checks,
-        "language": checks.string(optional=True, max_length=64),
-        "path": checks.string(optional=True, max_length=4096),
+        "language": partial(checks.string, optional=True, max_length=64),
+        "path": partial(checks.string, optional=True, max_length=4096),
         "extra": checks.extra,
     }
 
@@ -136,9 +137,9 @@ class InfillRequest(_CodeRequest):
     _required: ClassVar[tuple[str, ...]] = ("prefix", "suffix")
     _checks: ClassVar[dict[str, Checker]] = {
         **_CodeRequest._checks,
-        "prefix": checks.string(),
-        "suffix": checks.string(),
-        "alternatives": checks.integer(1, MAX_ALTERNATIVES),
+        "prefix": checks.string,
+        "suffix": checks.string,
+        "alternatives": partial(checks.integer, low=1, high=MAX_ALTERNATIVES),
         "holes": checks.holes,
         "refine": checks.boolean,
         "confidence": checks.boolean,
@@ -175,11 +176,11 @@ class EditRequest(_CodeRequest):
     _required: ClassVar[tuple[str, ...]] = ("prefix", "selection", "suffix")
     _checks: ClassVar[dict[str, Checker]] = {
         **_CodeRequest._checks,
-        "prefix": checks.string(),
-        "selection": checks.string(),
-        "suffix": checks.string(),
-        "instruction": checks.string(optional=True, max_length=10_000),
-        "strength": checks.number(0.0, 1.0),
+        "prefix": checks.string,
+        "selection": checks.string,
+        "suffix": checks.string,
+        "instruction": partial(checks.string, optional=True, max_length=10_000),
+        "strength": partial(checks.number, low=0.0, high=1.0),
         "refine": checks.boolean,
         "confidence": checks.boolean,
     }
@@ -198,7 +199,7 @@ class CancelRequest:
             raise ProtocolError(f"unknown field {unknown[0]!r} in cancel request")
         if "id" not in data:
             raise ProtocolError("cancel request is missing the required field 'id'")
-        return cls(id=checks.string(max_length=MAX_ID_LENGTH, printable=True)("id", data["id"]))
+        return cls(id=checks.string("id", data["id"], max_length=MAX_ID_LENGTH, printable=True))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id}
@@ -270,7 +271,7 @@ class TokenizeRequest(_Request):
     kind: ClassVar[str] = "tokenize"
     _checks: ClassVar[dict[str, Checker]] = {
         **_Request._checks,
-        "content": checks.string(optional=True),
+        "content": partial(checks.string, optional=True),
         "tokens": _token_ids,
         "with_pieces": checks.boolean,
     }

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from diffgemma.runtime.api.checks import ProtocolError, type_name
 from diffgemma.runtime.api.errors import WireError
 
-FINISH_REASONS = ("stop", "length", "cancelled", "time")
+# Why an answer ended. "time": the request's time budget ran out and the best draft so far is the
+# answer (a diffusion draft is always a whole answer). The engine's results use the same type.
+FinishReason = Literal["stop", "length", "cancelled", "time"]
+FINISH_REASONS: tuple[str, ...] = get_args(FinishReason)
 
 
 @dataclass

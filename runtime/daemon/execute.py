@@ -11,10 +11,10 @@ import math
 import time
 from typing import Any
 
-from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
-from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome, exception_line
+from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
 
 log = logging.getLogger("diffgemma.daemon")
@@ -28,12 +28,12 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
     except Cancelled:
         return Outcome(result=job.cancelled_result())
     except SettingsError as exc:
-        return Outcome.failed(ErrorCode.INVALID_REQUEST, exception_line(exc))
+        return Outcome.failed(ErrorCode.INVALID_REQUEST, one_line(exc))
     except WireError as exc:
         return Outcome.failed(exc.code, exc.message)
     except Exception as exc:  # one request's failure must not take the daemon down
         log.exception("request %s failed", job.id)
-        return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exception_line(exc)}")
+        return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {one_line(exc)}")
     timings = _finite(res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings))
     log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
              res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),

@@ -96,12 +96,6 @@ class Job:
                       id=self.id, model=self.model)
 
 
-def exception_line(exc: BaseException) -> str:
-    """An exception as one line for the log and the wire (its type when it says nothing)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def model_key(name: str) -> str:
     """Two spellings of one local checkpoint directory are the same model."""
     path = Path(name).expanduser()

@@ -14,7 +14,8 @@ import time
 from typing import Any, Literal
 
 from diffgemma.runtime.api.config import DEFAULT_KEEP_ALIVE_S
-from diffgemma.runtime.daemon.jobs import EngineLoader, exception_line, model_key
+from diffgemma.runtime.api.errors import one_line
+from diffgemma.runtime.daemon.jobs import EngineLoader, model_key
 
 log = logging.getLogger("diffgemma.daemon")
 
@@ -99,7 +100,7 @@ class ModelSlot:
             with self.cond:
                 self.state = "error"
                 self._loading_model = None
-                self._last_error = exception_line(exc)
+                self._last_error = one_line(exc)
             raise
         ms = (time.perf_counter() - started) * 1000
         with self.cond:
@@ -135,7 +136,7 @@ class ModelSlot:
         try:
             engine.close()
         except Exception as exc:
-            log.warning("closing the engine failed: %s", exception_line(exc))
+            log.warning("closing the engine failed: %s", one_line(exc))
         log.info("unloaded model %s (%s)", self.model, why)
 
     def keep(self, seconds: float | None = None) -> None:

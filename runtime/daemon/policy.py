@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from diffgemma.runtime.api.errors import ErrorCode, WireError
-from diffgemma.runtime.daemon.jobs import Limits, Outcome, exception_line, model_key
+from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
+from diffgemma.runtime.daemon.jobs import Limits, Outcome, model_key
 
 log = logging.getLogger("diffgemma.daemon")
 
@@ -78,7 +78,7 @@ class ModelPolicy:
 
         if self.limits.restrict_models:
             # Over TCP the reason could describe the operator's files: say only that it failed.
-            log.error("could not load %s: %s", model, exception_line(exc))
+            log.error("could not load %s: %s", model, one_line(exc))
             return Outcome.failed(ErrorCode.MODEL_LOAD_FAILED, "the model could not be loaded; see the daemon's log")
         code = ErrorCode.MODEL_NOT_FOUND if isinstance(exc, ModelLoadError) else ErrorCode.MODEL_LOAD_FAILED
-        return Outcome.failed(code, f"could not load model {model}: {exception_line(exc)}")
+        return Outcome.failed(code, f"could not load model {model}: {one_line(exc)}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffgemma.runtime.api.config import DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUE
-from diffgemma.runtime.api.errors import ErrorCode
+from diffgemma.runtime.api.errors import ErrorCode, one_line
 from diffgemma.runtime.daemon.execute import run_on_engine
 from diffgemma.runtime.daemon.job_queue import JobQueue
 from diffgemma.runtime.daemon.jobs import (
@@ -35,7 +35,6 @@ from diffgemma.runtime.daemon.jobs import (
     JobRequest,
     Limits,
     Outcome,
-    exception_line,
 )
 from diffgemma.runtime.daemon.model_slot import ModelSlot, default_engine_loader
 from diffgemma.runtime.daemon.policy import MODEL_FIXED, MODEL_REFUSED, ModelPolicy
@@ -215,14 +214,14 @@ class Scheduler:
             self.slot.ensure(name)
             self.slot.keep()
         except Exception as exc:
-            log.error("could not load %s: %s", name, exception_line(exc))
+            log.error("could not load %s: %s", name, one_line(exc))
 
     def _run_safely(self, job: Job) -> Outcome:
         try:
             return self._run(job)
         except BaseException as exc:  # keep the worker alive whatever happens
             log.exception("request %s failed", job.id)
-            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exception_line(exc)}")
+            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {one_line(exc)}")
 
     def _run(self, job: Job) -> Outcome:
         queue_ms = (time.monotonic() - job.submitted) * 1000

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffgemma.runtime.api.errors import DiffgemmaError, one_line
 from diffgemma.runtime.engine.mini import MINI_DIR, MINI_NAME
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(DiffgemmaError, RuntimeError):
     """The model could not be found or read; the message is one line that says what to do."""
 
 
@@ -102,8 +103,7 @@ def load_model(name: str, device: str | None = None, dtype: str | None = None,
     except ModelLoadError:
         raise
     except Exception as exc:  # a broken checkpoint must not become a traceback for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model from {path}: {first}") from exc
+        raise ModelLoadError(f"could not load model from {path}: {one_line(exc)}") from exc
     model = model.to(dev).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=path, device=dev,
                        dtype=str(torch_dtype).removeprefix("torch."))

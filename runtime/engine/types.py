@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from diffgemma.runtime.api import config
-
-# "time": the request's time budget ran out and the best draft so far is the answer (a diffusion
-# draft is always a whole answer).
-FinishReason = Literal["stop", "length", "cancelled", "time"]
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.results import FinishReason  # one definition, the wire's; engine modules import it here
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidValue):
     """A sampling setting or request option is out of range; the message is one line for the user."""
 
 
