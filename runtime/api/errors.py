@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from typing_extensions import TypedDict
+
 
 class ErrorCode(StrEnum):
     """What went wrong, as a stable identifier (the ``code`` field)."""
@@ -59,6 +61,25 @@ _SPEC: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CANCELLED: (499, "cancelled"),
     ErrorCode.INTERNAL: (500, "server_error"),
 }
+
+
+class ErrorDetail(TypedDict):
+    """What went wrong: one line for people, the OpenAI-style type, and the code decisions look up."""
+
+    message: str
+    type: str
+    code: ErrorCode
+
+
+class ErrorBody(TypedDict):
+    """Every error answer, on every endpoint (and each error event of a stream)."""
+
+    error: ErrorDetail
+
+
+def codes_of(status: int) -> list[ErrorCode]:
+    """The codes answered with this HTTP status."""
+    return [code for code, (code_status, _) in _SPEC.items() if code_status == status]
 
 
 def status_of(code: ErrorCode) -> int:
@@ -122,12 +143,12 @@ class WireError(DiffgemmaError):
     def status(self) -> int:
         return status_of(self.code)
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return error_body(self.code, self.message)
 
 
-def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"error": {"message": one_line(message), "type": type_of(code), "code": code.value}}
+def error_body(code: ErrorCode, message: str) -> ErrorBody:
+    return {"error": {"message": one_line(message), "type": type_of(code), "code": code}}
 
 
 def parse_error_body(data: Any) -> tuple[str, ErrorCode | None]:

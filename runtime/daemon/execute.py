@@ -13,7 +13,7 @@ from typing import Any
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
-from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.api.results import HoleAnswer, Result, TokenConfidence
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
 
@@ -115,19 +115,19 @@ def _tokens(engine: Any, job: Job) -> Outcome:
     return Outcome(value={"tokens": ids})
 
 
-def _token_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _token_fields(req: Any, res: Any) -> tuple[list[TokenConfidence], list[HoleAnswer]]:
     """Result.tokens (the engine built them when the request asked for confidences) and
     Result.holes (several holes: {"text", "tokens"?, "alternatives"?} each)."""
     asked = bool(getattr(req, "confidence", None))
 
-    def pieces(items: Any) -> list[dict[str, Any]]:
+    def pieces(items: Any) -> list[TokenConfidence]:
         return [t.to_dict() for t in items or []]
 
     tokens = pieces(getattr(res, "tokens", None))
     holes = []
     if getattr(req, "holes", None):
         for hole in getattr(res, "holes", None) or []:
-            entry: dict[str, Any] = {"text": hole.text}
+            entry: HoleAnswer = {"text": hole.text}
             if asked:
                 entry["tokens"] = pieces(hole.tokens)
             if hole.alternatives:  # aligned across the holes: index k of each is set k

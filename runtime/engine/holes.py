@@ -25,11 +25,12 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from diffgemma.runtime.api import config
+from diffgemma.runtime.api.results import DraftHole, HoleState  # where a hole stands in a draft: the wire's
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.canvas import (
     Decode,
@@ -58,8 +59,6 @@ from diffgemma.runtime.engine.types import (
 )
 
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
-# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
-HoleState = Literal["final", "refining", "waiting"]
 
 
 @dataclass
@@ -93,8 +92,8 @@ class HoleDraft:
     state: HoleState
     tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
 
-    def to_dict(self, tokens: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text, "state": self.state}
+    def to_dict(self, tokens: bool) -> DraftHole:
+        out: DraftHole = {"text": self.text, "state": self.state}
         if tokens:
             out["tokens"] = [t.to_dict() for t in self.tokens]
         return out
@@ -254,6 +253,7 @@ def _sum_timings(parts: list[Timings], t0: float) -> Timings:
             setattr(out, f, getattr(out, f) + getattr(t, f))
         out.ms_per_step += t.ms_per_step * t.steps
     out.cached_tokens = parts[0].cached_tokens if parts else 0
+    out.prompt_tokens = parts[0].prompt_tokens if parts else 0  # later groups' prompts hold earlier fills
     out.ms_per_step /= max(out.steps, 1)
     out.tokens_per_forward = out.generated_tokens / max(out.steps, 1)
     out.total_ms = (time.perf_counter() - t0) * 1000

@@ -8,7 +8,10 @@ from typing import Any
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.errors import InvalidValue
-from diffgemma.runtime.api.results import FinishReason  # one definition, the wire's; engine modules import it here
+from diffgemma.runtime.api.results import (
+    FinishReason,  # one definition, the wire's; engine modules import it here
+    TokenConfidence,
+)
 
 
 class SettingsError(InvalidValue):
@@ -60,12 +63,11 @@ class SamplingSettings:
                   f"steps must be between 1 and {config.MAX_STEPS} (got {self.steps})")
         if self.entropy_bound is not None:
             check(self.entropy_bound > 0, f"entropy_bound must be > 0 (got {self.entropy_bound})")
-        for name in ("t_min", "t_max"):
+        for name in ("t_min", "t_max"):  # the schedule's two ends, in either order (runner.resolve)
             value = getattr(self, name)
             if value is not None:
-                check(0 < value <= 10, f"{name} must be in (0, 10] (got {value})")
-        if self.t_min is not None and self.t_max is not None:
-            check(self.t_max >= self.t_min, f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+                check(config.MIN_TEMPERATURE <= value <= config.MAX_TEMPERATURE,
+                      f"{name} must be in [{config.MIN_TEMPERATURE:g}, {config.MAX_TEMPERATURE:g}] (got {value})")
         if self.seed is not None:
             check(
                 isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= config.SEED_MAX,
@@ -73,8 +75,10 @@ class SamplingSettings:
             )
         if self.stability_threshold is not None:
             check(
-                isinstance(self.stability_threshold, int) and 0 <= self.stability_threshold <= 64,
-                f"stability_threshold must be an integer in [0, 64] (got {self.stability_threshold})",
+                isinstance(self.stability_threshold, int)
+                and 0 <= self.stability_threshold <= config.MAX_STABILITY_THRESHOLD,
+                f"stability_threshold must be an integer in [0, {config.MAX_STABILITY_THRESHOLD}] "
+                f"(got {self.stability_threshold})",
             )
         if self.confidence_threshold is not None:
             check(
@@ -92,8 +96,11 @@ class Timings:
     steps: int = 0
     ms_per_step: float = 0.0
     tokens_per_forward: float = 0.0
+    prompt_tokens: int = 0  # the request's prompt as the model saw it (header, extra files, prefix)
     cached_tokens: int = 0  # prompt tokens reused from the prefix cache
-    encoded_tokens: int = 0  # prompt tokens run through the encoder for this request
+    # tokens run through the encoder for this request: the prompt's uncached tail, and each finished
+    # canvas of a longer answer (the model's own output, encoded before the next canvas)
+    encoded_tokens: int = 0
     generated_tokens: int = 0
     canvases: int = 0
     # canvas positions passed through the decoder over the whole request (rows x canvas x steps,
@@ -128,7 +135,7 @@ class TokenPiece:
     text: str
     confidence: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TokenConfidence:
         return {"text": self.text, "confidence": round(self.confidence, 4)}
 
 
