@@ -9,8 +9,9 @@ a stream), valid requests must be accepted and invalid ones refused, a 401 must 
 the token, an undeclared method must get 405 with `Allow`, and nothing may answer 5xx.
 
 The daemon is real: `diffgemma serve` on loopback TCP with a bearer token, serving a tiny
-random-weight DiffusionGemma (built in a temp directory unless --model names one) with few steps and
-tokens per request (--max-steps 2 --max-tokens 16), so the run measures the API, not the model.
+random-weight DiffusionGemma (built in a temp directory unless --model names one, with a 1,024-position
+context so the longest prompts the fuzzer sends are cut to it quickly) with few steps and tokens per
+request (--max-steps 2 --max-tokens 16), so the run measures the API, not the model.
 
 Printed: test cases generated, failures (unique, must be 0), errors, Schemathesis's warnings, and the
 run's time; with --json one JSON object. Exit status 1 when anything failed. The test suite runs this
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from diffgemma.training.tiny import write_tiny
 
             model = write_tiny(work / "tiny", seed=0)
+            config = json.loads((model / "config.json").read_text())
+            config["text_config"]["max_position_embeddings"] = 1024
+            (model / "config.json").write_text(json.dumps(config))
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         process, log = _daemon(model, work, port)
