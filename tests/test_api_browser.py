@@ -39,7 +39,7 @@ FETCH = """async ([url, token, body]) => {
   }
 }"""
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing (.ci/run installs it)")
 
 
 class _DualStack(http.server.ThreadingHTTPServer):

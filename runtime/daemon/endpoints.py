@@ -36,7 +36,7 @@ from diffgemma.runtime.daemon.compat_routes import (
     Props,
     Tokens,
 )
-from diffgemma.runtime.daemon.llama_compat import LlamaChunk, LlamaEvent, LlamaReply
+from diffgemma.runtime.daemon.llama_compat import LlamaEvent, LlamaReply
 from diffgemma.runtime.daemon.native_routes import NativeRoutes
 from diffgemma.runtime.daemon.openai_compat import ChatAnswer, ChatChunk, CompletionAnswer
 
@@ -108,10 +108,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("/health", "GET", NativeRoutes.health, "Liveness (no token needed)", Health, public=True),
     Endpoint("/openapi.json", "GET", NativeRoutes.openapi, "This document", dict[str, Any]),
     Endpoint("/infill", "POST", CompatRoutes.llama_infill, "llama.cpp infill (llama.vim, llama.vscode)",
-             LlamaReply, body=LLAMA_INFILL, stream=Stream("text/event-stream", (LlamaChunk, LlamaEvent)), job=True),
+             LlamaReply, body=LLAMA_INFILL, stream=Stream("text/event-stream", (LlamaEvent,)), job=True),
     Endpoint("/completion", "POST", CompatRoutes.llama_completion,
              "llama.cpp completion: a prompt continued, or filled where it is a FIM template", LlamaReply,
-             body=LLAMA_COMPLETION, stream=Stream("text/event-stream", (LlamaChunk, LlamaEvent)), job=True,
+             body=LLAMA_COMPLETION, stream=Stream("text/event-stream", (LlamaEvent,)), job=True,
              aliases=("/completions",)),
     Endpoint("/props", "GET", CompatRoutes.props, "llama.cpp server properties", Props, aliases=("/v1/props",)),
     Endpoint("/tokenize", "POST", CompatRoutes.tokenize, "llama.cpp: {content} -> {tokens}", Tokens,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired, cast
 
 from typing_extensions import TypedDict
 
@@ -44,8 +44,10 @@ class LlamaSettings(TypedDict):
     n_predict: int
 
 
-class LlamaAnswer(TypedDict):
-    """llama.cpp's answer to /infill and /completion (one per candidate; the last event of a stream)."""
+class LlamaAnswer(TypedDict, total=False):
+    """llama.cpp's answer to /infill and /completion (one per candidate; the last event of a stream).
+    Every key is there unless ``response_fields`` picked some: then only those, keyed by their path
+    ("timings/prompt_n" for a nested one)."""
 
     index: int
     content: str
@@ -61,7 +63,7 @@ class LlamaAnswer(TypedDict):
     stopping_word: str
     tokens_cached: int
     timings: LlamaTimings
-    prompt: NotRequired[str]  # /completion echoes its prompt
+    prompt: str  # /completion echoes its prompt
 
 
 class LlamaChunk(TypedDict):
@@ -74,11 +76,9 @@ class LlamaChunk(TypedDict):
     model: NotRequired[str]
 
 
-# With ``response_fields`` an answer holds only the paths asked for, keyed by the path ("timings/prompt_n").
-Selected = dict[str, Any]
 # n_cmpl > 1: an array, one per candidate.
-LlamaReply = LlamaAnswer | list[LlamaAnswer] | Selected | list[Selected]
-LlamaEvent = LlamaChunk | LlamaAnswer | Selected
+LlamaReply = LlamaAnswer | list[LlamaAnswer]
+LlamaEvent = LlamaChunk | LlamaAnswer
 
 
 def _llama_timings(timings: dict[str, Any]) -> LlamaTimings:
@@ -105,12 +105,12 @@ def _llama_timings(timings: dict[str, Any]) -> LlamaTimings:
     }
 
 
-def _nested_fields(data: LlamaAnswer, paths: list[str]) -> Selected:
+def _nested_fields(data: LlamaAnswer, paths: list[str]) -> LlamaAnswer:
     """llama.cpp's ``response_fields``: keep only these "a/b" paths, keyed by the path itself (none
     given: the whole answer, as llama.cpp does)."""
     if not paths:
-        return dict(data)
-    out: Selected = {}
+        return data
+    out: dict[str, Any] = {}
     for path in paths:
         node: Any = data
         for part in path.split("/"):
@@ -120,7 +120,7 @@ def _nested_fields(data: LlamaAnswer, paths: list[str]) -> Selected:
                 break
         else:
             out[path] = node
-    return out
+    return cast(LlamaAnswer, out)
 
 
 def llama_stop_type(finish_reason: str | None, word: str | None) -> Literal["word", "limit", "eos", "none"]:
@@ -137,7 +137,7 @@ class LlamaCodec(Codec):
     response_fields: list[str] | None = None
     prompt: str | None = None  # /completion echoes its prompt
 
-    def one(self, result: Result, text: str, word: str | None, index: int) -> LlamaAnswer | Selected:
+    def one(self, result: Result, text: str, word: str | None, index: int) -> LlamaAnswer:
         timings = _llama_timings(result.timings)
         data: LlamaAnswer = {
             "index": index,
@@ -162,7 +162,7 @@ class LlamaCodec(Codec):
     def answer(self, result: Result) -> LlamaReply:
         """One result object, or (n_cmpl > 1) an array of them, as llama.cpp answers."""
         items = [self.one(result, text, word, i) for i, (text, word) in enumerate(self.texts(result))]
-        return items if self.count > 1 else items[0]  # type: ignore[return-value]
+        return items if self.count > 1 else items[0]
 
     def event(self, text: str, request_id: str) -> bytes:
         chunk: LlamaChunk = {"index": 0, "content": text, "stop": False, "id_slot": 0, "model": self.model}
