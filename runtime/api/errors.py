@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing_extensions import TypedDict
+if TYPE_CHECKING:  # the answer types live with the other answers (runtime.api.results)
+    from diffgemma.runtime.api.results import ErrorBody
 
 
 class ErrorCode(StrEnum):
@@ -61,25 +62,6 @@ _SPEC: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CANCELLED: (499, "cancelled"),
     ErrorCode.INTERNAL: (500, "server_error"),
 }
-
-
-class ErrorDetail(TypedDict):
-    """What went wrong: one line for people, the OpenAI-style type, and the code decisions look up."""
-
-    message: str
-    type: str
-    code: ErrorCode
-
-
-class ErrorBody(TypedDict):
-    """Every error answer, on every endpoint (and each error event of a stream)."""
-
-    error: ErrorDetail
-
-
-def codes_of(status: int) -> list[ErrorCode]:
-    """The codes answered with this HTTP status."""
-    return [code for code, (code_status, _) in _SPEC.items() if code_status == status]
 
 
 def status_of(code: ErrorCode) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Literal, NotRequired, cast, get_args
 from typing_extensions import TypedDict
 
 from diffgemma.runtime.api.checks import ProtocolError, type_name
-from diffgemma.runtime.api.errors import ErrorDetail, WireError
+from diffgemma.runtime.api.errors import ErrorCode, WireError
 
 # Why an answer ended. "time": the request's time budget ran out and the best draft so far is the
 # answer (a diffusion draft is always a whole answer). The engine's results use the same type.
@@ -21,6 +21,20 @@ FinishReason = Literal["stop", "length", "cancelled", "time"]
 FINISH_REASONS: tuple[str, ...] = get_args(FinishReason)
 HoleState = Literal["final", "refining", "waiting"]
 HOLE_STATES: tuple[str, ...] = get_args(HoleState)
+
+
+class ErrorDetail(TypedDict):
+    """What went wrong: one line for people, the OpenAI-style type, and the code decisions look up."""
+
+    message: str
+    type: str
+    code: ErrorCode
+
+
+class ErrorBody(TypedDict):
+    """Every error answer, on every endpoint (and each error event of a stream)."""
+
+    error: ErrorDetail
 
 
 class TokenConfidence(TypedDict):

@@ -17,7 +17,8 @@ from collections import defaultdict
 from typing import Any
 
 from diffgemma.runtime.api.checks import Schema
-from diffgemma.runtime.api.errors import ErrorBody, ErrorCode, status_of
+from diffgemma.runtime.api.errors import ErrorCode, status_of
+from diffgemma.runtime.api.results import ErrorBody
 from diffgemma.runtime.daemon.dispatch import API_VERSION, ServerInfo
 from diffgemma.runtime.daemon.endpoints import ENDPOINTS, Endpoint, Stream, Tagged
 
