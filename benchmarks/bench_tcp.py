@@ -4,8 +4,8 @@
 
 What an OpenAI-style client or a team's editors see over TCP: the same requests, one connection kept
 alive per daemon (as every HTTP client library does), timed from the client. Three requests: a bare
-/health, /tokenize of a short text (the transport and the worker, no denoising), and an infill on
-the model (default: the shipped diffgemma-mini). ``--baseline DIR`` names a checkout of another
+/health, /tokenize of a short text (the transport and the worker, no denoising), and a short infill (4 steps)
+on the model (default: the shipped diffgemma-mini). ``--baseline DIR`` names a checkout of another
 version of this project (for example `git archive main | tar -x -C DIR`): its daemon is started too
 and the requests alternate between the two, so the ratio holds when the machine's speed drifts.
 
@@ -32,7 +32,7 @@ REQUESTS: dict[str, tuple[str, str, dict[str, object] | None]] = {
     "health": ("GET", "/health", None),
     "tokenize": ("POST", "/tokenize", {"content": "def area(radius: float) -> float:"}),
     "infill": ("POST", "/v1/infill", {"prefix": "def area(radius: float) -> float:\n    return ", "suffix": "\n",
-                                      "max_tokens": 16, "seed": 1}),
+                                      "max_tokens": 16, "steps": 4, "seed": 1}),
 }
 
 
