@@ -121,11 +121,11 @@ class _OpenAICodec(Codec):
     answer_object: ClassVar[str]
     chunk_object: ClassVar[str]
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> Any:
         """One candidate of the whole answer."""
         raise NotImplementedError
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> Any:
         """One candidate in a stream chunk: new ``text``, or (None) its closing ``reason``."""
         raise NotImplementedError
 
@@ -168,10 +168,10 @@ class CompletionCodec(_OpenAICodec):
     answer_object = chunk_object = "text_completion"
     echo: str = ""  # the prompt, when the client asked for echo
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> CompletionChoice:
         return {"text": self.echo + text, "index": index, "finish_reason": reason, "logprobs": None}
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> CompletionChoice:
         return {"text": text or "", "index": index, "finish_reason": reason, "logprobs": None}
 
     def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
@@ -272,12 +272,12 @@ class ChatCodec(_OpenAICodec):
     answer_object = "chat.completion"
     chunk_object = "chat.completion.chunk"
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> ChatChoice:
         return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
                 "logprobs": None}
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
-        delta = {} if text is None else {"role": "assistant", "content": text}
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> ChatChunkChoice:
+        delta: ChatDelta = {} if text is None else {"role": "assistant", "content": text}
         return {"index": index, "delta": delta, "finish_reason": reason}
 
 
