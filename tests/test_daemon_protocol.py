@@ -210,3 +210,18 @@ def test_error_lines_carry_the_typed_error() -> None:
     line = error_line(WireError(ErrorCode.QUEUE_FULL, "full\nsecond line"), "r1")
     assert line == {"type": "error", "error": {"message": "full", "type": "server_busy", "code": "queue_full"},
                     "status": 503, "id": "r1"}
+
+
+def test_stream_lines_survive_any_line_reader() -> None:
+    # JSON leaves U+0085, U+2028 and U+2029 raw in strings; str.splitlines (and httpx's iter_lines,
+    # which our clients read NDJSON with) breaks lines there, so the daemon escapes them
+    from diffgemma.runtime.daemon.codec import sse
+    from diffgemma.runtime.daemon.jobs import Job
+    from diffgemma.runtime.daemon.streaming import ndjson_draft
+
+    text = "a\u2028b\x85c\u2029d"
+    job = Job(kind="infill", request=InfillRequest(prefix="", suffix=""), model="m", on_done=lambda _: None)
+    for raw in (ndjson_draft(job, Draft(step=1, text=text)), sse({"content": text})):
+        lines = raw.decode().splitlines()
+        assert len([line for line in lines if line]) == 1
+        assert text in json.loads(lines[0].removeprefix("data: ")).values()

@@ -7,7 +7,6 @@ compatibility endpoints stream server-sent events in their client's shape (adapt
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.api.results import draft_line, error_line, result_line
+from diffgemma.runtime.daemon.codec import json_line
 from diffgemma.runtime.daemon.jobs import Job, Outcome
 from diffgemma.runtime.daemon.wire import error_response, wait_disconnect
 from diffgemma.runtime.engine.types import Draft
@@ -63,12 +63,12 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
     holes = getattr(draft, "holes", None)  # several holes (holes.HolesDraft): every hole, in order
     if holes is not None:
         line["holes"] = [h.to_dict(tokens=confidence) for h in holes]
-    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+    return (json_line(line) + "\n").encode()
 
 
 def ndjson_end(job: Job, outcome: Outcome) -> bytes:
     line = result_line(outcome.result) if outcome.result is not None else error_line(outcome_error(outcome), job.id)
-    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+    return (json_line(line) + "\n").encode()
 
 
 class JobStream:
