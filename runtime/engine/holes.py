@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,7 +42,8 @@ from diffgemma.runtime.engine.canvas import (
 )
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
 from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
-from diffgemma.runtime.engine.fill import infill, trim_join
+from diffgemma.runtime.engine.fill import infill
+from diffgemma.runtime.engine.layout import plan_groups, sets, trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import Layout, refine, repair_language
 from diffgemma.runtime.engine.runner import CanvasRunner, CanvasView, EncodedPrompt
@@ -50,7 +51,9 @@ from diffgemma.runtime.engine.types import (
     Draft,
     EngineResult,
     FinishReason,
+    HoleDraft,
     HoleFill,
+    HolesDraft,
     SamplingSettings,
     SettingsError,
     Timings,
@@ -58,54 +61,6 @@ from diffgemma.runtime.engine.types import (
 )
 
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
-# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
-HoleState = Literal["final", "refining", "waiting"]
-
-
-@dataclass
-class _Group:
-    holes: list[int]  # hole indexes, consecutive
-
-
-def plan_groups(length: int, fixed_ids: list[list[int]]) -> list[_Group]:
-    """Consecutive holes share a canvas (of ``length``) while the text between them is at most a
-    quarter canvas and every hole in it keeps at least an eighth of the canvas of room."""
-    room_min, between_max = max(2, length // 8), max(1, length // 4)
-    groups: list[_Group] = [_Group([0])]
-    n_holes = len(fixed_ids) - 1
-    for hole in range(1, n_holes):
-        group = groups[-1]
-        between = [len(fixed_ids[h + 1]) for h in group.holes]  # text after each hole so far
-        tail = min(len(fixed_ids[hole + 1]), between_max)
-        fits = sum(between) + (len(group.holes) + 1) * room_min + tail <= length
-        if between[-1] <= between_max and fits:
-            group.holes.append(hole)
-        else:
-            groups.append(_Group([hole]))
-    return groups
-
-
-@dataclass
-class HoleDraft:
-    """One hole in a draft of several: its text so far and where it stands."""
-
-    text: str
-    state: HoleState
-    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
-
-    def to_dict(self, tokens: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text, "state": self.state}
-        if tokens:
-            out["tokens"] = [t.to_dict() for t in self.tokens]
-        return out
-
-
-@dataclass
-class HolesDraft(Draft):
-    """A draft of several holes: ``holes`` has every hole in order; ``text`` and ``tokens`` are the
-    first hole's (as in the result), ``canvas`` the group being denoised."""
-
-    holes: list[HoleDraft] = field(default_factory=list)
 
 
 class _Drafts:
@@ -230,15 +185,6 @@ def _single(runner: CanvasRunner, before: str, after: str, settings: SamplingSet
                language=ask.language, refine=ask.refine, alternatives=ask.rows, confidence=ask.confidence)
     fill = HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens)
     return [fill], r.timings, r.finish_reason, [(t,) for t in (r.alternatives or [r.text])]
-
-
-def sets(group_sets: Sequence[Sequence[tuple[str, ...]]], n: int) -> list[tuple[str, ...]]:
-    """The request's distinct sets of fills, set 0 the answer: set k joins every group's k-th
-    alternative (a group with fewer distinct ones than k gives its answer)."""
-    out: dict[tuple[str, ...], None] = {}
-    for k in range(n):
-        out.setdefault(tuple(t for g in group_sets for t in (g[k] if k < len(g) else g[0])), None)
-    return list(out)
 
 
 def _answers(fills: list[HoleFill], group_sets: list[list[tuple[str, ...]]], n: int) -> list[HoleFill]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.errors import InvalidValue
@@ -120,6 +121,9 @@ class Draft:
     tokens: list[TokenPiece] | None = None  # ``text`` token by token, with confidences (infill drafts)
 
 
+DraftCallback = Callable[[Draft], None]
+
+
 @dataclass
 class TokenPiece:
     """One token of an answer: its text as it shows in the answer and the probability the model
@@ -155,3 +159,30 @@ class EngineResult:
     tokens: list[TokenPiece] = field(default_factory=list)  # ``text``, token by token
     # several holes: one entry per hole, in order (``text`` is then the first hole's)
     holes: list[HoleFill] = field(default_factory=list)
+
+
+# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
+HoleState = Literal["final", "refining", "waiting"]
+
+
+@dataclass
+class HoleDraft:
+    """One hole in a draft of several: its text so far and where it stands."""
+
+    text: str
+    state: HoleState
+    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
+
+    def to_dict(self, tokens: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "state": self.state}
+        if tokens:
+            out["tokens"] = [t.to_dict() for t in self.tokens]
+        return out
+
+
+@dataclass
+class HolesDraft(Draft):
+    """A draft of several holes: ``holes`` has every hole in order; ``text`` and ``tokens`` are the
+    first hole's (as in the result), ``canvas`` the group being denoised."""
+
+    holes: list[HoleDraft] = field(default_factory=list)
