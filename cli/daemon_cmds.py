@@ -50,6 +50,7 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --model ./checkpoint --socket /tmp/dg.sock
   diffgemma serve --port 8012                    TCP on 127.0.0.1:8012, token required
   diffgemma serve --keep-alive 0                 unload the model after every request
+  diffgemma serve --engine vllm --vllm-url http://gpu1:8000 --model ./checkpoint
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
 [bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
@@ -132,6 +133,13 @@ FixedModelOpt = Annotated[bool, typer.Option(
     "--fixed-model", help="Serve only the default model: requests cannot load, switch or unload models.")]
 SamplerOpt = Annotated[str | None, typer.Option(
     "--sampler", show_default=False, help="The denoising sampler: stream (default) or stock.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local: run the model in this process; vllm: send its canvases to the vLLM servers "
+                     "given with --vllm-url (--model names the checkpoint they run).")]
+VllmUrlOpt = Annotated[list[str] | None, typer.Option(
+    "--vllm-url", show_default=False,
+    help="With --engine vllm: a vLLM server's URL (repeatable); each client's requests stay on one server, "
+         "the next one takes over when it fails.")]
 # Written by a daemon started in the background when its start fails (runtime/api/autostart.py).
 StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=True)]
 
@@ -151,7 +159,8 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  no_preload: bool = False, max_request_seconds: float = config.DEFAULT_MAX_REQUEST_SECONDS,
                  max_steps: int = config.DEFAULT_MAX_STEPS, max_tokens: int = config.DEFAULT_MAX_TOKENS,
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
-                 fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
+                 fixed_model: bool = False, sampler: str | None = None, *, engine: str = "local",
+                 vllm_url: list[str] | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
 
     if socket is not None and port is not None:
@@ -164,7 +173,8 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                         max_queue=queue, device=device, dtype=dtype, quantize=_quantize(quantize),
                         preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
                         max_tokens=max_tokens, allow_origins=tuple(allow_origin or ()),
-                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler)
+                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler,
+                        engine=engine, vllm_urls=tuple(vllm_url or ()))
 
 
 def _human_bytes(n: int | None) -> str:
@@ -237,12 +247,13 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
+          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None,
+          start_report: StartReportOpt = None) -> None:
 
     try:
         daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                              fixed_model, sampler)
+                              fixed_model, sampler, engine=engine, vllm_url=vllm_url)
     except CliError as exc:
         if start_report is not None:
             write_start_report(start_report, DaemonStartError(str(exc)))
@@ -266,11 +277,11 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None) -> None:
+          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None) -> None:
 
     daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                          fixed_model, sampler)
+                          fixed_model, sampler, engine=engine, vllm_url=vllm_url)
     try:
         pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:

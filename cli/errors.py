@@ -104,6 +104,7 @@ class RequestFailed(CliError):
 # look at when the daemon refuses. An answer without a code is a failed request (see exit_code_for).
 EXIT_BY_ERROR_CODE: dict[ErrorCode, ExitCode] = {
     ErrorCode.MODEL_LOAD_FAILED: ExitCode.MODEL,
+    ErrorCode.ENGINE_UNAVAILABLE: ExitCode.MODEL,  # the vLLM servers behind the daemon do not answer
     ErrorCode.MODEL_NOT_FOUND: ExitCode.MODEL,
     ErrorCode.NO_MODEL: ExitCode.MODEL,
     ErrorCode.UNAUTHORIZED: ExitCode.DAEMON,  # a daemon we may not use is, to us, no daemon

@@ -76,6 +76,10 @@ MAX_REQUEST_SECONDS = 24 * 3600.0
 DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
 DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
 SAMPLERS = ("stream", "stock")  # --sampler; None: the engine's default (stream)
+ENGINES = ("local", "vllm")  # serve --engine: the model in the daemon's process, or vLLM servers
+# Jobs a daemon with --engine vllm runs at once (each one's canvases are concurrent vLLM requests;
+# the vLLM servers batch them): a worker thread per job, blocked while vLLM denoises.
+VLLM_WORKERS = 32
 QUANTIZATIONS = ("4bit",)  # --quantize ("nf4" is taken as another name for 4bit)
 
 # --- front-end defaults ------------------------------------------------------------------------

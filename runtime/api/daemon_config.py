@@ -84,6 +84,8 @@ class DaemonConfig:
     allow_models: tuple[str, ...] = ()
     fixed_model: bool = False
     sampler: str | None = None  # None: the engine's default (stream)
+    engine: str = "local"  # "vllm": canvases go to the vLLM servers in vllm_urls
+    vllm_urls: tuple[str, ...] = ()
 
     @property
     def tcp(self) -> bool:
@@ -141,6 +143,10 @@ class DaemonConfig:
             args += ["--allow-model", model]
         if self.fixed_model:
             args.append("--fixed-model")
+        if self.engine != "local":
+            args += ["--engine", self.engine]
+        for url in self.vllm_urls:
+            args += ["--vllm-url", url]
         return args
 
     def check(self) -> None:
@@ -158,3 +164,21 @@ class DaemonConfig:
             raise DaemonStartError(f"--max-tokens must be between 1 and {config.MAX_TOKENS_LIMIT}")
         if self.sampler is not None and self.sampler not in config.SAMPLERS:
             raise DaemonStartError(f"unknown --sampler {self.sampler!r}; use {' or '.join(config.SAMPLERS)}")
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        if self.engine not in config.ENGINES:
+            raise DaemonStartError(f"unknown --engine {self.engine!r}; use {' or '.join(config.ENGINES)}")
+        if self.engine == "local":
+            if self.vllm_urls:
+                raise DaemonStartError("--vllm-url needs --engine vllm")
+            return
+        if not self.vllm_urls:
+            raise DaemonStartError("--engine vllm needs --vllm-url: the URL of a vLLM server (repeatable)")
+        local_only = [flag for flag, value in (("--device", self.device), ("--dtype", self.dtype),
+                                                ("--quantize", self.quantize), ("--sampler", self.sampler))
+                      if value]
+        if local_only or self.allow_models:
+            named = ", ".join([*local_only, *(["--allow-model"] if self.allow_models else [])])
+            raise DaemonStartError(f"{named}: not with --engine vllm (the vLLM server runs the model; "
+                                   f"--model names the checkpoint it serves)")

@@ -27,13 +27,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from diffgemma.runtime.api import paths
-from diffgemma.runtime.api.config import ENV_MODEL, env
+from diffgemma.runtime.api.config import ENV_MODEL, VLLM_WORKERS, env
 from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.token_file import load_or_create_token
 
 if TYPE_CHECKING:
     from diffgemma.runtime.daemon.scheduler import Scheduler
     from diffgemma.runtime.daemon.server import ServerInfo
+    from diffgemma.runtime.engine.vllm.engine import VllmEngine
 
 AF_UNIX_PATH_MAX = 107
 
@@ -181,13 +183,37 @@ def _bind(config: DaemonConfig, lock: AddressLock) -> tuple[socketlib.socket, Se
                             allow_origins=tuple(config.allow_origins))
 
 
-def _scheduler(config: DaemonConfig, default_model: str | None) -> Scheduler:
+def connect_vllm(config: DaemonConfig) -> VllmEngine:
+    """The vLLM engine over the configured servers, each checked to run the checkpoint ``--model``
+    names (before anything is bound: a disagreement starts nothing)."""
+    name = config.model or env(ENV_MODEL)
+    if not name:
+        raise DaemonStartError("--engine vllm needs --model: the checkpoint the vLLM servers run "
+                               "(its tokenizer is used here)")
+    from diffgemma.runtime.engine.loading import ModelLoadError
+    from diffgemma.runtime.engine.vllm.connect import VllmStartError
+    from diffgemma.runtime.engine.vllm.engine import VllmEngine
+
+    try:
+        engine = VllmEngine.connect(name, config.vllm_urls)
+    except (VllmStartError, ModelLoadError) as exc:
+        raise DaemonStartError(one_line(exc)) from None
+    log.info("vLLM servers checked (they serve %s): %s", name, ", ".join(s.url for s in engine.pool.servers))
+    return engine
+
+
+def _scheduler(config: DaemonConfig, default_model: str | None, engine: VllmEngine | None = None) -> Scheduler:
     from diffgemma.runtime.daemon.scheduler import Limits, Scheduler
 
     limits = Limits(max_request_seconds=config.max_request_seconds or None, max_steps=config.max_steps,
                     max_tokens=config.max_tokens, allowed_models=tuple(config.allow_models),
                     # Over TCP any token holder could otherwise load any path: only what the operator named.
-                    restrict_models=config.tcp or bool(config.allow_models), fixed_model=config.fixed_model)
+                    restrict_models=config.tcp or bool(config.allow_models),
+                    # the vLLM servers run one checkpoint: requests cannot switch it
+                    fixed_model=config.fixed_model or engine is not None)
+    if engine is not None:  # it holds no model to unload: never idle out; one worker per job in flight
+        return Scheduler(default_model, keep_alive=-1, max_queue=config.max_queue, limits=limits,
+                         engine_loader=lambda *_: engine, workers=VLLM_WORKERS, engine_kind="vllm")
     return Scheduler(default_model, device=config.device, dtype=config.dtype, quantize=config.quantize,
                      keep_alive=config.keep_alive, max_queue=config.max_queue, sampler=config.sampler,
                      limits=limits)
@@ -228,14 +254,24 @@ def serve(config: DaemonConfig) -> int:
     """
     _setup_logging()
     config.check()
+    engine = connect_vllm(config) if config.engine == "vllm" else None
     lock = AddressLock(paths.lock_path(config.address))
-    sock, info = _bind(config, lock)
+    try:
+        sock, info = _bind(config, lock)
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
     pid_file = paths.pid_path(config.address)
-    default_model, notice = resolve_default_model(config.model)
+    default_model: str | None
+    if engine is not None:
+        default_model, notice = engine.checkpoint.name, None
+    else:
+        default_model, notice = resolve_default_model(config.model)
     info.notice = notice
     if notice:
         log.warning("%s", notice)
-    scheduler = _scheduler(config, default_model)
+    scheduler = _scheduler(config, default_model, engine)
     scheduler.start()
     if config.preload and default_model:
         scheduler.preload()
