@@ -37,6 +37,9 @@ class Capabilities:
     sampling_options: bool = True  # per-request entropy_bound, t_min, t_max, ... (else: refused)
     rewrite_anchor: bool = True  # a rewrite's unaccepted tokens fall back to the selection's
     syntax_repair: bool = True  # re-noising the span where a fill breaks the syntax
+    # the held text (suffix head, text between holes) is clamped, so every answer joins it exactly
+    # (else: checked and preferred, and timings.held_mismatches says how far an answer is off)
+    exact_join: bool = True
     concurrent_requests: bool = False  # requests from several clients run at the same time
     notes: tuple[str, ...] = field(default_factory=tuple)
 

@@ -102,6 +102,10 @@ class Timings:
     decoder_tokens: int = 0
     # syntax-guided repair rounds run (0: the fill parsed, repair was off, or no grammar)
     refine_rounds: int = 0
+    # held positions (the suffix head, the text between holes) where the answer's canvas holds a
+    # token other than the held one: 0 is an exact join. The local engine clamps them (always 0);
+    # vLLM pins only a canvas's input, so its answer may differ there
+    held_mismatches: int = 0
     total_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

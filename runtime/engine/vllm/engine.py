@@ -32,7 +32,7 @@ from diffgemma.runtime.engine.vllm.tokens import Checkpoint, CheckpointTokenizer
 
 CAPABILITIES = Capabilities(
     per_step_drafts=False, seed=False, sampling_options=False, rewrite_anchor=False, syntax_repair=False,
-    concurrent_requests=True,
+    exact_join=False, concurrent_requests=True,
     notes=(
         "drafts: vLLM emits a canvas once, when it has converged, so a stream gets one draft per canvas "
         "(the best scouted candidate, then the finished canvas) instead of one per denoising step",
@@ -42,8 +42,8 @@ CAPABILITIES = Capabilities(
         "rewrite strength: the seed canvas starts that fraction of the selection as noise, but a token "
         "vLLM does not accept is re-noised, never reverted to the selection's",
         "syntax repair: not run; the answer is the chosen canvas as vLLM denoised it",
-        "held text: vLLM pins the canvas input only; a candidate whose emitted tokens differ from the "
-        "held ones ranks below every candidate that joins exactly",
+        "held text: vLLM pins a canvas's input only; a candidate whose emitted tokens differ from the "
+        "held ones ranks below every candidate that joins exactly, and timings.held_mismatches counts them",
     ),
 )
 UNSUPPORTED_OPTIONS = ("entropy_bound", "t_min", "t_max", "stability_threshold", "confidence_threshold")

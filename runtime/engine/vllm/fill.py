@@ -123,6 +123,7 @@ class FillLoop:
             return False
         best, reply = ranked.rows[0]
         hole, conf = reply.tokens[: lengths[best]], reply.confidence[: lengths[best]]
+        run.timings.held_mismatches += reply.mismatches(specs[best])
         if ranked.timed_out:
             answer.add(until(hole, ask.stops), conf)
             self.finish = "time"

@@ -190,8 +190,13 @@ async def _joint(run: CanvasRun, tok: CheckpointTokenizer, before: str, after: l
     chosen = layout(lengths, between, length, hold_cap)
     specs = [chosen.spec(run.noise()).with_steps(run.steps) for _ in range(ask.alternatives)]
     batch = await run.denoise(prompt, specs)
-    replies = [r for i in rank(specs, batch.replies) if (r := batch.replies[i]) is not None]
+    order = [i for i in rank(specs, batch.replies) if batch.replies[i] is not None]
+    replies = [r for i in order if (r := batch.replies[i]) is not None]
     rows = [texts(chosen, r) for r in replies]
+    if replies:
+        run.timings.held_mismatches += replies[0].mismatches(specs[order[0]])
+    elif fallback is not None:
+        run.timings.held_mismatches += fallback[1].mismatches(fallback[0].spec(fallback[1].tokens))
     if replies and show is not None:
         show(chosen, replies[0])
     if not rows and fallback is not None:  # out of time before the final canvas: the best scouted one

@@ -94,6 +94,7 @@ async def _canvases(run: CanvasRun, prompt: list[int], sel_ids: list[int], suffi
             return "time"
         best, reply = ranked.rows[0]
         span, conf = reply.tokens[: cands[best]], reply.confidence[: cands[best]]
+        run.timings.held_mismatches += reply.mismatches(specs[best])
         answer.draft(span, conf, run.full_steps)
         answer.add(span, conf)
         pos += len(orig)
