@@ -106,12 +106,16 @@ class CanvasRun:
 
 
 async def _abort(tasks: list[asyncio.Future[Any]]) -> None:
-    """Cancel the requests still in flight and wait until their connections are closed."""
+    """Cancel the requests still in flight and wait until their connections are closed; the
+    failures of those that ended are taken (the call has raised the first one already)."""
     live = [t for t in tasks if not t.done()]
     for task in live:
         task.cancel()
     if live:
         await asyncio.gather(*live, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
 
 
 async def settle(tasks: list[asyncio.Future[CanvasReply]], replies: list[CanvasReply | None],
