@@ -210,3 +210,32 @@ def test_the_engine_and_the_daemon_around_it_never_import_torch(tiny_model_dir: 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["stop", "[]"]
+
+
+def test_a_fill_that_breaks_the_syntax_is_repaired_in_a_seeded_canvas(engine: VllmEngine,
+                                                                      servers: list[PlumbingServer]) -> None:
+    from diffgemma.context.syntax import syntax_issues
+
+    server = servers[0]
+    prefix, suffix = "def f(x):\n    return ", "\n\nprint(f(2))\n"
+    broken, space = engine.encode_text("x +"), engine.encode_text(" ")[0]
+    pins = lambda body: body["vllm_xargs"].get("diffusion_pinned", [])  # noqa: E731
+    server.knobs.held_logprob = lambda b: -0.1 if pins(b)[0] == len(broken) else -4.0
+
+    def shape(body: dict[str, Any], tokens: list[int]) -> list[int]:
+        if "logprob_token_ids" in body:  # a scouted or final candidate: the broken fill
+            if pins(body)[0] == len(broken):
+                tokens[: len(broken)] = broken
+        else:  # a repair round: what it may rewrite becomes blank
+            tokens[: len(broken)] = [t if p in pins(body) else space for p, t in enumerate(tokens[: len(broken)])]
+        return tokens
+
+    server.knobs.shape = shape
+    plain = engine.infill(prefix, suffix, language="python", refine=False)
+    assert plain.text == "x +" and plain.timings.refine_rounds == 0
+    repair = engine.infill(prefix, suffix, language="python")
+    assert repair.timings.refine_rounds >= 1 and repair.text != "x +"
+    assert syntax_issues(prefix + repair.text + suffix, "python") == []
+    repair_body = server.record.bodies[-1]
+    assert "logprob_token_ids" not in repair_body  # nothing scored: everything but the broken span is pinned
+    assert set(repair_body["vllm_xargs"]["diffusion_pinned"]) >= set(range(len(broken), len(broken) + 8))

@@ -39,6 +39,8 @@ class Knobs:
     # the log-probability of every held token asked for, by request body
     held_logprob: Callable[[dict[str, Any]], float] = lambda body: -1.0
     drift: Callable[[dict[str, Any]], bool] = lambda body: False  # emit other tokens at the pins
+    # the canvas to emit, from the request and its seed (by default the seed itself)
+    shape: Callable[[dict[str, Any], list[int]], list[int]] = lambda body, tokens: tokens
     status: int = 200  # answer every completion with this status (an error body unless 200)
     tokenize_shift: int = 0  # add this to every id /tokenize gives (a server on another tokenizer)
     served_name: str = "diffgemma-test"
@@ -105,6 +107,7 @@ class PlumbingServer:
         seed = xargs.get("diffusion_seed_canvas")
         rng = random.Random(len(self.record.bodies))
         tokens = list(seed) if seed is not None else [rng.randrange(10, self.vocab) for _ in range(self.canvas)]
+        tokens = self.knobs.shape(body, tokens)
         if self.knobs.drift(body):
             for p in xargs.get("diffusion_pinned", []):
                 tokens[p] = (tokens[p] + 1) % self.vocab

@@ -26,12 +26,13 @@ from diffgemma.runtime.engine.vllm.canvases import CanvasRun
 from diffgemma.runtime.engine.vllm.connect import check_servers
 from diffgemma.runtime.engine.vllm.fill import FillAsk, fill_canvases
 from diffgemma.runtime.engine.vllm.holes import HolesAsk, infill_holes
+from diffgemma.runtime.engine.vllm.repair import repair_language
 from diffgemma.runtime.engine.vllm.rewrite import EditAsk, edit
 from diffgemma.runtime.engine.vllm.servers import ServerPool
 from diffgemma.runtime.engine.vllm.tokens import Checkpoint, CheckpointTokenizer, read_checkpoint
 
 CAPABILITIES = Capabilities(
-    per_step_drafts=False, seed=False, sampling_options=False, rewrite_anchor=False, syntax_repair=False,
+    per_step_drafts=False, seed=False, sampling_options=False, rewrite_anchor=False, syntax_repair=True,
     exact_join=False, concurrent_requests=True,
     notes=(
         "drafts: vLLM emits a canvas once, when it has converged, so a stream gets one draft per canvas "
@@ -41,7 +42,8 @@ CAPABILITIES = Capabilities(
         "vLLM takes them from the checkpoint it serves; steps is sent as diffusion_max_steps",
         "rewrite strength: the seed canvas starts that fraction of the selection as noise, but a token "
         "vLLM does not accept is re-noised, never reverted to the selection's",
-        "syntax repair: not run; the answer is the chosen canvas as vLLM denoised it",
+        "syntax repair: the span where a fill breaks is re-noised in a canvas seeded with the rest, which is "
+        "pinned (infills, rewrites, single holes); holes sharing a canvas are not repaired",
         "held text: vLLM pins a canvas's input only; a candidate whose emitted tokens differ from the "
         "held ones ranks below every candidate that joins exactly, and timings.held_mismatches counts them",
     ),
@@ -137,7 +139,8 @@ class VllmEngine:
         ask = FillAsk(prompt=self.tokenizer.prompt_ids(parts.header, parts.prefix),
                       suffix_ids=self.tokenizer.encode_text(suffix), healed=parts.healed, prefix=prefix,
                       suffix=suffix, max_tokens=checked_max_tokens(max_tokens, self.canvas_length),
-                      stops=self.stops, alternatives=alternatives)
+                      stops=self.stops, alternatives=alternatives,
+                      language=repair_language(language) if refine else None)
         return self._run(settings, cancel, deadline, client,
                          lambda run: fill_canvases(run, self.decode, ask, on_draft, confidence))
 
@@ -149,7 +152,8 @@ class VllmEngine:
         if max_tokens is not None:
             checked_max_tokens(max_tokens, self.canvas_length)
         ask = HolesAsk(pieces=list(pieces), extra=extra, max_tokens=max_tokens, alternatives=alternatives,
-                       confidence=confidence, stops=self.stops)
+                       confidence=confidence, stops=self.stops,
+                       language=repair_language(language) if refine_syntax else None)
         return self._run(settings, cancel, deadline, client,
                          lambda run: infill_holes(run, self.tokenizer, ask, on_draft))
 
@@ -159,7 +163,7 @@ class VllmEngine:
              cancel: CancelToken | None = None, deadline: float | None = None, language: str | None = None,
              refine: bool = True, confidence: bool = False, client: str | None = None) -> EngineResult:
         ask = EditAsk(prefix=prefix, selection=selection, suffix=suffix, instruction=instruction, strength=strength,
-                      extra=extra, max_tokens=max_tokens)
+                      extra=extra, max_tokens=max_tokens, language=repair_language(language) if refine else None)
         return self._run(settings, cancel, deadline, client,
                          lambda run: edit(run, self.tokenizer, ask, self.stops, on_draft, confidence))
 

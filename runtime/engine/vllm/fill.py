@@ -18,6 +18,7 @@ from diffgemma.runtime.engine.layout import distinct, finish_timings, hole_candi
 from diffgemma.runtime.engine.prompt import strip_heal
 from diffgemma.runtime.engine.types import Draft, DraftCallback, EngineResult, FinishReason
 from diffgemma.runtime.engine.vllm.canvases import SCOUT_STEPS, CanvasRun, choose, hole_spec
+from diffgemma.runtime.engine.vllm.repair import LastCanvas, repair_span
 from diffgemma.runtime.engine.vllm.wire import CanvasReply, CanvasSpec
 
 Decode = Callable[[Sequence[int]], str]
@@ -78,11 +79,13 @@ class FillAsk:
     max_tokens: int
     stops: frozenset[int]
     alternatives: int = 1
+    language: str | None = None  # repair the fill's syntax with this grammar (None: no repair)
 
 
 class FillLoop:
     """The canvases of one fill; ``run()`` leaves the answer in ``answer``, why it ended in
-    ``finish`` and the other candidates of the last canvas in ``rows_out``."""
+    ``finish``, the other candidates of the last canvas in ``rows_out`` and that canvas in
+    ``last`` (for repair)."""
 
     def __init__(self, run: CanvasRun, ask: FillAsk, answer: Answer) -> None:
         self.run_ = run
@@ -90,6 +93,7 @@ class FillLoop:
         self.answer = answer
         self.finish: FinishReason = "stop"
         self.rows_out: list[list[int]] = []
+        self.last: LastCanvas | None = None
 
     async def run(self) -> None:
         while await self._canvas():
@@ -132,6 +136,7 @@ class FillLoop:
         end = next((i for i, t in enumerate(hole) if t in ask.stops), None)
         rows = [(lengths[i], r.tokens) for i, r in ranked.rows]
         if not held and end is not None:
+            self.last = LastCanvas(prompt, specs[best], reply, end)
             answer.add(hole[:end], conf)
             self.rows_out = [until(tokens[:n], ask.stops) for n, tokens in rows]
             return False
@@ -142,6 +147,7 @@ class FillLoop:
         if not held and len(answer.tokens) + len(hole) < ask.max_tokens:
             answer.commit(hole, conf)
             return True
+        self.last = LastCanvas(prompt, specs[best], reply, len(hole))
         answer.add(hole, conf)
         if len(answer.tokens) >= ask.max_tokens and (not held or best == len(lengths) - 1):
             self.finish = "length"
@@ -166,9 +172,27 @@ async def fill_canvases(run: CanvasRun, decode: Decode, ask: FillAsk, on_draft: 
     answer = Answer(decode, ask.healed, ask.prefix, on_draft, confidence)
     loop = FillLoop(run, ask, answer)
     await loop.run()
+    if ask.language is not None and loop.last is not None and loop.finish != "time":
+        await _repair(run, decode, ask, answer, loop.last, ask.language)
     text = answer.text(ask.suffix, ask.stops)
     others = [answer.text(ask.suffix, ask.stops, tail=row) for row in loop.rows_out] if ask.alternatives > 1 else []
     finish_timings(run.timings, len(answer.tokens), t0)
     return EngineResult(text=text, finish_reason=loop.finish, timings=run.timings, hole_tokens=len(answer.tokens),
                         alternatives=distinct([text, *others]) if ask.alternatives > 1 else [],
                         tokens=pieces(decode, answer.tokens, answer.conf, text) if confidence else [])
+
+
+async def _repair(run: CanvasRun, decode: Decode, ask: FillAsk, answer: Answer, last: LastCanvas,
+                  language: str) -> None:
+    """The last canvas's hole repaired in place where it breaks the window's syntax (`repair`)."""
+    base = answer.committed
+
+    def render(tail: list[int]) -> str:
+        return answer.text(ask.suffix, ask.stops, tail=until(tail, ask.stops))
+
+    repaired = await repair_span(run, decode, last, answer.tokens[base:], answer.conf[base:],
+                                 [ask.prefix, ask.suffix], render, language)
+    if repaired is not None:
+        tokens, conf = repaired
+        answer.tokens[base:] = until(tokens, ask.stops)
+        answer.conf[base:] = conf[: len(answer.tokens) - base]

@@ -52,6 +52,7 @@ class HolesAsk:
     alternatives: int
     confidence: bool
     stops: frozenset[int]
+    language: str | None = None  # repair single-hole groups' syntax with this grammar
 
 
 class HoleDrafts:
@@ -153,7 +154,8 @@ async def _single(run: CanvasRun, tok: CheckpointTokenizer, before: str, after: 
     parts = build_parts(before, ask.extra)
     fill = FillAsk(prompt=tok.prompt_ids(parts.header, parts.prefix), suffix_ids=tok.encode_text(after),
                    healed=parts.healed, prefix=before, suffix=after,
-                   max_tokens=ask.max_tokens or run.length, stops=ask.stops, alternatives=ask.alternatives)
+                   max_tokens=ask.max_tokens or run.length, stops=ask.stops, alternatives=ask.alternatives,
+                   language=ask.language)
     r = await fill_canvases(run, tok.decode, fill, drafts.single(index) if drafts is not None else None,
                             ask.confidence)
     return ([HoleFill(text=r.text, hole_tokens=r.hole_tokens, tokens=r.tokens)], r.finish_reason,

@@ -22,6 +22,7 @@ from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.types import DraftCallback, EngineResult, FinishReason, SettingsError
 from diffgemma.runtime.engine.vllm.canvases import SCOUT_STEPS, CanvasRun, capped_scored, choose
 from diffgemma.runtime.engine.vllm.fill import Answer
+from diffgemma.runtime.engine.vllm.repair import LastCanvas, repair_span
 from diffgemma.runtime.engine.vllm.tokens import CheckpointTokenizer
 from diffgemma.runtime.engine.vllm.wire import CanvasReply, CanvasSpec
 
@@ -49,6 +50,7 @@ class EditAsk:
     strength: float
     extra: Sequence[tuple[str, str]]
     max_tokens: int | None
+    language: str | None = None  # repair the rewrite's syntax with this grammar (None: no repair)
 
 
 async def edit(run: CanvasRun, tok: CheckpointTokenizer, ask: EditAsk, stops: frozenset[int],
@@ -64,7 +66,17 @@ async def edit(run: CanvasRun, tok: CheckpointTokenizer, ask: EditAsk, stops: fr
     suffix_ids = tok.encode_text(ask.suffix)
     budget = checked_max_tokens(ask.max_tokens, default=max(2 * len(sel_ids) + 16, run.length))
     answer = Answer(tok.decode, parts.healed, ask.prefix, on_draft, confidence)
-    finish = await _canvases(run, prompt, sel_ids, suffix_ids, float(strength), budget, answer)
+    finish, last = await _canvases(run, prompt, sel_ids, suffix_ids, float(strength), budget, answer)
+    if ask.language is not None and last is not None and finish != "time":
+        def render(tail: list[int]) -> str:
+            kept = [t for t in answer.tokens[: answer.committed] + tail if t not in stops]
+            return strip_heal(tok.decode(kept), parts.healed)
+
+        repaired = await repair_span(run, tok.decode, last, answer.tokens[answer.committed:],
+                                     answer.conf[answer.committed:], [ask.prefix, ask.suffix], render,
+                                     ask.language, baseline=[ask.selection])
+        if repaired is not None:
+            answer.tokens[answer.committed:], answer.conf[answer.committed:] = repaired
     text = strip_heal(tok.decode([t for t in answer.tokens if t not in stops]), parts.healed)
     finish_timings(run.timings, len(answer.tokens), t0)
     return EngineResult(text=text, finish_reason=finish, timings=run.timings, hole_tokens=len(answer.tokens),
@@ -72,17 +84,19 @@ async def edit(run: CanvasRun, tok: CheckpointTokenizer, ask: EditAsk, stops: fr
 
 
 async def _canvases(run: CanvasRun, prompt: list[int], sel_ids: list[int], suffix_ids: list[int], strength: float,
-                    budget: int, answer: Answer) -> FinishReason:
-    """The rewritten selection's tokens into ``answer``, canvas after canvas; why it ended."""
+                    budget: int, answer: Answer) -> tuple[FinishReason, LastCanvas | None]:
+    """The rewritten selection's tokens into ``answer``, canvas after canvas (``answer.committed``:
+    where the last canvas's span starts); why it ended, and that last canvas."""
     length = run.length
     hold_cap = max(1, length // 4)
     pos = 0
+    last: LastCanvas | None = None
     while True:
         rest = sel_ids[pos:]
-        last = len(rest) <= length - min(hold_cap, len(suffix_ids))
-        orig = rest if last else rest[: length - hold_cap]
-        following = suffix_ids if last else rest[len(orig):] + suffix_ids
-        cands = rewrite_lengths(length, orig, following, last, budget - len(answer.tokens))
+        final = len(rest) <= length - min(hold_cap, len(suffix_ids))
+        orig = rest if final else rest[: length - hold_cap]
+        following = suffix_ids if final else rest[len(orig):] + suffix_ids
+        cands = rewrite_lengths(length, orig, following, final, budget - len(answer.tokens))
         hold = min(len(following), length - max(cands)) if following else 0
         specs = [rewrite_spec(run.noise(), m, orig, following, strength, hold, run.rng) for m in cands]
 
@@ -91,16 +105,18 @@ async def _canvases(run: CanvasRun, prompt: list[int], sel_ids: list[int], suffi
 
         ranked = await choose(run, prompt + answer.tokens, specs, 1, scouted)
         if not ranked.rows:
-            return "time"
+            return "time", last
         best, reply = ranked.rows[0]
         span, conf = reply.tokens[: cands[best]], reply.confidence[: cands[best]]
         run.timings.held_mismatches += reply.mismatches(specs[best])
         answer.draft(span, conf, run.full_steps)
+        answer.committed = len(answer.tokens)
+        last = LastCanvas(prompt + answer.tokens, specs[best], reply, len(span))
         answer.add(span, conf)
         pos += len(orig)
         answer.canvas += 1
         if ranked.timed_out:
-            return "time"
-        if last or len(answer.tokens) >= budget:
+            return "time", last
+        if final or len(answer.tokens) >= budget:
             break
-    return "length" if len(answer.tokens) >= budget and pos < len(sel_ids) else "stop"
+    return ("length" if len(answer.tokens) >= budget and pos < len(sel_ids) else "stop"), last
