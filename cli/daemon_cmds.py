@@ -213,6 +213,12 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("keep alive", (f"{keep:g} s" if isinstance(keep, int | float) else "-")
                        + (f", unloads in {unload:.0f} s" if isinstance(unload, int | float) else "")),
     ]
+    servers = status.get("servers")
+    if isinstance(servers, list):  # --engine vllm: where the canvases go, and how each server is doing
+        for server in servers:
+            health = "healthy" if server.get("healthy") else f"down ({server.get('last_error') or 'failing'})"
+            rows.append(("vllm", f"{server.get('url')} serving {server.get('model')}: {health}, "
+                                 f"{server.get('requests', 0)} requests, {server.get('aborted', 0)} aborted"))
     return rows
 
 
