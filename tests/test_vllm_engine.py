@@ -140,7 +140,7 @@ def test_at_the_deadline_the_best_canvas_so_far_is_the_answer(engine: VllmEngine
     server = servers[0]
     server.knobs.held_logprob = lambda b: -0.1 if b["vllm_xargs"]["diffusion_pinned"][0] == 4 else -3.0
     server.knobs.delay_s = lambda b: 30.0 if b["vllm_xargs"].get("diffusion_max_steps") is None else 0.0
-    result = engine.infill(PREFIX, SUFFIX, deadline=time.monotonic() + 1.5)
+    result = engine.infill(PREFIX, SUFFIX, deadline=time.monotonic() + 4.0)  # the scouts take well under it
     assert result.finish_reason == "time" and result.hole_tokens == 4  # the best scouted canvas
     wait_for(lambda: server.record.aborted == FINALISTS)
     late = engine.infill(PREFIX, SUFFIX, deadline=time.monotonic() - 1)
