@@ -127,8 +127,8 @@ class FillLoop:
             return False
         best, reply = ranked.rows[0]
         hole, conf = reply.tokens[: lengths[best]], reply.confidence[: lengths[best]]
-        run.timings.held_mismatches += reply.mismatches(specs[best])
         if ranked.timed_out:
+            run.timings.held_mismatches += reply.mismatches(specs[best])
             answer.add(until(hole, ask.stops), conf)
             self.finish = "time"
             return False
@@ -141,8 +141,9 @@ class FillLoop:
             self.rows_out = [until(tokens[:n], ask.stops) for n, tokens in rows]
             return False
         longest_won = held and best == len(lengths) - 1 and len(lengths) > 1
-        if longest_won and remaining > run.length:
+        if longest_won and remaining > run.length:  # this canvas is dropped for a plain one
             return await self._plain(prompt)
+        run.timings.held_mismatches += reply.mismatches(specs[best])  # the canvas the answer keeps
         self.rows_out = [tokens[:n] for n, tokens in rows]
         if not held and len(answer.tokens) + len(hole) < ask.max_tokens:
             answer.commit(hole, conf)
