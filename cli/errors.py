@@ -55,7 +55,7 @@ EXIT_CODES_HELP = """[bold]Exit codes[/bold]
   3    file problem: missing, directory, binary, non-UTF-8, empty stdin
   4    line, column or selection out of range; marker missing or repeated
   5    daemon unavailable (it cannot be reached or started)
-  6    the model failed to load
+  6    the model failed to load (or no vLLM server behind the daemon answers)
   7    the file changed since it was read; nothing was written
   8    the request failed or was cancelled
   130  interrupted (Ctrl-C)"""
