@@ -239,3 +239,22 @@ def test_a_fill_that_breaks_the_syntax_is_repaired_in_a_seeded_canvas(engine: Vl
     repair_body = server.record.bodies[-1]
     assert "logprob_token_ids" not in repair_body  # nothing scored: everything but the broken span is pinned
     assert set(repair_body["vllm_xargs"]["diffusion_pinned"]) >= set(range(len(broken), len(broken) + 8))
+
+
+def test_serve_refuses_to_start_in_one_line(tiny_model_dir: Path, servers: list[PlumbingServer],
+                                            tmp_path: Path) -> None:
+    import os
+
+    servers[0].knobs.tokenize_shift = 3  # a server on another tokenizer
+    env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(tmp_path / "s"), "DIFFGEMMA_RUNTIME_DIR": str(tmp_path)}
+    env.pop("DIFFGEMMA_MODEL", None)
+    for args, words in ((["--model", str(tiny_model_dir), "--vllm-url", servers[0].url], "tokenizes"),
+                        (["--vllm-url", servers[1].url], "needs --model"),
+                        (["--model", str(tiny_model_dir), "--vllm-url", "gpu1:8000"], "not an http"),
+                        (["--model", str(tiny_model_dir), "--device", "cpu", "--vllm-url", servers[1].url],
+                         "--device")):
+        done = subprocess.run([sys.executable, "-m", "diffgemma.cli", "serve", "--engine", "vllm",
+                               "--socket", str(tmp_path / "x.sock"), *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode != 0 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "x.sock").exists()
