@@ -104,15 +104,16 @@ class StandIn:
                 self.process.wait(30)
 
 
-def start_standin(python: Path, model_dir: Path, workdir: Path, *, name: str = "diffgemma",
+def start_standin(python: Path, model_dir: Path, workdir: Path, *, name: str | None = "diffgemma",
                   max_num_seqs: int = 8, extra: list[str] | None = None, timeout: float = 300) -> StandIn:
-    """Start the stand-in on a free loopback port and wait until ``/health`` answers."""
+    """Start the stand-in on a free loopback port and wait until ``/health`` answers. ``name`` is the
+    served model name (None: the checkpoint's path, as ``vllm serve DIR`` names it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log = workdir / "standin.port", workdir / "standin.log"
     port_file.unlink(missing_ok=True)
     args = [str(python), str(SIDE / "standin.py"), "--model", str(model_dir), "--port", "0",
-            "--port-file", str(port_file), "--served-model-name", name, "--max-num-seqs", str(max_num_seqs),
-            *(extra or [])]
+            "--port-file", str(port_file), "--max-num-seqs", str(max_num_seqs),
+            *(["--served-model-name", name] if name else []), *(extra or [])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -124,7 +125,8 @@ def start_standin(python: Path, model_dir: Path, workdir: Path, *, name: str = "
             url = f"http://127.0.0.1:{port_file.read_text().strip()}"
             try:
                 if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    return StandIn(url=url, name=name, model_dir=model_dir, process=process, log=log, args=args)
+                    return StandIn(url=url, name=name or str(model_dir.resolve()), model_dir=model_dir,
+                                   process=process, log=log, args=args)
             except httpx.HTTPError:
                 pass
         if time.monotonic() > deadline:
