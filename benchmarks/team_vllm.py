@@ -1,7 +1,7 @@
 """Typists sharing one daemon: served through vLLM, then by the local engine, side by side in one run.
 
     python benchmarks/team_vllm.py --model DIR (--vllm-url URL | --stand-in) [--typists K] [--seconds S]
-        [--interval-ms MS] [--steps N] [--engines vllm,local] [--seed N]
+        [--interval-ms MS] [--steps N] [--engines vllm,local] [--seed N] [--threads N]
 
 A daemon runs ``serve --engine vllm`` in front of a vLLM server: a real one (``--vllm-url``, serving
 the checkpoint DIR names, on a GPU) or the stand-in vLLM server (``--stand-in``: vLLM's serving code
@@ -75,12 +75,13 @@ class Load:
 class Daemon:
     """``diffgemma serve`` on a temp socket, with the engine options given."""
 
-    def __init__(self, work: Path, label: str, model: Path, options: list[str]) -> None:
+    def __init__(self, work: Path, label: str, model: Path, options: list[str], threads: int | None) -> None:
         from diffgemma.runtime.api.client import Client
 
         self.socket = work / f"{label}.sock"
         self.log = work / f"{label}.log"
-        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}")}
+        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}"),
+               **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model), "--socket", str(self.socket),
@@ -184,7 +185,7 @@ def completions_counted(url: str | None) -> float | None:
 
 def measure(engine: str, work: Path, model: Path, url: str | None, backend: str, args: argparse.Namespace) -> dict:
     options = ["--engine", "vllm", "--vllm-url", url] if engine == "vllm" and url else []  # local: the default
-    daemon = Daemon(work, engine, model, options)
+    daemon = Daemon(work, engine, model, options, args.threads)
     try:
         load = Load(args.typists, args.seconds, args.interval_ms, args.steps, args.seed)
         before = completions_counted(url)
@@ -217,6 +218,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps per request (default: the model's)")
     parser.add_argument("--engines", default="vllm,local", help="which halves to run (default: both)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the typing schedule")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the daemons and the stand-in (OMP_NUM_THREADS; 1 on a busy machine)")
     args = parser.parse_args(argv)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "vllm" in args.engines and not (args.vllm_url or args.stand_in):
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             if python is None:
                 raise SystemExit("error: --stand-in needs the vLLM side venv: bash benchmarks/vllm_side/make_venv.sh")
             model = vllm_checkpoint(args.model, work / "checkpoint")  # the same checkpoint for both engines
-            standin = start_standin(python, model, work / "standin", name=None)  # served as its path
+            standin = start_standin(python, model, work / "standin", name=None,  # served as its path
+                                    threads=args.threads)
             url, backend = standin.url, "stand-in vLLM server on this machine's CPU (not a real vLLM)"
         try:
             rows = {engine: measure(engine, work, model, url, backend, args) for engine in args.engines}

@@ -174,3 +174,22 @@ def test_a_checkpoint_without_the_sampler_config_is_refused(tiny_model_dir, tmp_
 
     with pytest.raises(RuntimeError, match="requires an EntropyBound sampler_config"):
         start_standin(need_side_python(), tiny_model_dir, tmp_path)
+
+
+def test_one_sequence_at_a_time_queues_and_a_restart_keeps_the_port(standin_factory) -> None:
+    server = standin_factory(max_num_seqs=1)
+    long = {"model": STANDIN_NAME, "prompt": PROMPT, "max_tokens": 8000, "ignore_eos": True, "stream": True}
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{server.url}/v1/completions", json=long), \
+            client.stream("POST", f"{server.url}/v1/completions", json=long):
+        deadline = time.monotonic() + 30
+        while (counts := server.counts())["waiting"] < 1:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.1)
+        assert counts["running"] == 1
+    port = server.url.rsplit(":", 1)[1]
+    server.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/health")
+    again = standin_factory(port=int(port))
+    assert again.url == server.url
+    assert post(again, infill(xargs={"diffusion_max_steps": 2})).status_code == 200

@@ -20,8 +20,9 @@ requires) under the name ``diffgemma-tiny``, on a free loopback port. ``.url`` i
 (``--vllm-url``), ``.model_dir`` the checkpoint (the daemon's ``--model``), ``.counts()`` reads
 its /metrics (completions received, finished, aborted by their client, running, waiting).
 
-``standin_factory`` (function): ``standin_factory(**options)`` starts another stand-in (its own
-process: restarts, ``max_num_seqs=1`` queues, a second server for routing) and stops it after the test.
+``standin_factory`` (function): ``standin_factory(**options)`` starts another stand-in in its own
+process (options of `start_standin`: ``max_num_seqs=1`` for a queue, ``port=`` to come back on the
+port of one stopped with ``.stop()``, a second server for routing) and stops it after the test.
 """
 
 from __future__ import annotations

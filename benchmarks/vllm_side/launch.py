@@ -105,16 +105,19 @@ class StandIn:
 
 
 def start_standin(python: Path, model_dir: Path, workdir: Path, *, name: str | None = "diffgemma",
-                  max_num_seqs: int = 8, extra: list[str] | None = None, timeout: float = 300) -> StandIn:
-    """Start the stand-in on a free loopback port and wait until ``/health`` answers. ``name`` is the
-    served model name (None: the checkpoint's path, as ``vllm serve DIR`` names it)."""
+                  max_num_seqs: int = 8, extra: list[str] | None = None, timeout: float = 300,
+                  threads: int | None = None, port: int = 0) -> StandIn:
+    """Start the stand-in on a loopback port (``port``; 0: a free one) and wait until ``/health``
+    answers. ``name`` is the served model name (None: the checkpoint's path, as ``vllm serve DIR``
+    names it); ``threads`` sets its torch threads (OMP_NUM_THREADS)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log = workdir / "standin.port", workdir / "standin.log"
     port_file.unlink(missing_ok=True)
-    args = [str(python), str(SIDE / "standin.py"), "--model", str(model_dir), "--port", "0",
+    args = [str(python), str(SIDE / "standin.py"), "--model", str(model_dir), "--port", str(port),
             "--port-file", str(port_file), "--max-num-seqs", str(max_num_seqs),
             *(["--served-model-name", name] if name else []), *(extra or [])]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+           **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout

@@ -5,8 +5,9 @@ Each step calls vLLM's own function where one can be called without a GPU engine
 order (vLLM 0.32/0.33; file references are into the vllm package):
 
 1. ``CompletionRequest`` (entrypoints/openai/completion/protocol.py), as FastAPI validates the body;
-2. the model check and the prompt rendering of ``OpenAIServingCompletion``/``OnlineRenderer``
-   (vLLM's ``TokenizeParams`` checks, with the checkpoint's tokenizer);
+2. the model check, then ``OnlineRenderer.render_completion`` over vLLM's HF renderer
+   (`TextRenderer`): suffix and prompt-form checks, tokenization with the checkpoint's tokenizer,
+   ``TokenizeParams`` length checks;
 3. ``get_max_tokens`` and ``CompletionRequest.to_sampling_params`` (openai/completion/serving.py);
 4. the engine's admission, ``InputProcessor.process_inputs`` (v1/engine/input_processor.py):
    ``SamplingParams.verify`` with the real ``ModelConfig`` (``_validate_diffusion`` among its
