@@ -14,10 +14,12 @@ with ``--engine local`` over the same checkpoint.
 
 Prints one JSON line per engine: ``engine``, ``backend``, ``requests`` sent, ``completed`` (answered
 with text), ``superseded`` (answered as cancelled: a newer keystroke replaced them), ``errors``,
-``exact_joins`` (completed infills whose canvas held the suffix exactly, as the daemon reports it in
-``timings.joined``; null when it does not report it), ``vllm_requests`` (``/v1/completions``
-requests the vLLM server counted on its /metrics during the run), ``p50_ms``/``p95_ms`` (client
-round trips of the completed ones); then a ``ratio`` line (vllm / local).
+``exact_joins`` (completed infills whose canvas held the suffix exactly: the daemon's
+``timings.held_mismatches`` is 0; vLLM pins only a canvas's input, the local engine clamps the
+held positions, so its answers always join; null when the daemon does not report it),
+``vllm_requests`` (``/v1/completions`` requests the vLLM server counted on its /metrics during
+the run), ``p50_ms``/``p95_ms`` (client round trips of the completed ones); then a ``ratio`` line
+(vllm / local).
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ async def _one(client: Any, request: Any, outcome: Outcome) -> None:
         return
     outcome.ms = (time.monotonic() - outcome.sent) * 1000
     outcome.finish = result.finish_reason
-    joined = result.timings.get("joined")
-    outcome.joined = None if joined is None else bool(joined)
+    mismatches = result.timings.get("held_mismatches")  # held positions the answer's canvas did not hold
+    outcome.joined = None if mismatches is None else mismatches == 0
 
 
 async def _typist(index: int, socket: Path, load: Load, start: float) -> None:
