@@ -1,16 +1,17 @@
 """Typists sharing one daemon: served through vLLM, then by the local engine, side by side in one run.
 
     python benchmarks/team_vllm.py --model DIR (--vllm-url URL | --stand-in) [--typists K] [--seconds S]
-        [--interval-ms MS] [--steps N] [--engines vllm,local] [--seed N] [--threads N]
+        [--interval-ms MS] [--pause-ms MS] [--steps N] [--engines vllm,local] [--seed N] [--threads N]
 
 A daemon runs ``serve --engine vllm`` in front of a vLLM server: a real one (``--vllm-url``, serving
 the checkpoint DIR names, on a GPU) or the stand-in vLLM server (``--stand-in``: vLLM's serving code
 with the checkpoint's real canvases, on this machine's CPU; see benchmarks/vllm_side). K simulated
 typists then type into their own files: every ``--interval-ms`` (jittered) each types a few more
 characters and sends an infill at its new cursor with its own client key, which supersedes its
-previous request if that is still running. After ``--seconds`` no more are sent and the ones in
-flight are awaited. The same load (the same keystrokes at the same times) then runs on a daemon
-with ``--engine local`` over the same checkpoint.
+previous request if that is still running; now and then it pauses to think (``--pause-ms``).
+After ``--seconds`` no more are sent and the ones in flight are awaited. The same load (the same
+keystrokes at the same times) then runs on a daemon with ``--engine local`` over the same
+checkpoint.
 
 Prints one JSON line per engine: ``engine``, ``backend``, ``requests`` sent, ``completed`` (answered
 with text), ``superseded`` (answered as cancelled: a newer keystroke replaced them), ``errors``,
@@ -55,6 +56,9 @@ FILES = [  # (language, the text before the body, the body, the text after it)
 ]
 
 
+PAUSE_CHANCE = 0.15  # of a thinking pause after a keystroke burst
+
+
 @dataclass
 class Outcome:
     sent: float
@@ -69,6 +73,7 @@ class Load:
     typists: int
     seconds: float
     interval_ms: float
+    pause_ms: float
     steps: int | None
     seed: int
     outcomes: list[Outcome] = field(default_factory=list)
@@ -135,6 +140,8 @@ async def _typist(index: int, socket: Path, load: Load, start: float) -> None:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if at - start >= load.seconds:
                 break
+            if rng.random() < PAUSE_CHANCE:  # a typist stops to think now and then: answers arrive then
+                at += load.pause_ms / 1000 * rng.uniform(0.5, 1.5)
             cursor = min(len(body), cursor + rng.randint(1, 4))
             request = InfillRequest(prefix=head + body[:cursor], suffix=body[cursor:] + tail, language=language,
                                     client=f"typist-{index}", steps=load.steps)
@@ -189,7 +196,7 @@ def measure(engine: str, work: Path, model: Path, url: str | None, backend: str,
     options = ["--engine", "vllm", "--vllm-url", url] if engine == "vllm" and url else []  # local: the default
     daemon = Daemon(work, engine, model, options, args.threads)
     try:
-        load = Load(args.typists, args.seconds, args.interval_ms, args.steps, args.seed)
+        load = Load(args.typists, args.seconds, args.interval_ms, args.pause_ms, args.steps, args.seed)
         before = completions_counted(url)
         run_load(daemon.socket, load)
         after = completions_counted(url)
@@ -217,6 +224,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--typists", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval-ms", type=float, default=300.0, help="mean time between keystroke bursts")
+    parser.add_argument("--pause-ms", type=float, default=2000.0, help="mean thinking pause (after about one "
+                        "burst in seven)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps per request (default: the model's)")
     parser.add_argument("--engines", default="vllm,local", help="which halves to run (default: both)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the typing schedule")
