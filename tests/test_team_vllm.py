@@ -16,6 +16,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "team_vllm.py"
 
 @pytest.mark.timeout(1200)
 def test_the_team_benchmark_runs_both_engines(tiny_model_dir: Path) -> None:
+    pytest.importorskip("diffgemma.runtime.engine.vllm", reason="this tree has no `serve --engine vllm`")
     need_side_python()
     run = subprocess.run([sys.executable, str(BENCH), "--model", str(tiny_model_dir), "--stand-in",
                           "--typists", "2", "--seconds", "5", "--steps", "2"],
