@@ -137,6 +137,9 @@ def test_errors_as_vllm_answers_them(vllm_standin) -> None:
     assert streamed.status_code == 200  # the stream has started: the error is an event
     (event,) = sse(streamed)
     assert event["error"]["param"] == "extra_args" and "exactly 32 ids" in event["error"]["message"]
+    for unsupported in (infill(xargs={"diffusion_constrained": True}), infill(n=2)):
+        answer = post(vllm_standin, unsupported)  # vLLM does these; the stand-in says it does not
+        assert answer.status_code == 400 and "not supported by the stand-in" in answer.json()["error"]["message"]
     unknown = post(vllm_standin, infill(model="nope"))
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "NotFoundError"
     not_json = httpx.post(f"{vllm_standin.url}/v1/completions", content=b"{", timeout=30,

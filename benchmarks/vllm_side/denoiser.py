@@ -132,7 +132,8 @@ class CanvasRun:
         self.draft = torch.zeros(1, served.canvas_length, dtype=torch.int64)
 
     def _apply_extra_args(self, extra: dict[str, Any]) -> None:
-        """``DiffusionSampler.add_request``: step cap, width, seed, pins, read-only."""
+        """``DiffusionSampler.add_request``: step cap, width, seed, pins, read-only (a constrained
+        canvas is refused at admission, `engine.StandInEngine`)."""
         states = self.states
         cap = extra.get("diffusion_max_steps")
         if cap is not None:
@@ -154,8 +155,6 @@ class CanvasRun:
             states.set_pins(0, [int(p) for p in pins])
         if extra.get("diffusion_read_only"):
             states.set_read_only(0)
-        if extra.get("diffusion_constrained"):
-            raise ValueError("diffusion_constrained is not supported by the stand-in")
 
     def _prefill(self) -> None:
         """Encode the prompt, then ``_finish_prefills``: a random canvas, the seed over it."""

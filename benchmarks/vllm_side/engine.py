@@ -154,6 +154,9 @@ class StandInEngine:
         self._loop = asyncio.get_running_loop()
         if params.n > 1:
             raise VLLMValidationError("n > 1 is not supported by the stand-in", parameter="n", value=params.n)
+        if (params.extra_args or {}).get("diffusion_constrained"):
+            raise VLLMValidationError("diffusion_constrained is not supported by the stand-in",
+                                      parameter="extra_args")
         ids = list(prompt["prompt_token_ids"])
         admitted = admit(params, self.served, ids)
         request = EngineCoreRequest(request_id=request_id, prompt_token_ids=ids, mm_features=None,
@@ -170,7 +173,7 @@ class StandInEngine:
         return queue
 
     def abort(self, request_id: str) -> None:
-        """A client went away (or a stop string ended it): drop it from the outputs and the engine."""
+        """A client went away: drop its request from the outputs and the engine."""
         self.output_processor.abort_requests([request_id], internal=True)
         if self._drop(request_id):
             self.metrics.aborted.inc()
