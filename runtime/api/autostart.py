@@ -149,11 +149,16 @@ def start_daemon(client: Client, config: DaemonConfig, say: Say = _quiet, timeou
 
 def start_background(config: DaemonConfig, on_progress: Say | None = None, timeout: float = 300.0) -> int:
     """Start a background daemon (unless one answers) and wait until it is ready; returns its pid."""
+    say = on_progress or _quiet
+    deadline = time.monotonic() + timeout
     with client_for(config) as client:
-        if client.health():
-            return int(client.status().get("pid") or 0)
-        status = start_daemon(client, config, on_progress or _quiet, timeout,
-                              message=f"starting daemon on {config.describe()}…", detail=False)
+        if not client.health():
+            say(f"starting daemon on {config.describe()}…")
+            wait_until_up(client, spawn_background(config), config, timeout, deadline)
+    # A TCP daemon writes its token file as it starts: a client made now reads it (the one above
+    # was made before there was a token to send).
+    with client_for(config) as client:
+        status = wait_for_load(client, say, deadline, detail=False)
         return int((status or client.status()).get("pid") or 0)  # ours, or the one that won a start race
 
 
