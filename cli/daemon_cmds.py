@@ -18,10 +18,12 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_option
+from diffgemma.cli.options import CaCertOpt, TokenFileOpt, TokenOpt, UrlOpt, int_option
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
 from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.remote import refuse_url_socket
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -41,6 +43,10 @@ Every request gets at most --max-request-seconds (then its best draft so far is 
 --allow-origin names them, and requests may name only the default model, the cached real one \
 and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
+For a team, --tokens-file gives each developer a token of their own (their requests are counted \
+under their name in /v1/status and never supersede another developer's) and --tls-cert/--tls-key \
+serve HTTPS; developers reach it with `--url https://HOST:PORT` (see the README's Team server).
+
 An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it \
 with Ctrl-C or SIGTERM."""
 
@@ -50,6 +56,8 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --model ./checkpoint --socket /tmp/dg.sock
   diffgemma serve --port 8012                    TCP on 127.0.0.1:8012, token required
   diffgemma serve --keep-alive 0                 unload the model after every request
+  diffgemma serve --host 0.0.0.0 --port 8443 --tokens-file tokens --tls-cert cert.pem --tls-key key.pem
+                                                 a team server: HTTPS, one token per developer
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
 [bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
@@ -76,6 +84,7 @@ STATUS_EPILOG = """[bold]Examples[/bold]
   diffgemma status
   diffgemma status --json | jq .memory_bytes
   diffgemma status --socket /tmp/dg.sock
+  diffgemma status --url https://gpu-box:8443 --token-file ~/.config/diffgemma/token
 
 Exits with status 5 when no daemon answers."""
 
@@ -132,6 +141,16 @@ FixedModelOpt = Annotated[bool, typer.Option(
     "--fixed-model", help="Serve only the default model: requests cannot load, switch or unload models.")]
 SamplerOpt = Annotated[str | None, typer.Option(
     "--sampler", show_default=False, help="The denoising sampler: stream (default) or stock.")]
+TokensFileOpt = Annotated[Path | None, typer.Option(
+    "--tokens-file", envvar=config.ENV_TOKENS_FILE, show_envvar=True, show_default=False,
+    help="With --port: developers' tokens, one `NAME TOKEN` per line (mode 0600); each request runs as the "
+         "developer whose token it sends. Read again when it changes. The daemon's own token keeps working.")]
+TlsCertOpt = Annotated[Path | None, typer.Option(
+    "--tls-cert", envvar=config.ENV_TLS_CERT, show_envvar=True, show_default=False,
+    help="With --port: serve HTTPS with this PEM certificate (chain); needs --tls-key.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(
+    "--tls-key", envvar=config.ENV_TLS_KEY, show_envvar=True, show_default=False,
+    help="The PEM private key of --tls-cert.")]
 # Written by a daemon started in the background when its start fails (runtime/api/autostart.py).
 StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=True)]
 
@@ -151,9 +170,14 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  no_preload: bool = False, max_request_seconds: float = config.DEFAULT_MAX_REQUEST_SECONDS,
                  max_steps: int = config.DEFAULT_MAX_STEPS, max_tokens: int = config.DEFAULT_MAX_TOKENS,
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
-                 fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
+                 fixed_model: bool = False, sampler: str | None = None, tokens_file: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
 
+    try:
+        refuse_url_socket(socket, advice="to listen on TCP use --host and --port")
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
@@ -164,7 +188,8 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                         max_queue=queue, device=device, dtype=dtype, quantize=_quantize(quantize),
                         preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
                         max_tokens=max_tokens, allow_origins=tuple(allow_origin or ()),
-                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler)
+                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler,
+                        tokens_file=tokens_file, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -203,6 +228,23 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("keep alive", (f"{keep:g} s" if isinstance(keep, int | float) else "-")
                        + (f", unloads in {unload:.0f} s" if isinstance(unload, int | float) else "")),
     ]
+    return rows + _developer_rows(status)
+
+
+def _developer_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """A team server's developers (all of them for its owner, oneself for a developer)."""
+    developers = status.get("developers")
+    if not isinstance(developers, dict):
+        return []
+    me = status.get("developer")
+    rows = [("you are", str(me))] if me else [("developers", str(len(developers)))]
+    for name, usage in developers.items():
+        if isinstance(usage, dict):
+            counts = {key: usage.get(key, 0) for key in ("requests", "completed", "superseded", "cancelled", "errors",
+                                                         "generated_tokens")}
+            line = ("{requests} requests: {completed} completed, {superseded} superseded, {cancelled} cancelled, "
+                    "{errors} failed; {generated_tokens} tokens").format(**counts)
+            rows.append((f"  {name}", f"{line}; last seen {usage.get('last_seen') or 'never'}"))
     return rows
 
 
@@ -237,12 +279,13 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
+          sampler: SamplerOpt = None, tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None,
+          tls_key: TlsKeyOpt = None, start_report: StartReportOpt = None) -> None:
 
     try:
         daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                              fixed_model, sampler)
+                              fixed_model, sampler, tokens_file, tls_cert, tls_key)
     except CliError as exc:
         if start_report is not None:
             write_start_report(start_report, DaemonStartError(str(exc)))
@@ -266,11 +309,12 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None) -> None:
+          sampler: SamplerOpt = None, tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None,
+          tls_key: TlsKeyOpt = None) -> None:
 
     daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                          fixed_model, sampler)
+                          fixed_model, sampler, tokens_file, tls_cert, tls_key)
     try:
         pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
@@ -290,10 +334,31 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 
 @guarded
-def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
+def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, url: UrlOpt = None,
+           token: TokenOpt = None, token_file: TokenFileOpt = None, ca_cert: CaCertOpt = None,
+           as_json: JsonOpt = False) -> None:
 
+    try:
+        refuse_url_socket(socket)  # status asks a daemon: a URL goes to --url
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     daemon = serve_config(None, socket, host, port)
-    print_status(daemon_status(daemon), daemon.describe(), as_json)
+    if url is None:
+        print_status(daemon_status(daemon), daemon.describe(), as_json)
+        return
+    if socket is not None or port is not None:
+        raise UsageProblem("use either --url or --socket/--port, not both")
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.remote import Remote
+
+    try:
+        remote = Remote.resolve(url, token, token_file, ca_cert)
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
+    # A daemon elsewhere that does not answer is an error with its reason (a refused certificate,
+    # say), not just "not running".
+    with Client(base_url=remote.url, token=remote.token, verify=remote.verify(), timeout=30.0) as client:
+        print_status(client.status(), remote.url, as_json)
 
 
 # This module's commands, as cli/app.py loads them.

@@ -32,6 +32,7 @@ from diffgemma.runtime.api.daemon_config import (
     lost_start_race,
     read_start_report,
 )
+from diffgemma.runtime.api.remote import tls_context
 
 SERVE_COMMAND = ("-m", "diffgemma.cli", "serve")
 START_REPORT_FLAG = "--start-report"  # a hidden `serve` flag: where a failed start records its code
@@ -86,7 +87,10 @@ def spawn_background(config: DaemonConfig) -> Launch:
 
 def client_for(config: DaemonConfig, timeout: float = 10.0) -> Client:
     if config.tcp:
-        return Client(base_url=config.describe(), timeout=timeout)
+        # Our own HTTPS daemon, reached by its listening address rather than the name in its
+        # certificate: checked against that certificate itself.
+        verify = tls_context(config.tls_cert, check_hostname=False) if config.tls_cert else None
+        return Client(base_url=config.describe(), timeout=timeout, verify=verify)
     return Client(socket=config.socket_path(), timeout=timeout)
 
 

@@ -1,6 +1,7 @@
 """The daemon's bounded queue of jobs in front of the engine worker, and the job it is running.
 
-- Supersession: a job with a ``client`` key cancels that client's older queued or running job.
+- Supersession: a job with a ``client`` key cancels that client's older queued or running job (the
+  key is scoped to the developer who sent it: runtime.daemon.team).
 - Cancellation: ``cancel(id)`` drops a queued job at once (it is answered as cancelled) or sets a
   running job's CancelToken, which the engine checks every denoising step.
 - A full queue refuses the new job (``queue_full``) instead of growing.
@@ -48,14 +49,16 @@ class JobQueue:
             self._waiting.append(job)
             self.cond.notify_all()
 
-    def _supersede(self, client: str) -> None:
+    def _supersede(self, client: tuple[str | None, str]) -> None:
         for old in [j for j in self._waiting if j.client == client]:
             self._waiting.remove(old)
             self.superseded += 1
+            old.superseded = True
             self._drop(old)
         running = self.running
         if running is not None and running.client == client and not running.cancel.cancelled:
             self.superseded += 1
+            running.superseded = True
             running.cancel.cancel()
 
     def cancel(self, job_id: str) -> bool:
