@@ -343,6 +343,8 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
     except InvalidValue as exc:
         raise UsageProblem(str(exc)) from None
     daemon = serve_config(None, socket, host, port)
+    if url is None and socket is None and port is None:  # config.toml may name a team server
+        url, token_file, ca_cert = _configured_remote(token_file, ca_cert)
     if url is None:
         print_status(daemon_status(daemon), daemon.describe(), as_json)
         return
@@ -359,6 +361,15 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
     # say), not just "not running".
     with Client(base_url=remote.url, token=remote.token, verify=remote.verify(), timeout=30.0) as client:
         print_status(client.status(), remote.url, as_json)
+
+
+def _configured_remote(token_file: str | None, ca_cert: str | None) -> tuple[str | None, str | None, str | None]:
+    """url, token_file and ca_cert from config.toml where the flags and variables left them unset."""
+    try:
+        from_file = config.load_config()
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    return from_file.get("url"), token_file or from_file.get("token_file"), ca_cert or from_file.get("ca_cert")
 
 
 # This module's commands, as cli/app.py loads them.

@@ -272,6 +272,13 @@ def test_the_command_line_reaches_the_team_server(team: TeamDaemon, tmp_path: Pa
         assert team.counts("alice")["completed"] == before + 2
         shown = team.cli("status", *remote, env=env)
         assert shown.returncode == 0 and "you are: alice" in shown.stdout
+        # config.toml names the server once for every command, status included.
+        (root / "config" / "config.toml").write_text(
+            f'url = "{team.url}"\ntoken_file = "{token_file}"\nca_cert = "{team.cert}"\n')
+        shown = team.cli("status", env=env)
+        assert shown.returncode == 0 and "you are: alice" in shown.stdout, shown.stderr
+        assert team.cli("infill", "-", "--steps", "2", "--max-tokens", "4", "--quiet", env=env).returncode == 0
+        (root / "config" / "config.toml").unlink()
         # The same through the environment, with the token in DIFFGEMMA_TOKEN.
         via_env = {**env, "DIFFGEMMA_URL": team.url, "DIFFGEMMA_TOKEN": BOB, "DIFFGEMMA_CA_CERT": str(team.cert)}
         assert team.cli("status", "--json", env=via_env).returncode == 0
