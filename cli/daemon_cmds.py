@@ -18,10 +18,12 @@ from typing import Annotated, Any
 import typer
 
 from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_option
+from diffgemma.cli.options import CaCertOpt, TokenFileOpt, TokenOpt, UrlOpt, int_option
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
 from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.remote import refuse_url_socket
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -41,6 +43,10 @@ Every request gets at most --max-request-seconds (then its best draft so far is 
 --allow-origin names them, and requests may name only the default model, the cached real one \
 and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
+For a team, --tokens-file gives each developer a token of their own (their requests are counted \
+under their name in /v1/status and never supersede another developer's) and --tls-cert/--tls-key \
+serve HTTPS; developers reach it with `--url https://HOST:PORT` (see the README's Team server).
+
 An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it \
 with Ctrl-C or SIGTERM."""
 
@@ -51,6 +57,8 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --port 8012                    TCP on 127.0.0.1:8012, token required
   diffgemma serve --keep-alive 0                 unload the model after every request
   diffgemma serve --engine vllm --vllm-url http://gpu1:8000 --model ./checkpoint
+  diffgemma serve --host 0.0.0.0 --port 8443 --tokens-file tokens --tls-cert cert.pem --tls-key key.pem
+                                                 a team server: HTTPS, one token per developer
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
 [bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
@@ -77,6 +85,7 @@ STATUS_EPILOG = """[bold]Examples[/bold]
   diffgemma status
   diffgemma status --json | jq .memory_bytes
   diffgemma status --socket /tmp/dg.sock
+  diffgemma status --url https://gpu-box:8443 --token-file ~/.config/diffgemma/token
 
 Exits with status 5 when no daemon answers."""
 
@@ -140,6 +149,16 @@ VllmUrlOpt = Annotated[list[str] | None, typer.Option(
     "--vllm-url", show_default=False,
     help="With --engine vllm: a vLLM server's URL (repeatable); each client's requests stay on one server, "
          "the next one takes over when it fails.")]
+TokensFileOpt = Annotated[Path | None, typer.Option(
+    "--tokens-file", envvar=config.ENV_TOKENS_FILE, show_envvar=True, show_default=False,
+    help="With --port: developers' tokens, one `NAME TOKEN` per line (mode 0600); each request runs as the "
+         "developer whose token it sends. Read again when it changes. The daemon's own token keeps working.")]
+TlsCertOpt = Annotated[Path | None, typer.Option(
+    "--tls-cert", envvar=config.ENV_TLS_CERT, show_envvar=True, show_default=False,
+    help="With --port: serve HTTPS with this PEM certificate (chain); needs --tls-key.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(
+    "--tls-key", envvar=config.ENV_TLS_KEY, show_envvar=True, show_default=False,
+    help="The PEM private key of --tls-cert.")]
 # Written by a daemon started in the background when its start fails (runtime/api/autostart.py).
 StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=True)]
 
@@ -160,9 +179,14 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  max_steps: int = config.DEFAULT_MAX_STEPS, max_tokens: int = config.DEFAULT_MAX_TOKENS,
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
                  fixed_model: bool = False, sampler: str | None = None, *, engine: str = "local",
-                 vllm_url: list[str] | None = None) -> DaemonConfig:
+                 vllm_url: list[str] | None = None, tokens_file: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
 
+    try:
+        refuse_url_socket(socket, advice="to listen on TCP use --host and --port")
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
@@ -174,7 +198,8 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                         preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
                         max_tokens=max_tokens, allow_origins=tuple(allow_origin or ()),
                         allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler,
-                        engine=engine, vllm_urls=tuple(vllm_url or ()))
+                        engine=engine, vllm_urls=tuple(vllm_url or ()),
+                        tokens_file=tokens_file, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -219,6 +244,23 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
             health = "healthy" if server.get("healthy") else f"down ({server.get('last_error') or 'failing'})"
             rows.append(("vllm", f"{server.get('url')} serving {server.get('model')}: {health}, "
                                  f"{server.get('requests', 0)} requests, {server.get('aborted', 0)} aborted"))
+    return rows + _developer_rows(status)
+
+
+def _developer_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """A team server's developers (all of them for its owner, oneself for a developer)."""
+    developers = status.get("developers")
+    if not isinstance(developers, dict):
+        return []
+    me = status.get("developer")
+    rows = [("you are", str(me))] if me else [("developers", str(len(developers)))]
+    for name, usage in developers.items():
+        if isinstance(usage, dict):
+            counts = {key: usage.get(key, 0) for key in ("requests", "completed", "superseded", "cancelled", "errors",
+                                                         "generated_tokens")}
+            line = ("{requests} requests: {completed} completed, {superseded} superseded, {cancelled} cancelled, "
+                    "{errors} failed; {generated_tokens} tokens").format(**counts)
+            rows.append((f"  {name}", f"{line}; last seen {usage.get('last_seen') or 'never'}"))
     return rows
 
 
@@ -254,12 +296,14 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
           sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None,
+          tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
           start_report: StartReportOpt = None) -> None:
 
     try:
         daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                              fixed_model, sampler, engine=engine, vllm_url=vllm_url)
+                              fixed_model, sampler, engine=engine, vllm_url=vllm_url, tokens_file=tokens_file,
+                              tls_cert=tls_cert, tls_key=tls_key)
     except CliError as exc:
         if start_report is not None:
             write_start_report(start_report, DaemonStartError(str(exc)))
@@ -283,11 +327,13 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None) -> None:
+          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None,
+          tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None) -> None:
 
     daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                          fixed_model, sampler, engine=engine, vllm_url=vllm_url)
+                          fixed_model, sampler, engine=engine, vllm_url=vllm_url, tokens_file=tokens_file,
+                          tls_cert=tls_cert, tls_key=tls_key)
     try:
         pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
@@ -307,10 +353,42 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 
 @guarded
-def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
+def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, url: UrlOpt = None,
+           token: TokenOpt = None, token_file: TokenFileOpt = None, ca_cert: CaCertOpt = None,
+           as_json: JsonOpt = False) -> None:
 
+    try:
+        refuse_url_socket(socket)  # status asks a daemon: a URL goes to --url
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     daemon = serve_config(None, socket, host, port)
-    print_status(daemon_status(daemon), daemon.describe(), as_json)
+    if url is None and socket is None and port is None:  # config.toml may name a team server
+        url, token_file, ca_cert = _configured_remote(token_file, ca_cert)
+    if url is None:
+        print_status(daemon_status(daemon), daemon.describe(), as_json)
+        return
+    if socket is not None or port is not None:
+        raise UsageProblem("use either --url or --socket/--port, not both")
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.remote import Remote
+
+    try:
+        remote = Remote.resolve(url, token, token_file, ca_cert)
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
+    # A daemon elsewhere that does not answer is an error with its reason (a refused certificate,
+    # say), not just "not running".
+    with Client(base_url=remote.url, token=remote.token, verify=remote.verify(), timeout=30.0) as client:
+        print_status(client.status(), remote.url, as_json)
+
+
+def _configured_remote(token_file: str | None, ca_cert: str | None) -> tuple[str | None, str | None, str | None]:
+    """url, token_file and ca_cert from config.toml where the flags and variables left them unset."""
+    try:
+        from_file = config.load_config()
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    return from_file.get("url"), token_file or from_file.get("token_file"), ca_cert or from_file.get("ca_cert")
 
 
 # This module's commands, as cli/app.py loads them.

@@ -108,10 +108,13 @@ class Asks:
 
 
 def connect(settings: Settings) -> Client:
-    """A client to a healthy daemon, starting one (with the model named) when none answers."""
+    """A client to a healthy daemon: the one at --url, which must answer, or the local one, started
+    (with the model named) when none answers."""
     # The HTTP client (httpx) loads only when a command talks to the daemon: `--help` never does.
-    from diffgemma.runtime.api.client import ensure_daemon
+    from diffgemma.runtime.api.client import connect_remote, ensure_daemon
 
+    if settings.remote is not None:
+        return connect_remote(settings.remote, on_progress=progress_printer(settings.quiet))
     return ensure_daemon(model=settings.sampling.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
 

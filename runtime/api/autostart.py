@@ -32,6 +32,7 @@ from diffgemma.runtime.api.daemon_config import (
     lost_start_race,
     read_start_report,
 )
+from diffgemma.runtime.api.remote import tls_context
 
 SERVE_COMMAND = ("-m", "diffgemma.cli", "serve")
 START_REPORT_FLAG = "--start-report"  # a hidden `serve` flag: where a failed start records its code
@@ -86,7 +87,10 @@ def spawn_background(config: DaemonConfig) -> Launch:
 
 def client_for(config: DaemonConfig, timeout: float = 10.0) -> Client:
     if config.tcp:
-        return Client(base_url=config.describe(), timeout=timeout)
+        # Our own HTTPS daemon, reached by its listening address rather than the name in its
+        # certificate: checked against that certificate itself.
+        verify = tls_context(config.tls_cert, check_hostname=False) if config.tls_cert else None
+        return Client(base_url=config.describe(), timeout=timeout, verify=verify)
     return Client(socket=config.socket_path(), timeout=timeout)
 
 
@@ -149,11 +153,16 @@ def start_daemon(client: Client, config: DaemonConfig, say: Say = _quiet, timeou
 
 def start_background(config: DaemonConfig, on_progress: Say | None = None, timeout: float = 300.0) -> int:
     """Start a background daemon (unless one answers) and wait until it is ready; returns its pid."""
+    say = on_progress or _quiet
+    deadline = time.monotonic() + timeout
     with client_for(config) as client:
-        if client.health():
-            return int(client.status().get("pid") or 0)
-        status = start_daemon(client, config, on_progress or _quiet, timeout,
-                              message=f"starting daemon on {config.describe()}…", detail=False)
+        if not client.health():
+            say(f"starting daemon on {config.describe()}…")
+            wait_until_up(client, spawn_background(config), config, timeout, deadline)
+    # A TCP daemon writes its token file as it starts: a client made now reads it (the one above
+    # was made before there was a token to send).
+    with client_for(config) as client:
+        status = wait_for_load(client, say, deadline, detail=False)
         return int((status or client.status()).get("pid") or 0)  # ours, or the one that won a start race
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import httpx
 from diffgemma.runtime.api import config, errors
 from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
+from diffgemma.runtime.api.remote import Remote, refuse_url_socket, tls_context
 from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
@@ -29,7 +32,8 @@ DraftCallback = Callable[[dict[str, Any]], None]
 _UDS_BASE_URL = "http://diffgemma"
 
 
-__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "ensure_daemon"]
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "connect_remote",
+           "ensure_daemon"]
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -95,18 +99,24 @@ def _parse_result(response: httpx.Response) -> Result:
 
 class _Base:
     def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
-                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]) -> None:
+                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport],
+                 verify: ssl.SSLContext | None = None) -> None:
+        refuse_url_socket(socket)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
+        refuse_url_socket(self.socket, config.ENV_SOCKET)
         self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
         self.timeout = timeout
-        # What the sync or async httpx client is built with: the address, auth and timeouts
-        # (connecting is instant or fails; reading may take as long as a generation).
+        if verify is None and self.base_url and self.base_url.startswith("https:"):
+            verify = tls_context()  # the system's certificate store
+        # What the sync or async httpx client is built with: the address, auth, the certificate
+        # check and timeouts (connecting is instant or fails; reading may take as long as a generation).
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url or _UDS_BASE_URL,
             "transport": transport(uds=str(self.socket)) if self.socket else None,
             "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
             "timeout": httpx.Timeout(timeout, connect=5.0),
+            **({"verify": verify} if verify is not None else {}),
         }
 
     @property
@@ -122,16 +132,32 @@ class _Base:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
         except (httpx.TransportError, OSError) as exc:
             reason = one_line(exc)
-            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
-                                    f"start one with `diffgemma daemon start`") from None
+            if self.base_url is None:
+                hint = "start one with `diffgemma daemon start`"
+            elif _bad_certificate(exc):
+                hint = "give its certificate, or its authority's, with --ca-cert"
+            else:
+                hint = "is the URL right, and the daemon there running?"
+            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); {hint}") from None
+
+
+def _bad_certificate(exc: BaseException) -> bool:
+    """Whether a failure to connect was the server's certificate failing the check."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Client(_Base):
-    """Synchronous client (httpx)."""
+    """Synchronous client (httpx). ``verify``: how an HTTPS daemon's certificate is checked
+    (runtime/api/remote.py's ``tls_context``; default: the system's certificate store)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport, verify)
         self._http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Client:
@@ -190,8 +216,8 @@ class AsyncClient(_Base):
     """Asynchronous client; cancelling the awaiting task closes the connection (and the daemon's work)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport, verify)
         self._http = httpx.AsyncClient(**self._http_options)
 
     async def __aenter__(self) -> AsyncClient:
@@ -276,6 +302,31 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
     if status and status.get("notice"):
         say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
+    return client
+
+
+def connect_remote(remote: Remote, on_progress: Callable[[str], None] | None = None,
+                   timeout: float = 300.0) -> Client:
+    """A Client to the daemon at ``remote.url``, which must answer and take our token: a daemon
+    elsewhere is never started from here. Waits while it loads its model, reporting progress."""
+    say = on_progress or (lambda _line: None)
+    client = Client(base_url=remote.url, token=remote.token, verify=remote.verify())
+    try:
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=10.0).json()
+        if status is not None and status.get("state") == "loading":
+            from diffgemma.runtime.api.autostart import wait_for_load
+
+            status = wait_for_load(client, say, time.monotonic() + timeout)
+    except DaemonError as exc:
+        client.close()
+        if exc.code is not ErrorCode.UNAUTHORIZED:
+            raise
+        given = ("" if remote.token else
+                 "; no token was sent: give yours with --token, --token-file or $DIFFGEMMA_TOKEN")
+        raise DaemonUnavailable(f"the daemon at {remote.url} refused the token: {exc}{given}",
+                                status=exc.status, code=exc.code) from None
+    if status and status.get("notice"):
+        say(str(status["notice"]))
     return client
 
 

@@ -30,6 +30,14 @@ ENV_DEVICE = "DIFFGEMMA_DEVICE"  # cpu, cuda, cuda:1, ...
 ENV_QUANTIZE = "DIFFGEMMA_QUANTIZE"  # 4bit: quantize an unquantized checkpoint while loading
 ENV_KEEP_ALIVE = "DIFFGEMMA_KEEP_ALIVE"  # seconds an idle model stays loaded
 ENV_TOKEN = "DIFFGEMMA_TOKEN"  # bearer token for TCP (else the token file in the state dir)
+# A team server (`serve`): per-developer tokens and TLS.
+ENV_TOKENS_FILE = "DIFFGEMMA_TOKENS_FILE"  # `name token` per line: who may call a TCP daemon
+ENV_TLS_CERT = "DIFFGEMMA_TLS_CERT"  # PEM certificate (chain) a TCP daemon serves HTTPS with
+ENV_TLS_KEY = "DIFFGEMMA_TLS_KEY"  # its private key
+# A remote daemon (the front ends): where it is and how to prove who we are.
+ENV_URL = "DIFFGEMMA_URL"  # http(s)://host:port of a daemon on another machine (never auto-started)
+ENV_TOKEN_FILE = "DIFFGEMMA_TOKEN_FILE"  # a file holding the bearer token to send it
+ENV_CA_CERT = "DIFFGEMMA_CA_CERT"  # PEM certificate(s) to verify its TLS certificate with
 # The generating commands' defaults (cli/options.py declares the flags).
 ENV_MAX_TOKENS = "DIFFGEMMA_MAX_TOKENS"
 ENV_STEPS = "DIFFGEMMA_STEPS"
@@ -99,6 +107,9 @@ LSP_CONTEXT_CHARS_LIMIT = 200_000
 CONFIG_KEYS: dict[str, tuple[type, Any]] = {
     "model": (str, None),
     "socket": (str, None),
+    "url": (str, None),
+    "token_file": (str, None),
+    "ca_cert": (str, None),
     "max_tokens": (int, None),
     "steps": (int, None),
     "seed": (int, None),

@@ -86,10 +86,17 @@ class DaemonConfig:
     sampler: str | None = None  # None: the engine's default (stream)
     engine: str = "local"  # "vllm": canvases go to the vLLM servers in vllm_urls
     vllm_urls: tuple[str, ...] = ()
+    tokens_file: Path | None = None  # TCP: the developers' tokens (runtime/daemon/team.py)
+    tls_cert: Path | None = None  # TCP: serve HTTPS with this certificate (chain) ...
+    tls_key: Path | None = None  # ... and its private key
 
     @property
     def tcp(self) -> bool:
         return self.port is not None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def tcp_host(self) -> str:
@@ -110,7 +117,7 @@ class DaemonConfig:
         if not self.tcp:
             return str(self.socket_path())
         host = f"[{self.tcp_host}]" if ":" in self.tcp_host else self.tcp_host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def argv(self) -> list[str]:
         """The `diffgemma serve` arguments that reproduce this configuration (for background starts).
@@ -126,9 +133,11 @@ class DaemonConfig:
         else:
             args += ["--socket", str(self.socket_path())]
         for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype),
-                            ("--quantize", self.quantize), ("--sampler", self.sampler)):
+                            ("--quantize", self.quantize), ("--sampler", self.sampler),
+                            ("--tokens-file", self.tokens_file), ("--tls-cert", self.tls_cert),
+                            ("--tls-key", self.tls_key)):
             if value:
-                args += [flag, value]
+                args += [flag, str(value)]
         if not self.preload:
             args.append("--no-preload")
         if self.max_request_seconds != config.DEFAULT_MAX_REQUEST_SECONDS:
@@ -165,6 +174,11 @@ class DaemonConfig:
         if self.sampler is not None and self.sampler not in config.SAMPLERS:
             raise DaemonStartError(f"unknown --sampler {self.sampler!r}; use {' or '.join(config.SAMPLERS)}")
         self._check_engine()
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise DaemonStartError("--tls-cert and --tls-key go together (a certificate and its private key)")
+        for flag, value in (("--tokens-file", self.tokens_file), ("--tls-cert", self.tls_cert)):
+            if value is not None and not self.tcp:
+                raise DaemonStartError(f"{flag} needs --port: a Unix socket is reached by its owner only")
 
     def _check_engine(self) -> None:
         if self.engine not in config.ENGINES:

@@ -82,7 +82,9 @@ def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineRes
     req: Any = job.request
     settings = _settings(engine, req, limits)
     max_tokens, deadline = _max_tokens(req.max_tokens, limits), _deadline(req, limits)
-    client = req.client or getattr(req, "path", None)  # one client's (or file's) requests stay on one server
+    # One developer's (or else one client's, or one file's) requests stay on one vLLM server, so its
+    # prefix cache stays warm for them.
+    client = job.owner or req.client or getattr(req, "path", None)
     if isinstance(req, ChatRequest):
         return engine.chat(req.messages, max_tokens=max_tokens, settings=settings, on_draft=job.on_draft,
                            cancel=job.cancel, deadline=deadline, client=client)

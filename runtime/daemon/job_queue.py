@@ -1,7 +1,8 @@
 """The daemon's bounded queue of jobs in front of the engine workers, and the jobs they are running
 (one at a time for the local engine, several for the vLLM engine).
 
-- Supersession: a job with a ``client`` key cancels that client's older queued or running jobs.
+- Supersession: a job with a ``client`` key cancels that client's older queued or running jobs (the
+  key is scoped to the developer who sent it: runtime.daemon.team).
 - Cancellation: ``cancel(id)`` drops a queued job at once (it is answered as cancelled) or sets a
   running job's CancelToken, which the engine checks every denoising step.
 - A full queue refuses the new job (``queue_full``) instead of growing.
@@ -60,14 +61,16 @@ class JobQueue:
             self._waiting.append(job)
             self.cond.notify_all()
 
-    def _supersede(self, client: str) -> None:
+    def _supersede(self, client: tuple[str | None, str]) -> None:
         for old in [j for j in self._waiting if j.client == client]:
             self._waiting.remove(old)
             self.superseded += 1
+            old.superseded = True
             self._drop(old)
         for running in self._running:
             if running.client == client and not running.cancel.cancelled:
                 self.superseded += 1
+                running.superseded = True
                 running.cancel.cancel()
 
     def cancel(self, job_id: str) -> bool:

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import socket as socketlib
 import stat
 import sys
@@ -31,6 +32,7 @@ from diffgemma.runtime.api.config import ENV_MODEL, VLLM_WORKERS, env
 from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
 from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.token_file import load_or_create_token
+from diffgemma.runtime.daemon.team import load_team
 
 if TYPE_CHECKING:
     from diffgemma.runtime.daemon.scheduler import Scheduler
@@ -177,10 +179,31 @@ def _bind(config: DaemonConfig, lock: AddressLock) -> tuple[socketlib.socket, Se
     host = config.host or "127.0.0.1"
     if host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: reachable from other machines (the bearer token still applies)", host)
+        if not config.tls:
+            log.warning("without --tls-cert, tokens and code cross the network in clear text")
     token = load_or_create_token()
+    team = load_team(config.tokens_file)
+    if config.tls_cert is not None and config.tls_key is not None:
+        check_tls(config.tls_cert, config.tls_key)
     sock = bind_tcp_socket(host, int(config.port or 0), lock)
     return sock, ServerInfo(url=config.describe(), max_body=config.max_body, token=token, host=host,
-                            allow_origins=tuple(config.allow_origins))
+                            allow_origins=tuple(config.allow_origins), team=team, tls=config.tls)
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """Refuse, in one line and before anything is bound, a certificate and key TLS cannot use."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        raise DaemonStartError(f"cannot read the TLS certificate or key ({exc.filename or cert}): "
+                               f"{exc.strerror or one_line(exc)}") from None
+    except ssl.SSLError as exc:
+        raise DaemonStartError(f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its "
+                               f"private key ({exc.reason or one_line(exc)})") from None
+    if key.stat().st_mode & 0o077:
+        log.warning("the TLS key %s is readable by other users; `chmod 600 %s`", key, key)
 
 
 def connect_vllm(config: DaemonConfig) -> VllmEngine:
@@ -219,7 +242,7 @@ def _scheduler(config: DaemonConfig, default_model: str | None, engine: VllmEngi
                      limits=limits)
 
 
-def _http_server(scheduler: Scheduler, info: ServerInfo) -> Any:
+def _http_server(scheduler: Scheduler, info: ServerInfo, config: DaemonConfig) -> Any:
     """A uvicorn server for the app that cancels the engine's work on SIGTERM and exits 0 after it."""
     import uvicorn
 
@@ -243,7 +266,8 @@ def _http_server(scheduler: Scheduler, info: ServerInfo) -> Any:
                     self._captured_signals.clear()
 
     uv_config = uvicorn.Config(create_app(scheduler, info), log_level="warning", access_log=False,
-                               lifespan="off", timeout_graceful_shutdown=5, server_header=False)
+                               lifespan="off", timeout_graceful_shutdown=5, server_header=False,
+                               ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
     return Server(uv_config)
 
 
@@ -275,7 +299,11 @@ def serve(config: DaemonConfig) -> int:
     scheduler.start()
     if config.preload and default_model:
         scheduler.preload()
-    server = _http_server(scheduler, info)
+    server = _http_server(scheduler, info, config)
+    team = info.team
+    if team is not None:
+        # SIGHUP reads the tokens file again (edits are also noticed by themselves: see team.py).
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: team.tokens.request_reload())
     try:
         pid_file.write_text(f"{os.getpid()}\n")
         log.info("diffgemma daemon (pid %d) listening on %s; model: %s", os.getpid(), config.describe(),
@@ -283,6 +311,8 @@ def serve(config: DaemonConfig) -> int:
         if info.token:
             log.info("TCP clients must send `Authorization: Bearer <token>`; the token is in %s",
                      paths.token_path())
+        if info.team is not None:
+            log.info("developers from %s: %s", config.tokens_file, ", ".join(info.team.tokens.names) or "none")
         server.run(sockets=[sock])
     finally:
         scheduler.stop()

@@ -12,6 +12,7 @@ from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, r
 from diffgemma.runtime.daemon.jobs import JobKind
 from diffgemma.runtime.daemon.openapi import openapi_schema
 from diffgemma.runtime.daemon.streaming import JobStream, ndjson_draft, ndjson_end
+from diffgemma.runtime.daemon.team import team_status
 
 
 class NativeRoutes:
@@ -46,6 +47,7 @@ class NativeRoutes:
         data = self.dispatch.scheduler.status()
         data.update({"pid": os.getpid(), "socket": info.socket, "url": info.url, "notice": info.notice,
                      "disconnects": self.dispatch.disconnects, "api_version": API_VERSION})
+        data.update(team_status(info.team))  # who asks, and the developers' counters (a tokens file)
         return JSONResponse(data)
 
     async def openapi(self, request: Request) -> Response:
