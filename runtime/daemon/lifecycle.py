@@ -28,7 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from diffgemma.runtime.api import paths
 from diffgemma.runtime.api.config import ENV_MODEL, env
-from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, MODEL_LOAD_FAILED, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.token_file import load_or_create_token
 
 if TYPE_CHECKING:
@@ -224,22 +225,36 @@ def _http_server(scheduler: Scheduler, info: ServerInfo) -> Any:
 def serve(config: DaemonConfig) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status.
 
-    Raises DaemonStartError (before anything is bound) when the daemon cannot start.
+    Raises DaemonStartError (before anything is bound) when the daemon cannot start, and after
+    shutting down when the model it was started with does not load: a daemon with nothing to
+    serve does not stay behind holding its address and memory (code ``model_load_failed``).
     """
     _setup_logging()
     config.check()
+    default_model, notice = resolve_default_model(config.model)
+    # Everything slow to import or build comes before the address is claimed: once it holds the
+    # address a daemon answers within moments, so a holder that does not answer is stuck.
+    scheduler = _scheduler(config, default_model)
+    import uvicorn  # noqa: F401
+
+    from diffgemma.runtime.daemon import server as _server  # noqa: F401
+
     lock = AddressLock(paths.lock_path(config.address))
     sock, info = _bind(config, lock)
-    pid_file = paths.pid_path(config.address)
-    default_model, notice = resolve_default_model(config.model)
     info.notice = notice
     if notice:
         log.warning("%s", notice)
-    scheduler = _scheduler(config, default_model)
+    pid_file = paths.pid_path(config.address)
+    server = _http_server(scheduler, info)
+    failed: list[BaseException] = []
+
+    def load_failed(exc: BaseException) -> None:  # the worker thread: stop serving
+        failed.append(exc)
+        server.should_exit = True
+
     scheduler.start()
     if config.preload and default_model:
-        scheduler.preload()
-    server = _http_server(scheduler, info)
+        scheduler.preload(on_failure=load_failed)
     try:
         pid_file.write_text(f"{os.getpid()}\n")
         log.info("diffgemma daemon (pid %d) listening on %s; model: %s", os.getpid(), config.describe(),
@@ -259,4 +274,6 @@ def serve(config: DaemonConfig) -> int:
         sock.close()
         lock.release()
         log.info("daemon stopped")
+    if failed:
+        raise DaemonStartError(f"the model failed to load: {one_line(failed[0])}", MODEL_LOAD_FAILED)
     return 0
