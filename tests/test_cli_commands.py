@@ -265,15 +265,16 @@ ANY_DRAFT = r"step \d+"
 
 
 def run_on_pty(args: list[str], env: dict[str, str], timeout: float = 300,
-               interrupt_on: str | None = None) -> tuple[int, str]:
-    """Run with stdout and stderr on a pseudo-terminal; returns (exit code, everything drawn).
+               interrupt_on: str | None = None, lines: int = 40) -> tuple[int, str]:
+    """Run with stdout and stderr on a pseudo-terminal of 160 columns and ``lines`` lines; returns
+    (exit code, everything drawn).
 
     With `interrupt_on` (a regular expression), send SIGINT (Ctrl-C) as soon as text matching
     it has been drawn."""
     master, slave = pty.openpty()
     os.set_blocking(master, False)
     process = subprocess.Popen([*cli_command(), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                               env={**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"},
+                               env={**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": str(lines)},
                                close_fds=True)
     os.close(slave)
     chunks: list[bytes] = []

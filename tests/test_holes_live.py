@@ -129,7 +129,7 @@ def test_the_live_view_draws_every_hole_and_the_other_sets(daemon: Daemon, tmp_p
     assert re.search(r"step \d+ · hole 1 of 2", screen) and re.search(r"step \d+ · hole 2 of 2", screen), screen
     assert "far.py: 2 holes" in screen and "v0 = 0 * 0" in screen and "return w" in screen
     assert "⋮" in screen  # the long text between the holes, shortened
-    assert re.search(r"diffgemma: alternative 2, hole 1:", screen) and "alternative 2, hole 2:" in screen
+    assert "diffgemma: alternative 2 of 2, hole 1 of 2:" in screen and "alternative 2 of 2, hole 2 of 2:" in screen
     code, quiet = run_on_pty(["infill", str(path), "--quiet"], daemon.env)
     assert code == 0 and "step " not in quiet and "alternative" not in quiet
 

@@ -35,6 +35,7 @@ from diffgemma.runtime.engine.canvas import (
     Decode,
     DraftCallback,
     Run,
+    announce_repairs,
     best_row,
     check_alternatives,
     finish_timings,
@@ -328,6 +329,7 @@ def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[
     parts = build_parts(before, extra=ask.extra)
     prompt = runner.prompt_ids(parts.header, parts.prefix)
     run = runner.start(settings, ask.budget, confidence=ask.confidence)
+    announce_repairs(run, ask.drafts.on_draft if ask.drafts is not None else None)
     encoded = runner.prepare(prompt, run.timings, first=True)
     stops = set(runner.eos_ids)
     context = [before, *after]

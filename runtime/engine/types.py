@@ -118,6 +118,10 @@ class Draft:
     # and will only be extended (streams send the new part at once)
     final: bool = False
     tokens: list[TokenPiece] | None = None  # ``text`` token by token, with confidences (infill drafts)
+    # "repairing": syntax repair round ``round`` (1-based) starts on ``text``, the answer so far,
+    # which does not parse; None: a denoising step's draft
+    phase: str | None = None
+    round: int = 0
 
 
 @dataclass
