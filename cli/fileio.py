@@ -19,29 +19,23 @@ killed is removed by the next write to the same file (its writer is gone).
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import os
 import re
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
+from diffgemma.cli.leftovers import BACKUP_SUFFIX, TEMP_MARK, remove_leftovers, temp_prefix
 from diffgemma.cli.options import parse_ascii_int
 from diffgemma.context import positions
 from diffgemma.runtime.api.config import MAX_HOLES
 
-BACKUP_SUFFIX = ".diffgemma.bak"
-TEMP_MARK = ".diffgemma-tmp-"
-# A temporary file without its writer's pid in the name (earlier releases) is taken for a leftover
-# once it is this old: a write holds its temporary file for milliseconds.
-LEFTOVER_AGE_S = 60.0
+__all__ = ["BACKUP_SUFFIX", "TEMP_MARK"]  # named through this module by watch and the tests
 _BOM = b"\xef\xbb\xbf"
 
 # Called with the path right before the changed-underneath check of every write. The test
@@ -212,43 +206,12 @@ def _check_unchanged(source: SourceFile) -> None:
         raise FileChanged(f"{source.path} changed since it was read ({reason}); nothing written")
 
 
-def _temp_prefix(target: Path) -> str:
-    return f".{target.name}{TEMP_MARK}{os.getpid()}-"
-
-
-def remove_leftovers(target: Path) -> None:
-    """Remove the temporary files that killed writes of ``target`` (or of its backup) left: those
-    whose writer is gone, and unnamed ones older than LEFTOVER_AGE_S."""
-    for name in (target.name, target.name + BACKUP_SUFFIX):
-        for leftover in target.parent.glob(f".{glob.escape(name)}{TEMP_MARK}*"):
-            tag = leftover.name[len(name) + 1 + len(TEMP_MARK):].split("-", 1)[0]
-            with contextlib.suppress(OSError):
-                if tag.isdigit() and len(tag) < 10:
-                    if _pid_alive(int(tag)):
-                        continue
-                elif time.time() - leftover.lstat().st_mtime < LEFTOVER_AGE_S:
-                    continue
-                leftover.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours, from an earlier write of this process that was cut short
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def _write_replacing(source: SourceFile, target: Path, payload: bytes, backup: bool) -> Path | None:
     """Write a temporary file beside ``target`` and rename it over: readers see old or new."""
     path, directory = source.path, target.parent
     remove_leftovers(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target), dir=directory)
     except OSError as exc:
         raise FileProblem(f"cannot write in {directory}: {exc.strerror}; {path} is unchanged") from None
     tmp = Path(tmp_name)
@@ -328,7 +291,7 @@ def _backup_if(source: SourceFile, backup: bool) -> Path | None:
 def _write_backup(path: Path, saved: Path, source: SourceFile) -> None:
     """Keep what was read (byte-for-byte: decoding round-trips) as the backup, atomically."""
     data = source.encode(source.text)
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(saved), dir=saved.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(saved), dir=saved.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

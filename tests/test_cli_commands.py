@@ -365,7 +365,8 @@ def test_watch_fills_markers_in_saved_files_and_stops_on_ctrl_c(daemon: Daemon, 
         seen = _wait_for(out, r"todo\.py:\d+ rewrote", 240)
         fills = [line for line in seen if "todo.py" in line]
         assert re.fullmatch(r".*todo\.py:5 filled \d+ chars in \d+ ms\n", fills[0])
-        assert re.fullmatch(r".*todo\.py:\d+ rewrote \d+ lines \(\d+ chars\) in \d+ ms\n", fills[1])
+        assert re.fullmatch(r".*todo\.py:\d+ rewrote \d+ lines \(\d+ chars\) in \d+ ms(; removed \d+ of its \d+ lines, "
+                            r"backup .*todo\.py\.diffgemma\.bak)?\n", fills[1])
         text = path.read_text()
         assert "<FILL>" not in text and "diffgemma:" not in text
         assert text.startswith("import os\n\n\ndef add(a, b):\n    return ")

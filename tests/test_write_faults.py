@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from diffgemma.cli import fileio
+from diffgemma.cli import fileio, leftovers
 from diffgemma.cli.errors import FileProblem
 
 OLD = "def f(x):\n    return x\n" * 20  # ~500 bytes: one page
@@ -129,13 +129,13 @@ def test_the_next_write_removes_what_a_killed_write_left(tmp_path: Path) -> None
     path = tmp_path / "a.py"
     path.write_text(OLD)
     # a writer killed between creating its temporary file and renaming it
-    code = ("import os, sys, tempfile; from pathlib import Path; from diffgemma.cli import fileio; "
-            "fd, name = tempfile.mkstemp(prefix=fileio._temp_prefix(Path(sys.argv[1])), dir=Path(sys.argv[1]).parent); "
+    code = ("import os, sys, tempfile; from pathlib import Path; from diffgemma.cli import leftovers; "
+            "path = Path(sys.argv[1]); fd, _ = tempfile.mkstemp(prefix=leftovers.temp_prefix(path), dir=path.parent); "
             "os.write(fd, b'half'); os.kill(os.getpid(), 9)")
     subprocess.run([sys.executable, "-c", code, str(path)])
     old_style = tmp_path / f".a.py{fileio.TEMP_MARK}k3j2h1g0"  # no pid: an earlier release's
     old_style.write_text("half")
-    stale = time.time() - 2 * fileio.LEFTOVER_AGE_S
+    stale = time.time() - 2 * leftovers.LEFTOVER_AGE_S
     os.utime(old_style, (stale, stale))
     fresh_other = tmp_path / f".a.py{fileio.TEMP_MARK}{os.getppid()}-inflight"  # a live writer's: kept
     fresh_other.write_text("in flight")
