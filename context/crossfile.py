@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from diffgemma.context.imports import ImportRef, find_imports
 from diffgemma.context.languages import detect_language, normalize_language
 from diffgemma.context.outline import Item, outline
-from diffgemma.context.parsing import common_prefix, common_suffix, parse
+from diffgemma.context.parsing import ParsedDoc, common_prefix, common_suffix, parse
 from diffgemma.context.resolvers import resolve_import
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["ImportRef", "RecentChange", "Workspace", "changed_span", "crossfile_snippets", "find_imports",
            "read_source", "resolve_import"]
@@ -205,8 +205,9 @@ def crossfile_snippets(
     doc = parse(head, lang, document=f"{here}#head") if lang else None
     if doc is not None:
         targets: list[tuple[int, int, Path, set[str]]] = []
+        uses_of = _name_uses(doc, text)
         for order, ref in enumerate(find_imports(doc)):
-            uses = sum(text.count(n) for n in ref.names) if ref.names else 0
+            uses = sum(uses_of(n) for n in ref.names)
             for target in resolve_import(root_p, here, ref, doc.language):
                 if target not in seen:
                     seen.add(target)
@@ -230,6 +231,24 @@ def crossfile_snippets(
         rel = _rel(root_p, target)
         add(rel, _changed_chunk(change, left - len(rel)))
     return [(rel, body) for rel, body in out if body]
+
+
+def _name_uses(head: ParsedDoc, text: str) -> Callable[[str], int]:
+    """How often a name occurs in the buffer, to rank its imports. In a buffer longer than its head
+    the counts are kept with the head's parse (reused until the head changes): a keystroke further
+    down barely moves them, and counting every imported name over megabytes each time would make
+    typing cost grow with the file."""
+    if len(text) <= HEAD_CHARS:
+        return text.count
+    counts = head.memo.setdefault("name_uses", {})
+    assert isinstance(counts, dict)
+
+    def uses(name: str) -> int:
+        if name not in counts:
+            counts[name] = text.count(name)
+        return int(counts[name])
+
+    return uses
 
 
 # -- the workspace and its watcher ---------------------------------------------------------------
