@@ -12,6 +12,7 @@ by context/resolvers.py (``resolve_import``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -41,6 +42,7 @@ MAX_FILE_BYTES = 1 << 20  # larger files are not read for context
 WHOLE_ITEM_CHARS = 1500  # a named definition up to this size is shown whole, else as a skeleton
 MIN_SNIPPET_CHARS = 40  # smaller leftovers are not worth a snippet
 HEAD_CHARS = 32 * 1024  # how much of a large buffer is searched for imports
+CHANGE_WINDOW_CHARS = 8 * 1024  # a large changed file is outlined this far around its change
 
 
 # -- reading other files -----------------------------------------------------------------------
@@ -144,6 +146,23 @@ class RecentChange:
     items: list[Item] | None = field(default=None, repr=False)  # the outline of ``text``, once parsed
 
 
+def _outline_near(path: Path, text: str, span: tuple[int, int] | None) -> list[Item]:
+    """The outline of ``text``, or in a large text of the part around ``span`` only: an unsaved
+    buffer changes on every keystroke, and parsing and outlining megabytes each time would make
+    typing in one file cost more the bigger another is. Offsets stay the whole text's."""
+    lang = detect_language(str(path), content=text)
+    if lang is None:
+        return []
+    base, piece = 0, text
+    if span is not None and len(text) > 4 * CHANGE_WINDOW_CHARS:
+        base = text.rfind("\n", 0, max(0, span[0] - CHANGE_WINDOW_CHARS)) + 1
+        stop = text.find("\n", min(len(text), span[1] + CHANGE_WINDOW_CHARS))
+        piece = text[base: len(text) if stop < 0 else stop + 1]
+    doc = parse(piece, lang, cache=False)
+    items = outline(doc) if doc is not None else []
+    return [dataclasses.replace(it, start=it.start + base, end=it.end + base) for it in items] if base else items
+
+
 def _changed_chunk(change: RecentChange, budget: int) -> str:
     """The definitions a change touched (whole when small), or the lines around it."""
     text, items = change.text, None
@@ -155,9 +174,7 @@ def _changed_chunk(change: RecentChange, budget: int) -> str:
     if items is None:
         items = change.items
     if items is None:
-        lang = detect_language(str(change.path), content=text)
-        doc = parse(text, lang, cache=False) if lang else None
-        items = change.items = outline(doc) if doc is not None else []
+        items = change.items = _outline_near(change.path, text, change.span)
     if change.span is None:
         return _render(items, set(), budget)
     s, e = change.span

@@ -4,6 +4,8 @@ position encoding), while its work per keystroke does not grow with the file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
@@ -92,3 +94,24 @@ def test_finding_the_typed_line_does_not_walk_the_file() -> None:
         start = anchor.start_of(text, line)
         assert start == len("".join(str(text).split("\n")[:line])) + line
     assert CountingText.searches <= 4
+
+
+def test_a_big_file_changed_elsewhere_is_shown_around_its_change(tmp_path: Path) -> None:
+    """Typing in one file asks for the recent changes of another: a 2 MB buffer being edited is
+    outlined only around its change (not parsed whole on each keystroke), its definition found."""
+    from diffgemma.context.crossfile import RecentChange, Workspace, _outline_near, crossfile_snippets
+
+    big = "".join(f"def helper_{i}(values):\n    return [v * {i} for v in values]\n\n\n" for i in range(40_000))
+    path = tmp_path / "big.py"
+    workspace = Workspace(tmp_path)
+    workspace.remember(path, big)
+    at = big.index("def helper_20000(")
+    edited = big[:at] + "def helper_20000(values, scale=2):" + big[big.index("\n", at):]
+    workspace.note_change(path, edited)
+    change = workspace.recent()[0]
+    near = _outline_near(change.path, edited, change.span)
+    assert len(near) < 500 and all(edited[it.start: it.end] == it.text for it in near)
+    snippets = crossfile_snippets(tmp_path, tmp_path / "small.py", "x = 1\n", 2000, language="python",
+                                  recent=[change])
+    assert snippets and snippets[0][0] == "big.py" and "def helper_20000(values, scale=2):" in snippets[0][1]
+    assert isinstance(change, RecentChange)
