@@ -17,6 +17,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.workspace import TextDocument, Workspace
 
+from diffgemma.context.positions import utf16_col_to_offset
+
 # Line breaks pygls (like str.splitlines) counts besides "\n" and "\r\n": a document holding one
 # is left to pygls' own line handling, so both keep agreeing on where its lines are.
 OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -99,6 +101,9 @@ def _column(text: str, start: int, position: types.Position, codec: Any) -> int:
     line = text[start: len(text) if newline < 0 else newline]
     if line.isascii():
         return min(position.character, len(line))
+    if codec.encoding in (types.PositionEncodingKind.Utf16, "utf-16"):
+        # as context.positions does: a column inside a surrogate pair moves back to its character
+        return utf16_col_to_offset(line, 0, position.character)
     server = codec.position_from_client_units([line], types.Position(line=0, character=position.character))
     return min(server.character, len(line))
 
