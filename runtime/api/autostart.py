@@ -41,7 +41,7 @@ START_REPORT_FLAG = "--start-report"  # a hidden `serve` flag: where a failed st
 # How long a daemon that holds its address may take to answer: it claims the address only once
 # everything slow to import is done (runtime/daemon/lifecycle.py), so a holder silent for longer
 # is stuck. A stopped one (SIGSTOP, Ctrl-Z) is named at once.
-ANSWER_GRACE_S = 5.0
+ANSWER_GRACE_S = 10.0
 # How long a daemon whose model failed to load at start may take to exit.
 EXIT_GRACE_S = 15.0
 
