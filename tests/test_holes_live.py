@@ -56,7 +56,9 @@ def test_drafts_of_several_holes_stream_before_the_result(daemon: Daemon, pieces
         buffer = _filled(pieces, [h["text"] for h in holes])
         assert buffer.startswith(pieces[0]) and buffer.endswith(pieces[-1]) and pieces[1] in buffer
         for i, hole in enumerate(holes):
-            assert "".join(t["text"] for t in hole["tokens"]) == hole["text"]
+            # a repair round's draft has no tokens for the holes it re-noises
+            if not (draft.get("phase") == "repairing" and hole["state"] == "refining"):
+                assert "".join(t["text"] for t in hole["tokens"]) == hole["text"]
             if hole["state"] == "final":
                 assert hole["text"] == answer[i]
     states = [tuple(h["state"] for h in d["holes"]) for d in drafts]

@@ -37,15 +37,16 @@ class Run:
     # build per-token confidence pieces (results and drafts): two decodes per token, so only
     # when the request asked for them
     confidence: bool = False
-    # told (round, the answer so far) as each syntax repair round starts, so a live view can say
-    # what the time goes to (`announce_repairs`)
-    on_repair: Callable[[int, str], None] | None = None
+    # told (round, each hole's text so far) as each syntax repair round starts, so a live view can
+    # say what the time goes to (`announce_repairs`)
+    on_repair: Callable[[int, list[str]], None] | None = None
 
 
 def announce_repairs(run: Run, on_draft: DraftCallback | None) -> None:
-    """Send a draft with ``phase="repairing"`` as each repair round of ``run`` starts."""
+    """Send a draft with ``phase="repairing"`` as each repair round of ``run`` starts (one hole)."""
     if on_draft is not None:
-        run.on_repair = lambda k, text: on_draft(Draft(step=run.timings.steps, text=text, phase="repairing", round=k))
+        run.on_repair = lambda k, texts: on_draft(Draft(step=run.timings.steps, text=texts[0], phase="repairing",
+                                                        round=k))
 
 
 def checked_max_tokens(max_tokens: int | None, default: int) -> int:

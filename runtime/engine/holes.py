@@ -35,7 +35,6 @@ from diffgemma.runtime.engine.canvas import (
     Decode,
     DraftCallback,
     Run,
-    announce_repairs,
     best_row,
     check_alternatives,
     finish_timings,
@@ -92,11 +91,12 @@ class HoleDraft:
 
     text: str
     state: HoleState
-    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
+    # ``text`` token by token; None in a repair round's draft, whose text was not denoised as such
+    tokens: list[TokenPiece] | None = field(default_factory=list)
 
     def to_dict(self, tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "state": self.state}
-        if tokens:
+        if tokens and self.tokens is not None:
             out["tokens"] = [t.to_dict() for t in self.tokens]
         return out
 
@@ -120,22 +120,32 @@ class _Drafts:
         self.done: list[HoleFill] = []
         self.steps = 0
 
-    def show(self, current: list[tuple[str, list[TokenPiece]]], group: int) -> None:
-        self.steps += 1
+    def show(self, current: Sequence[tuple[str, list[TokenPiece] | None]], group: int,
+             repair_round: int = 0) -> None:
+        """A step's draft; with ``repair_round``, the one that says a syntax repair round starts."""
+        if not repair_round:
+            self.steps += 1
         holes = [HoleDraft(f.text, "final", list(f.tokens)) for f in self.done]
         holes += [HoleDraft(text, "refining", tokens) for text, tokens in current]
         holes += [HoleDraft("", "waiting") for _ in range(self.count - len(holes))]
         first = holes[0]
-        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
+        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes,
+                                 phase="repairing" if repair_round else None, round=repair_round))
 
     def single(self, group: int) -> DraftCallback:
         """The draft callback of a group of one hole (filled by `fill.infill`)."""
 
         def relay(draft: Draft) -> None:
-            if not draft.final:  # a committed canvas: the next step's draft shows it too
+            if draft.phase:
+                self.show([(draft.text, None)], group, repair_round=draft.round)
+            elif not draft.final:  # a committed canvas: the next step's draft shows it too
                 self.show([(draft.text, list(draft.tokens or []))], group)
 
         return relay
+
+    def repairs(self, group: int) -> Callable[[int, list[str]], None]:
+        """The repair announcer of a shared canvas (`canvas.Run.on_repair`): every hole's text."""
+        return lambda k, texts: self.show([(text, None) for text in texts], group, repair_round=k)
 
     def joint(self, decode: Decode, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
               group: int) -> StepCallback:
@@ -329,7 +339,8 @@ def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[
     parts = build_parts(before, extra=ask.extra)
     prompt = runner.prompt_ids(parts.header, parts.prefix)
     run = runner.start(settings, ask.budget, confidence=ask.confidence)
-    announce_repairs(run, ask.drafts.on_draft if ask.drafts is not None else None)
+    if ask.drafts is not None:
+        run.on_repair = ask.drafts.repairs(group)
     encoded = runner.prepare(prompt, run.timings, first=True)
     stops = set(runner.eos_ids)
     context = [before, *after]
