@@ -17,11 +17,23 @@ from typing import Annotated, Any
 
 import typer
 
-from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
+from diffgemma.cli.errors import CliError, DaemonDown, ModelLoadFailed, UsageProblem, guarded
 from diffgemma.cli.options import CaCertOpt, TokenFileOpt, TokenOpt, UrlOpt, int_option
 from diffgemma.runtime.api import config
-from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
-from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
+from diffgemma.runtime.api.autostart import (
+    address_holder,
+    daemon_status,
+    is_stopped,
+    not_answering,
+    start_background,
+    stop_daemon,
+)
+from diffgemma.runtime.api.daemon_config import (
+    MODEL_LOAD_FAILED,
+    DaemonConfig,
+    DaemonStartError,
+    write_start_report,
+)
 from diffgemma.runtime.api.errors import InvalidValue
 from diffgemma.runtime.api.remote import refuse_url_socket
 
@@ -101,6 +113,12 @@ HostOpt = Annotated[str | None, typer.Option(
 PortOpt = Annotated[int | None, typer.Option(
     "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
     help="Listen on TCP instead of the Unix socket.")]
+# The same two flags where a command looks for a running daemon instead of starting one.
+DaemonHostOpt = Annotated[str | None, typer.Option(
+    "--host", show_default=False, help="With --port: the address of a TCP daemon (default 127.0.0.1).")]
+DaemonPortOpt = Annotated[int | None, typer.Option(
+    "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
+    help="The TCP port of the daemon (default: the Unix socket).")]
 KeepAliveOpt = Annotated[float, typer.Option(
     "--keep-alive", envvar=config.ENV_KEEP_ALIVE, show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
@@ -213,6 +231,15 @@ def _human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _memory(status: dict[str, Any]) -> str:
+    """The daemon's resident memory, and how much of it the model's weights are."""
+    weights = status.get("memory_bytes")
+    rss = status.get("rss_bytes")
+    if not isinstance(rss, int):  # an older daemon: only the weights
+        return f"{_human_bytes(weights)} (model weights)"
+    return f"{_human_bytes(rss)} resident" + (f" (model weights {_human_bytes(weights)})" if weights else "")
+
+
 def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
     where = status.get("socket") or status.get("url") or "?"
     model = status.get("model") or status.get("loading_model") or status.get("default_model") or "none"
@@ -228,7 +255,7 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("daemon", f"running, pid {status.get('pid')}, on {where}, up {status.get('uptime_s', 0):.0f} s"),
         ("model", f"{model} ({state})"),
         ("device", f"{status.get('device') or '-'} {status.get('dtype') or ''}".strip()),
-        ("memory", _human_bytes(status.get("memory_bytes"))),
+        ("memory", _memory(status)),
         ("queue", f"{status.get('queue_length', 0)} waiting of {status.get('queue_limit', '?')}"
                   + (f", running {status['running']}" if status.get("running") else "")),
         ("requests", f"{status.get('requests_served', 0)} served, {status.get('cancelled', 0)} cancelled, "
@@ -244,6 +271,8 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
             health = "healthy" if server.get("healthy") else f"down ({server.get('last_error') or 'failing'})"
             rows.append(("vllm", f"{server.get('url')} serving {server.get('model')}: {health}, "
                                  f"{server.get('requests', 0)} requests, {server.get('aborted', 0)} aborted"))
+    if status.get("notice"):
+        rows.append(("note", str(status["notice"])))
     return rows + _developer_rows(status)
 
 
@@ -264,12 +293,25 @@ def _developer_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> None:
+def _silent(daemon: DaemonConfig) -> dict[str, Any]:
+    """What `status` says when no daemon answers: nothing runs there, or a process holds the
+    address without answering (stopped, or stuck)."""
+    pid = address_holder(daemon)
+    if pid is None:
+        return {"running": False, "address": daemon.describe()}
+    return {"running": True, "answering": False, "pid": pid, "stopped": is_stopped(pid),
+            "address": daemon.describe(), "message": str(not_answering(pid, daemon))}
+
+
+def print_status(status: dict[str, Any] | None, silent: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(status if status is not None else {"running": False, "address": address}, indent=2))
+        print(json.dumps(status if status is not None else silent, indent=2))
     elif status is None:
         # Not an answer but an error: stdout stays clean for pipes.
-        print(f"daemon: not running (nothing answers on {address})", file=sys.stderr)
+        if silent.get("running"):
+            print(silent["message"], file=sys.stderr)
+        else:
+            print(f"daemon: not running (nothing answers on {silent['address']})", file=sys.stderr)
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -285,6 +327,13 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
             print(f"{key}: {value}")
     if status is None:
         raise typer.Exit(DaemonDown.code)
+
+
+def start_failure(exc: DaemonStartError) -> CliError:
+    """Why a daemon did not start, with its exit code: the model's (6) or the daemon's (5)."""
+    if exc.code == MODEL_LOAD_FAILED:
+        return ModelLoadFailed(str(exc))
+    return DaemonDown(str(exc))
 
 
 @guarded
@@ -315,7 +364,7 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
     except DaemonStartError as exc:
         if start_report is not None:
             write_start_report(start_report, exc)
-        raise DaemonDown(str(exc)) from None
+        raise start_failure(exc) from None
     raise typer.Exit(code)
 
 
@@ -337,12 +386,12 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
     try:
         pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
-        raise DaemonDown(str(exc)) from None
+        raise start_failure(exc) from None
     print(f"daemon running (pid {pid}) on {daemon.describe()}")
 
 
 @guarded
-def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
+def stop(socket: SocketOpt = None, host: DaemonHostOpt = None, port: DaemonPortOpt = None) -> None:
 
     daemon = serve_config(None, socket, host, port)
     try:
@@ -353,7 +402,7 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 
 @guarded
-def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, url: UrlOpt = None,
+def status(socket: SocketOpt = None, host: DaemonHostOpt = None, port: DaemonPortOpt = None, url: UrlOpt = None,
            token: TokenOpt = None, token_file: TokenFileOpt = None, ca_cert: CaCertOpt = None,
            as_json: JsonOpt = False) -> None:
 
@@ -365,7 +414,8 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
     if url is None and socket is None and port is None:  # config.toml may name a team server
         url, token_file, ca_cert = _configured_remote(token_file, ca_cert)
     if url is None:
-        print_status(daemon_status(daemon), daemon.describe(), as_json)
+        answer = daemon_status(daemon)
+        print_status(answer, _silent(daemon) if answer is None else {}, as_json)
         return
     if socket is not None or port is not None:
         raise UsageProblem("use either --url or --socket/--port, not both")
@@ -379,7 +429,7 @@ def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
     # A daemon elsewhere that does not answer is an error with its reason (a refused certificate,
     # say), not just "not running".
     with Client(base_url=remote.url, token=remote.token, verify=remote.verify(), timeout=30.0) as client:
-        print_status(client.status(), remote.url, as_json)
+        print_status(client.status(), {"running": False, "address": remote.url}, as_json)
 
 
 def _configured_remote(token_file: str | None, ca_cert: str | None) -> tuple[str | None, str | None, str | None]:

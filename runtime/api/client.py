@@ -14,14 +14,14 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from diffgemma.runtime.api import config, errors
-from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
+from diffgemma.runtime.api.errors import DaemonError, DaemonGone, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 from diffgemma.runtime.api.remote import Remote, refuse_url_socket, tls_context
 from diffgemma.runtime.api.token_file import read_token
@@ -32,8 +32,19 @@ DraftCallback = Callable[[dict[str, Any]], None]
 _UDS_BASE_URL = "http://diffgemma"
 
 
-__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "connect_remote",
-           "ensure_daemon"]
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonGone", "DaemonUnavailable", "DraftCallback",
+           "connect_remote", "ensure_daemon"]
+
+
+class StateDirToken(httpx.Auth):
+    """The bearer token of the state directory, read for each request: a TCP daemon writes it on
+    its first start, which may come after this client was made (the client that starts it)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = read_token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -105,7 +116,7 @@ class _Base:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
         refuse_url_socket(self.socket, config.ENV_SOCKET)
-        self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
+        self.token = token  # None over TCP: the state directory's, read as each request is sent
         self.timeout = timeout
         if verify is None and self.base_url and self.base_url.startswith("https:"):
             verify = tls_context()  # the system's certificate store
@@ -115,6 +126,7 @@ class _Base:
             "base_url": self.base_url or _UDS_BASE_URL,
             "transport": transport(uds=str(self.socket)) if self.socket else None,
             "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+            "auth": StateDirToken() if token is None and self.base_url else None,
             "timeout": httpx.Timeout(timeout, connect=5.0),
             **({"verify": verify} if verify is not None else {}),
         }
@@ -130,6 +142,9 @@ class _Base:
             yield
         except httpx.TimeoutException:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # Connected and sent: the daemon closed the connection instead of answering.
+            raise DaemonGone(f"the daemon on {self.address} stopped while answering ({one_line(exc)})") from None
         except (httpx.TransportError, OSError) as exc:
             reason = one_line(exc)
             if self.base_url is None:
@@ -209,7 +224,7 @@ class Client(_Base):
                 result = _parse_stream_line(line, on_draft)
                 if result is not None:
                     return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 class AsyncClient(_Base):
@@ -270,7 +285,7 @@ class AsyncClient(_Base):
                     result = _parse_stream_line(line, on_draft)
                     if result is not None:
                         return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
@@ -279,10 +294,17 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
 
     The daemon started is `diffgemma serve` (runtime/api/autostart.py), so it honours the same
     DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
-    ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
+    ``on_progress``, and so does the daemon's notice (which model stands in for the real one) when
+    this call started it. Raises DaemonUnavailable with a one-line reason when no daemon can be
+    started, a daemon holds the socket without answering, or the model did not load.
     """
+    from diffgemma.runtime.api.autostart import stopped_holder  # a file read: no wait for a stopped daemon
+
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else config.default_socket_path()
+    stopped = stopped_holder(sock)
+    if stopped is not None:
+        raise DaemonUnavailable(str(stopped), code=None)
     client = Client(socket=sock)
     try:  # a daemon that answers and is ready is the common case: one round trip
         status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
@@ -293,15 +315,16 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
         from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
 
         try:
-            status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+            started = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
         except DaemonStartError as exc:
             client.close()
             raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+        status = started.status
+        if started.started and status and status.get("notice"):
+            say(str(status["notice"]))  # once per daemon start (`diffgemma status` shows it too)
     if status and status.get("state") == "loading":
         client.close()
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
-    if status and status.get("notice"):
-        say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
     return client
 
 

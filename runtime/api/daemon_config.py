@@ -25,6 +25,11 @@ from diffgemma.runtime.api.errors import DiffgemmaError
 
 ADDRESS_TAKEN = "address_taken"  # another daemon holds the address: a lost start race, not a failure
 START_FAILED = "start_failed"
+# The daemon came up but the model it was started with did not load; it has shut down again.
+# The same word as the wire's ErrorCode.MODEL_LOAD_FAILED, so a front end reports it alike.
+MODEL_LOAD_FAILED = "model_load_failed"
+# A daemon holds the address but does not answer (stopped with SIGSTOP, or stuck).
+NOT_ANSWERING = "daemon_not_answering"
 
 
 class DaemonStartError(DiffgemmaError, RuntimeError):

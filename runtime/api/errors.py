@@ -109,6 +109,11 @@ class DaemonUnavailable(DaemonError):
     """No daemon is listening (or it cannot be reached)."""
 
 
+class DaemonGone(DaemonUnavailable):
+    """The daemon took the request and then went away without answering (it crashed or was
+    killed while working on it): a new daemon may well answer the same request."""
+
+
 @dataclass
 class WireError(DiffgemmaError):
     """An error with its code; raise it anywhere in the daemon, it becomes the typed body."""

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from diffgemma.runtime.api import paths
 from diffgemma.runtime.api.config import ENV_MODEL, VLLM_WORKERS, env
-from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, MODEL_LOAD_FAILED, DaemonConfig, DaemonStartError
 from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.token_file import load_or_create_token
 from diffgemma.runtime.daemon.team import load_team
@@ -274,11 +274,25 @@ def _http_server(scheduler: Scheduler, info: ServerInfo, config: DaemonConfig) -
 def serve(config: DaemonConfig) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status.
 
-    Raises DaemonStartError (before anything is bound) when the daemon cannot start.
+    Raises DaemonStartError (before anything is bound) when the daemon cannot start, and after
+    shutting down when the model it was started with does not load: a daemon with nothing to
+    serve does not stay behind holding its address and memory (code ``model_load_failed``).
     """
     _setup_logging()
     config.check()
     engine = connect_vllm(config) if config.engine == "vllm" else None
+    default_model: str | None
+    if engine is not None:
+        default_model, notice = engine.checkpoint.name, None
+    else:
+        default_model, notice = resolve_default_model(config.model)
+    # Everything slow to import or build comes before the address is claimed: once it holds the
+    # address a daemon answers within moments, so a holder that does not answer is stuck.
+    scheduler = _scheduler(config, default_model, engine)
+    import uvicorn  # noqa: F401
+
+    from diffgemma.runtime.daemon import server as _server  # noqa: F401
+
     lock = AddressLock(paths.lock_path(config.address))
     try:
         sock, info = _bind(config, lock)
@@ -286,20 +300,20 @@ def serve(config: DaemonConfig) -> int:
         if engine is not None:
             engine.close()
         raise
-    pid_file = paths.pid_path(config.address)
-    default_model: str | None
-    if engine is not None:
-        default_model, notice = engine.checkpoint.name, None
-    else:
-        default_model, notice = resolve_default_model(config.model)
     info.notice = notice
     if notice:
         log.warning("%s", notice)
-    scheduler = _scheduler(config, default_model, engine)
+    pid_file = paths.pid_path(config.address)
+    server = _http_server(scheduler, info, config)
+    failed: list[BaseException] = []
+
+    def load_failed(exc: BaseException) -> None:  # the worker thread: stop serving
+        failed.append(exc)
+        server.should_exit = True
+
     scheduler.start()
     if config.preload and default_model:
-        scheduler.preload()
-    server = _http_server(scheduler, info, config)
+        scheduler.preload(on_failure=load_failed)
     team = info.team
     if team is not None:
         # SIGHUP reads the tokens file again (edits are also noticed by themselves: see team.py).
@@ -325,4 +339,6 @@ def serve(config: DaemonConfig) -> int:
         sock.close()
         lock.release()
         log.info("daemon stopped")
+    if failed:
+        raise DaemonStartError(f"the model failed to load: {one_line(failed[0])}", MODEL_LOAD_FAILED)
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,7 @@ class Scheduler:
         self._pending_load: str | None = None
         self._threads: list[threading.Thread] = []
         self._alive = 0  # workers still running (the last one out unloads the model)
+        self._load_failed: Callable[[BaseException], None] | None = None  # the preload's caller, told
         self._started = time.time()
 
     @property
@@ -128,13 +130,15 @@ class Scheduler:
     def cancel_all(self) -> None:
         self.queue.cancel_all()
 
-    def preload(self, model: str | None = None) -> None:
-        """Load ``model`` (default: the daemon's) in the worker before any request asks for it."""
+    def preload(self, model: str | None = None, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        """Load ``model`` (default: the daemon's) in the worker before any request asks for it;
+        ``on_failure`` hears (in the worker thread) why it did not load."""
         name = model or self.default_model
         if not name:
             return
         with self._cond:
             self._pending_load = name
+            self._load_failed = on_failure
             self.slot.mark_loading(name)
             self._cond.notify_all()
 
@@ -231,6 +235,8 @@ class Scheduler:
             self.slot.keep()
         except Exception as exc:
             log.error("could not load %s: %s", name, one_line(exc))
+            if self._load_failed is not None:
+                self._load_failed(exc)
 
     def _run_safely(self, job: Job) -> Outcome:
         try:

@@ -57,6 +57,9 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["canvas"] = draft.canvas
     if draft.final:
         line["final"] = True  # this canvas is committed: later text only extends it
+    phase = getattr(draft, "phase", None)
+    if phase:  # e.g. "repairing": the steps are done and a syntax repair round runs on ``text``
+        line["phase"], line["round"] = phase, draft.round
     confidence = bool(getattr(job.request, "confidence", None))
     if draft.tokens is not None and confidence:
         line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is

@@ -42,6 +42,16 @@ class Run:
     # build per-token confidence pieces (results and drafts): two decodes per token, so only
     # when the request asked for them
     confidence: bool = False
+    # told (round, each hole's text so far) as each syntax repair round starts, so a live view can
+    # say what the time goes to (`announce_repairs`)
+    on_repair: Callable[[int, list[str]], None] | None = None
+
+
+def announce_repairs(run: Run, on_draft: DraftCallback | None) -> None:
+    """Send a draft with ``phase="repairing"`` as each repair round of ``run`` starts (one hole)."""
+    if on_draft is not None:
+        run.on_repair = lambda k, texts: on_draft(Draft(step=run.timings.steps, text=texts[0], phase="repairing",
+                                                        round=k))
 
 
 def held_after(lengths: Sequence[int], following: Sequence[int], length: int,

@@ -16,6 +16,7 @@ from diffgemma.runtime.engine.canvas import (
     Decode,
     DraftCallback,
     Run,
+    announce_repairs,
     best_row,
     check_alternatives,
     checked_max_tokens,
@@ -70,6 +71,7 @@ def fill_canvases(runner: CanvasRunner, prompt: list[int], suffix_ids: list[int]
     t0 = time.perf_counter()
     check_alternatives(alternatives)
     run = runner.start(settings, budget, confidence=confidence)
+    announce_repairs(run, on_draft)
     budget_tokens = checked_max_tokens(max_tokens, default=runner.canvas_length)
     stops = stops if stops is not None else set(runner.eos_ids)
     fill = Fill(runner.decode, healed, prefix, on_draft, confidence=confidence)

@@ -74,22 +74,32 @@ class _Drafts:
         self.done: list[HoleFill] = []
         self.steps = 0
 
-    def show(self, current: list[tuple[str, list[TokenPiece]]], group: int) -> None:
-        self.steps += 1
+    def show(self, current: Sequence[tuple[str, list[TokenPiece] | None]], group: int,
+             repair_round: int = 0) -> None:
+        """A step's draft; with ``repair_round``, the one that says a syntax repair round starts."""
+        if not repair_round:
+            self.steps += 1
         holes = [HoleDraft(f.text, "final", list(f.tokens)) for f in self.done]
         holes += [HoleDraft(text, "refining", tokens) for text, tokens in current]
         holes += [HoleDraft("", "waiting") for _ in range(self.count - len(holes))]
         first = holes[0]
-        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
+        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes,
+                                 phase="repairing" if repair_round else None, round=repair_round))
 
     def single(self, group: int) -> DraftCallback:
         """The draft callback of a group of one hole (filled by `fill.infill`)."""
 
         def relay(draft: Draft) -> None:
-            if not draft.final:  # a committed canvas: the next step's draft shows it too
+            if draft.phase:
+                self.show([(draft.text, None)], group, repair_round=draft.round)
+            elif not draft.final:  # a committed canvas: the next step's draft shows it too
                 self.show([(draft.text, list(draft.tokens or []))], group)
 
         return relay
+
+    def repairs(self, group: int) -> Callable[[int, list[str]], None]:
+        """The repair announcer of a shared canvas (`canvas.Run.on_repair`): every hole's text."""
+        return lambda k, texts: self.show([(text, None) for text in texts], group, repair_round=k)
 
     def joint(self, decode: Decode, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
               group: int) -> StepCallback:
@@ -274,6 +284,8 @@ def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[
     parts = build_parts(before, extra=ask.extra)
     prompt = runner.prompt_ids(parts.header, parts.prefix)
     run = runner.start(settings, ask.budget, confidence=ask.confidence)
+    if ask.drafts is not None:
+        run.on_repair = ask.drafts.repairs(group)
     encoded = runner.prepare(prompt, run.timings, first=True)
     stops = set(runner.eos_ids)
     context = [before, *after]

@@ -123,6 +123,10 @@ class Draft:
     # and will only be extended (streams send the new part at once)
     final: bool = False
     tokens: list[TokenPiece] | None = None  # ``text`` token by token, with confidences (infill drafts)
+    # "repairing": syntax repair round ``round`` (1-based) starts on ``text``, the answer so far,
+    # which does not parse; None: a denoising step's draft
+    phase: str | None = None
+    round: int = 0
 
 
 DraftCallback = Callable[[Draft], None]
@@ -175,11 +179,12 @@ class HoleDraft:
 
     text: str
     state: HoleState
-    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
+    # ``text`` token by token; None in a repair round's draft, whose text was not denoised as such
+    tokens: list[TokenPiece] | None = field(default_factory=list)
 
     def to_dict(self, tokens: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "state": self.state}
-        if tokens:
+        if tokens and self.tokens is not None:
             out["tokens"] = [t.to_dict() for t in self.tokens]
         return out
 
