@@ -96,7 +96,7 @@ def test_the_recent_edits_are_in_the_prompt_and_any_rewriting_engine_serves(engi
     answer = ask(recording, extra=[("util.py", "def helper():\n    pass\n")])
     [call] = recording.calls
     assert call["extra"] == [("util.py", "def helper():\n    pass\n"), (DIFF_PATH, diff_block([("m.py", DIFF)]))]
-    assert call["confidence"] is True and call["refine"] is True
+    assert call["confidence"] is True and call["refine"] is False  # the gate judges each edit instead
     start, end = answer.window
     lines = DOC.split("\n")
     assert call["selection"] == "\n".join(lines[start:end])  # whole lines, the last newline held after

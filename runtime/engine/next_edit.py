@@ -14,6 +14,10 @@ engine that offers ``edit`` offers next-edit too. It:
    tokens are all more probable than the threshold and that bring in no syntax error, and names
    the candidate place after the window as where to go next.
 
+The rewrite is not repaired (``refine=False``): the syntax gate judges each line edit on its own,
+so a sure change on one line survives a broken one on another, and the repair rounds would triple
+the decoder tokens of a suggestion for proposals that the threshold mostly drops anyway.
+
 The drafts carry the window's rewrite so far and its edits (no threshold), so an editor can show
 the suggestion forming. Torch-free: the daemon's stream code imports its draft type.
 """
@@ -157,7 +161,7 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
     result = engine.edit(ctx.prefix, text[a:b], ctx.suffix, strength=strength,
                          extra=[*extra, *([(DIFF_PATH, block)] if block else [])], max_tokens=max_tokens,
                          settings=settings, on_draft=relay, cancel=cancel, deadline=deadline, language=language,
-                         refine=True, confidence=True)
+                         refine=False, confidence=True)
     rewritten = result.text + ("\n" if closed else "")
     found = line_changes(window, rewritten, [(t.text, t.confidence) for t in result.tokens], doc_start)
     confident = [c for c in found if c.confidence > threshold]
