@@ -35,6 +35,7 @@ class Played:
 
     exact: bool
     proposed_first: bool
+    why_none: str | None = None  # the first ask proposed nothing: "kept", "unsure" or "syntax"
     proposals: int = 0
     parsing: int = 0
     right: int = 0
@@ -73,6 +74,8 @@ def play(engine: Any, task: NextEditTask, seed: int, threshold: float) -> Played
         played.decoder_tokens.append(answer.timings.decoder_tokens)
         played.rounds += 1
         if not answer.edits:
+            if round_ == 0:
+                played.why_none = answer.why
             break
         played.proposed_first |= round_ == 0
         played.proposals += 1
@@ -103,6 +106,11 @@ def summary(results: list[Played]) -> dict[str, Any]:
         "n": len(results),
         "exact": sum(r.exact for r in results) / n,
         "no_proposal": sum(not r.proposed_first for r in results) / n,
+        # of the first asks that proposed nothing: the model changed nothing, only unsure changes,
+        # or sure changes that would break the syntax
+        "none_kept": sum(r.why_none == "kept" for r in results) / n,
+        "none_unsure": sum(r.why_none == "unsure" for r in results) / n,
+        "none_syntax": sum(r.why_none == "syntax" for r in results) / n,
         "proposals": proposals,
         "parses": sum(r.parsing for r in results) / proposals if proposals else None,
         "right": sum(r.right for r in results) / proposals if proposals else None,
@@ -136,12 +144,14 @@ def _pct(value: float | None) -> str:
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """The next-edit table: a row per system, then its exact match and no-proposal rate per kind."""
     kinds = [k for k in KINDS if any(k in r["kinds"] for r in rows)]
-    header = ["system", "tasks", "exact", "no proposal", "proposals parse", "proposals right", "rounds",
+    header = ["system", "tasks", "exact", "no proposal (kept / unsure / syntax)", "proposals parse", "proposals right",
+              "rounds",
               "ms p50", "ms p95", "decoder tok"] + [f"{k} exact / none" for k in kinds]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         s = row["all"]
-        cells = [row["name"], str(s["n"]), _pct(s["exact"]), _pct(s["no_proposal"]), _pct(s["parses"]),
+        why = f"{_pct(s['none_kept'])} / {_pct(s['none_unsure'])} / {_pct(s['none_syntax'])}"
+        cells = [row["name"], str(s["n"]), _pct(s["exact"]), f"{_pct(s['no_proposal'])} ({why})", _pct(s["parses"]),
                  _pct(s["right"]), f"{s['rounds']:.1f}", f"{s['ms_p50']:.0f}", f"{s['ms_p95']:.0f}",
                  f"{s['decoder_tokens']:.0f}"]
         for kind in kinds:

@@ -125,7 +125,8 @@ def test_a_played_task_is_scored_against_the_oracle(tasks: list[NextEditTask]) -
                                                         decoder_tokens=[6])])
     assert row["exact"] == 0.5 and row["no_proposal"] == 0.5 and row["parses"] == 1.0 and row["right"] == 1.0
     assert row["ms_p50"] == 20.0 and row["ms_p95"] == 30.0 and row["decoder_tokens"] == 6.0
-    assert "| model | 2 | 50% | 50% | 100% | 100% |" in next_edit_eval.format_rows(
+    assert row["none_kept"] == 0.0 and row["none_unsure"] == 0.0  # the second task's why is not known here
+    assert "| model | 2 | 50% | 50% (0% / 0% / 0%) | 100% | 100% |" in next_edit_eval.format_rows(
         [{"name": "model", "threshold": 0.5, "all": row, "kinds": {}}])
 
 
@@ -137,3 +138,4 @@ def test_the_suite_runs_on_an_engine(tiny_model_dir: Path, tasks: list[NextEditT
     [row] = next_edit_eval.evaluate(engine, picked, 0, [("tiny, threshold 1", 1.0)])
     assert row["all"]["n"] == 4 and row["all"]["no_proposal"] == 1.0 and row["all"]["exact"] == 0.0
     assert row["all"]["rounds"] == 1.0 and row["all"]["decoder_tokens"] > 0 and set(row["kinds"]) == set(KINDS)
+    assert row["all"]["none_kept"] + row["all"]["none_unsure"] + row["all"]["none_syntax"] == 1.0

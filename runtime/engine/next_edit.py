@@ -75,6 +75,9 @@ class NextEditAnswer:
     finish_reason: FinishReason
     timings: Timings
     places: list[Place] = field(default_factory=list)  # the candidate places found (text lines)
+    # why nothing is proposed, as a word: "kept" (no change), "unsure" (under the threshold),
+    # "syntax" (every sure change adds a syntax error); None when something is
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,15 +125,16 @@ def _window(engine: EditingEngine, text: str, lines: list[str], language: str | 
 
 
 def _reason(found: list[LineChange], confident: list[LineChange], kept: list[LineChange],
-            threshold: float) -> str | None:
+            threshold: float) -> tuple[str, str] | tuple[None, None]:
+    """(why, in a word; the one line the answer says) when nothing is proposed."""
     if kept:
-        return None
+        return None, None
     if not found:
-        return "no change: the model keeps the code around the cursor as it is"
+        return "kept", "no change: the model keeps the code around the cursor as it is"
     if not confident:
         best = max(c.confidence for c in found)
-        return f"no confident change (the most confident is {best:.2f}, the threshold {threshold:g})"
-    return "every confident change would add a syntax error"
+        return "unsure", f"no confident change (the most confident is {best:.2f}, the threshold {threshold:g})"
+    return "syntax", "every confident change would add a syntax error"
 
 
 def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line: int = 0,
@@ -167,8 +171,8 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
     confident = [c for c in found if c.confidence > threshold]
     kept, _ = keep_parsing(confident, window, doc_start, ctx.prefix, ctx.suffix, language, strip_newline=closed)
     next_line = None if win.next_line is None else first_line + win.next_line
-    return NextEditAnswer(edits=kept, next_line=next_line, threshold=threshold,
-                          reason=_reason(found, confident, kept, threshold),
+    why, reason = _reason(found, confident, kept, threshold)
+    return NextEditAnswer(edits=kept, next_line=next_line, threshold=threshold, reason=reason, why=why,
                           text=apply_changes(window, kept, doc_start) if kept else "", window=(doc_start, doc_end),
                           finish_reason=result.finish_reason, timings=result.timings, places=places)
 
