@@ -238,7 +238,7 @@ def run_eval(
 def _next_edit_rows(engine: Any, suites: Sequence[str], groups: Sequence[str], limit: int, seed: int,
                     progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
     """The next-edit suite: ``limit`` tasks spread over its kinds, at the daemon's default threshold
-    (and at 0, any change at all, with the strategy rows)."""
+    (and with the strategy rows at 0, any change at all, and the oracle rewrite's ceiling)."""
     if "next-edit" not in suites or engine is None:
         return []
     from diffgemma.evals import next_edit_eval, next_edit_suite
@@ -249,7 +249,7 @@ def _next_edit_rows(engine: Any, suites: Sequence[str], groups: Sequence[str], l
     thresholds = [(f"model, next-edit threshold {DEFAULT_NEXT_EDIT_THRESHOLD:g}", DEFAULT_NEXT_EDIT_THRESHOLD)]
     if "strategies" in groups:
         thresholds.append(("model, next-edit threshold 0 (any change)", 0.0))
-    return next_edit_eval.evaluate(engine, tasks, seed, thresholds, progress)
+    return next_edit_eval.evaluate(engine, tasks, seed, thresholds, progress, oracle="strategies" in groups)
 
 
 def _pct(value: float | None) -> str:

@@ -2,8 +2,9 @@
 
 A task is played as a user would: ask for a suggestion at the edit's line, accept every edit it
 proposes, go to the place it names next (else stay), and ask again, with the accepted suggestions
-added to the recent edits; until nothing is proposed or the task has had one round more than it
-has lines to change (at most MAX_ROUNDS). The file must then be exactly the oracle's.
+added to the recent edits; until nothing is proposed and no place is named, or the task has had
+one round more than it has lines to change (at most MAX_ROUNDS). The file must then be exactly
+the oracle's.
 
 Reported per system: exact match (the final file is the expected one), "no proposal" (the first
 ask proposes nothing), the share of proposals after which the file parses, the share of proposals
@@ -24,9 +25,9 @@ from typing import Any
 from diffgemma.context.line_edits import LineChange, apply_changes
 from diffgemma.evals.next_edit_suite import KINDS, NextEditTask
 from diffgemma.runtime.engine.next_edit import next_edit
-from diffgemma.runtime.engine.types import SamplingSettings
+from diffgemma.runtime.engine.types import EngineResult, SamplingSettings, TokenPiece
 
-MAX_ROUNDS = 4
+MAX_ROUNDS = 8
 
 
 @dataclass
@@ -62,11 +63,41 @@ def _right(edits: Sequence[LineChange], expected: str) -> bool:
     return True
 
 
+class OracleRewrite:
+    """Stands in for the model with the answer: its rewrite of a window is the expected file's lines
+    there, every token certain. Run through the same next-edit code (the real tokenizer sizes the
+    windows), it measures what the window choice, the places and the rounds allow a perfect model."""
+
+    def __init__(self, engine: Any) -> None:
+        self.canvas_length = engine.canvas_length
+        self.encode_text = engine.encode_text
+        self.lines: list[str] = []
+        self.expected: list[str] = []
+
+    def look_at(self, task: NextEditTask, text: str) -> None:
+        self.lines, self.expected = text.split("\n"), task.expected.split("\n")
+
+    def _start(self, prefix: str, selection: str) -> int:
+        count = selection.count("\n") + 1
+        starts = [i for i in range(len(self.lines)) if "\n".join(self.lines[i: i + count]) == selection]
+        tail = prefix[-200:]
+        fits = [i for i in starts if ("\n".join(self.lines[:i]) + "\n" * bool(i)).endswith(tail)]
+        return (fits or starts or [0])[0]
+
+    def edit(self, prefix: str, selection: str, suffix: str, **options: Any) -> EngineResult:
+        start = self._start(prefix, selection)
+        text = "\n".join(self.expected[start: start + selection.count("\n") + 1])
+        return EngineResult(text=text, finish_reason="stop", tokens=[TokenPiece(text, 1.0)] if text else [])
+
+
 def play(engine: Any, task: NextEditTask, seed: int, threshold: float) -> Played:
     text, cursor = task.text, task.cursor_line
     edits = [(task.path, task.diff)]
     played = Played(exact=False, proposed_first=False)
+    look = getattr(engine, "look_at", None)  # the oracle reads the file as it stands
     for round_ in range(min(len(task.changed_lines) + 1, MAX_ROUNDS)):
+        if look is not None:
+            look(task, text)
         started = time.perf_counter()
         answer = next_edit(engine, text, cursor, edits=edits, path=task.path, language="python",
                            threshold=threshold, settings=SamplingSettings(seed=seed + round_))
@@ -76,7 +107,10 @@ def play(engine: Any, task: NextEditTask, seed: int, threshold: float) -> Played
         if not answer.edits:
             if round_ == 0:
                 played.why_none = answer.why
-            break
+            if answer.next_line is None or answer.next_line == cursor:
+                break
+            cursor = answer.next_line  # nothing here: go to the place it names, as a user would
+            continue
         played.proposed_first |= round_ == 0
         played.proposals += 1
         new = apply_changes(text, answer.edits)
@@ -122,11 +156,15 @@ def summary(results: list[Played]) -> dict[str, Any]:
 
 
 def evaluate(engine: Any, tasks: list[NextEditTask], seed: int, thresholds: Sequence[tuple[str, float]],
-             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (name, threshold): the summary over all tasks and per kind."""
+             progress: Callable[[str], None] | None = None, oracle: bool = False) -> list[dict[str, Any]]:
+    """One row per (name, threshold): the summary over all tasks and per kind; with ``oracle`` a
+    last row for `OracleRewrite`, the ceiling of the rounds as they are played."""
     rows = []
-    for name, threshold in thresholds:
-        played = [(task, play(engine, task, seed + index, threshold)) for index, task in enumerate(tasks)]
+    systems = [(name, threshold, engine) for name, threshold in thresholds]
+    if oracle:
+        systems.append(("oracle rewrite (the expected lines, certain)", thresholds[0][1], OracleRewrite(engine)))
+    for name, threshold, runner in systems:
+        played = [(task, play(runner, task, seed + index, threshold)) for index, task in enumerate(tasks)]
         by_kind = {kind: summary([p for t, p in played if t.kind == kind]) for kind in KINDS
                    if any(t.kind == kind for t, _ in played)}
         s = summary([p for _, p in played])

@@ -11,7 +11,9 @@ syntax tree:
   every call of it in the file passes ``extra`` as its last argument (the oracle's convention:
   the caller passes a value of the same name).
 - ``rename-method``: a method renamed in its ``def`` line; expected: every ``.name`` attribute in
-  the file renamed (the calls of it through ``self`` and other objects).
+  the file renamed (the calls of it through ``self`` and other objects). A method whose name is
+  also a bare name somewhere in the file is not used (an alias in the class body, or another
+  thing of the same name: the oracle could not tell).
 
 A task is the file after the edit (``text``), the edit as a unified diff, the line where the
 edit happened (the cursor), and the file as it should end (``expected``). Names are chosen so the
@@ -196,7 +198,10 @@ def _add_parameter(tree: ast.Module, function: ast.FunctionDef | ast.AsyncFuncti
 def _rename_method(tree: ast.Module, function: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str],
                    taken: set[str], methods: dict[str, int]) -> tuple[int, list[Spot], list[Spot], str] | None:
     name = function.name
-    if methods.get(name, 0) != 1 or name.startswith("__"):
+    # a bare name in the file may be the method itself (`alias = method` in the class body) or
+    # something else: which, only a reader knows, so such a method is not a task
+    if methods.get(name, 0) != 1 or name.startswith("__") or any(
+            isinstance(n, ast.Name) and n.id == name for n in ast.walk(tree)):
         return None
     refs = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == name]
     spots = [s for s in (_attribute_spot(lines, n) for n in refs) if s is not None]

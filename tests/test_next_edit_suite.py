@@ -137,5 +137,19 @@ def test_the_suite_runs_on_an_engine(tiny_model_dir: Path, tasks: list[NextEditT
     picked = [next(t for t in tasks if t.kind == kind) for kind in KINDS]
     [row] = next_edit_eval.evaluate(engine, picked, 0, [("tiny, threshold 1", 1.0)])
     assert row["all"]["n"] == 4 and row["all"]["no_proposal"] == 1.0 and row["all"]["exact"] == 0.0
-    assert row["all"]["rounds"] == 1.0 and row["all"]["decoder_tokens"] > 0 and set(row["kinds"]) == set(KINDS)
+    assert row["all"]["rounds"] >= 1.0 and row["all"]["decoder_tokens"] > 0 and set(row["kinds"]) == set(KINDS)
     assert row["all"]["none_kept"] + row["all"]["none_unsure"] + row["all"]["none_syntax"] == 1.0
+
+
+def test_a_perfect_model_reaches_the_expected_file(tiny_model_dir: Path, tasks: list[NextEditTask]) -> None:
+    """The oracle rewrite (the expected lines, certain) through the real next-edit code: the places,
+    windows, next places and rounds lead a model that rewrites right to the expected file."""
+    from diffgemma.runtime.engine.engine import Engine
+
+    oracle = next_edit_eval.OracleRewrite(Engine.load(str(tiny_model_dir)))
+    few = [t for t in tasks if len(t.changed_lines) <= 3]
+    assert {t.kind for t in few} == set(KINDS)
+    missed = [t.id for t in few if not next_edit_eval.play(oracle, t, 0, 0.5).exact]
+    assert not missed
+    [row] = next_edit_eval.evaluate(oracle, few[:2], 0, [("oracle", 0.5)])
+    assert row["all"]["exact"] == 1.0 and row["all"]["right"] == 1.0 and row["all"]["parses"] == 1.0

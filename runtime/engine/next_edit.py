@@ -117,7 +117,8 @@ def _window(engine: EditingEngine, text: str, lines: list[str], language: str | 
             places: list[Place]) -> _Window:
     chosen = plan(text, language, cursor, places, MAX_WINDOW_LINES)
     inside = [p.line for p in places if chosen.start_line <= p.line < chosen.end_line]
-    focus = cursor if chosen.start_line <= cursor < chosen.end_line or not inside else inside[0]
+    # cut around the place nearest the cursor (the cursor's own line holds the edit already made)
+    focus = min(inside, key=lambda n: abs(n - cursor)) if inside else cursor
     start, end = _fit(engine, lines, chosen.start_line, chosen.end_line, focus)
     outside = [p.line for p in places if not start <= p.line < end]
     after = [n for n in outside if n >= end]
