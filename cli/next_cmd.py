@@ -26,7 +26,7 @@ FILE and of other files, or the unified diff in --diff FILE ([cyan]-[/cyan]: std
 rewrites the code around LINE (1-based; default: FILE's first changed line) with those edits in \
 view: after a rename it proposes the other uses of the old name, after a new parameter the calls \
 that do not pass it yet. It looks first in the block around LINE, else at the next such place in \
-FILE, and says on stderr where the place after that is.
+FILE, and names the place after that (on stderr on a terminal; next_line in --json).
 
 Nothing is printed when the model changes nothing it is sure of (--threshold: the probability \
 every changed token must beat; the daemon's default 0.5) or when the change would add a syntax \
