@@ -105,7 +105,7 @@ def _applied(text: str, result: NextEditResult) -> str:
 
 
 @guarded
-@opt.shared_options(marker=False)
+@opt.shared_options(marker=False, without=("max_tokens", "context_chars"))  # the window decides both
 def next_edit(
     target: Annotated[str, typer.Argument(metavar="FILE[:LINE]", help="The file, and the line to look around.",
                                           show_default=False)],
@@ -139,7 +139,7 @@ def _ask(settings: opt.Settings, out: Output, text: str, path: Path, cursor: int
     lines = text.split("\n")
     req = NextEditRequest(text=text, cursor=Cursor(cursor, len(lines[cursor].rstrip())), edits=edits,
                           path=str(path.resolve()), language=language_for(path, text, settings), threshold=threshold,
-                          stream=out.live, max_tokens=settings.sampling.max_tokens, steps=settings.sampling.steps,
+                          stream=out.live, steps=settings.sampling.steps,
                           seed=settings.sampling.seed, model=settings.sampling.model)
     with connect(settings) as client:
         if out.live:

@@ -75,6 +75,11 @@ def test_the_answer_s_edits_apply_to_the_document_and_the_window(engine: Engine)
     assert answer.timings.decoder_tokens > 0 and [p.line for p in answer.places] == [5, 10]
 
 
+def test_a_rewrite_cut_short_never_deletes_what_it_did_not_reach(engine: Engine) -> None:
+    answer = ask(engine, max_tokens=3)  # less than a line: the window's lines are not rewritten
+    assert answer.finish_reason == "length" and answer.edits == [] and answer.why == "kept"
+
+
 def test_nothing_is_proposed_over_a_threshold_of_one(engine: Engine) -> None:
     answer = ask(engine, threshold=1.0)
     assert answer.edits == [] and answer.text == "" and answer.threshold == 1.0

@@ -167,8 +167,12 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
                          extra=[*extra, *([(DIFF_PATH, block)] if block else [])], max_tokens=max_tokens,
                          settings=settings, on_draft=relay, cancel=cancel, deadline=deadline, language=language,
                          refine=False, confidence=True)
-    rewritten = result.text + ("\n" if closed else "")
-    found = line_changes(window, rewritten, [(t.text, t.confidence) for t in result.tokens], doc_start)
+    # a rewrite cut short (max_tokens, the time budget) counts up to its last whole line, and the
+    # window's lines after that are not rewritten rather than deleted
+    cut = result.finish_reason in ("length", "time")
+    rewritten = result.text[: result.text.rfind("\n") + 1] if cut else result.text + ("\n" if closed else "")
+    found = line_changes(window, rewritten, [(t.text, t.confidence) for t in result.tokens], doc_start,
+                         partial=cut)
     confident = [c for c in found if c.confidence > threshold]
     kept, _ = keep_parsing(confident, window, doc_start, ctx.prefix, ctx.suffix, language, strip_newline=closed)
     next_line = None if win.next_line is None else first_line + win.next_line
