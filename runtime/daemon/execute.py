@@ -14,10 +14,13 @@ import time
 from typing import Any
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
+from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.daemon import next_edit_job
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.interface import InferenceEngine
+from diffgemma.runtime.engine.next_edit import NextEditAnswer
 from diffgemma.runtime.engine.types import Cancelled, EngineResult, SamplingSettings, SettingsError, TokenPiece
 
 log = logging.getLogger("diffgemma.daemon")
@@ -41,6 +44,8 @@ def run_on_engine(engine: InferenceEngine, job: Job, limits: Limits) -> Outcome:
     log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
              res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
              timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
+    if isinstance(res, NextEditAnswer):
+        return Outcome(result=next_edit_job.result(res, job, timings))
     alternatives = list(res.alternatives)
     tokens, holes = _token_fields(job.request, res)
     return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
@@ -78,7 +83,7 @@ def _max_tokens(requested: int | None, limits: Limits) -> int | None:
     return None if requested is None else min(requested, limits.max_tokens)
 
 
-def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineResult:
+def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineResult | NextEditAnswer:
     req: Any = job.request
     settings = _settings(engine, req, limits)
     max_tokens, deadline = _max_tokens(req.max_tokens, limits), _deadline(req, limits)
@@ -88,6 +93,10 @@ def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineRes
     if isinstance(req, ChatRequest):
         return engine.chat(req.messages, max_tokens=max_tokens, settings=settings, on_draft=job.on_draft,
                            cancel=job.cancel, deadline=deadline, client=client)
+    if isinstance(req, NextEditRequest):  # always reads the changed tokens' confidences
+        return next_edit_job.run(engine, req, {"max_tokens": max_tokens, "settings": settings,
+                                               "on_draft": job.on_draft, "cancel": job.cancel,
+                                               "deadline": deadline, "client": client})
     # per-token confidences cost two decodes a token: the engine builds them only when asked
     confidence = bool(req.confidence)
     extra = [(e.path, e.text) for e in req.extra]

@@ -1,4 +1,5 @@
-"""The daemon's own API: POST /v1/infill, /v1/edit, /v1/cancel; GET /health, /v1/status, /openapi.json."""
+"""The daemon's own API: POST /v1/infill, /v1/edit, /v1/next-edit, /v1/cancel; GET /health, /v1/status,
+/openapi.json."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
 from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, result_json
 from diffgemma.runtime.daemon.jobs import JobKind
@@ -45,8 +47,12 @@ class NativeRoutes:
         req = EditRequest.from_json(await self.dispatch.body(request))
         return await self._generate(request, "edit", req)
 
+    async def next_edit(self, request: Request) -> Response | JobStream:
+        req = NextEditRequest.from_json(await self.dispatch.body(request))
+        return await self._generate(request, "next-edit", req)
+
     async def _generate(self, request: Request, kind: JobKind,
-                        req: InfillRequest | EditRequest) -> Response | JobStream:
+                        req: InfillRequest | EditRequest | NextEditRequest) -> Response | JobStream:
         job, bridge = self.dispatch.submit(kind, req, stream=req.stream)
         if req.stream:
             return JobStream(job, bridge, ndjson_draft, ndjson_end, "application/x-ndjson",

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.api.results import draft_line, error_line, result_line
 from diffgemma.runtime.daemon.jobs import Job, Outcome
+from diffgemma.runtime.daemon.next_edit_job import draft_fields
 from diffgemma.runtime.daemon.wire import error_response, wait_disconnect
 from diffgemma.runtime.engine.types import Draft, HolesDraft
 
@@ -65,6 +66,7 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is
     if isinstance(draft, HolesDraft):  # several holes: every hole, in order
         line["holes"] = [h.to_dict(tokens=confidence) for h in draft.holes]
+    line.update(draft_fields(draft))  # a next-edit draft: its window and the edits so far
     return (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 
