@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 
 from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError
@@ -243,7 +244,7 @@ def test_openapi_describes_every_endpoint(daemon: Daemon) -> None:
     with daemon.http() as http:
         doc = http.get("/openapi.json").json()
     assert doc["openapi"] == "3.2.0"
-    assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/cancel", "/v1/status", "/health",
+    assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/next-edit", "/v1/cancel", "/v1/status", "/health",
                                  "/openapi.json", "/infill", "/v1/completions", "/completion", "/completions",
                                  "/props", "/v1/props", "/tokenize", "/detokenize", "/v1/models", "/models",
                                  "/v1/models/{model_id}", "/v1/chat/completions", "/chat/completions",
@@ -254,6 +255,14 @@ def test_openapi_describes_every_endpoint(daemon: Daemon) -> None:
     assert infill["required"] == ["suffix"] and infill["additionalProperties"] is False
     assert "max_tokens" in infill["properties"]
     assert "security" not in doc  # a Unix socket asks for no token
+    # the status the daemon answers has exactly the fields its type declares (no more, none missing)
+    status = doc["components"]["schemas"]["DaemonStatus"]
+    answered = daemon.status()
+    assert set(status["required"]) <= set(answered) <= set(status["properties"]), set(answered) ^ set(
+        status["properties"])
+    assert {"engine", "capabilities", "servers", "running_jobs", "workers", "rss_bytes"} <= set(status["required"])
+    assert answered["engine"] == "local" and answered["capabilities"]["seed"] is True
+    jsonschema_rs.validate({"$ref": "#/components/schemas/DaemonStatus", "components": doc["components"]}, answered)
 
 
 # --- cancellation, supersession, the bounded queue --------------------------------------------------

@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_32_VALIDATOR
 
 from diffgemma.runtime.api import checks
 from diffgemma.runtime.api.checks import Fields, ProtocolError, registered_checkers, schema_of
+from diffgemma.runtime.api.next_edit import LineEdit, NextEditResult
 from diffgemma.runtime.api.request_types import InfillRequest
 from diffgemma.runtime.daemon.dispatch import Dispatcher, ServerInfo
 from diffgemma.runtime.daemon.endpoints import ENDPOINTS, Endpoint
@@ -187,3 +188,41 @@ def test_bodies_name_their_fields_in_one_line_errors() -> None:
     with pytest.raises(ProtocolError, match="unknown field 'm' in thing request"):
         spec.read({"n": 1, "m": 2})
     assert Fields(name="X", kind="thing", checks=spec.checks, strict=False).read({"n": 2.0, "m": 2}) == {"n": 2}
+
+
+def test_an_engine_without_seeds_or_options_has_them_out_of_the_bodies() -> None:
+    # the vLLM engine refuses a seed and sampling overrides (400): the document of such a daemon says so
+    status = {"engine": "vllm", "capabilities": {"seed": False, "sampling_options": False}}
+    doc = openapi_document(TCP, status)
+    schemas = doc["components"]["schemas"]
+    assert schemas["InfillRequest"]["properties"]["seed"]["type"] == "null"
+    assert {"type": "integer", "maximum": -1} in schemas["CompletionRequest"]["properties"]["seed"]["anyOf"]
+    assert schemas["EditRequest"]["properties"]["options"]["anyOf"][1]["maxProperties"] == 0
+    assert _codes(doc, "/v1/infill")["502"] == ["engine_unavailable"]
+    local = openapi_document(TCP, {"engine": "local", "capabilities": {"seed": True, "sampling_options": True}})
+    assert "502" not in _codes(local, "/v1/infill") and "minimum" in str(local["components"]["schemas"]
+                                                                            ["InfillRequest"]["properties"]["seed"])
+
+
+def test_next_edit_is_declared_as_every_route_is() -> None:
+    doc = openapi_document(TCP, {})
+    operation, schemas = doc["paths"]["/v1/next-edit"]["post"], doc["components"]["schemas"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/NextEditRequest"}
+    body = schemas["NextEditRequest"]
+    assert body["required"] == ["text", "cursor"] and body["properties"]["threshold"]["maximum"] == 1
+    content = operation["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/NextEditReply"}
+    assert content["application/x-ndjson"]["itemSchema"]["anyOf"][0] == {
+        "$ref": "#/components/schemas/NextEditDraftLine"}
+    assert set(_codes(doc, "/v1/next-edit")) == set(_codes(doc, "/v1/edit"))
+    # what the daemon sends is what the document says, and nothing it does not
+    answer = NextEditResult(text="b = 2\n", finish_reason="stop", timings={"total_ms": 1.5}, id="r", model="m",
+                            edits=[LineEdit(start_line=3, end_line=4, text="b = 2\n", confidence=0.91)],
+                            next_line=7, window={"start_line": 2, "end_line": 5})
+    cancelled = NextEditResult(text="", finish_reason="cancelled", timings={}, id="r", model="m")
+    reply = {"$ref": "#/components/schemas/NextEditReply", "components": doc["components"]}
+    for sent in (answer.to_json(), cancelled.to_json()):
+        jsonschema_rs.validate(reply, sent)
+        assert set(schemas["NextEditReply"]["required"]) <= set(sent) <= set(schemas["NextEditReply"]["properties"])
+    assert "window" not in schemas["NextEditReply"]["required"]

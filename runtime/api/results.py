@@ -122,6 +122,8 @@ class DraftLine(TypedDict):
     final: NotRequired[bool]  # this canvas is committed: later text only extends it
     tokens: NotRequired[list[TokenConfidence]]  # with confidence: ``text`` token by token
     holes: NotRequired[list[DraftHole]]  # several holes: every hole in order
+    phase: NotRequired[Literal["repairing"]]  # the steps are over: syntax repair round ``round`` runs on ``text``
+    round: NotRequired[int]  # with phase: the repair round (1-based)
 
 
 class ErrorLine(TypedDict):
@@ -142,57 +144,6 @@ class CancelAnswer(TypedDict):
 
 class Health(TypedDict):
     status: Literal["ok"]
-
-
-class StatusLimits(TypedDict):
-    """The operator's limits on one request (flags of ``serve``)."""
-
-    max_request_seconds: float | None
-    max_steps: int
-    max_tokens: int
-    fixed_model: bool
-
-
-class DaemonStatus(TypedDict):
-    """``GET /v1/status``: the model and its load state, the queue, the counters (``errors`` counts the
-    daemon's own failures, never a client's mistake), and the daemon itself."""
-
-    state: Literal["unloaded", "loading", "ready", "error"]
-    model: str | None
-    default_model: str | None
-    loading_model: str | None
-    load_progress: str | None
-    last_error: str | None
-    device: str | None
-    dtype: str | None
-    memory_bytes: int
-    parameters: int | None
-    canvas_length: int | None
-    context_length: int | None
-    vocab_size: int | None
-    sampler: str | None
-    limits: StatusLimits
-    keep_alive: float
-    unload_in_s: float | None
-    queue_length: int
-    queue_limit: int
-    running: str | None
-    requests_served: int
-    cancelled: int
-    superseded: int
-    rejected: int
-    errors: int
-    cache_hits: int
-    loads: int
-    unloads: int
-    mean_latency_ms: float | None
-    uptime_s: float
-    pid: int
-    socket: str | None
-    url: str | None
-    notice: str | None
-    disconnects: int
-    api_version: str
 
 
 def draft_line(step: int, text: str, request_id: str) -> DraftLine:

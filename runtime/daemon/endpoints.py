@@ -17,8 +17,10 @@ from typing import Any, Protocol
 
 from diffgemma.runtime.api.checks import Fields
 from diffgemma.runtime.api.errors import ErrorCode
+from diffgemma.runtime.api.next_edit import NextEditDraftLine, NextEditReply, NextEditRequest
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
-from diffgemma.runtime.api.results import CancelAnswer, DaemonStatus, DraftLine, ErrorLine, Health, Result
+from diffgemma.runtime.api.results import CancelAnswer, DraftLine, ErrorLine, Health, Result
+from diffgemma.runtime.api.status import DaemonStatus
 from diffgemma.runtime.daemon.adapters import (
     CHAT_COMPLETION,
     COMPLETION,
@@ -101,6 +103,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                          "line when it fails after the stream began)."),
     Endpoint("/v1/edit", "POST", NativeRoutes.edit, "Rewrite the selection between prefix and suffix", Result,
              body=EditRequest, stream=NDJSON, job=True),
+    Endpoint("/v1/next-edit", "POST", NativeRoutes.next_edit,
+             "Propose the edit that follows the recent edits, near the cursor", NextEditReply, body=NextEditRequest,
+             stream=Stream("application/x-ndjson", (NextEditDraftLine, Tagged("result", NextEditReply), ErrorLine)),
+             job=True, description="With stream: true, NDJSON: draft lines (the window's rewrite so far), then the "
+                                   "result line."),
     Endpoint("/v1/cancel", "POST", NativeRoutes.cancel, "Cancel a queued or running request by id", CancelAnswer,
              body=CancelRequest),
     Endpoint("/v1/status", "GET", NativeRoutes.status,

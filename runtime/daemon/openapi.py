@@ -6,7 +6,8 @@ accepts), answers by their types (TypedDicts and dataclasses, rendered by pydant
 item (OpenAPI 3.2 ``itemSchema``: NDJSON lines, and server-sent events whose ``data`` is JSON), and
 the errors a route can give follow from what its row declares. The document describes the daemon that
 serves it: over TCP the bearer token, its 401 and the Origin/Host guard's 403; with the model loaded,
-the token ids /detokenize takes.
+the token ids /detokenize takes and what its engine cannot take (the vLLM engine: a seed, sampling
+options), and an engine whose servers can fail (502).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from diffgemma.runtime.api.checks import Schema
+from diffgemma.runtime.api.config import SEED_MAX
 from diffgemma.runtime.api.errors import ErrorCode, status_of
 from diffgemma.runtime.api.results import ErrorBody
 from diffgemma.runtime.daemon.dispatch import API_VERSION, ServerInfo
@@ -39,6 +41,7 @@ _MEANING: dict[ErrorCode, str] = {
     ErrorCode.QUEUE_FULL: "the queue is full (--queue)",
     ErrorCode.MODEL_LOAD_FAILED: "the model failed to load",
     ErrorCode.INTERNAL: "the request failed inside the daemon",
+    ErrorCode.ENGINE_UNAVAILABLE: "no server behind the daemon's engine answers",
 }
 _JOB_ERRORS = (ErrorCode.NO_MODEL, ErrorCode.MODEL_NOT_FOUND, ErrorCode.QUEUE_FULL, ErrorCode.MODEL_LOAD_FAILED,
                ErrorCode.INTERNAL)
@@ -51,12 +54,13 @@ def openapi_document(info: ServerInfo, status: dict[str, Any],
     answers, components = _answer_schemas(rows)
     schemas = dict(components)
     paths: dict[str, Any] = {}
-    tcp = bool(info.token)
+    tcp, remote = bool(info.token), status.get("engine") not in (None, "local")
     for row in rows:
-        operation = _operation(row, answers, tcp)
+        operation = _operation(row, answers, tcp, remote)
         if row.body is not None:
             fields = row.body.fields_spec()
-            schemas[fields.name] = fields.json_schema()
+            schemas[fields.name] = _engine_limits(fields.json_schema(), isinstance(row.body, type),
+                                                  status.get("capabilities") or {})
         for path in row.paths:
             paths.setdefault(path, {})[row.method.lower()] = {**operation, "operationId": _operation_id(row.method,
                                                                                                         path)}
@@ -103,13 +107,13 @@ def _key(tp: Any) -> str:
     return getattr(tp, "__name__", None) or repr(tp)
 
 
-def _operation(row: Endpoint, answers: dict[str, Schema], tcp: bool) -> dict[str, Any]:
+def _operation(row: Endpoint, answers: dict[str, Schema], tcp: bool, remote: bool) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": answers[_key(row.answer)]}}
     if row.stream is not None:
         content[row.stream.media_type] = _stream_content(row.stream, answers)
     operation: dict[str, Any] = {"summary": row.summary,
                                  "responses": {"200": {"description": "OK", "content": content},
-                                               **_error_responses(row, tcp)}}
+                                               **_error_responses(row, tcp, remote)}}
     if row.description:
         operation["description"] = row.description
     parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -146,8 +150,9 @@ def _stream_content(stream: Stream, answers: dict[str, Schema]) -> dict[str, Any
     return {"itemSchema": {"type": "object", "required": ["data"], "properties": {"data": data}}}
 
 
-def _error_codes(row: Endpoint, tcp: bool) -> list[ErrorCode]:
-    """What the route can answer besides 200, from what its row declares."""
+def _error_codes(row: Endpoint, tcp: bool, remote: bool = False) -> list[ErrorCode]:
+    """What the route can answer besides 200, from what its row declares (``remote``: the engine's work
+    is done by servers that can fail, as vLLM's)."""
     codes = list(row.errors)
     if tcp:
         codes.append(ErrorCode.FORBIDDEN)  # the Origin/Host guard comes first, on every route
@@ -157,6 +162,8 @@ def _error_codes(row: Endpoint, tcp: bool) -> list[ErrorCode]:
         codes += _BODY_ERRORS
     if row.job:
         codes += _JOB_ERRORS
+        if remote:
+            codes.append(ErrorCode.ENGINE_UNAVAILABLE)
         names = row.body.fields_spec().checks if row.body is not None else {}
         # the daemon's own requests may name their model and their id (compatibility bodies' model is
         # the client's label for this server: the daemon's model answers)
@@ -167,9 +174,9 @@ def _error_codes(row: Endpoint, tcp: bool) -> list[ErrorCode]:
     return list(dict.fromkeys(codes))
 
 
-def _error_responses(row: Endpoint, tcp: bool) -> dict[str, Any]:
+def _error_responses(row: Endpoint, tcp: bool, remote: bool) -> dict[str, Any]:
     by_status: dict[int, list[ErrorCode]] = defaultdict(list)
-    for code in _error_codes(row, tcp):
+    for code in _error_codes(row, tcp, remote):
         by_status[status_of(code)].append(code)
     out: dict[str, Any] = {}
     for status in sorted(by_status):
@@ -194,3 +201,18 @@ def _loaded_model_limits(schemas: dict[str, Schema], status: dict[str, Any]) -> 
     tokens = schemas.get("DetokenizeRequest", {}).get("properties", {}).get("tokens")
     if isinstance(vocab, int) and vocab > 0 and tokens is not None:
         tokens["items"] = {**tokens["items"], "maximum": vocab - 1}
+
+
+def _engine_limits(schema: Schema, native: bool, capabilities: dict[str, Any]) -> Schema:
+    """What the loaded engine refuses (400), taken out of a request body's schema: an engine without
+    per-request seeds (vLLM) refuses a seed, one without sampling overrides refuses ``options``. A
+    compatibility body's seed outside 0..2^63-1 means "random" and is still taken."""
+    properties = schema.get("properties", {})
+    if capabilities.get("seed") is False and "seed" in properties:
+        note = {"description": "Not available with this daemon's engine (it takes no per-request seed)."}
+        random = [{"type": "null"}, {"type": "integer", "maximum": -1}, {"type": "integer", "minimum": SEED_MAX + 1}]
+        properties["seed"] = {"type": "null", **note} if native else {"anyOf": random, **note}
+    if capabilities.get("sampling_options") is False and "options" in properties:
+        properties["options"] = {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}],
+                                 "description": "Not available with this daemon's engine (its checkpoint decides)."}
+    return schema

@@ -96,9 +96,9 @@ def create_app(scheduler: Scheduler, info: ServerInfo) -> ASGIApp:
     dispatch = Dispatcher(scheduler, info)
     app: ASGIApp = Starlette(routes=routes(dispatch), exception_handlers={HTTPException: _http_exception})
     if info.token:
-        app = TokenAuth(app, info.token)
+        app = TokenAuth(app, info.token, info.team)
         # Browsers on an allowed origin: the preflight is answered before the token is asked for, and
         # every answer, errors included, says that origin may read it.
         app = cors(app, info.allow_origins)
-        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins)
+        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins, any_host=info.tls)
     return Shield(app)
