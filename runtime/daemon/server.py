@@ -72,6 +72,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     path = request.url.path[:MAX_ID_LENGTH].encode("utf-8", "replace").decode("utf-8")
     response = error_response(WireError(code, f"{exc.detail}: {request.method} {path}"))
     for key, value in (exc.headers or {}).items():  # a 405 says which methods the path takes (Allow)
+        if key.lower() == "allow":  # Starlette joins a set: the same answer every time, in one order
+            value = ", ".join(sorted(m.strip() for m in value.split(",")))
         response.headers[key] = value
     return response
 
