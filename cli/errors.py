@@ -44,6 +44,7 @@ class ExitCode(IntEnum):
     MODEL = 6  # the daemon could not load the model
     CHANGED = 7  # the file changed between read and write; nothing was written
     REQUEST = 8  # the daemon refused or failed the request, or it was cancelled
+    SYNTAX = 9  # the answer would add syntax errors to the file; nothing was written
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -58,6 +59,7 @@ EXIT_CODES_HELP = """[bold]Exit codes[/bold]
   6    the model failed to load
   7    the file changed since it was read; nothing was written
   8    the request failed or was cancelled
+  9    the answer would add syntax errors to the file; nothing was written
   130  interrupted (Ctrl-C)"""
 
 
@@ -98,6 +100,10 @@ class FileChanged(CliError):
 
 class RequestFailed(CliError):
     code = ExitCode.REQUEST
+
+
+class WouldBreakSyntax(CliError):
+    code = ExitCode.SYNTAX
 
 
 # The daemon's error codes -> exit codes, every code named (a test checks): what the user should

@@ -170,6 +170,12 @@ ApplyOpt = Annotated[
         "--apply", help="Write the result into FILE (atomic, with a backup; refused if FILE changed)."
     ),
 ]
+AllowBrokenOpt = Annotated[
+    bool,
+    typer.Option("--allow-broken", help="Take the answer even when it adds syntax errors (by default an "
+                                         "answer never does: it is cut, or left empty with the reason on "
+                                         "stderr, and nothing that would break the file is written)."),
+]
 NoBackupOpt = Annotated[
     bool,
     typer.Option("--no-backup", help="With --apply: do not keep FILE.diffgemma.bak."),
@@ -187,10 +193,12 @@ class Settings:
     backup: bool = True
     quiet: bool = False
     language: str | None = None  # --language; None: from the file name or its first line
+    allow_broken: bool = False  # --allow-broken: no syntax gate, in the daemon or before a write
     sources: dict[str, str] = field(default_factory=dict)  # key -> "flag/env" | "config" | "default"
 
 
-def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> Settings:
+def resolve(quiet: bool = False, language: str | None = None, allow_broken: bool = False,
+            **given: Any) -> Settings:
     """Fill every option left unset by flag and environment from the config file, then defaults.
 
     A bad config file, or a value out of range, is a UsageProblem.
@@ -224,7 +232,8 @@ def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> S
             except config.ConfigError as exc:
                 raise UsageProblem(str(exc)) from None
     sampling = Sampling(**{key: values.pop(key) for key in ("model", "max_tokens", "steps", "seed")})
-    return Settings(sampling=sampling, quiet=quiet, language=language, sources=sources, **values)
+    return Settings(sampling=sampling, quiet=quiet, language=language, allow_broken=allow_broken, sources=sources,
+                    **values)
 
 
 # The options every generating command (infill, edit, watch) takes: name -> (declaration, default).
@@ -237,6 +246,7 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (SeedOpt, None),
     "context_chars": (ContextCharsOpt, None),
     "no_backup": (NoBackupOpt, False),
+    "allow_broken": (AllowBrokenOpt, False),
     "quiet": (QuietOpt, False),
 }
 

@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
-from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
+from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, InfillRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.daemon.answer_gate import gate_result, request_language
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
 
@@ -24,7 +25,8 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
     try:
         if job.kind in ("tokenize", "detokenize"):
             return _tokens(engine, job)
-        res = _engine_call(engine, job, limits)
+        language = request_language(job.request) if isinstance(job.request, InfillRequest | EditRequest) else None
+        res = _engine_call(engine, job, limits, language)
     except Cancelled:
         return Outcome(result=job.cancelled_result())
     except SettingsError as exc:
@@ -40,9 +42,15 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
              timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
     alternatives = list(getattr(res, "alternatives", None) or [])
     tokens, holes = _token_fields(job.request, res)
-    return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
-                                 model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
-                                 tokens=tokens, holes=holes))
+    result = Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id, model=job.model,
+                    alternatives=alternatives if len(alternatives) > 1 else [], tokens=tokens, holes=holes)
+    if isinstance(job.request, InfillRequest | EditRequest):  # no answer adds syntax errors
+        try:
+            result = gate_result(job.request, result, language)
+        except Exception as exc:  # an unchecked answer is never sent
+            log.exception("request %s: the syntax gate failed", job.id)
+            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: syntax gate: {type(exc).__name__}")
+    return Outcome(result=result)
 
 
 def _finite(data: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +83,8 @@ def _max_tokens(requested: int | None, limits: Limits) -> int | None:
     return None if requested is None else min(requested, limits.max_tokens)
 
 
-def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
+def _engine_call(engine: Any, job: Job, limits: Limits, language: str | None = None) -> Any:
+    """The engine's answer to ``job``; ``language`` is the grammar it repairs with (`request_language`)."""
     req: Any = job.request
     settings = _settings(engine, req, limits)
     common = {"max_tokens": _max_tokens(req.max_tokens, limits), "settings": settings,
@@ -89,13 +98,13 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
         if req.strength is not None:
             common["strength"] = req.strength
         return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
-                           extra=extra, language=req.language, refine=req.refine is not False, **common)
+                           extra=extra, language=language, refine=req.refine is not False, **common)
     if req.alternatives and req.alternatives > 1:
         common["alternatives"] = req.alternatives
     if req.holes:  # several holes: drafts and alternatives carry every hole (holes.HolesDraft, HoleFill)
-        return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
+        return engine.infill_holes(req.pieces(), extra=extra, language=language,
                                    refine_syntax=req.refine is not False, **common)
-    return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
+    return engine.infill(req.prefix, req.suffix, extra=extra, language=language,
                          refine=req.refine is not False, **common)
 
 
