@@ -37,6 +37,9 @@ class Run:
     # build per-token confidence pieces (results and drafts): two decodes per token, so only
     # when the request asked for them
     confidence: bool = False
+    # the time budget cut a phase of this request (a canvas, or the repair after it): its finish
+    # reason is "time", whatever the canvases said
+    timed_out: bool = False
 
 
 def checked_max_tokens(max_tokens: int | None, default: int) -> int:

@@ -75,6 +75,7 @@ def refine(runner: CanvasRunner, prompt: EncodedPrompt, layout: Layout, fixed: S
     tried: list[Layout] = []
     for round_ in range(REFINE_ROUNDS):
         if run.budget.expired():
+            run.timed_out = True  # repair was cut: the answer says "time"
             break
         noised = _positions(runner, layout, fixed, render, issues, round_)
         if not noised:
@@ -219,6 +220,7 @@ def _denoise_round(runner: CanvasRunner, prompt: EncodedPrompt, rows: list[tuple
     clamp = S.Clamp(mask=torch.stack(masks).to(device), tokens=torch.stack(held_tokens).to(device))
     problem = Problem(canvas=torch.stack(canvas).to(device), clamp=clamp, keep=0, focus=torch.stack(focus).to(device))
     out = runner.denoise(prompt, problem, run)
+    run.timed_out = run.timed_out or out.timed_out
     results = []
     for r, (layout, noised) in enumerate(rows):
         conf = out.confidence[r].tolist()
