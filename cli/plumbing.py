@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diffgemma.cli.errors import RequestFailed, UsageProblem, WouldBreakSyntax
 from diffgemma.cli.live import HolesCanvas, LiveCanvas
@@ -160,11 +160,23 @@ def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str
         with view if view is not None else contextlib.nullcontext():
             on_draft = view.update if view is not None else None
             result = client.edit(req, on_draft) if isinstance(req, EditRequest) else client.infill(req, on_draft)
+            if view is not None:  # the view ends on the text returned, not on the last draft
+                view.update(final_draft(result, view.step))
     if result.finish_reason == "cancelled":
         raise RequestFailed("the request was cancelled before it finished")
     if result.reason:
         warn(f"{title}: {result.reason}", settings.quiet)
     return result
+
+
+def final_draft(result: Result, step: int) -> dict[str, Any]:
+    """The result as a live view's last draft (after repair and the syntax gate it may differ from
+    the last draft the daemon sent)."""
+    draft: dict[str, Any] = {"step": max(step, 1), "text": result.text, "tokens": result.tokens}
+    if result.holes:
+        draft["holes"] = [{"text": h.get("text", ""), "state": "final", "tokens": h.get("tokens") or []}
+                          for h in result.holes]
+    return draft
 
 
 def check_syntax(settings: Settings, path: Path | None, pieces: Sequence[str], fills: Sequence[str],

@@ -1,4 +1,4 @@
-"""The syntax gate at the daemon's boundary: every answer an engine gives passes it (torch-free).
+"""The syntax gate on a request's answer: the daemon passes every answer through it (torch-free).
 
 Whatever made the answer (the local engine after its own repair, a vLLM server, a next-edit
 proposal built on a rewrite), `gate_result` holds it against the window the request sent
@@ -7,7 +7,9 @@ an alternative that adds none, cut to its longest head that adds none, or left e
 the selection unchanged), with ``finish_reason`` "syntax" (unless a limit cut it, which wins) and
 ``Result.reason`` saying why. Alternatives that add errors are dropped. A request with
 ``allow_broken`` skips it. The grammar is the request's language, else its path's, else what the
-window reads like (`request_language`), the same one the engine repairs with.
+window reads like (`request_language`), the same one the engine repairs with. The daemon calls it
+on every result at its boundary (`runtime/daemon/execute.py`); the quality evaluation calls it on
+the engine's answers, so its figures are what users get.
 """
 
 from __future__ import annotations
