@@ -8,6 +8,7 @@ it was, with a reason. Real tree-sitter grammars and Python's own parser judge e
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,31 @@ def test_detect_language_guesses_only_when_asked() -> None:
     assert detect_language(None, content=text) is None
     assert detect_language(None, content=text, guess=True) == "python"
     assert detect_language("notes.md", content=text, guess=True) == "markdown"  # the name wins
+
+
+def test_the_command_line_refuses_to_write_what_breaks_the_file(tmp_path: Path) -> None:
+    """The daemon judged the answer in its window; before a write the whole file is judged again
+    (--apply, watch): adding an error there is exit 9 and nothing written; --allow-broken writes."""
+    from diffgemma.cli.errors import ExitCode, WouldBreakSyntax
+    from diffgemma.cli.options import Settings
+    from diffgemma.cli.plumbing import check_syntax
+    from diffgemma.cli.watch_cmd import FileWatcher
+
+    path = tmp_path / "m.py"
+    pieces = ["def f(x):\n    y = ", "\n    return y\n"]
+    check_syntax(Settings(), path, pieces, ["x + 1"])
+    with pytest.raises(WouldBreakSyntax) as caught:
+        check_syntax(Settings(), path, pieces, ["(x + 1"])
+    assert caught.value.code == ExitCode.SYNTAX == 9 and f"{path}:2" in str(caught.value)
+    check_syntax(Settings(allow_broken=True), path, pieces, ["(x + 1"])
+    check_syntax(Settings(), tmp_path / "notes.txt", ["some ", " words"], ["(x + 1"])  # no grammar: not judged
+    # a rewrite is judged against the block it replaced
+    check_syntax(Settings(), path, ["def f(x):\n", "    return y\n"], ["    y = (x\n"], baseline=["    y = (x\n"])
+
+    watcher = FileWatcher(Settings())
+    text = "def f(x):\n    y = x + 1\n    z = (x\n    return y\n"
+    watcher.edits = [(18, 23, ""), (28, 34, "")]  # "x + 1" was a marker, "z = (x" another
+    with pytest.raises(WouldBreakSyntax):
+        watcher._check_syntax(path, text)
+    watcher.edits = [(18, 23, "")]
+    watcher._check_syntax(path, text.replace("z = (x", "z = x"))

@@ -188,7 +188,10 @@ def _resized(layout: Layout) -> list[Layout]:
     held_after = sum(layout.held[start + n:])
     room = size - start - min(held_after, max(1, size // 4))
     out = []
-    for m in sorted({max(1, n // 2), n, min(room, n + max(2, n // 2)), min(room, 2 * n)} - {0, -1}):
+    # half, same, one and a half, double, and a longer one: a fill cut too short to close what it
+    # opens (a docstring's quotes, a call's brackets) parses at none of the first four
+    lengths = {max(1, n // 2), n, min(room, n + max(2, n // 2)), min(room, 2 * n), min(room, max(8, 4 * n))}
+    for m in sorted(lengths - {0, -1}):
         def moved(values: list[Any], fill: Any, m: int = m) -> list[Any]:
             return (values[:start] + [fill] * m + values[start + n:] + [fill] * size)[:size]
 
