@@ -11,8 +11,8 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import grammars_missing
+
 from diffgemma.context.guess import guess_language
 from diffgemma.context.languages import detect_language
 from diffgemma.context.syntax_gate import added_errors, gate_fills, head_cuts

@@ -43,15 +43,17 @@ def daemon(tiny_model_dir: Path) -> Iterator[Daemon]:
 
 
 def test_every_infill_adds_no_error_and_says_when_it_was_cut(daemon: Daemon) -> None:
+    """With repair (the default) and without: what repair leaves broken, the gate catches."""
     changed = broken = 0
     for seed in SEEDS:
-        req = InfillRequest(prefix=PREFIX, suffix=SUFFIX, language="python", seed=seed, **FAST)
-        result = daemon.client.infill(req)
-        assert not added_errors([PREFIX, SUFFIX], [result.text], "python"), result
-        assert (result.finish_reason == "syntax") == bool(result.reason)
-        changed += result.finish_reason == "syntax"
+        for refine in (None, False):
+            result = daemon.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, language="python", seed=seed,
+                                                        refine=refine, **FAST))
+            assert not added_errors([PREFIX, SUFFIX], [result.text], "python"), result
+            assert (result.finish_reason == "syntax") == bool(result.reason)
+            changed += result.finish_reason == "syntax"
         raw = daemon.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, language="python", seed=seed,
-                                                 allow_broken=True, **FAST))
+                                                 refine=False, allow_broken=True, **FAST))
         assert raw.finish_reason != "syntax" and not raw.reason
         broken += bool(added_errors([PREFIX, SUFFIX], [raw.text], "python"))
     assert changed and broken  # the tiny model writes broken code: the gate is what keeps it out

@@ -11,10 +11,10 @@ import math
 import time
 from typing import Any
 
+from diffgemma.runtime.api.answer_gate import gate_result, request_language
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, InfillRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
-from diffgemma.runtime.api.answer_gate import gate_result, request_language
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
 
