@@ -107,33 +107,7 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
     answers: dict[tuple[str, int, bool], tuple[Any, float]] = {}
 
     def gated(refine: bool, gate: bool) -> Callable[[E.Task, int], tuple[Any, ...]]:
-        """The engine's answer with and without repair, through the syntax gate the daemon puts every
-        answer through (`gate`), or as it came: both rows share one engine call per task."""
-
-        def run(task: E.Task, seed: int) -> tuple[Any, ...]:
-            key = (task.id, seed, refine)
-            spent = 0.0
-            if key not in answers:
-                limit = HUMANEVAL_MAX_TOKENS if task.suite == "humaneval" else (
-                    MULTILINE_MAX_TOKENS if task.suite == "multiline" else None)
-                t0 = time.perf_counter()
-                result = engine.infill(task.prefix, task.suffix, max_tokens=limit, language="python", refine=refine,
-                                       settings=SamplingSettings(seed=seed))
-                answers[key] = (result, (time.perf_counter() - t0) * 1000)
-            else:
-                spent = answers[key][1]
-            result = answers[key][0]
-            text = result.text
-            if gate:
-                from diffgemma.runtime.api.answer_gate import gate_result
-                from diffgemma.runtime.api.protocol import InfillRequest, Result
-
-                request = InfillRequest(prefix=task.prefix, suffix=task.suffix, language="python")
-                text = gate_result(request, Result(text=text, finish_reason=result.finish_reason, timings={},
-                                                   id="", model=""), "python").text
-            return text, result.hole_tokens, spent
-
-        return run
+        return _gated(engine, answers, refine, gate)
 
     fills = ("line", "multiline", "humaneval")
     systems: list[System] = []
@@ -160,6 +134,38 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
             systems.append(System(f"model rewrite, strength={strength}", ("rewrite",), rewrite(strength),
                                   strategy_limit))
     return systems
+
+
+def _gated(engine: Any, answers: dict[tuple[str, int, bool], tuple[Any, float]], refine: bool,
+           gate: bool) -> Callable[[E.Task, int], tuple[Any, ...]]:
+    """The engine's answer with and without repair, through the syntax gate the daemon puts every
+    answer through (``gate``), or as it came: rows with the same ``refine`` share one engine call
+    per task (``answers``), and a later row counts that call's time too."""
+    from diffgemma.runtime.api.answer_gate import gate_result
+    from diffgemma.runtime.api.protocol import InfillRequest, Result
+    from diffgemma.runtime.engine.types import SamplingSettings
+
+    def run(task: E.Task, seed: int) -> tuple[Any, ...]:
+        key = (task.id, seed, refine)
+        spent = 0.0
+        if key not in answers:
+            limit = HUMANEVAL_MAX_TOKENS if task.suite == "humaneval" else (
+                MULTILINE_MAX_TOKENS if task.suite == "multiline" else None)
+            t0 = time.perf_counter()
+            result = engine.infill(task.prefix, task.suffix, max_tokens=limit, language="python", refine=refine,
+                                   settings=SamplingSettings(seed=seed))
+            answers[key] = (result, (time.perf_counter() - t0) * 1000)
+        else:
+            spent = answers[key][1]
+        result = answers[key][0]
+        text = result.text
+        if gate:
+            request = InfillRequest(prefix=task.prefix, suffix=task.suffix, language="python")
+            text = gate_result(request, Result(text=text, finish_reason=result.finish_reason, timings={}, id="",
+                                               model=""), "python").text
+        return text, result.hole_tokens, spent
+
+    return run
 
 
 def _baselines() -> list[System]:

@@ -28,7 +28,8 @@ class Result:
     model: str
     # distinct candidates when the request asked for alternatives; the first is ``text``
     alternatives: list[str] = field(default_factory=list)
-    # when asked for (``confidence``): ``text`` token by token, [{"text", "confidence"}]
+    # when asked for (``confidence``): ``text`` token by token, [{"text", "confidence"}]; empty when
+    # the syntax gate answered with other text than (a head of) what the model wrote
     tokens: list[dict[str, Any]] = field(default_factory=list)
     # several holes: one {"text", "tokens"?, "alternatives"?} per hole, in order (``text`` is the
     # first one's). With alternatives asked for, every hole's ``alternatives`` has the same length
