@@ -22,6 +22,10 @@ from diffgemma.context.syntax_gate import Gated, added_errors, gate_fills
 from diffgemma.runtime.api.request_types import EditRequest, InfillRequest
 from diffgemma.runtime.api.results import Result, alternative_sets
 
+# A continuation (an infill with no text at all after it: a completion prompt, code being written at
+# the end of a buffer) is not judged: nothing follows it that it could break, its end is where the
+# model or max_tokens stopped, and streams send it canvas by canvas as it is committed, so cutting
+# it afterwards would leave a client with other text than the answer.
 # Finish reasons that say a limit cut the answer: they stay, the gate's reason goes with them.
 LIMIT_REASONS = ("time", "length", "cancelled")
 
@@ -45,6 +49,8 @@ def gate_result(req: InfillRequest | EditRequest, result: Result, language: str 
         return _single(result, gated, [req.prefix, req.suffix], language, [req.selection])
     if req.holes:
         return _holes(req, result, language)
+    if not req.suffix:  # a continuation: nothing after it to break (see above)
+        return result
     fixed = [req.prefix, req.suffix]
     others = [[a] for a in result.alternatives[1:]]
     return _single(result, gate_fills(fixed, [result.text], language, alternatives=others), fixed, language, None)
