@@ -26,6 +26,7 @@ from diffgemma.runtime.api.results import Result, alternative_sets
 # the end of a buffer) is not judged: nothing follows it that it could break, its end is where the
 # model or max_tokens stopped, and streams send it canvas by canvas as it is committed, so cutting
 # it afterwards would leave a client with other text than the answer.
+
 # Finish reasons that say a limit cut the answer: they stay, the gate's reason goes with them.
 LIMIT_REASONS = ("time", "length", "cancelled")
 
