@@ -215,7 +215,7 @@ def run_daemon(model_dir: Path, work: Path, device: str, prefix: str, suffix: st
         run.infill, run.infill_s = _timed(client, InfillRequest(prefix=prefix, suffix=suffix, steps=steps, seed=0,
                                                                 refine=False))
         run.generation, run.generation_s = _timed(client, InfillRequest(prefix=prefix, suffix="", steps=steps,
-                                                                        max_tokens=gen_tokens, seed=0))
+                                                                        max_tokens=gen_tokens, seed=0, refine=False))
         run.peak_bytes, run.peak_source = watch.stop(), watch.source
     finally:
         client.close()
