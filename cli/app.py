@@ -12,8 +12,9 @@ from difflib import get_close_matches
 from typing import Any, NamedTuple
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from diffgemma import __version__
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageError, run_app
 
 _EPILOG = (
@@ -23,6 +24,7 @@ _EPILOG = (
   diffgemma infill app.py:42                 print code for the end of line 42
   diffgemma infill app.py:42:9 --apply       write it into the file
   diffgemma edit app.py -s 10-14 -i 'add type hints'     rewrite, show a diff
+  diffgemma next app.py                      the edit that follows your recent ones
   diffgemma watch src/                       fill markers on every save
   diffgemma status                           the daemon, model, device, memory
 
@@ -46,6 +48,8 @@ COMMANDS: dict[str, Entry] = {
     "infill": Entry("diffgemma.cli.infill_cmd", "Fill the hole at a cursor with code that joins the text after it."),
     "edit": Entry("diffgemma.cli.edit_cmd",
                   "Rewrite a selection of FILE, optionally following an instruction, and print a unified diff."),
+    "next": Entry("diffgemma.cli.next_cmd",
+                  "Propose the edit that follows your recent edits in FILE, and print it as a unified diff."),
     "watch": Entry("diffgemma.cli.watch_cmd", "Watch files and fill markers in them whenever they are saved."),
     "serve": Entry("diffgemma.cli.daemon_cmds",
                    "Run the daemon in the foreground: it owns the model and answers infill and edit requests."),
@@ -63,6 +67,23 @@ COMMANDS: dict[str, Entry] = {
                    "Measure ms per denoising step: our loop vs transformers' generate, same input and steps."),
     "daemon": Entry("diffgemma.cli.daemon_cmds", "Run the daemon in the background and manage it."),
 }
+
+
+def _flags_take_no_value() -> None:
+    """Show no value placeholder after a flag in the help's options table.
+
+    Typer's Rich help prints every option's type (`<bool>` after `--apply`, `--help` ...), though a
+    flag takes no value; its plain-text help already leaves it out. Flags and counters get none.
+    """
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 class LazyCommands(TyperGroup):
@@ -107,9 +128,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"diffgemma {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _commands() -> None:
-    """The commands come from COMMANDS, not from this (empty) group callback."""
+def _commands(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """The commands come from COMMANDS, not from this group callback (which only reads --version)."""
 
 
 def main() -> None:

@@ -12,14 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from diffgemma.cli.errors import RequestFailed, UsageProblem, WouldBreakSyntax
+from diffgemma.cli.errors import DaemonDown, RequestFailed, UsageProblem, WouldBreakSyntax
 from diffgemma.cli.live import HolesCanvas, LiveCanvas
 from diffgemma.cli.options import Settings
 from diffgemma.context.languages import detect_language, has_grammar
 from diffgemma.context.syntax_gate import added_errors
-from diffgemma.runtime.api.errors import one_line
+from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.errors import DaemonGone, one_line
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
 from diffgemma.runtime.api.request_builder import (
     Buffer,
@@ -110,10 +111,13 @@ class Asks:
 
 
 def connect(settings: Settings) -> Client:
-    """A client to a healthy daemon, starting one (with the model named) when none answers."""
+    """A client to a healthy daemon: the one at --url, which must answer, or the local one, started
+    (with the model named) when none answers."""
     # The HTTP client (httpx) loads only when a command talks to the daemon: `--help` never does.
-    from diffgemma.runtime.api.client import ensure_daemon
+    from diffgemma.runtime.api.client import connect_remote, ensure_daemon
 
+    if settings.remote is not None:
+        return connect_remote(settings.remote, on_progress=progress_printer(settings.quiet))
     return ensure_daemon(model=settings.sampling.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
 
@@ -147,10 +151,33 @@ def extra_context(path: Path, text: str, settings: Settings, language: str | Non
 
 
 def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str) -> Result:
-    """Send one request; when it streams (a live view) draw its drafts, one hole's or several. When
-    the daemon's syntax gate changed the answer, its reason is one line on stderr."""
+    """Send one request; when it streams (a live view) draw its drafts, one hole's or several.
+
+    A daemon that goes away while it works on the request (it crashed, or was killed) is replaced
+    and the request sent once more; a second loss is an error that says so. When the daemon's
+    syntax gate changed the answer, its reason is one line on stderr."""
     if settings.allow_broken:
         req = dataclasses.replace(req, allow_broken=True)
+    try:
+        result = _send(settings, req, title)
+    except DaemonGone as exc:
+        if settings.remote is not None:  # a daemon elsewhere: its owner restarts it, not us
+            raise DaemonDown(f"{one_line(exc)}; the request was not answered") from None
+        progress_printer(settings.quiet)(f"{one_line(exc)}; sending the request to a new daemon…")
+        try:
+            result = _send(settings, req, title)
+        except DaemonGone as again:
+            log = paths.log_path(Path(settings.socket) if settings.socket else None)
+            raise DaemonDown(f"{one_line(again)}, twice (the request was sent to a new daemon once); "
+                             f"see its log: {log}") from None
+    if result.finish_reason == "cancelled":
+        raise RequestFailed("the request was cancelled before it finished")
+    if result.reason:
+        warn(f"{title}: {result.reason}", settings.quiet)
+    return result
+
+
+def _send(settings: Settings, req: InfillRequest | EditRequest, title: str) -> Result:
     with connect(settings) as client:
         view: LiveCanvas | None = None
         if req.stream and isinstance(req, InfillRequest) and req.holes:
@@ -160,23 +187,9 @@ def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str
         with view if view is not None else contextlib.nullcontext():
             on_draft = view.update if view is not None else None
             result = client.edit(req, on_draft) if isinstance(req, EditRequest) else client.infill(req, on_draft)
-            if view is not None:  # the view ends on the text returned, not on the last draft
-                view.update(final_draft(result, view.step))
-    if result.finish_reason == "cancelled":
-        raise RequestFailed("the request was cancelled before it finished")
-    if result.reason:
-        warn(f"{title}: {result.reason}", settings.quiet)
+            if view is not None:
+                view.finish(result)
     return result
-
-
-def final_draft(result: Result, step: int) -> dict[str, Any]:
-    """The result as a live view's last draft (after repair and the syntax gate it may differ from
-    the last draft the daemon sent)."""
-    draft: dict[str, Any] = {"step": max(step, 1), "text": result.text, "tokens": result.tokens}
-    if result.holes:
-        draft["holes"] = [{"text": h.get("text", ""), "state": "final", "tokens": h.get("tokens") or []}
-                          for h in result.holes]
-    return draft
 
 
 def check_syntax(settings: Settings, path: Path | None, pieces: Sequence[str], fills: Sequence[str],

@@ -12,24 +12,41 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+import ssl
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from diffgemma.runtime.api import config, errors
-from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
+from diffgemma.runtime.api.errors import DaemonError, DaemonGone, DaemonUnavailable, ErrorCode, one_line
+from diffgemma.runtime.api.next_edit import NextEditRequest, NextEditResult
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
+from diffgemma.runtime.api.remote import Remote, refuse_url_socket, tls_context
 from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
+AnyResult = TypeVar("AnyResult", bound=Result)  # Result, or NextEditResult for /v1/next-edit
 
 # Host name used in URLs sent over the Unix socket; the socket is the real address.
 _UDS_BASE_URL = "http://diffgemma"
 
 
-__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "ensure_daemon"]
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonGone", "DaemonUnavailable", "DraftCallback",
+           "connect_remote", "ensure_daemon"]
+
+
+class StateDirToken(httpx.Auth):
+    """The bearer token of the state directory, read for each request: a TCP daemon writes it on
+    its first start, which may come after this client was made (the client that starts it)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = read_token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -54,7 +71,9 @@ def _describe(socket: Path | None, base_url: str | None) -> str:
     return base_url if base_url else f"socket {socket}"
 
 
-def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | None:
+def _parse_stream_line(line: str, on_draft: DraftCallback | None,
+                       parse: Callable[[Any], AnyResult] = Result.from_json,  # type: ignore[assignment]
+                       ) -> AnyResult | None:
     """The result when ``line`` carries it; drafts go to ``on_draft``; other line types are skipped.
 
     Lines of types this version does not know (and fields it does not know in a draft, such as
@@ -73,7 +92,7 @@ def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | No
         return None
     if kind == "result":
         try:
-            return Result.from_json(data)
+            return parse(data)
         except ProtocolError as exc:
             raise DaemonError(f"daemon sent a malformed result: {exc}") from None
     if kind == "error":
@@ -86,27 +105,34 @@ def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | No
     return None
 
 
-def _parse_result(response: httpx.Response) -> Result:
+def _parse_result(response: httpx.Response, parse: Callable[[Any], AnyResult]) -> AnyResult:
     try:
-        return Result.from_json(response.json())
+        return parse(response.json())
     except (ValueError, ProtocolError) as exc:
         raise DaemonError(f"daemon sent a malformed result: {one_line(exc)}") from None
 
 
 class _Base:
     def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
-                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]) -> None:
+                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport],
+                 verify: ssl.SSLContext | None = None) -> None:
+        refuse_url_socket(socket)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
-        self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
+        refuse_url_socket(self.socket, config.ENV_SOCKET)
+        self.token = token  # None over TCP: the state directory's, read as each request is sent
         self.timeout = timeout
-        # What the sync or async httpx client is built with: the address, auth and timeouts
-        # (connecting is instant or fails; reading may take as long as a generation).
+        if verify is None and self.base_url and self.base_url.startswith("https:"):
+            verify = tls_context()  # the system's certificate store
+        # What the sync or async httpx client is built with: the address, auth, the certificate
+        # check and timeouts (connecting is instant or fails; reading may take as long as a generation).
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url or _UDS_BASE_URL,
             "transport": transport(uds=str(self.socket)) if self.socket else None,
             "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+            "auth": StateDirToken() if token is None and self.base_url else None,
             "timeout": httpx.Timeout(timeout, connect=5.0),
+            **({"verify": verify} if verify is not None else {}),
         }
 
     @property
@@ -120,18 +146,37 @@ class _Base:
             yield
         except httpx.TimeoutException:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # Connected and sent: the daemon closed the connection instead of answering.
+            raise DaemonGone(f"the daemon on {self.address} stopped while answering ({one_line(exc)})") from None
         except (httpx.TransportError, OSError) as exc:
             reason = one_line(exc)
-            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
-                                    f"start one with `diffgemma daemon start`") from None
+            if self.base_url is None:
+                hint = "start one with `diffgemma daemon start`"
+            elif _bad_certificate(exc):
+                hint = "give its certificate, or its authority's, with --ca-cert"
+            else:
+                hint = "is the URL right, and the daemon there running?"
+            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); {hint}") from None
+
+
+def _bad_certificate(exc: BaseException) -> bool:
+    """Whether a failure to connect was the server's certificate failing the check."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Client(_Base):
-    """Synchronous client (httpx)."""
+    """Synchronous client (httpx). ``verify``: how an HTTPS daemon's certificate is checked
+    (runtime/api/remote.py's ``tls_context``; default: the system's certificate store)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport, verify)
         self._http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Client:
@@ -161,37 +206,42 @@ class Client(_Base):
         return self._request("GET", "/v1/status").json()
 
     def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
-        return self._generate("/v1/infill", req, on_draft)
+        return self._generate("/v1/infill", req, on_draft, Result.from_json)
 
     def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
-        return self._generate("/v1/edit", req, on_draft)
+        return self._generate("/v1/edit", req, on_draft, Result.from_json)
+
+    def next_edit(self, req: NextEditRequest, on_draft: DraftCallback | None = None) -> NextEditResult:
+        """The edits proposed after ``req.edits`` (empty, with a reason, when none is confident)."""
+        return self._generate("/v1/next-edit", req, on_draft, NextEditResult.from_json)
 
     def cancel(self, request_id: str) -> bool:
         """True when the daemon knew the request (queued or running) and cancelled it."""
         return bool(self._request("POST", "/v1/cancel", json={"id": request_id}).json().get("cancelled"))
 
-    def _generate(self, url: str, req: InfillRequest | EditRequest, on_draft: DraftCallback | None) -> Result:
+    def _generate(self, url: str, req: InfillRequest | EditRequest | NextEditRequest, on_draft: DraftCallback | None,
+                  parse: Callable[[Any], AnyResult]) -> AnyResult:
         body = req.to_json()  # streamed as the request says, or when drafts have a callback
         if on_draft is not None:
             body["stream"] = True
         if not body.get("stream"):
-            return _parse_result(self._request("POST", url, json=body))
+            return _parse_result(self._request("POST", url, json=body), parse)
         with self._reaching(), self._http.stream("POST", url, json=body) as response:
             if response.status_code >= 400:
                 raise _error_from_response(response, response.read())
             for line in response.iter_lines():
-                result = _parse_stream_line(line, on_draft)
+                result = _parse_stream_line(line, on_draft, parse)
                 if result is not None:
                     return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 class AsyncClient(_Base):
     """Asynchronous client; cancelling the awaiting task closes the connection (and the daemon's work)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport, verify)
         self._http = httpx.AsyncClient(**self._http_options)
 
     async def __aenter__(self) -> AsyncClient:
@@ -220,31 +270,36 @@ class AsyncClient(_Base):
         return (await self._request("GET", "/v1/status")).json()
 
     async def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
-        return await self._generate("/v1/infill", req, on_draft)
+        return await self._generate("/v1/infill", req, on_draft, Result.from_json)
 
     async def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
-        return await self._generate("/v1/edit", req, on_draft)
+        return await self._generate("/v1/edit", req, on_draft, Result.from_json)
+
+    async def next_edit(self, req: NextEditRequest, on_draft: DraftCallback | None = None) -> NextEditResult:
+        """The edits proposed after ``req.edits`` (empty, with a reason, when none is confident)."""
+        return await self._generate("/v1/next-edit", req, on_draft, NextEditResult.from_json)
 
     async def cancel(self, request_id: str) -> bool:
         response = await self._request("POST", "/v1/cancel", json={"id": request_id})
         return bool(response.json().get("cancelled"))
 
-    async def _generate(self, url: str, req: InfillRequest | EditRequest,
-                        on_draft: DraftCallback | None) -> Result:
+    async def _generate(self, url: str, req: InfillRequest | EditRequest | NextEditRequest,
+                        on_draft: DraftCallback | None,
+                        parse: Callable[[Any], AnyResult]) -> AnyResult:
         body = req.to_json()  # streamed as the request says, or when drafts have a callback
         if on_draft is not None:
             body["stream"] = True
         if not body.get("stream"):
-            return _parse_result(await self._request("POST", url, json=body))
+            return _parse_result(await self._request("POST", url, json=body), parse)
         with self._reaching():
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     raise _error_from_response(response, await response.aread())
                 async for line in response.aiter_lines():
-                    result = _parse_stream_line(line, on_draft)
+                    result = _parse_stream_line(line, on_draft, parse)
                     if result is not None:
                         return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
@@ -253,10 +308,17 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
 
     The daemon started is `diffgemma serve` (runtime/api/autostart.py), so it honours the same
     DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
-    ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
+    ``on_progress``, and so does the daemon's notice (which model stands in for the real one) when
+    this call started it. Raises DaemonUnavailable with a one-line reason when no daemon can be
+    started, a daemon holds the socket without answering, or the model did not load.
     """
+    from diffgemma.runtime.api.autostart import stopped_holder  # a file read: no wait for a stopped daemon
+
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else config.default_socket_path()
+    stopped = stopped_holder(sock)
+    if stopped is not None:
+        raise DaemonUnavailable(str(stopped), code=None)
     client = Client(socket=sock)
     try:  # a daemon that answers and is ready is the common case: one round trip
         status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
@@ -267,15 +329,41 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
         from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
 
         try:
-            status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+            started = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
         except DaemonStartError as exc:
             client.close()
             raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+        status = started.status
+        if started.started and status and status.get("notice"):
+            say(str(status["notice"]))  # once per daemon start (`diffgemma status` shows it too)
     if status and status.get("state") == "loading":
         client.close()
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
+    return client
+
+
+def connect_remote(remote: Remote, on_progress: Callable[[str], None] | None = None,
+                   timeout: float = 300.0) -> Client:
+    """A Client to the daemon at ``remote.url``, which must answer and take our token: a daemon
+    elsewhere is never started from here. Waits while it loads its model, reporting progress."""
+    say = on_progress or (lambda _line: None)
+    client = Client(base_url=remote.url, token=remote.token, verify=remote.verify())
+    try:
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=10.0).json()
+        if status is not None and status.get("state") == "loading":
+            from diffgemma.runtime.api.autostart import wait_for_load
+
+            status = wait_for_load(client, say, time.monotonic() + timeout)
+    except DaemonError as exc:
+        client.close()
+        if exc.code is not ErrorCode.UNAUTHORIZED:
+            raise
+        given = ("" if remote.token else
+                 "; no token was sent: give yours with --token, --token-file or $DIFFGEMMA_TOKEN")
+        raise DaemonUnavailable(f"the daemon at {remote.url} refused the token: {exc}{given}",
+                                status=exc.status, code=exc.code) from None
     if status and status.get("notice"):
-        say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
+        say(str(status["notice"]))
     return client
 
 

@@ -36,8 +36,8 @@ class Result:
     # and index k of each is set k, one joint set of fills; set 0 is the answer (`alternative_sets`)
     holes: list[dict[str, Any]] = field(default_factory=list)
     # one line when the syntax gate changed the answer: the error the model's text added and what
-    # was kept instead ("" otherwise)
-    reason: str = ""
+    # was kept instead (None otherwise)
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,9 +60,9 @@ class Result:
         alternatives = data.get("alternatives") or []
         if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
             raise ProtocolError("result has fields of the wrong type")
-        tokens, holes, why = data.get("tokens") or [], data.get("holes") or [], data.get("reason") or ""
+        tokens, holes, why = data.get("tokens") or [], data.get("holes") or [], data.get("reason") or None
         if not isinstance(tokens, list) or not isinstance(holes, list) or not all(
-                isinstance(x, dict) for x in [*tokens, *holes]) or not isinstance(why, str):
+                isinstance(x, dict) for x in [*tokens, *holes]) or not isinstance(why, str | None):
             raise ProtocolError("result has fields of the wrong type")
         return cls(text=text, finish_reason=reason, timings=timings, id=str(data.get("id", "")),
                    model=str(data.get("model", "")), alternatives=alternatives, tokens=tokens, holes=holes,
@@ -71,7 +71,8 @@ class Result:
 
 def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:
     """A ``{"type": "draft"}`` line: the canvas after one denoising step. Optional keys: ``canvas``,
-    ``final`` (one hole), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
+    ``final`` (one hole), ``phase`` and ``round`` ("repairing": syntax repair round ``round`` runs on
+    ``text``), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
     ``{"text", "state", "tokens"?}`` per hole in order, ``state`` one of `HOLE_STATES` ("final":
     filled and will not change, "refining": being denoised, "waiting": not started); ``text`` is
     then the first hole's."""

@@ -72,6 +72,7 @@ def _routes(native: NativeRoutes, compat: CompatRoutes) -> list[Route]:
     table: list[tuple[str, Endpoint, str]] = [
         ("/v1/infill", native.infill, "POST"),
         ("/v1/edit", native.edit, "POST"),
+        ("/v1/next-edit", native.next_edit, "POST"),
         ("/v1/cancel", native.cancel, "POST"),
         ("/v1/status", native.status, "GET"),
         ("/health", native.health, "GET"),
@@ -98,6 +99,6 @@ def create_app(scheduler: Scheduler, info: ServerInfo) -> ASGIApp:
     routes = _routes(NativeRoutes(dispatch), CompatRoutes(dispatch))
     app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
     if info.token:
-        app = TokenAuth(app, info.token)
-        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins)
+        app = TokenAuth(app, info.token, info.team)
+        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins, any_host=info.tls)
     return Shield(app)
