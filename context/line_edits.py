@@ -113,7 +113,8 @@ def keep_parsing(changes: Sequence[LineChange], window: str, first_line: int, pr
                  language: str | None, strip_newline: bool,
                  issues: Callable[..., object] = added_errors) -> tuple[list[LineChange], bool]:
     """The changes that bring no syntax error into ``prefix + window + suffix`` that the text does
-    not have already (the syntax gate every answer passes, `syntax_gate.added_errors`), taken in order, each kept when it parses together with those before it; and
+    not have already (the syntax gate every answer passes, `syntax_gate.added_errors`), taken in
+    order, each kept when it parses together with those before it; and
     whether any was dropped. ``strip_newline``: the window's last newline belongs to ``suffix``.
     Without a grammar every change is kept."""
     kept: list[LineChange] = []
