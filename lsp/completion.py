@@ -69,7 +69,7 @@ async def _infill_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Posi
         ls.inflight.counters.stale += 1
         return None
     ls.inflight.counters.completed += 1
-    return [editor_text(t) for t in infill.answer_texts(result, settings.completion.confident_prefix)]
+    return [editor_text(t) for t in infill.answer_texts(result, settings.completion.confident_prefix, request)]
 
 
 # -- handlers ------------------------------------------------------------------------------------

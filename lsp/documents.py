@@ -65,7 +65,7 @@ def language_of(snap: Snapshot) -> str | None:
     from diffgemma.context.languages import detect_language
 
     # an editor's id we do not know (e.g. "plaintext") must not hide what the file name says
-    return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text)
+    return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text, guess=True)
 
 
 def editor_text(text: str) -> str:

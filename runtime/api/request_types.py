@@ -132,6 +132,7 @@ class InfillRequest(_CodeRequest):
     holes: list[dict[str, str]] | None = None
     refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
     confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
+    allow_broken: bool | None = None  # skip the syntax gate (default: an answer never adds syntax errors)
 
     kind: ClassVar[str] = "infill"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "suffix")
@@ -143,6 +144,7 @@ class InfillRequest(_CodeRequest):
         "holes": checks.holes,
         "refine": checks.boolean,
         "confidence": checks.boolean,
+        "allow_broken": checks.boolean,
     }
 
     @classmethod
@@ -171,6 +173,7 @@ class EditRequest(_CodeRequest):
     strength: float | None = None  # 0: keep the selection as is, 1: rewrite freely
     refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
     confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
+    allow_broken: bool | None = None  # skip the syntax gate (default: a rewrite never adds syntax errors)
 
     kind: ClassVar[str] = "edit"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "selection", "suffix")
@@ -183,6 +186,7 @@ class EditRequest(_CodeRequest):
         "strength": partial(checks.number, low=0.0, high=1.0),
         "refine": checks.boolean,
         "confidence": checks.boolean,
+        "allow_broken": checks.boolean,
     }
 
 

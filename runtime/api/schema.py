@@ -49,6 +49,9 @@ _SCHEMA_HINTS: dict[str, dict[str, Any]] = {
               "items": {"type": "object", "additionalProperties": False,
                         "properties": {"prefix": {"type": "string"}}}},
     "refine": {"type": "boolean", "description": "Syntax-guided repair (default: on where a grammar exists)."},
+    "allow_broken": {"type": "boolean", "description": "Skip the syntax gate: the answer may add syntax errors "
+                                                       "(default: it never does; finish_reason \"syntax\" and "
+                                                       "Result.reason say when it was cut or left empty)."},
     "confidence": {"type": "boolean", "description": "Per-token confidences in the result (Result.tokens)."},
     "keep_alive": {"type": "number", "description": "Seconds to keep the model loaded; 0 unloads now."},
     "options": {"type": "object", "additionalProperties": False, "description": "Sampling overrides.",
@@ -76,6 +79,8 @@ RESULT_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"type": "string"},
         "finish_reason": {"type": "string", "enum": list(FINISH_REASONS)},
+        "reason": {"type": "string", "description": "When the syntax gate changed the answer: what the "
+                                                    "model's text added and what was kept instead."},
         "timings": {"type": "object", "description": "encode_ms, steps, ms_per_step, tokens_per_forward, "
                                                      "cached_tokens, encoded_tokens, generated_tokens, "
                                                      "canvases, total_ms, queue_ms"},

@@ -29,6 +29,7 @@ from diffgemma.runtime.daemon.fim import split_prompt
 
 def openai_finish(finish_reason: str, word: str | None) -> str:
     # "time": the budget ran out; OpenAI's nearest is "length" (the answer was cut by a limit).
+    # "syntax" (the syntax gate cut it) is an end as OpenAI's clients know it: "stop".
     if word is not None:
         return "stop"
     return "length" if finish_reason in ("length", "time") else "stop"
