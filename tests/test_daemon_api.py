@@ -243,7 +243,7 @@ def test_openapi_describes_every_endpoint(daemon: Daemon) -> None:
     with daemon.http() as http:
         doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/cancel", "/v1/status", "/health",
+    assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/next-edit", "/v1/cancel", "/v1/status", "/health",
                                  "/openapi.json", "/infill", "/v1/completions", "/completion", "/props",
                                  "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions",
                                  "/v1/fim/completions"}

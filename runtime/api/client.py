@@ -14,16 +14,18 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from diffgemma.runtime.api import config, errors
 from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
+from diffgemma.runtime.api.next_edit import NextEditRequest, NextEditResult
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
 from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
+AnyResult = TypeVar("AnyResult", bound=Result)  # Result, or NextEditResult for /v1/next-edit
 
 # Host name used in URLs sent over the Unix socket; the socket is the real address.
 _UDS_BASE_URL = "http://diffgemma"
@@ -54,7 +56,8 @@ def _describe(socket: Path | None, base_url: str | None) -> str:
     return base_url if base_url else f"socket {socket}"
 
 
-def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | None:
+def _parse_stream_line(line: str, on_draft: DraftCallback | None,
+                       parse: Callable[[Any], AnyResult]) -> AnyResult | None:
     """The result when ``line`` carries it; drafts go to ``on_draft``; other line types are skipped.
 
     Lines of types this version does not know (and fields it does not know in a draft, such as
@@ -73,7 +76,7 @@ def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | No
         return None
     if kind == "result":
         try:
-            return Result.from_json(data)
+            return parse(data)
         except ProtocolError as exc:
             raise DaemonError(f"daemon sent a malformed result: {exc}") from None
     if kind == "error":
@@ -86,9 +89,9 @@ def _parse_stream_line(line: str, on_draft: DraftCallback | None) -> Result | No
     return None
 
 
-def _parse_result(response: httpx.Response) -> Result:
+def _parse_result(response: httpx.Response, parse: Callable[[Any], AnyResult]) -> AnyResult:
     try:
-        return Result.from_json(response.json())
+        return parse(response.json())
     except (ValueError, ProtocolError) as exc:
         raise DaemonError(f"daemon sent a malformed result: {one_line(exc)}") from None
 
@@ -161,26 +164,31 @@ class Client(_Base):
         return self._request("GET", "/v1/status").json()
 
     def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
-        return self._generate("/v1/infill", req, on_draft)
+        return self._generate("/v1/infill", req, on_draft, Result.from_json)
 
     def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
-        return self._generate("/v1/edit", req, on_draft)
+        return self._generate("/v1/edit", req, on_draft, Result.from_json)
+
+    def next_edit(self, req: NextEditRequest, on_draft: DraftCallback | None = None) -> NextEditResult:
+        """The edits proposed after ``req.edits`` (empty, with a reason, when none is confident)."""
+        return self._generate("/v1/next-edit", req, on_draft, NextEditResult.from_json)
 
     def cancel(self, request_id: str) -> bool:
         """True when the daemon knew the request (queued or running) and cancelled it."""
         return bool(self._request("POST", "/v1/cancel", json={"id": request_id}).json().get("cancelled"))
 
-    def _generate(self, url: str, req: InfillRequest | EditRequest, on_draft: DraftCallback | None) -> Result:
+    def _generate(self, url: str, req: InfillRequest | EditRequest | NextEditRequest, on_draft: DraftCallback | None,
+                  parse: Callable[[Any], AnyResult]) -> AnyResult:
         body = req.to_json()  # streamed as the request says, or when drafts have a callback
         if on_draft is not None:
             body["stream"] = True
         if not body.get("stream"):
-            return _parse_result(self._request("POST", url, json=body))
+            return _parse_result(self._request("POST", url, json=body), parse)
         with self._reaching(), self._http.stream("POST", url, json=body) as response:
             if response.status_code >= 400:
                 raise _error_from_response(response, response.read())
             for line in response.iter_lines():
-                result = _parse_stream_line(line, on_draft)
+                result = _parse_stream_line(line, on_draft, parse)
                 if result is not None:
                     return result
         raise DaemonError("the daemon closed the stream before sending a result")
@@ -220,28 +228,33 @@ class AsyncClient(_Base):
         return (await self._request("GET", "/v1/status")).json()
 
     async def infill(self, req: InfillRequest, on_draft: DraftCallback | None = None) -> Result:
-        return await self._generate("/v1/infill", req, on_draft)
+        return await self._generate("/v1/infill", req, on_draft, Result.from_json)
 
     async def edit(self, req: EditRequest, on_draft: DraftCallback | None = None) -> Result:
-        return await self._generate("/v1/edit", req, on_draft)
+        return await self._generate("/v1/edit", req, on_draft, Result.from_json)
+
+    async def next_edit(self, req: NextEditRequest, on_draft: DraftCallback | None = None) -> NextEditResult:
+        """The edits proposed after ``req.edits`` (empty, with a reason, when none is confident)."""
+        return await self._generate("/v1/next-edit", req, on_draft, NextEditResult.from_json)
 
     async def cancel(self, request_id: str) -> bool:
         response = await self._request("POST", "/v1/cancel", json={"id": request_id})
         return bool(response.json().get("cancelled"))
 
-    async def _generate(self, url: str, req: InfillRequest | EditRequest,
-                        on_draft: DraftCallback | None) -> Result:
+    async def _generate(self, url: str, req: InfillRequest | EditRequest | NextEditRequest,
+                        on_draft: DraftCallback | None,
+                        parse: Callable[[Any], AnyResult]) -> AnyResult:
         body = req.to_json()  # streamed as the request says, or when drafts have a callback
         if on_draft is not None:
             body["stream"] = True
         if not body.get("stream"):
-            return _parse_result(await self._request("POST", url, json=body))
+            return _parse_result(await self._request("POST", url, json=body), parse)
         with self._reaching():
             async with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     raise _error_from_response(response, await response.aread())
                 async for line in response.aiter_lines():
-                    result = _parse_stream_line(line, on_draft)
+                    result = _parse_stream_line(line, on_draft, parse)
                     if result is not None:
                         return result
         raise DaemonError("the daemon closed the stream before sending a result")

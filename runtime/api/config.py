@@ -63,6 +63,12 @@ MAX_HOLES = 32  # several holes in one infill request
 SEED_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 64  # no client body nests deeper than a few levels; deeper is an attack
 MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
+MAX_LINE_NUMBER = 2**31 - 1  # a line or column on the wire (LSP's uinteger range)
+# Next-edit: the recent edits a request carries (newest kept when there are more) and the
+# confidence under which nothing is proposed when the request names none.
+MAX_NEXT_EDITS = 16
+MAX_NEXT_EDIT_DIFF_CHARS = 16_000
+DEFAULT_NEXT_EDIT_THRESHOLD = 0.5
 
 # --- daemon defaults (flags of `serve` / `daemon start`) ----------------------------------------
 DEFAULT_KEEP_ALIVE_S = 600.0

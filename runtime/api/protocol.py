@@ -24,6 +24,7 @@ from diffgemma.runtime.api.config import (
     MAX_TIME_LIMIT_MS,
     MAX_TOKENS_LIMIT,
 )
+from diffgemma.runtime.api.next_edit import Cursor, LineEdit, NextEditRequest, NextEditResult, RecentEdit
 from diffgemma.runtime.api.request_types import (
     CHAT_ROLES,
     CancelRequest,
@@ -53,10 +54,15 @@ __all__ = [
     "CancelRequest",
     "ChatRequest",
     "Checker",
+    "Cursor",
     "EditRequest",
     "ExtraFile",
     "InfillRequest",
+    "LineEdit",
+    "NextEditRequest",
+    "NextEditResult",
     "ProtocolError",
+    "RecentEdit",
     "Result",
     "TokenizeRequest",
     "chat_messages",

@@ -1,4 +1,5 @@
-"""The daemon's own API: POST /v1/infill, /v1/edit, /v1/cancel; GET /health, /v1/status, /openapi.json."""
+"""The daemon's own API: POST /v1/infill, /v1/edit, /v1/next-edit, /v1/cancel; GET /health, /v1/status,
+/openapi.json."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from diffgemma.runtime.api.errors import ErrorCode, error_body
+from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
 from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, result_json
 from diffgemma.runtime.daemon.jobs import JobKind
@@ -25,6 +28,10 @@ class NativeRoutes:
     async def edit(self, request: Request) -> Response | JobStream:
         req = EditRequest.from_json(await self.dispatch.body(request))
         return await self._generate(request, "edit", req)
+
+    async def next_edit(self, request: Request) -> Response | JobStream:
+        NextEditRequest.from_json(await self.dispatch.body(request))
+        return JSONResponse(error_body(ErrorCode.INTERNAL, "next-edit is not implemented yet"), status_code=501)
 
     async def _generate(self, request: Request, kind: JobKind,
                         req: InfillRequest | EditRequest) -> Response | JobStream:

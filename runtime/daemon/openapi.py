@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffgemma.runtime.api import next_edit
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 from diffgemma.runtime.api.errors import ErrorCode
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
@@ -63,6 +64,8 @@ def openapi_schema() -> dict[str, Any]:
                 "InfillRequest": json_schema(InfillRequest),
                 "EditRequest": json_schema(EditRequest),
                 "CancelRequest": json_schema(CancelRequest),
+                "NextEditRequest": next_edit.request_schema(),
+                "NextEditResult": next_edit.RESULT_SCHEMA,
                 "Result": RESULT_SCHEMA,
                 "Draft": DRAFT_SCHEMA,
                 "Error": _ERROR_SCHEMA,
@@ -91,6 +94,13 @@ def _native_paths() -> dict[str, Any]:
             "summary": "Rewrite the selection between prefix and suffix",
             "requestBody": _json_body({"$ref": "#/components/schemas/EditRequest"}),
             "responses": _answers(result, "application/x-ndjson", _GENERATION_ERRORS)}},
+        "/v1/next-edit": {"post": {
+            "summary": "Propose the edit that follows the recent edits, near the cursor",
+            "description": "With stream=true: NDJSON draft lines (the window's rewrite so far), then "
+                           "{type: result, edits, next_line, threshold, reason, ...}.",
+            "requestBody": _json_body({"$ref": "#/components/schemas/NextEditRequest"}),
+            "responses": _answers({"$ref": "#/components/schemas/NextEditResult"}, "application/x-ndjson",
+                                  _GENERATION_ERRORS)}},
         "/v1/cancel": {"post": {
             "summary": "Cancel a queued or running request by id",
             "requestBody": _json_body({"$ref": "#/components/schemas/CancelRequest"}),

@@ -72,6 +72,7 @@ def _routes(native: NativeRoutes, compat: CompatRoutes) -> list[Route]:
     table: list[tuple[str, Endpoint, str]] = [
         ("/v1/infill", native.infill, "POST"),
         ("/v1/edit", native.edit, "POST"),
+        ("/v1/next-edit", native.next_edit, "POST"),
         ("/v1/cancel", native.cancel, "POST"),
         ("/v1/status", native.status, "GET"),
         ("/health", native.health, "GET"),
