@@ -78,10 +78,16 @@ async def _infill_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Posi
 async def inline_completion(
     ls: DiffgemmaServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
-    texts = await infill_texts_at(ls, params.text_document.uri, params.position)
+    uri = params.text_document.uri
+    texts = await infill_texts_at(ls, uri, params.position)
     if texts is None:
         return None
-    return types.InlineCompletionList(items=infill.inline_items(texts, params.position))
+    items = infill.inline_items(texts, params.position)
+    if items and is_open(ls, uri):
+        # on screen now, until the document changes or the editor says it is gone
+        ls.ghost_texts.shown(uri, ls.workspace.get_text_document(uri).version)
+    ls.edit_history.cursor(uri, params.position.line)
+    return types.InlineCompletionList(items=items)
 
 
 async def completion(ls: DiffgemmaServer, params: types.CompletionParams) -> types.CompletionList | None:
