@@ -15,6 +15,7 @@ export const SERVER_KEYS = [
   "enable",
   "alternatives",
   "confidentPrefix",
+  "nextEdit",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
