@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
+from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.daemon import next_edit_job
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
 
@@ -38,6 +40,8 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
     log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
              res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
              timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
+    if isinstance(job.request, NextEditRequest):
+        return Outcome(result=next_edit_job.result(res, job, timings))
     alternatives = list(getattr(res, "alternatives", None) or [])
     tokens, holes = _token_fields(job.request, res)
     return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
@@ -82,6 +86,8 @@ def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
               "on_draft": job.on_draft, "cancel": job.cancel, "deadline": _deadline(req, limits)}
     if isinstance(req, ChatRequest):
         return engine.chat(req.messages, **common)
+    if isinstance(req, NextEditRequest):  # always reads the changed tokens' confidences
+        return next_edit_job.run(engine, req, common)
     # per-token confidences cost two decodes a token: the engine builds them only when asked
     common["confidence"] = bool(req.confidence)
     extra = [(e.path, e.text) for e in req.extra]

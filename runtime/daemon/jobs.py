@@ -13,14 +13,15 @@ from typing import Any, Literal
 
 from diffgemma.runtime.api.config import DEFAULT_MAX_REQUEST_SECONDS, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line, status_of
+from diffgemma.runtime.api.next_edit import NextEditRequest, NextEditResult
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, InfillRequest, TokenizeRequest
 from diffgemma.runtime.api.results import Result
 from diffgemma.runtime.engine.types import CancelToken, Draft
 
 log = logging.getLogger("diffgemma.daemon")
 
-JobKind = Literal["infill", "edit", "chat", "tokenize", "detokenize"]
-JobRequest = InfillRequest | EditRequest | ChatRequest | TokenizeRequest
+JobKind = Literal["infill", "edit", "chat", "tokenize", "detokenize", "next-edit"]
+JobRequest = InfillRequest | EditRequest | ChatRequest | TokenizeRequest | NextEditRequest
 EngineLoader = Callable[..., Any]  # (name, device, dtype, quantize, sampler) -> Engine
 
 
@@ -92,8 +93,9 @@ class Job:
     def cancelled_result(self) -> Result:
         """The answer of a job cancelled before or while it ran."""
         queue_ms = (time.monotonic() - self.submitted) * 1000
-        return Result(text="", finish_reason="cancelled", timings={"queue_ms": round(queue_ms, 3)},
-                      id=self.id, model=self.model)
+        kind = NextEditResult if self.kind == "next-edit" else Result
+        return kind(text="", finish_reason="cancelled", timings={"queue_ms": round(queue_ms, 3)},
+                    id=self.id, model=self.model)
 
 
 def model_key(name: str) -> str:

@@ -8,7 +8,6 @@ import os
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from diffgemma.runtime.api.errors import ErrorCode, error_body
 from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import CancelRequest, EditRequest, InfillRequest
 from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, result_json
@@ -30,11 +29,11 @@ class NativeRoutes:
         return await self._generate(request, "edit", req)
 
     async def next_edit(self, request: Request) -> Response | JobStream:
-        NextEditRequest.from_json(await self.dispatch.body(request))
-        return JSONResponse(error_body(ErrorCode.INTERNAL, "next-edit is not implemented yet"), status_code=501)
+        req = NextEditRequest.from_json(await self.dispatch.body(request))
+        return await self._generate(request, "next-edit", req)
 
     async def _generate(self, request: Request, kind: JobKind,
-                        req: InfillRequest | EditRequest) -> Response | JobStream:
+                        req: InfillRequest | EditRequest | NextEditRequest) -> Response | JobStream:
         job, bridge = self.dispatch.submit(kind, req, stream=req.stream)
         if req.stream:
             return JobStream(job, bridge, ndjson_draft, ndjson_end, "application/x-ndjson",

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.api.results import draft_line, error_line, result_line
 from diffgemma.runtime.daemon.jobs import Job, Outcome
+from diffgemma.runtime.daemon.next_edit_job import draft_fields
 from diffgemma.runtime.daemon.wire import error_response, wait_disconnect
 from diffgemma.runtime.engine.types import Draft
 
@@ -63,6 +64,7 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
     holes = getattr(draft, "holes", None)  # several holes (holes.HolesDraft): every hole, in order
     if holes is not None:
         line["holes"] = [h.to_dict(tokens=confidence) for h in holes]
+    line.update(draft_fields(draft))  # a next-edit draft: its window and the edits so far
     return (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 
