@@ -4,7 +4,9 @@ Keystrokes are not edits: typing ``count`` over ``n`` is a dozen change events a
 document holds a *pending* edit (the text when it began and the lines it touched); it becomes a
 recorded edit (a unified diff against that starting text) at a pause in typing, when a change
 lands away from the lines it touched, or when the cursor is seen elsewhere. Asking for the edits
-finishes the pending ones, so the newest edit is always included.
+finishes the pending ones, so the newest edit is always included; typing on where it stopped
+(the next change soon after, on the same lines, nothing edited elsewhere meanwhile) takes that
+edit up again, so a suggestion asked for in the middle of a word does not split the word's edit.
 
 Bounded twice: a few edits per document, and a few across the workspace, the newest kept (a
 rename in one file is often followed by the matching edit in another). Pure: no LSP types, a
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-PAUSE_S = 1.5  # a pause in typing this long ends an edit
+PAUSE_S = 3.0  # a pause in typing this long ends an edit
 NEAR_LINES = 1  # a change this close to the lines the pending edit touched continues it
 CONTEXT_LINES = 2  # unchanged lines around each hunk of a recorded diff
 PER_DOCUMENT = 8  # recorded edits kept per document
@@ -48,6 +50,8 @@ class _Document:
     last: float = 0.0  # when the last change arrived
     recorded: list[Edit] = field(default_factory=list)
     is_open: bool = True
+    # the edit finished last and what it began from: (base, lines, seq), to take it up again
+    finished: tuple[str, tuple[int, int], int] | None = None
 
 
 def changed_lines(old: str, new: str) -> tuple[int, int]:
@@ -139,6 +143,10 @@ class EditHistory:
         touched = lines if lines is not None else changed_lines(doc.text, text)
         if doc.lines is not None and (now - doc.last > self.pause_s or not _near(doc.lines, touched)):
             self._finish(uri, doc)
+        elif doc.lines is None and (taken := self._continued(doc, touched, now)) is not None:
+            doc.base, doc.lines, seq = taken
+            doc.recorded = [e for e in doc.recorded if e.seq != seq]
+        doc.finished = None
         if doc.lines is None:
             doc.lines = touched
         else:
@@ -167,18 +175,30 @@ class EditHistory:
     def edits(self) -> list[Edit]:
         """The recorded edits across the workspace, newest last (pending edits finished first)."""
         for uri, doc in list(self._documents.items()):
-            self._finish(uri, doc)
+            self._finish(uri, doc, resumable=True)
         every = [edit for doc in self._documents.values() for edit in doc.recorded]
         return sorted(every, key=lambda e: e.seq)[-self.workspace:]
 
-    def _finish(self, uri: str, doc: _Document) -> None:
+    def _continued(self, doc: _Document, touched: tuple[int, int],
+                   now: float) -> tuple[str, tuple[int, int], int] | None:
+        """The edit a change takes up: the one finished last (by a request, not by the user) when
+        the change follows soon after, on its lines, with nothing edited elsewhere meanwhile."""
+        finished = doc.finished
+        if finished is None or now - doc.last > self.pause_s or not _near(finished[1], touched):
+            return None
+        seq = finished[2]
+        return finished if seq == self._seq and any(e.seq == seq for e in doc.recorded) else None
+
+    def _finish(self, uri: str, doc: _Document, *, resumable: bool = False) -> None:
         if doc.lines is None:
             return
-        diff = unified_diff(doc.path, doc.base, doc.text)
+        base, lines = doc.base, doc.lines
+        diff = unified_diff(doc.path, base, doc.text)
         doc.base, doc.lines = doc.text, None
         if not diff:
             return  # typed and undone: no edit
         self._seq += 1
+        doc.finished = (base, lines, self._seq) if resumable else None
         doc.recorded.append(Edit(path=doc.path, diff=diff, uri=uri, seq=self._seq))
         del doc.recorded[:-self.per_document]
         self._forget_oldest()

@@ -11,6 +11,7 @@ daemon and answers with next_edit.lsp_answer's shape, or null when the document 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from lsprotocol import types
@@ -26,6 +27,8 @@ from .positions import offset_to_position
 NEXT_EDIT_REQUEST = "diffgemma/nextEdit"  # client -> server: {textDocument: {uri}, position}
 GHOST_TEXT_NOTIFICATION = "diffgemma/ghostText"  # client -> server: {textDocument: {uri}, visible}
 RECENT_EDITS_REQUEST = "diffgemma/recentEdits"  # client -> server: {} -> {edits: [{path, diff}]}
+
+log = logging.getLogger(__name__)
 
 GHOST_TEXT_WAIT_S = 30.0  # how long a suggestion waits for the same document's ghost text to settle
 
@@ -77,6 +80,8 @@ async def _suggest_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Pos
     answer = next_edit.lsp_answer(result, snap.text, lambda at: offset_to_position(doc, snap.text, at, encoding))
     for edit in answer["edits"]:
         edit["newText"] = editor_text(edit["newText"])
+    log.debug("next edit in %s at line %d after %d recent edits: %d proposed, next %s, reason %s", snap.uri,
+              position.line, len(edits), len(answer["edits"]), answer["next"], answer["reason"])
     return answer
 
 

@@ -69,6 +69,24 @@ def test_a_pause_or_a_change_elsewhere_ends_an_edit() -> None:
     assert "+    print(area(4, 3))" in diffs[2]
 
 
+def test_asking_in_the_middle_of_a_word_does_not_split_its_edit() -> None:
+    clock = Clock()
+    history = EditHistory(clock=clock)
+    uri = "file:///calc.py"
+    history.open(uri, "calc.py", SOURCE)
+    text = type_over(history, uri, SOURCE, "w, h", "wi, h", clock)
+    assert "+def area(wi, h):" in history.edits()[-1].diff  # a suggestion asked for here
+    text = type_over(history, uri, text, "wi, h", "width, h", clock)
+    edits = history.edits()
+    assert len(edits) == 1 and "-def area(w, h):\n+def area(width, h):\n" in edits[0].diff
+    # an edit elsewhere in between: the next change is an edit of its own
+    history.change("file:///other.py", "other.py", "x = 1\n")
+    history.change("file:///other.py", "other.py", "x = 2\n")
+    history.edits()
+    type_over(history, uri, text, "width", "wide", clock)
+    assert len(history.edits()) == 3
+
+
 def test_the_cursor_leaving_the_lines_ends_an_edit_and_an_undo_is_no_edit() -> None:
     clock = Clock()
     history = EditHistory(clock=clock)
