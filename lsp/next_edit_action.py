@@ -52,6 +52,7 @@ async def _suggest_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Pos
         return None
     if ls.ghost_texts.showing(snap.uri, snap.version):
         ls.inflight.counters.suppressed += 1
+        log.debug("next edit in %s: none while ghost text is showing", snap.uri)
         return None
     ls.edit_history.cursor(snap.uri, position.line)
     edits = [edit.as_json() for edit in ls.edit_history.edits()]

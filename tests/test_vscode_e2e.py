@@ -2,7 +2,8 @@
 extension, driven by Chromium through Playwright (editors/vscode/e2e/run.sh), against a real daemon
 serving the tiny checkpoint. A next-edit suggestion appears after a typed edit, Escape dismisses
 it, the jump command and Tab go to it, Tab accepts it, and the saved file is exactly the old one
-with the suggested edits applied.
+with the suggested edits applied; where ghost text is on, no suggestion shows with it, and one
+comes once Escape hides the ghost text.
 
 Skipped unless DIFFGEMMA_CODE_SERVER names a code-server executable (installed from npm, see
 editors/vscode/README.md) and a python with Playwright is found (DIFFGEMMA_PLAYWRIGHT_PYTHON, or
@@ -66,5 +67,8 @@ def test_next_edit_in_code_server(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert seen["jumped_to"] == seen["tab_went_to"] == second["edits"][0]["range"]["start"]["line"] + 1
     assert seen["jumped_to_next_place"] == second["next"]["line"] + 1
     assert seen["accepted_matches_the_suggestion"] is True
+    # where ghost text is on, it holds the suggestion back until Escape hides it
+    assert seen["ghost_text_held_suggestion_back"] is True
+    assert seen["suggestion_after_ghost_text"] is True
     for name in seen["screenshots"]:
         assert (out / name).stat().st_size > 0

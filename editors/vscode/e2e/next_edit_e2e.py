@@ -5,13 +5,14 @@ Chromium through Playwright, against a diffgemma daemon.
 
 It starts a daemon (``diffgemma serve``) on a private socket and code-server on a free port with
 private folders, opens a notes file, changes a word as a user types it, and checks what VS Code
-shows and does: the suggestion drawn in place (the status-bar item, the new text after the
-replaced lines), Escape dismissing it, "Go to next suggested edit" and Tab going to it, Tab
-accepting it (the saved file is the old one with the suggested edits applied), and the same
-command going on to the next suggested place. Ghost text is
-turned off, so nothing else competes; the daemon's threshold is 0 so that a random-weight model
-proposes something. Screenshots and ``result.json`` (what was seen, step by step) go to --out;
-the exit status is 0 when every check passed.
+shows and does. With ghost text off (nothing else competes): the suggestion drawn in place (the
+status-bar item, the new text after the replaced lines), Escape dismissing it, "Go to next
+suggested edit" and Tab going to it, the same command going on to the next suggested place, Tab
+accepting it (the saved file is the old one with the suggested edits applied). Then with ghost
+text on: an edit shows ghost text and no suggestion (the server holds it back), and Escape over
+the ghost text brings the suggestion. The daemon's threshold is 0 so that a random-weight model
+proposes something. Screenshots, the language server's log and ``result.json`` (what was seen,
+step by step) go to --out; the exit status is 0 when every check passed.
 
 Needs only the standard library and Playwright (``pip install playwright``; the browser is the
 system's Chromium, never a download). Nothing here imports diffgemma: it runs in its own venv.
@@ -102,6 +103,7 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
         path.mkdir(parents=True, exist_ok=True)
     dirs["socket"] = Path(f"/tmp/dg-e2e-{os.getpid()}.sock")  # socket paths must stay short
     (dirs["workspace"] / "notes.txt").write_text(NOTES)
+    (dirs["workspace"] / "todo.log").write_text(NOTES.replace("item", "todo"))
     # the language server as the extension starts it, keeping its debug log with the results
     wrapper = root / "diffgemma-lsp"
     wrapper.write_text(f'#!/bin/sh\nexec "{args.diffgemma}" "$@" --verbose --log-file "{out / "lsp.log"}"\n')
@@ -110,7 +112,9 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
         "diffgemma.serverPath": str(wrapper),
         "diffgemma.socket": str(dirs["socket"]),
         "diffgemma.autoStart": False,
-        "diffgemma.enable": {"*": False},  # no ghost text: the suggestion is what is tested
+        # ghost text only in todo.log (language "log"): in notes.txt the suggestion alone is tested
+        "diffgemma.enable": {"*": False, "log": True},
+        "diffgemma.maxTokens": 8,
         "diffgemma.steps": 3,
         "diffgemma.nextEdit.threshold": 0,
         "security.workspace.trust.enabled": False,
@@ -303,6 +307,40 @@ def accept_flow(editor: Editor, dirs: dict[str, Path], seen: dict[str, Any], not
     seen["accepted_matches_the_suggestion"] = True
 
 
+def ghost_text_flow(editor: Editor, dirs: dict[str, Path], seen: dict[str, Any], out: Path) -> None:
+    """Where ghost text is on (todo.log), an edit shows ghost text and no suggestion; Escape hides
+    the ghost text and the suggestion comes."""
+    editor.press("Control+p")
+    editor.page.keyboard.type("todo.log")
+    time.sleep(1)
+    editor.press("Enter")
+    wait(lambda: "todo.log" in str(editor.page.locator(".tabs-container").inner_text()), 30, "todo.log open")
+    lsp_log = out / "lsp.log"
+    ghost = ".monaco-editor [class*='ghost-text']"
+    for attempt in range(3):  # random weights may fill with nothing: type on
+        held_back = lsp_log.read_text(errors="replace").count("none while ghost text is showing")
+        editor.go_to(25 - attempt)
+        editor.press("End")
+        editor.page.keyboard.type(" x", delay=80)
+        with contextlib.suppress(Failed):
+            wait(lambda: editor.page.locator(ghost).count() > 0, 120, "ghost text")
+            break
+    else:
+        raise Failed("no ghost text appeared")
+    # the suggestion asked for after the edit was held back because ghost text was showing
+    wait(lambda: lsp_log.read_text(errors="replace").count("none while ghost text is showing") > held_back,
+         WAIT_S, "the suggestion held back")
+    editor.shot("ghost-text")
+    seen["ghost_text_held_suggestion_back"] = not editor.suggestion_shown()
+    if editor.suggestion_shown():
+        raise Failed("a suggestion is shown together with ghost text")
+    editor.press("Escape")
+    wait(lambda: editor.page.locator(ghost).count() == 0, 10, "Escape to hide the ghost text")
+    wait(editor.suggestion_shown, WAIT_S, "a suggestion once the ghost text is gone")
+    editor.shot("suggestion-after-ghost-text")
+    seen["suggestion_after_ghost_text"] = True
+
+
 def run(args: argparse.Namespace) -> int:
     from playwright.sync_api import sync_playwright
 
@@ -330,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     open_notes(editor, f"http://127.0.0.1:{port}/?folder={dirs['workspace']}")
                     check(editor, dirs, seen)
+                    ghost_text_flow(editor, dirs, seen, out)
                     seen["ok"] = True
                 except Exception:
                     with contextlib.suppress(Exception):
