@@ -12,6 +12,7 @@ from . import infill, workspace_context
 from .daemon_calls import ask_daemon
 from .documents import Snapshot, editor_text, is_current, is_open, language_of, offset_of, snapshot, word_before
 from .language_server import DiffgemmaServer
+from .next_edit import next_edit_key
 from .params import text_document_position
 from .settings import Settings
 
@@ -48,6 +49,9 @@ async def infill_texts_at(ls: DiffgemmaServer, uri: str, position: types.Positio
     snap = snapshot(ls, uri)
     if not ls.settings.completion.enabled_for(snap.language_id):
         return None
+    # ghost text goes first: a suggestion being computed for this document would be held back
+    # while it shows anyway, and must not keep the daemon from it
+    ls.inflight.supersede(next_edit_key(uri))
     return await ls.inflight.run(uri, _infill_work(ls, snap, position))
 
 

@@ -178,6 +178,19 @@ async def test_a_keystroke_cancels_a_waiting_suggestion(tmp_path: Path, daemon: 
         assert stats["superseded"] >= 1 and stats["daemon_calls"] == 0
 
 
+async def test_a_ghost_text_request_cancels_a_suggestion_in_the_works(tmp_path: Path, daemon: Daemon) -> None:
+    # ghost text goes first: asking for it cancels the document's suggestion, which it would hold
+    # back anyway, so the daemon is free for it
+    async with lsp_session(tmp_path, options(daemon, debounceMs=3000), env=daemon.env) as s:
+        uri = s.open(tmp_path / "scale.py", SOURCE)
+        rename_parameter(s, uri)
+        pending = asyncio.ensure_future(next_edit(s, uri, 0, 16))
+        await asyncio.sleep(0.2)
+        await s.inline(uri, 2, 24)
+        assert await pending is None
+        assert (await s.stats())["superseded"] >= 1
+
+
 async def test_malformed_params_are_invalid_params(tmp_path: Path, daemon: Daemon) -> None:
     from pygls.exceptions import JsonRpcException
 
