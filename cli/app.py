@@ -23,6 +23,7 @@ _EPILOG = (
   diffgemma infill app.py:42                 print code for the end of line 42
   diffgemma infill app.py:42:9 --apply       write it into the file
   diffgemma edit app.py -s 10-14 -i 'add type hints'     rewrite, show a diff
+  diffgemma next app.py                      the edit that follows your recent ones
   diffgemma watch src/                       fill markers on every save
   diffgemma status                           the daemon, model, device, memory
 
@@ -46,6 +47,8 @@ COMMANDS: dict[str, Entry] = {
     "infill": Entry("diffgemma.cli.infill_cmd", "Fill the hole at a cursor with code that joins the text after it."),
     "edit": Entry("diffgemma.cli.edit_cmd",
                   "Rewrite a selection of FILE, optionally following an instruction, and print a unified diff."),
+    "next": Entry("diffgemma.cli.next_cmd",
+                  "Propose the edit that follows your recent edits in FILE, and print it as a unified diff."),
     "watch": Entry("diffgemma.cli.watch_cmd", "Watch files and fill markers in them whenever they are saved."),
     "serve": Entry("diffgemma.cli.daemon_cmds",
                    "Run the daemon in the foreground: it owns the model and answers infill and edit requests."),

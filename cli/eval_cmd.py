@@ -20,7 +20,8 @@ def eval_command(
         None, "--strategy-limit", min=1, help="Tasks per suite for the strategy rows (default: --limit)."
     ),
     suites: str = typer.Option(
-        "line,multiline,humaneval,rewrite", "--suites", help="Comma-separated: line, multiline, humaneval, rewrite."
+        "line,multiline,humaneval,rewrite", "--suites",
+        help="Comma-separated: line, multiline, humaneval, rewrite, next-edit (run only when named)."
     ),
     groups: str = typer.Option(
         "baselines,model,strategies,steps,strength", "--groups",
@@ -36,7 +37,7 @@ def eval_command(
 ) -> None:
     """Measure infill quality: the model vs. trivial baselines, and each infill strategy switched.
 
-    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from held-out standard-library files (exact match, still parses), rewrites of corrupted lines. Runs in this process; no daemon needed. Prints a markdown table on stdout.
+    Suites: HumanEval-Infilling (pass@1, sandboxed), single and multi-line spans cut from held-out standard-library files (exact match, still parses), rewrites of corrupted lines, and next-edit suggestions after a rename or a new parameter (exact match of the file once the suggestions are accepted; --suites next-edit). Runs in this process; no daemon needed. Prints a markdown table on stdout.
     """  # noqa: E501 - one line per paragraph: Rich wraps it to the terminal
 
     guarded(_evaluate)(model, limit=limit, strategy_limit=strategy_limit, suites=suites, groups=groups, seed=seed,
@@ -53,7 +54,7 @@ def _evaluate(
     from diffgemma.evals import evaluate
 
     try:
-        suite_list = evaluate.parse_list(suites, evaluate.ALL_SUITES, "suite")
+        suite_list = evaluate.parse_list(suites, evaluate.KNOWN_SUITES, "suite")
         group_list = evaluate.parse_list(groups, evaluate.ALL_GROUPS, "group")
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None

@@ -241,14 +241,17 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def shared_options(*, marker: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def shared_options(*, marker: bool,
+                   without: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a command the options every generating command takes (and ``--marker`` when it reads
-    markers), resolved once (`resolve`) into its keyword-only ``settings`` parameter.
+    markers; none of ``without``, options that mean nothing to it), resolved once (`resolve`) into
+    its keyword-only ``settings`` parameter.
 
     Typer reads a command's parameters from its signature, so the command is wrapped in one whose
     signature is the command's own parameters followed by the shared ones.
     """
-    shared = {**({"marker": (MarkerOpt, None)} if marker else {}), **SHARED_OPTIONS}
+    shared = {name: option for name, option in {**({"marker": (MarkerOpt, None)} if marker else {}),
+                                                **SHARED_OPTIONS}.items() if name not in without}
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(command, eval_str=True)

@@ -39,17 +39,20 @@ def split_lines(text: str) -> list[str]:
 
 
 def char_confidences(text: str, pieces: Sequence[tuple[str, float]] | None) -> list[float] | None:
-    """Per character of ``text``, the probability of the token it belongs to (None when the pieces
-    do not join to ``text``'s head, or there are none). Characters past the pieces (text the model
-    did not write, such as the window's held newline) count as certain."""
+    """Per character of ``text``, the probability of the token it belongs to; None without pieces.
+
+    The pieces may run past ``text`` (a rewrite cut back to its last whole line) or stop short of
+    it (characters the model did not write, such as the window's held newline, count as certain).
+    Pieces that are not ``text``'s own say nothing about it: every character counts as unsure (0)."""
     if not pieces:
         return None
+    joined = "".join(p for p, _ in pieces)
+    if not (joined.startswith(text) or text.startswith(joined)):
+        return [0.0] * len(text)
     out: list[float] = []
     for piece, confidence in pieces:
         out.extend([confidence] * len(piece))
-    if "".join(p for p, _ in pieces) != text[: len(out)]:
-        return None
-    return out + [1.0] * (len(text) - len(out))
+    return out[: len(text)] + [1.0] * (len(text) - len(out))
 
 
 def _changed_positions(old: str, new: str) -> list[int]:

@@ -24,6 +24,8 @@ from diffgemma.evals import eval_suites as E
 from diffgemma.runtime.engine.loading import ModelLoadError
 
 ALL_SUITES = ("line", "multiline", "humaneval", "rewrite")
+# Suites run only when named: next-edit plays several suggestions per task (evals/next_edit_eval.py).
+KNOWN_SUITES = (*ALL_SUITES, "next-edit")
 ALL_GROUPS = ("baselines", "model", "strategies", "steps", "strength", "repair")
 STEP_COUNTS = (4, 8, 16, 32)
 STRENGTHS = (0.25, 0.5, 0.75, 1.0)
@@ -219,15 +221,35 @@ def run_eval(
                 progress(f"{system.name} / {suite}: exact {d['exact']:.0%}, parses {d['parses']:.0%}"
                          + (f", pass@1 {d['pass@1']:.0%}" if suite == "humaneval" else "")
                          + f" ({d['ms']:.0f} ms/task)")
+    next_rows = _next_edit_rows(engine, suites, groups, limit, seed, progress)
     if engine is not None:
         engine.close()
     return {
+        "next_edit": next_rows,
         "model": info.get("model", model), "parameters": info.get("parameters"), "device": info.get("device"),
         "limit": limit, "strategy_limit": strategy_limit or limit, "seed": seed,
-        "tasks": {k: len(v) for k, v in tasks.items()},
+        "tasks": {**{k: len(v) for k, v in tasks.items()},
+                  **({"next-edit": next_rows[0]["all"]["n"]} if next_rows else {})},
         "seconds": round(time.perf_counter() - started, 1),
         "systems": [{"name": s.name, "scores": {k: v.as_dict() for k, v in s.scores.items()}} for s in systems],
     }
+
+
+def _next_edit_rows(engine: Any, suites: Sequence[str], groups: Sequence[str], limit: int, seed: int,
+                    progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """The next-edit suite: ``limit`` tasks spread over its kinds, at the daemon's default threshold
+    (and with the strategy rows at 0, any change at all, and the oracle rewrite's ceiling)."""
+    if "next-edit" not in suites or engine is None:
+        return []
+    from diffgemma.evals import next_edit_eval, next_edit_suite
+    from diffgemma.runtime.api.config import DEFAULT_NEXT_EDIT_THRESHOLD
+
+    per_kind = -(-limit // len(next_edit_suite.KINDS))
+    tasks = next_edit_suite.next_edit_tasks(per_kind, seed=seed)
+    thresholds = [(f"model, next-edit threshold {DEFAULT_NEXT_EDIT_THRESHOLD:g}", DEFAULT_NEXT_EDIT_THRESHOLD)]
+    if "strategies" in groups:
+        thresholds.append(("model, next-edit threshold 0 (any change)", 0.0))
+    return next_edit_eval.evaluate(engine, tasks, seed, thresholds, progress, oracle="strategies" in groups)
 
 
 def _pct(value: float | None) -> str:
@@ -270,7 +292,12 @@ def format_markdown(report: dict[str, Any]) -> str:
     params = f", {report['parameters']:,} parameters" if report.get("parameters") else ""
     note = (f"Model: {report['model']}{params} on {report.get('device') or 'n/a'}; tasks: {tasks}; "
             f"seed {report['seed']}; {report['seconds']} s.")
-    return note + "\n\n" + "\n".join(lines) + "\n"
+    out = note + "\n\n" + ("\n".join(lines) + "\n" if columns else "")
+    if report.get("next_edit"):
+        from diffgemma.evals.next_edit_eval import format_rows
+
+        out += "\nNext-edit suggestions (evals/next_edit_eval.py):\n\n" + format_rows(report["next_edit"])
+    return out
 
 
 def set_threads(threads: int) -> None:
@@ -303,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw report here")
     args = parser.parse_args(argv)
     try:
-        suites = parse_list(args.suites, ALL_SUITES, "suite")
+        suites = parse_list(args.suites, KNOWN_SUITES, "suite")
         groups = parse_list(args.groups, ALL_GROUPS, "group")
         if args.limit < 1 or (args.strategy_limit is not None and args.strategy_limit < 1):
             raise ValueError("--limit and --strategy-limit must be at least 1")

@@ -134,6 +134,9 @@ def test_a_rewrite_becomes_line_edits_scored_by_the_tokens_they_change() -> None
     pieces += [("w", 0.6), (" +", 0.95), (" 1", 0.99), ("\n", 1.0), ("   ", 1.0), (" return", 1.0), (" ", 1.0),
                ("w", 0.8), ("\n", 1.0)]
     assert char_confidences(new, pieces) is not None
+    assert char_confidences("ab", [("abc", 0.5)]) == [0.5, 0.5]  # a rewrite cut back to its last line
+    assert char_confidences("abc\n", [("abc", 0.5)]) == [0.5, 0.5, 0.5, 1.0]  # the held newline
+    assert char_confidences("xyz", [("abc", 0.9)]) == [0.0, 0.0, 0.0]  # not its pieces: unsure
     [change] = line_changes(old, new, pieces, first_line=10)
     assert (change.start_line, change.end_line, change.text) == (11, 13, "    y = w + 1\n    return w\n")
     assert change.confidence == 0.6 and change.mean_confidence == pytest.approx(0.7)  # the two `w`s

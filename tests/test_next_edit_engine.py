@@ -75,10 +75,15 @@ def test_the_answer_s_edits_apply_to_the_document_and_the_window(engine: Engine)
     assert answer.timings.decoder_tokens > 0 and [p.line for p in answer.places] == [5, 10]
 
 
+def test_a_rewrite_cut_short_never_deletes_what_it_did_not_reach(engine: Engine) -> None:
+    answer = ask(engine, max_tokens=3)  # less than a line: the window's lines are not rewritten
+    assert answer.finish_reason == "length" and answer.edits == [] and answer.why == "kept"
+
+
 def test_nothing_is_proposed_over_a_threshold_of_one(engine: Engine) -> None:
     answer = ask(engine, threshold=1.0)
     assert answer.edits == [] and answer.text == "" and answer.threshold == 1.0
-    assert answer.reason is not None and "\n" not in answer.reason
+    assert answer.reason is not None and "\n" not in answer.reason and answer.why in ("kept", "unsure")
 
 
 @pytest.mark.skipif(grammars_missing() is not None, reason=grammars_missing() or "")
@@ -87,7 +92,7 @@ def test_a_proposal_never_adds_a_syntax_error(engine: Engine) -> None:
     for seed in range(4):
         answer = ask(engine, language="python", settings=SamplingSettings(seed=seed, steps=4))
         ast.parse(apply_changes(DOC, answer.edits))  # DOC parses, so the edited document must
-        judged += not answer.edits and "syntax error" in (answer.reason or "")
+        judged += not answer.edits and answer.why == "syntax" and "syntax error" in (answer.reason or "")
     assert judged  # the random model's rewrites break the syntax: the gate dropped them
 
 
@@ -96,7 +101,7 @@ def test_the_recent_edits_are_in_the_prompt_and_any_rewriting_engine_serves(engi
     answer = ask(recording, extra=[("util.py", "def helper():\n    pass\n")])
     [call] = recording.calls
     assert call["extra"] == [("util.py", "def helper():\n    pass\n"), (DIFF_PATH, diff_block([("m.py", DIFF)]))]
-    assert call["confidence"] is True and call["refine"] is True
+    assert call["confidence"] is True and call["refine"] is False  # the gate judges each edit instead
     start, end = answer.window
     lines = DOC.split("\n")
     assert call["selection"] == "\n".join(lines[start:end])  # whole lines, the last newline held after

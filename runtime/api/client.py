@@ -57,7 +57,8 @@ def _describe(socket: Path | None, base_url: str | None) -> str:
 
 
 def _parse_stream_line(line: str, on_draft: DraftCallback | None,
-                       parse: Callable[[Any], AnyResult]) -> AnyResult | None:
+                       parse: Callable[[Any], AnyResult] = Result.from_json,  # type: ignore[assignment]
+                       ) -> AnyResult | None:
     """The result when ``line`` carries it; drafts go to ``on_draft``; other line types are skipped.
 
     Lines of types this version does not know (and fields it does not know in a draft, such as

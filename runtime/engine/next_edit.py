@@ -14,6 +14,10 @@ engine that offers ``edit`` offers next-edit too. It:
    tokens are all more probable than the threshold and that bring in no syntax error, and names
    the candidate place after the window as where to go next.
 
+The rewrite is not repaired (``refine=False``): the syntax gate judges each line edit on its own,
+so a sure change on one line survives a broken one on another, and the repair rounds would triple
+the decoder tokens of a suggestion for proposals that the threshold mostly drops anyway.
+
 The drafts carry the window's rewrite so far and its edits (no threshold), so an editor can show
 the suggestion forming. Torch-free: the daemon's stream code imports its draft type.
 """
@@ -71,6 +75,9 @@ class NextEditAnswer:
     finish_reason: FinishReason
     timings: Timings
     places: list[Place] = field(default_factory=list)  # the candidate places found (text lines)
+    # why nothing is proposed, as a word: "kept" (no change), "unsure" (under the threshold),
+    # "syntax" (every sure change adds a syntax error); None when something is
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ def _window(engine: EditingEngine, text: str, lines: list[str], language: str | 
             places: list[Place]) -> _Window:
     chosen = plan(text, language, cursor, places, MAX_WINDOW_LINES)
     inside = [p.line for p in places if chosen.start_line <= p.line < chosen.end_line]
-    focus = cursor if chosen.start_line <= cursor < chosen.end_line or not inside else inside[0]
+    # cut around the place nearest the cursor (the cursor's own line holds the edit already made)
+    focus = min(inside, key=lambda n: abs(n - cursor)) if inside else cursor
     start, end = _fit(engine, lines, chosen.start_line, chosen.end_line, focus)
     outside = [p.line for p in places if not start <= p.line < end]
     after = [n for n in outside if n >= end]
@@ -118,15 +126,16 @@ def _window(engine: EditingEngine, text: str, lines: list[str], language: str | 
 
 
 def _reason(found: list[LineChange], confident: list[LineChange], kept: list[LineChange],
-            threshold: float) -> str | None:
+            threshold: float) -> tuple[str, str] | tuple[None, None]:
+    """(why, in a word; the one line the answer says) when nothing is proposed."""
     if kept:
-        return None
+        return None, None
     if not found:
-        return "no change: the model keeps the code around the cursor as it is"
+        return "kept", "no change: the model keeps the code around the cursor as it is"
     if not confident:
         best = max(c.confidence for c in found)
-        return f"no confident change (the most confident is {best:.2f}, the threshold {threshold:g})"
-    return "every confident change would add a syntax error"
+        return "unsure", f"no confident change (the most confident is {best:.2f}, the threshold {threshold:g})"
+    return "syntax", "every confident change would add a syntax error"
 
 
 def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line: int = 0,
@@ -157,14 +166,18 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
     result = engine.edit(ctx.prefix, text[a:b], ctx.suffix, strength=strength,
                          extra=[*extra, *([(DIFF_PATH, block)] if block else [])], max_tokens=max_tokens,
                          settings=settings, on_draft=relay, cancel=cancel, deadline=deadline, language=language,
-                         refine=True, confidence=True)
-    rewritten = result.text + ("\n" if closed else "")
-    found = line_changes(window, rewritten, [(t.text, t.confidence) for t in result.tokens], doc_start)
+                         refine=False, confidence=True)
+    # a rewrite cut short (max_tokens, the time budget) counts up to its last whole line, and the
+    # window's lines after that are not rewritten rather than deleted
+    cut = result.finish_reason in ("length", "time")
+    rewritten = result.text[: result.text.rfind("\n") + 1] if cut else result.text + ("\n" if closed else "")
+    found = line_changes(window, rewritten, [(t.text, t.confidence) for t in result.tokens], doc_start,
+                         partial=cut)
     confident = [c for c in found if c.confidence > threshold]
     kept, _ = keep_parsing(confident, window, doc_start, ctx.prefix, ctx.suffix, language, strip_newline=closed)
     next_line = None if win.next_line is None else first_line + win.next_line
-    return NextEditAnswer(edits=kept, next_line=next_line, threshold=threshold,
-                          reason=_reason(found, confident, kept, threshold),
+    why, reason = _reason(found, confident, kept, threshold)
+    return NextEditAnswer(edits=kept, next_line=next_line, threshold=threshold, reason=reason, why=why,
                           text=apply_changes(window, kept, doc_start) if kept else "", window=(doc_start, doc_end),
                           finish_reason=result.finish_reason, timings=result.timings, places=places)
 
