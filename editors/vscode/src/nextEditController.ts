@@ -77,7 +77,9 @@ export class NextEdits implements vscode.Disposable {
     if (this.shown?.editor.document === event.document) {
       this.clear();
     }
-    this.ghost = undefined; // the server forgets it on a change too
+    if (this.ghost?.uri === this.client()?.code2ProtocolConverter.asUri(event.document.uri)) {
+      this.ghost = undefined; // the server forgets it when the document changes too
+    }
     const editor = vscode.window.activeTextEditor;
     if (editor?.document === event.document) {
       this.schedule();
