@@ -73,12 +73,13 @@ end
 
 local function render(bufnr, edits, next, encoding)
   M.clear()
-  local hl = core().config.next_edit
+  local cfg = type(core().config.next_edit) == "table" and core().config.next_edit or {}
+  local removed_hl, added_hl = cfg.removed_hl or "DiffDelete", cfg.added_hl or "DiffAdd"
   local count = vim.api.nvim_buf_line_count(bufnr)
   for i, edit in ipairs(edits) do
     local first, n = edit.range.start.line, replaced_count(edit)
     for row = first, math.min(first + n, count) - 1 do
-      local opts = { line_hl_group = hl.removed_hl, hl_eol = true }
+      local opts = { line_hl_group = removed_hl, hl_eol = true }
       if i == 1 and row == first then
         opts.virt_text = { { "  diffgemma: <Tab> accept, <Esc> dismiss", "Comment" } }
         opts.virt_text_pos = "eol"
@@ -87,7 +88,7 @@ local function render(bufnr, edits, next, encoding)
     end
     local lines = {}
     for _, line in ipairs(split_lines(edit.newText)) do
-      table.insert(lines, { { display(line, bufnr), hl.added_hl } })
+      table.insert(lines, { { display(line, bufnr), added_hl } })
     end
     if #lines > 0 then
       -- below the replaced lines; an insertion goes above the line it is inserted before
