@@ -12,8 +12,9 @@ from difflib import get_close_matches
 from typing import Any, NamedTuple
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from diffgemma import __version__
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageError, run_app
 
 _EPILOG = (
@@ -68,6 +69,23 @@ COMMANDS: dict[str, Entry] = {
 }
 
 
+def _flags_take_no_value() -> None:
+    """Show no value placeholder after a flag in the help's options table.
+
+    Typer's Rich help prints every option's type (`<bool>` after `--apply`, `--help` ...), though a
+    flag takes no value; its plain-text help already leaves it out. Flags and counters get none.
+    """
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
+
 class LazyCommands(TyperGroup):
     """The commands of COMMANDS: a command's module is imported when the command runs; `--help`
     lists every command by its table line. A module that fails to import is a broken install: the
@@ -110,9 +128,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"diffgemma {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _commands() -> None:
-    """The commands come from COMMANDS, not from this (empty) group callback."""
+def _commands(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """The commands come from COMMANDS, not from this group callback (which only reads --version)."""
 
 
 def main() -> None:

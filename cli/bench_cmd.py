@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from diffgemma.cli.errors import ModelLoadFailed, guarded
 from diffgemma.runtime.api import config
 
 
+@guarded
 def bench(
     model: str = typer.Option(None, "--model", "-m", envvar=config.ENV_MODEL,
                               help="Checkpoint dir or Hugging Face id (default: a tiny random checkpoint)."),
@@ -18,7 +20,6 @@ def bench(
 
     Prints one table from one run; the last column is the speed ratio against generate.
     """
-    import sys
     import tempfile
 
     from diffgemma.evals.bench import ModelLoadError, describe, run_bench
@@ -32,8 +33,7 @@ def bench(
         try:
             rows = run_bench(target, repeats=repeats, steps=steps, device=device)
         except ModelLoadError as exc:
-            print(f"diffgemma: error: {exc}", file=sys.stderr)
-            raise typer.Exit(6) from None
+            raise ModelLoadFailed(str(exc)) from None
     print(describe(rows, {"model": model or "tiny (random weights)", "device": device or "auto"}))
 
 

@@ -17,11 +17,25 @@ from typing import Annotated, Any
 
 import typer
 
-from diffgemma.cli.errors import CliError, DaemonDown, UsageProblem, guarded
-from diffgemma.cli.options import int_option
+from diffgemma.cli.errors import CliError, DaemonDown, ModelLoadFailed, UsageProblem, guarded
+from diffgemma.cli.options import CaCertOpt, TokenFileOpt, TokenOpt, UrlOpt, int_option
 from diffgemma.runtime.api import config
-from diffgemma.runtime.api.autostart import daemon_status, start_background, stop_daemon
-from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError, write_start_report
+from diffgemma.runtime.api.autostart import (
+    address_holder,
+    daemon_status,
+    is_stopped,
+    not_answering,
+    start_background,
+    stop_daemon,
+)
+from diffgemma.runtime.api.daemon_config import (
+    MODEL_LOAD_FAILED,
+    DaemonConfig,
+    DaemonStartError,
+    write_start_report,
+)
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.remote import refuse_url_socket
 
 SERVE_HELP = """Run the daemon in the foreground: it owns the model and answers infill and edit requests.
 
@@ -41,6 +55,10 @@ Every request gets at most --max-request-seconds (then its best draft so far is 
 --allow-origin names them, and requests may name only the default model, the cached real one \
 and those given with --allow-model; --fixed-model forbids loading or unloading by request.
 
+For a team, --tokens-file gives each developer a token of their own (their requests are counted \
+under their name in /v1/status and never supersede another developer's) and --tls-cert/--tls-key \
+serve HTTPS; developers reach it with `--url https://HOST:PORT` (see the README's Team server).
+
 An idle model is unloaded after --keep-alive seconds and reloaded by the next request. Stop it \
 with Ctrl-C or SIGTERM."""
 
@@ -50,6 +68,9 @@ SERVE_EPILOG = """[bold]Examples[/bold]
   diffgemma serve --model ./checkpoint --socket /tmp/dg.sock
   diffgemma serve --port 8012                    TCP on 127.0.0.1:8012, token required
   diffgemma serve --keep-alive 0                 unload the model after every request
+  diffgemma serve --engine vllm --vllm-url http://gpu1:8000 --model ./checkpoint
+  diffgemma serve --host 0.0.0.0 --port 8443 --tokens-file tokens --tls-cert cert.pem --tls-key key.pem
+                                                 a team server: HTTPS, one token per developer
   curl --unix-socket "$XDG_RUNTIME_DIR/diffgemma/daemon.sock" http://x/v1/status
 
 [bold]For llama.vim[/bold]: serve with --port 8012, then set g:llama_config.endpoint to \
@@ -76,6 +97,7 @@ STATUS_EPILOG = """[bold]Examples[/bold]
   diffgemma status
   diffgemma status --json | jq .memory_bytes
   diffgemma status --socket /tmp/dg.sock
+  diffgemma status --url https://gpu-box:8443 --token-file ~/.config/diffgemma/token
 
 Exits with status 5 when no daemon answers."""
 
@@ -91,6 +113,12 @@ HostOpt = Annotated[str | None, typer.Option(
 PortOpt = Annotated[int | None, typer.Option(
     "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
     help="Listen on TCP instead of the Unix socket.")]
+# The same two flags where a command looks for a running daemon instead of starting one.
+DaemonHostOpt = Annotated[str | None, typer.Option(
+    "--host", show_default=False, help="With --port: the address of a TCP daemon (default 127.0.0.1).")]
+DaemonPortOpt = Annotated[int | None, typer.Option(
+    "--port", parser=partial(int_option, 0, 65535), metavar="INTEGER", show_default=False,
+    help="The TCP port of the daemon (default: the Unix socket).")]
 KeepAliveOpt = Annotated[float, typer.Option(
     "--keep-alive", envvar=config.ENV_KEEP_ALIVE, show_envvar=True,
     help="Seconds an idle model stays loaded; 0 unloads after each request, negative keeps it.")]
@@ -132,6 +160,23 @@ FixedModelOpt = Annotated[bool, typer.Option(
     "--fixed-model", help="Serve only the default model: requests cannot load, switch or unload models.")]
 SamplerOpt = Annotated[str | None, typer.Option(
     "--sampler", show_default=False, help="The denoising sampler: stream (default) or stock.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local: run the model in this process; vllm: send its canvases to the vLLM servers "
+                     "given with --vllm-url (--model names the checkpoint they run).")]
+VllmUrlOpt = Annotated[list[str] | None, typer.Option(
+    "--vllm-url", show_default=False,
+    help="With --engine vllm: a vLLM server's URL (repeatable); each client's requests stay on one server, "
+         "the next one takes over when it fails.")]
+TokensFileOpt = Annotated[Path | None, typer.Option(
+    "--tokens-file", envvar=config.ENV_TOKENS_FILE, show_envvar=True, show_default=False,
+    help="With --port: developers' tokens, one `NAME TOKEN` per line (mode 0600); each request runs as the "
+         "developer whose token it sends. Read again when it changes. The daemon's own token keeps working.")]
+TlsCertOpt = Annotated[Path | None, typer.Option(
+    "--tls-cert", envvar=config.ENV_TLS_CERT, show_envvar=True, show_default=False,
+    help="With --port: serve HTTPS with this PEM certificate (chain); needs --tls-key.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(
+    "--tls-key", envvar=config.ENV_TLS_KEY, show_envvar=True, show_default=False,
+    help="The PEM private key of --tls-cert.")]
 # Written by a daemon started in the background when its start fails (runtime/api/autostart.py).
 StartReportOpt = Annotated[Path | None, typer.Option("--start-report", hidden=True)]
 
@@ -151,9 +196,15 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                  no_preload: bool = False, max_request_seconds: float = config.DEFAULT_MAX_REQUEST_SECONDS,
                  max_steps: int = config.DEFAULT_MAX_STEPS, max_tokens: int = config.DEFAULT_MAX_TOKENS,
                  allow_origin: list[str] | None = None, allow_model: list[str] | None = None,
-                 fixed_model: bool = False, sampler: str | None = None) -> DaemonConfig:
+                 fixed_model: bool = False, sampler: str | None = None, *, engine: str = "local",
+                 vllm_url: list[str] | None = None, tokens_file: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None) -> DaemonConfig:
     """The daemon configuration `serve` and `daemon start` build from their options (same names)."""
 
+    try:
+        refuse_url_socket(socket, advice="to listen on TCP use --host and --port")
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     if socket is not None and port is not None:
         raise UsageProblem("use either --socket or --port, not both")
     if host is not None and port is None:
@@ -164,7 +215,9 @@ def serve_config(model: str | None = None, socket: Path | None = None, host: str
                         max_queue=queue, device=device, dtype=dtype, quantize=_quantize(quantize),
                         preload=not no_preload, max_request_seconds=max_request_seconds, max_steps=max_steps,
                         max_tokens=max_tokens, allow_origins=tuple(allow_origin or ()),
-                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler)
+                        allow_models=tuple(allow_model or ()), fixed_model=fixed_model, sampler=sampler,
+                        engine=engine, vllm_urls=tuple(vllm_url or ()),
+                        tokens_file=tokens_file, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -176,6 +229,15 @@ def _human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def _memory(status: dict[str, Any]) -> str:
+    """The daemon's resident memory, and how much of it the model's weights are."""
+    weights = status.get("memory_bytes")
+    rss = status.get("rss_bytes")
+    if not isinstance(rss, int):  # an older daemon: only the weights
+        return f"{_human_bytes(weights)} (model weights)"
+    return f"{_human_bytes(rss)} resident" + (f" (model weights {_human_bytes(weights)})" if weights else "")
 
 
 def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -193,7 +255,7 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("daemon", f"running, pid {status.get('pid')}, on {where}, up {status.get('uptime_s', 0):.0f} s"),
         ("model", f"{model} ({state})"),
         ("device", f"{status.get('device') or '-'} {status.get('dtype') or ''}".strip()),
-        ("memory", _human_bytes(status.get("memory_bytes"))),
+        ("memory", _memory(status)),
         ("queue", f"{status.get('queue_length', 0)} waiting of {status.get('queue_limit', '?')}"
                   + (f", running {status['running']}" if status.get("running") else "")),
         ("requests", f"{status.get('requests_served', 0)} served, {status.get('cancelled', 0)} cancelled, "
@@ -203,15 +265,53 @@ def _status_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
         ("keep alive", (f"{keep:g} s" if isinstance(keep, int | float) else "-")
                        + (f", unloads in {unload:.0f} s" if isinstance(unload, int | float) else "")),
     ]
+    servers = status.get("servers")
+    if isinstance(servers, list):  # --engine vllm: where the canvases go, and how each server is doing
+        for server in servers:
+            health = "healthy" if server.get("healthy") else f"down ({server.get('last_error') or 'failing'})"
+            rows.append(("vllm", f"{server.get('url')} serving {server.get('model')}: {health}, "
+                                 f"{server.get('requests', 0)} requests, {server.get('aborted', 0)} aborted"))
+    if status.get("notice"):
+        rows.append(("note", str(status["notice"])))
+    return rows + _developer_rows(status)
+
+
+def _developer_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """A team server's developers (all of them for its owner, oneself for a developer)."""
+    developers = status.get("developers")
+    if not isinstance(developers, dict):
+        return []
+    me = status.get("developer")
+    rows = [("you are", str(me))] if me else [("developers", str(len(developers)))]
+    for name, usage in developers.items():
+        if isinstance(usage, dict):
+            counts = {key: usage.get(key, 0) for key in ("requests", "completed", "superseded", "cancelled", "errors",
+                                                         "generated_tokens")}
+            line = ("{requests} requests: {completed} completed, {superseded} superseded, {cancelled} cancelled, "
+                    "{errors} failed; {generated_tokens} tokens").format(**counts)
+            rows.append((f"  {name}", f"{line}; last seen {usage.get('last_seen') or 'never'}"))
     return rows
 
 
-def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> None:
+def _silent(daemon: DaemonConfig) -> dict[str, Any]:
+    """What `status` says when no daemon answers: nothing runs there, or a process holds the
+    address without answering (stopped, or stuck)."""
+    pid = address_holder(daemon)
+    if pid is None:
+        return {"running": False, "address": daemon.describe()}
+    return {"running": True, "answering": False, "pid": pid, "stopped": is_stopped(pid),
+            "address": daemon.describe(), "message": str(not_answering(pid, daemon))}
+
+
+def print_status(status: dict[str, Any] | None, silent: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(status if status is not None else {"running": False, "address": address}, indent=2))
+        print(json.dumps(status if status is not None else silent, indent=2))
     elif status is None:
         # Not an answer but an error: stdout stays clean for pipes.
-        print(f"daemon: not running (nothing answers on {address})", file=sys.stderr)
+        if silent.get("running"):
+            print(silent["message"], file=sys.stderr)
+        else:
+            print(f"daemon: not running (nothing answers on {silent['address']})", file=sys.stderr)
     elif sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -229,6 +329,13 @@ def print_status(status: dict[str, Any] | None, address: str, as_json: bool) -> 
         raise typer.Exit(DaemonDown.code)
 
 
+def start_failure(exc: DaemonStartError) -> CliError:
+    """Why a daemon did not start, with its exit code: the model's (6) or the daemon's (5)."""
+    if exc.code == MODEL_LOAD_FAILED:
+        return ModelLoadFailed(str(exc))
+    return DaemonDown(str(exc))
+
+
 @guarded
 def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None,
           keep_alive: KeepAliveOpt = config.DEFAULT_KEEP_ALIVE_S, max_body: MaxBodyOpt = config.DEFAULT_MAX_BODY,
@@ -237,12 +344,15 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None, start_report: StartReportOpt = None) -> None:
+          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None,
+          tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+          start_report: StartReportOpt = None) -> None:
 
     try:
         daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                               no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                              fixed_model, sampler)
+                              fixed_model, sampler, engine=engine, vllm_url=vllm_url, tokens_file=tokens_file,
+                              tls_cert=tls_cert, tls_key=tls_key)
     except CliError as exc:
         if start_report is not None:
             write_start_report(start_report, DaemonStartError(str(exc)))
@@ -254,7 +364,7 @@ def serve(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
     except DaemonStartError as exc:
         if start_report is not None:
             write_start_report(start_report, exc)
-        raise DaemonDown(str(exc)) from None
+        raise start_failure(exc) from None
     raise typer.Exit(code)
 
 
@@ -266,20 +376,22 @@ def start(model: ModelOpt = None, socket: SocketOpt = None, host: HostOpt = None
           max_request_seconds: MaxRequestSecondsOpt = config.DEFAULT_MAX_REQUEST_SECONDS,
           max_steps: MaxStepsOpt = config.DEFAULT_MAX_STEPS, max_tokens: MaxTokensOpt = config.DEFAULT_MAX_TOKENS,
           allow_origin: AllowOriginOpt = None, allow_model: AllowModelOpt = None, fixed_model: FixedModelOpt = False,
-          sampler: SamplerOpt = None) -> None:
+          sampler: SamplerOpt = None, engine: EngineOpt = "local", vllm_url: VllmUrlOpt = None,
+          tokens_file: TokensFileOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None) -> None:
 
     daemon = serve_config(model, socket, host, port, keep_alive, max_body, queue, device, dtype, quantize,
                           no_preload, max_request_seconds, max_steps, max_tokens, allow_origin, allow_model,
-                          fixed_model, sampler)
+                          fixed_model, sampler, engine=engine, vllm_url=vllm_url, tokens_file=tokens_file,
+                          tls_cert=tls_cert, tls_key=tls_key)
     try:
         pid = start_background(daemon, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     except DaemonStartError as exc:
-        raise DaemonDown(str(exc)) from None
+        raise start_failure(exc) from None
     print(f"daemon running (pid {pid}) on {daemon.describe()}")
 
 
 @guarded
-def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
+def stop(socket: SocketOpt = None, host: DaemonHostOpt = None, port: DaemonPortOpt = None) -> None:
 
     daemon = serve_config(None, socket, host, port)
     try:
@@ -290,10 +402,43 @@ def stop(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None) -
 
 
 @guarded
-def status(socket: SocketOpt = None, host: HostOpt = None, port: PortOpt = None, as_json: JsonOpt = False) -> None:
+def status(socket: SocketOpt = None, host: DaemonHostOpt = None, port: DaemonPortOpt = None, url: UrlOpt = None,
+           token: TokenOpt = None, token_file: TokenFileOpt = None, ca_cert: CaCertOpt = None,
+           as_json: JsonOpt = False) -> None:
 
+    try:
+        refuse_url_socket(socket)  # status asks a daemon: a URL goes to --url
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
     daemon = serve_config(None, socket, host, port)
-    print_status(daemon_status(daemon), daemon.describe(), as_json)
+    if url is None and socket is None and port is None:  # config.toml may name a team server
+        url, token_file, ca_cert = _configured_remote(token_file, ca_cert)
+    if url is None:
+        answer = daemon_status(daemon)
+        print_status(answer, _silent(daemon) if answer is None else {}, as_json)
+        return
+    if socket is not None or port is not None:
+        raise UsageProblem("use either --url or --socket/--port, not both")
+    from diffgemma.runtime.api.client import Client
+    from diffgemma.runtime.api.remote import Remote
+
+    try:
+        remote = Remote.resolve(url, token, token_file, ca_cert)
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
+    # A daemon elsewhere that does not answer is an error with its reason (a refused certificate,
+    # say), not just "not running".
+    with Client(base_url=remote.url, token=remote.token, verify=remote.verify(), timeout=30.0) as client:
+        print_status(client.status(), {"running": False, "address": remote.url}, as_json)
+
+
+def _configured_remote(token_file: str | None, ca_cert: str | None) -> tuple[str | None, str | None, str | None]:
+    """url, token_file and ca_cert from config.toml where the flags and variables left them unset."""
+    try:
+        from_file = config.load_config()
+    except config.ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+    return from_file.get("url"), token_file or from_file.get("token_file"), ca_cert or from_file.get("ca_cert")
 
 
 # This module's commands, as cli/app.py loads them.

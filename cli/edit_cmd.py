@@ -157,4 +157,4 @@ def edit(
 
 # This module's commands, as cli/app.py loads them.
 commands = typer.Typer(rich_markup_mode="rich")
-commands.command("edit", help=HELP, epilog=EPILOG, no_args_is_help=True)(edit)
+commands.command("edit", help=HELP, epilog=EPILOG)(edit)

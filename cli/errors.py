@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
+from diffgemma.runtime.api.config import MAX_HOLES
 from diffgemma.runtime.api.errors import (
     DaemonError,
     DaemonUnavailable,
@@ -32,6 +33,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the Typer release
     _click = importlib.import_module("click.exceptions")
 UsageError: Any = _click.UsageError  # a bad command line (unknown command, bad option)
+MissingParameter: Any = _click.MissingParameter  # a required argument or option not given
 
 
 class ExitCode(IntEnum):
@@ -39,7 +41,7 @@ class ExitCode(IntEnum):
     INTERNAL = 1  # a bug: an error nobody planned for (still one line, no traceback)
     USAGE = 2  # bad option, malformed position/selection, bad config file
     FILE = 3  # missing, directory, binary, non-UTF-8, unreadable/unwritable file, empty stdin
-    RANGE = 4  # line/column/selection out of range, marker missing or repeated
+    RANGE = 4  # line/column/selection out of range, no marker or more than MAX_HOLES
     DAEMON = 5  # the daemon cannot be reached or started
     MODEL = 6  # the daemon could not load the model
     CHANGED = 7  # the file changed between read and write; nothing was written
@@ -48,14 +50,14 @@ class ExitCode(IntEnum):
 
 
 # Shown in `diffgemma --help` and the README; keep the three in step.
-EXIT_CODES_HELP = """[bold]Exit codes[/bold]
+EXIT_CODES_HELP = f"""[bold]Exit codes[/bold]
 
   0    success
   2    usage or config error (bad option, malformed position or selection)
   3    file problem: missing, directory, binary, non-UTF-8, empty stdin
-  4    line, column or selection out of range; marker missing or repeated
+  4    line, column or selection out of range; marker missing (or more than {MAX_HOLES})
   5    daemon unavailable (it cannot be reached or started)
-  6    the model failed to load
+  6    the model failed to load (or no vLLM server behind the daemon answers)
   7    the file changed since it was read; nothing was written
   8    the request failed or was cancelled
   130  interrupted (Ctrl-C)"""
@@ -104,6 +106,7 @@ class RequestFailed(CliError):
 # look at when the daemon refuses. An answer without a code is a failed request (see exit_code_for).
 EXIT_BY_ERROR_CODE: dict[ErrorCode, ExitCode] = {
     ErrorCode.MODEL_LOAD_FAILED: ExitCode.MODEL,
+    ErrorCode.ENGINE_UNAVAILABLE: ExitCode.MODEL,  # the vLLM servers behind the daemon do not answer
     ErrorCode.MODEL_NOT_FOUND: ExitCode.MODEL,
     ErrorCode.NO_MODEL: ExitCode.MODEL,
     ErrorCode.UNAUTHORIZED: ExitCode.DAEMON,  # a daemon we may not use is, to us, no daemon
@@ -204,7 +207,11 @@ def run_app(app: Callable[..., Any]) -> None:
     except usage_error as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        print(f"diffgemma: error: {_click_message(exc)}{hint}", file=sys.stderr)
+        argument = getattr(getattr(exc, "param", None), "param_type_name", "") == "argument"
+        if isinstance(exc, MissingParameter) and argument and ctx is not None:
+            # `diffgemma infill` alone: how to call it, then what is missing (not the whole help)
+            print(one_line(ctx.get_usage()), file=sys.stderr)
+        print(f"diffgemma: error: {_click_message(exc).rstrip('.')}{hint}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
     except click_exception as exc:
         print(f"diffgemma: error: {_click_message(exc)}", file=sys.stderr)

@@ -9,8 +9,12 @@ anything changed, nothing is written (`FileChanged`). The previous contents are 
 the file as `FILE.diffgemma.bak` (one backup per file, overwritten by the next write).
 
 A symlink stays a link (its target is written); a file with more than one hard link is written
-in place after the backup, so every name keeps sharing one text; a file whose owner may not
-write it (no `u+w`) is refused, whoever runs us, root included.
+in place after the backup, so every name keeps sharing one text, and a write in place that fails
+half-way (a full disk) puts the text that was read back; a file whose owner may not write it (no
+`u+w`) is refused, whoever runs us, root included.
+
+Temporary files are named `.FILE.diffgemma-tmp-PID-XXXX`; one left behind by a write that was
+killed is removed by the next write to the same file (its writer is gone).
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffgemma.cli.errors import FileChanged, FileProblem, OutOfRange, UsageProblem
+from diffgemma.cli.leftovers import BACKUP_SUFFIX, TEMP_MARK, remove_leftovers, temp_prefix
 from diffgemma.cli.options import parse_ascii_int
 from diffgemma.context import positions
 from diffgemma.runtime.api.config import MAX_HOLES
 
-BACKUP_SUFFIX = ".diffgemma.bak"
-TEMP_MARK = ".diffgemma-tmp-"
+__all__ = ["BACKUP_SUFFIX", "TEMP_MARK"]  # named through this module by watch and the tests
 _BOM = b"\xef\xbb\xbf"
 
 # Called with the path right before the changed-underneath check of every write. The test
@@ -205,10 +209,11 @@ def _check_unchanged(source: SourceFile) -> None:
 def _write_replacing(source: SourceFile, target: Path, payload: bytes, backup: bool) -> Path | None:
     """Write a temporary file beside ``target`` and rename it over: readers see old or new."""
     path, directory = source.path, target.parent
+    remove_leftovers(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + TEMP_MARK, dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target), dir=directory)
     except OSError as exc:
-        raise FileProblem(f"cannot write in {directory}: {exc.strerror}") from None
+        raise FileProblem(f"cannot write in {directory}: {exc.strerror}; {path} is unchanged") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -222,7 +227,8 @@ def _write_replacing(source: SourceFile, target: Path, payload: bytes, backup: b
         _fsync_dir(directory)
         return saved
     except OSError as exc:
-        raise FileProblem(f"cannot write {path}: {exc.strerror}") from None
+        # Nothing reached the file itself: the rename is the only step that changes it.
+        raise FileProblem(f"cannot write {path}: {exc.strerror}; {path} is unchanged") from None
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
@@ -237,18 +243,41 @@ def _write_in_place(source: SourceFile, target: Path, payload: bytes, backup: bo
     mid-write leaves FILE.diffgemma.bak to restore from. Without --no-backup nothing can be lost.
     """
     path = source.path
+    remove_leftovers(target)
     try:
-        with open(target, "r+b") as handle:
+        # unbuffered: every write reaches the file (or fails) where we can see it, none at close
+        with open(target, "r+b", buffering=0) as handle:
             _check_unchanged(source)
             saved = _backup_if(source, backup)
-            handle.seek(0)
-            handle.write(payload)
-            handle.truncate()
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                _overwrite(handle.fileno(), payload)
+            except OSError as exc:
+                raise FileProblem(_restore(handle.fileno(), source, saved,
+                                           f"cannot write {path}: {exc.strerror}")) from None
         return saved
     except OSError as exc:
-        raise FileProblem(f"cannot write {path}: {exc.strerror}") from None
+        raise FileProblem(f"cannot write {path}: {exc.strerror}; {path} is unchanged") from None
+
+
+def _overwrite(fd: int, payload: bytes) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    rest = memoryview(payload)
+    while rest:
+        rest = rest[os.write(fd, rest):]
+    os.ftruncate(fd, len(payload))
+    os.fsync(fd)
+
+
+def _restore(fd: int, source: SourceFile, saved: Path | None, failed: str) -> str:
+    """After a write in place failed half-way: put back what was read, and say what the file holds.
+
+    The old text fits in the blocks the file already had (a full disk refuses only new ones)."""
+    try:
+        _overwrite(fd, source.encode(source.text))
+    except OSError as exc:
+        where = f"its previous text is in {saved}" if saved else "its previous text could not be put back"
+        return f"{failed}; {source.path} is damaged ({exc.strerror} while restoring it): {where}"
+    return f"{failed}; {source.path} was restored to the text it had, nothing changed"
 
 
 def _backup_if(source: SourceFile, backup: bool) -> Path | None:
@@ -262,7 +291,7 @@ def _backup_if(source: SourceFile, backup: bool) -> Path | None:
 def _write_backup(path: Path, saved: Path, source: SourceFile) -> None:
     """Keep what was read (byte-for-byte: decoding round-trips) as the backup, atomically."""
     data = source.encode(source.text)
-    fd, tmp_name = tempfile.mkstemp(prefix="." + saved.name + TEMP_MARK, dir=saved.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(saved), dir=saved.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

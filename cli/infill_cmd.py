@@ -14,6 +14,7 @@ import typer
 from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
+from diffgemma.cli.live import print_alternatives
 from diffgemma.cli.plumbing import Asks, Output, fill_text, output_for, stdout_is_terminal, timings_line
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 from diffgemma.runtime.api.protocol import Result
@@ -69,7 +70,7 @@ are kept as FILE.diffgemma.bak, and nothing is written if FILE changed since it 
 prints {text, range: {start: {line, col}, end: {line, col}}, tokens, timings, ...}; the range is \
 where the text now sits (1-based, end exclusive) and tokens are [{text, confidence}] that join to \
 the text. With several markers --json prints {holes: [{text, range, tokens}], ...}, and --apply \
-writes all the fills at once; with --alternatives each hole also has alternatives: [text, ...], \
+writes all the fills at once; with --alternatives each hole also has alternatives: \\[text, ...], \
 index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that \
 breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it \
 came).
@@ -204,11 +205,9 @@ def _print_json(result: Result, start: fileio.Position, end: fileio.Position, *,
 
 
 def _report(result: Result, where: str, applied: bool, backup: Path | None, chars: int | None = None) -> None:
-    if result.holes:
-        multihole.print_alternatives(result)
-    else:
-        for i, other in enumerate(result.alternatives[1:], start=2):  # the first is the answer itself
-            print(f"diffgemma: alternative {i}:\n{other}", file=sys.stderr, flush=True)
+    sets = multihole.hole_sets(result) if result.holes else [[text] for text in result.alternatives]
+    if len(sets) > 1:
+        print_alternatives(sets)
     count = len(result.text) if chars is None else chars
     line = f"diffgemma: {where}: {count} chars ({timings_line(result)})"
     if applied:
@@ -218,4 +217,4 @@ def _report(result: Result, where: str, applied: bool, backup: Path | None, char
 
 # This module's commands, as cli/app.py loads them.
 commands = typer.Typer(rich_markup_mode="rich")
-commands.command("infill", help=HELP, epilog=EPILOG, no_args_is_help=True)(infill)
+commands.command("infill", help=HELP, epilog=EPILOG)(infill)

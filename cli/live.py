@@ -5,13 +5,19 @@ The live view shows the drafts the daemon streams (one per denoising step) betwe
 last lines before the cursor and the first lines after it; with several holes, the buffer with
 every hole's draft (`HolesCanvas`). It draws on stderr, and only when stderr is a terminal and
 there is no --quiet (cli/plumbing.py's `Output` decides, once), so stdout stays clean for pipes;
-it is transient: once the result is in, the view is erased and the result is printed.
+it is transient: once the result is in, its last frame shows the text the daemon returned, then the
+view is erased and the result is printed. Each frame is drawn whole (Ctrl-C waits for the frame being
+written), and the view is erased before Rich stops, so an interrupted run leaves a clean terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +44,24 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+@contextlib.contextmanager
+def whole_frame() -> Iterator[None]:
+    """Hold Ctrl-C back while a frame is written: a frame cut in half leaves lines that erasing
+    the view (which counts the lines of the last whole frame) cannot reach. The interrupt is
+    raised as soon as the frame is out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
 class LiveCanvas:
     """A transient Rich Live view; `update` is the `on_draft` callback for the client."""
 
@@ -49,6 +73,7 @@ class LiveCanvas:
         self.draft = ""
         self.tokens: list[dict[str, Any]] = []  # the draft token by token, when the daemon sends them
         self.frames = 0
+        self.phase = ""  # what the daemon does after the steps (repair round k), or "done"
         self._started = time.monotonic()
         self._live: Any = None
 
@@ -58,24 +83,50 @@ class LiveCanvas:
 
         console = Console(stderr=True, highlight=False)
         self._live = Live(self._render(), console=console, auto_refresh=False, transient=True)
-        self._live.__enter__()
+        try:
+            with whole_frame():
+                self._live.__enter__()
+        except KeyboardInterrupt:  # Ctrl-C while the first frame was drawn: `with` will not exit us
+            self.__exit__(KeyboardInterrupt, None, None)
+            raise
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._live is not None:
-            self._live.__exit__(kind, value, tb)
-            self._live = None
+        if self._live is None:
+            return
+        from rich.text import Text
+
+        live, self._live = self._live, None
+        with whole_frame():
+            # Rich redraws the view once more as it stops, uncropped: a view taller than the
+            # terminal would scroll its top border out of reach of the erase. Draw it empty first.
+            live.update(Text(""), refresh=True)
+            live.__exit__(kind, value, tb)
 
     def update(self, draft: dict[str, Any]) -> None:
         self.step = int(draft.get("step", self.step + 1))
         self.draft = str(draft.get("text", ""))
         tokens = draft.get("tokens")
         self.tokens = tokens if isinstance(tokens, list) else []
+        self.phase = f"repairing (round {draft.get('round', 1)})" if draft.get("phase") == "repairing" else ""
+        self._draw()
+
+    def finish(self, result: Any) -> None:
+        """The last frame: the text the daemon returned (it may differ from the last draft: repair
+        and the join clean-up come after the steps)."""
+        self.draft = result.text
+        self.tokens = list(result.tokens or [])
+        self.step = max(self.step, 1)
+        self.phase = "done"
+        self._draw()
+
+    def _draw(self) -> None:
         self.frames += 1
         if self._live is not None:
-            self._live.update(self._render(), refresh=True)
+            with whole_frame():
+                self._live.update(self._render(), refresh=True)
 
     def _body(self) -> Any:
         from rich.text import Text
@@ -90,7 +141,9 @@ class LiveCanvas:
         return body
 
     def _status(self) -> str:
-        return f"step {self.step}" if self.step else "waiting for the model"
+        if not self.step:
+            return "waiting for the model"
+        return f"step {self.step} · {self.phase}" if self.phase else f"step {self.step}"
 
     def _render(self) -> Any:
         from rich.panel import Panel
@@ -137,6 +190,12 @@ class HolesCanvas(LiveCanvas):
             self.holes = holes
         super().update(draft)
 
+    def finish(self, result: Any) -> None:
+        if len(result.holes) == len(self.holes):
+            self.holes = [{"text": str(h.get("text", "")), "state": "final", "tokens": h.get("tokens")}
+                          for h in result.holes]
+        super().finish(result)
+
     def _body(self) -> Any:
         from rich.text import Text
 
@@ -157,7 +216,44 @@ class HolesCanvas(LiveCanvas):
             return super()._status()
         current = next((i for i, h in enumerate(self.holes) if h["state"] == "refining"), None)
         where = f" · hole {current + 1} of {len(self.holes)}" if current is not None else ""
-        return f"step {self.step}{where}"
+        return f"step {self.step}{where}" + (f" · {self.phase}" if self.phase else "")
+
+
+def visible(text: str) -> list[str]:
+    """``text`` as lines in which its whitespace can be told apart: leading and trailing blanks
+    as · (space) and → (tab), a final line break as ⏎, nothing at all as ∅."""
+    if not text:
+        return ["∅ (empty)"]
+    marks = str.maketrans({" ": "·", "\t": "→"})
+    lines = printable(text).split("\n")
+    ends_with_break = len(lines) > 1 and lines[-1] == ""
+    if ends_with_break:
+        lines.pop()
+    out = []
+    for line in lines:
+        body = line.strip(" \t")
+        if not body:
+            out.append(line.translate(marks))
+            continue
+        head, tail = line[: len(line) - len(line.lstrip(" \t"))], line[len(line.rstrip(" \t")):]
+        out.append(head.translate(marks) + body + tail.translate(marks))
+    if ends_with_break:
+        out[-1] += "⏎"
+    return out
+
+
+def print_alternatives(sets: list[list[str]]) -> None:
+    """Every alternative in turn on stderr, numbered (1 is the answer, the one printed or written),
+    whitespace made visible so that two that differ only in it can be told apart. ``sets[k]`` holds
+    set k's fill of every hole (one entry per hole)."""
+    count = len(sets)
+    for k, fills in enumerate(sets, start=1):
+        answer = " (the answer)" if k == 1 else ""
+        for i, text in enumerate(fills, start=1):
+            hole = f", hole {i} of {len(fills)}" if len(fills) > 1 else ""
+            lines = [f"diffgemma: alternative {k} of {count}{answer}{hole}:"]
+            lines += [f"  │ {line}" for line in visible(text)]
+            print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def print_diff(diff: str, *, color: bool) -> None:

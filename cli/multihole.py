@@ -84,13 +84,6 @@ def hole_sets(result: Result) -> list[list[str]]:
         raise RequestFailed(f"the daemon's answer is malformed: {exc}") from None
 
 
-def print_alternatives(result: Result) -> None:
-    """The sets after the answer on stderr, as single-hole alternatives are shown."""
-    for k, fills in enumerate(hole_sets(result)[1:], start=2):
-        for i, text in enumerate(fills, start=1):
-            print(f"diffgemma: alternative {k}, hole {i}:\n{text}", file=sys.stderr, flush=True)
-
-
 def print_json(result: Result, holes: Holes, fills: list[str], *, path: str | None, applied: bool,
                backup: Path | None) -> None:
     new_text = holes.filled(fills)

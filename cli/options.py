@@ -9,6 +9,9 @@ runtime/api/config.py's CONFIG_KEYS):
 
     model = "google/diffusiongemma-26B-A4B-it"
     socket = "/run/user/1000/diffgemma/daemon.sock"
+    url = "https://gpu-box.example.com:8443"
+    token_file = "~/.config/diffgemma/token"
+    ca_cert = "~/.config/diffgemma/team-ca.pem"
     max_tokens = 128
     steps = 24
     seed = 0
@@ -38,6 +41,8 @@ from diffgemma.runtime.api.config import (
     MAX_STEPS,
     MAX_TOKENS_LIMIT,
 )
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.remote import Remote, refuse_url_socket
 from diffgemma.runtime.api.request_builder import Sampling
 
 
@@ -88,6 +93,46 @@ SocketOpt = Annotated[
         envvar=config.ENV_SOCKET,
         show_envvar=True,
         help="Unix socket of the daemon.",
+        show_default=False,
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar=config.ENV_URL,
+        show_envvar=True,
+        help="A daemon on another machine, https://HOST:PORT (never started from here; instead of --socket).",
+        show_default=False,
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="With --url: the bearer token to send (else --token-file, then DIFFGEMMA_TOKEN, then the state "
+        "directory's token file).",
+        show_default=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token-file",
+        envvar=config.ENV_TOKEN_FILE,
+        show_envvar=True,
+        help="With --url: a file (mode 0600) holding the bearer token.",
+        show_default=False,
+    ),
+]
+CaCertOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-cert",
+        envvar=config.ENV_CA_CERT,
+        show_envvar=True,
+        help="With an https --url: check the daemon's certificate against this PEM file (its CA's certificate, "
+        "or its own) instead of the system's store.",
         show_default=False,
     ),
 ]
@@ -182,6 +227,7 @@ class Settings:
 
     sampling: Sampling = field(default_factory=Sampling)  # model, max_tokens, steps, seed: sent as they are
     socket: str | None = None
+    remote: Remote | None = None  # --url: a daemon elsewhere, used instead of the socket's
     marker: str = DEFAULT_MARKER
     context_chars: int = DEFAULT_CONTEXT_CHARS
     backup: bool = True
@@ -190,7 +236,7 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict)  # key -> "flag/env" | "config" | "default"
 
 
-def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> Settings:
+def resolve(quiet: bool = False, language: str | None = None, token: str | None = None, **given: Any) -> Settings:
     """Fill every option left unset by flag and environment from the config file, then defaults.
 
     A bad config file, or a value out of range, is a UsageProblem.
@@ -223,8 +269,29 @@ def resolve(quiet: bool = False, language: str | None = None, **given: Any) -> S
                 config.check_int(key, values[key])
             except config.ConfigError as exc:
                 raise UsageProblem(str(exc)) from None
+    remote = _remote(values, sources, token)
     sampling = Sampling(**{key: values.pop(key) for key in ("model", "max_tokens", "steps", "seed")})
-    return Settings(sampling=sampling, quiet=quiet, language=language, sources=sources, **values)
+    return Settings(sampling=sampling, remote=remote, quiet=quiet, language=language, sources=sources, **values)
+
+
+def _remote(values: dict[str, Any], sources: dict[str, str], token: str | None) -> Remote | None:
+    """The remote daemon the settings name (taking url, token_file and ca_cert out of ``values``),
+    or None for the local one. A URL and a socket both set: the one set at the higher level wins
+    (a flag over config.toml); at the same level it is a UsageProblem."""
+    url, token_file, ca_cert = values.pop("url"), values.pop("token_file"), values.pop("ca_cert")
+    try:
+        refuse_url_socket(values["socket"])
+        if url is None:
+            return None
+        if values["socket"]:
+            if sources["socket"] == sources["url"]:
+                raise UsageProblem("use either --url or --socket, not both")
+            if sources["socket"] == "flag/env":
+                return None
+            values["socket"] = None
+        return Remote.resolve(url, token, token_file, ca_cert)
+    except InvalidValue as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 # The options every generating command (infill, edit, watch) takes: name -> (declaration, default).
@@ -232,6 +299,10 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "language": (LanguageOpt, None),
     "model": (ModelOpt, None),
     "socket": (SocketOpt, None),
+    "url": (UrlOpt, None),
+    "token": (TokenOpt, None),
+    "token_file": (TokenFileOpt, None),
+    "ca_cert": (CaCertOpt, None),
     "max_tokens": (MaxTokensOpt, None),
     "steps": (StepsOpt, None),
     "seed": (SeedOpt, None),

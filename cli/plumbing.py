@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffgemma.cli.errors import RequestFailed, UsageProblem
+from diffgemma.cli.errors import DaemonDown, RequestFailed, UsageProblem
 from diffgemma.cli.live import HolesCanvas, LiveCanvas
 from diffgemma.cli.options import Settings
 from diffgemma.context.languages import detect_language
-from diffgemma.runtime.api.errors import one_line
+from diffgemma.runtime.api import paths
+from diffgemma.runtime.api.errors import DaemonGone, one_line
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
 from diffgemma.runtime.api.request_builder import (
     Buffer,
@@ -108,10 +109,13 @@ class Asks:
 
 
 def connect(settings: Settings) -> Client:
-    """A client to a healthy daemon, starting one (with the model named) when none answers."""
+    """A client to a healthy daemon: the one at --url, which must answer, or the local one, started
+    (with the model named) when none answers."""
     # The HTTP client (httpx) loads only when a command talks to the daemon: `--help` never does.
-    from diffgemma.runtime.api.client import ensure_daemon
+    from diffgemma.runtime.api.client import connect_remote, ensure_daemon
 
+    if settings.remote is not None:
+        return connect_remote(settings.remote, on_progress=progress_printer(settings.quiet))
     return ensure_daemon(model=settings.sampling.model, socket=settings.socket,
                          on_progress=progress_printer(settings.quiet))
 
@@ -145,7 +149,28 @@ def extra_context(path: Path, text: str, settings: Settings, language: str | Non
 
 
 def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str) -> Result:
-    """Send one request; when it streams (a live view) draw its drafts, one hole's or several."""
+    """Send one request; when it streams (a live view) draw its drafts, one hole's or several.
+
+    A daemon that goes away while it works on the request (it crashed, or was killed) is replaced
+    and the request sent once more; a second loss is an error that says so."""
+    try:
+        result = _send(settings, req, title)
+    except DaemonGone as exc:
+        if settings.remote is not None:  # a daemon elsewhere: its owner restarts it, not us
+            raise DaemonDown(f"{one_line(exc)}; the request was not answered") from None
+        progress_printer(settings.quiet)(f"{one_line(exc)}; sending the request to a new daemon…")
+        try:
+            result = _send(settings, req, title)
+        except DaemonGone as again:
+            log = paths.log_path(Path(settings.socket) if settings.socket else None)
+            raise DaemonDown(f"{one_line(again)}, twice (the request was sent to a new daemon once); "
+                             f"see its log: {log}") from None
+    if result.finish_reason == "cancelled":
+        raise RequestFailed("the request was cancelled before it finished")
+    return result
+
+
+def _send(settings: Settings, req: InfillRequest | EditRequest, title: str) -> Result:
     with connect(settings) as client:
         view: LiveCanvas | None = None
         if req.stream and isinstance(req, InfillRequest) and req.holes:
@@ -155,8 +180,8 @@ def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str
         with view if view is not None else contextlib.nullcontext():
             on_draft = view.update if view is not None else None
             result = client.edit(req, on_draft) if isinstance(req, EditRequest) else client.infill(req, on_draft)
-    if result.finish_reason == "cancelled":
-        raise RequestFailed("the request was cancelled before it finished")
+            if view is not None:
+                view.finish(result)
     return result
 
 

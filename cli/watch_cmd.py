@@ -31,6 +31,7 @@ from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileChanged, FileProblem, classify, guarded
 from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK, SourceFile
 from diffgemma.cli.plumbing import UNATTENDED, Asks, connect, fill_text, language_for, rewrite
+from diffgemma.cli.watch_files import WatchedFiles
 from diffgemma.context.crossfile import Workspace
 from diffgemma.context.parsing import parse
 from diffgemma.context.positions import position_to_offset
@@ -65,16 +66,23 @@ rewrites the block below it following the instruction, and the comment line is r
 block is the syntactic node that starts on the next non-blank line (function, class, loop...) \
 when it spans several lines, and otherwise the paragraph there.
 
+Only files in a language diffgemma knows are filled (by name, or a #! line), not documentation \
+such as Markdown; --include and --exclude (git-style globs, repeatable, relative to PATH) choose \
+others, and files the project's .gitignore ignores are skipped, as are directories such as .git, \
+node_modules and .venv. A file named as PATH is always watched.
+
 Each save is handled in one pass and written atomically (with a FILE.diffgemma.bak backup), \
 and only when the file is still as it was read: a newer save is never overwritten; it is \
-handled in turn. One line per fill goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]); \
-Ctrl-C stops watching. Directories such as .git, node_modules and .venv are skipped."""
+handled in turn. While the daemon works stderr says [cyan]filling path:line…[/cyan]; one line per fill \
+then goes to stdout ([cyan]path:line filled N chars in M ms[/cyan]), and a rewrite that leaves fewer \
+lines says how many it removed and keeps the backup even with --no-backup. Ctrl-C stops watching."""
 
 EPILOG = (
     """[bold]Examples[/bold]
 
   diffgemma watch                      watch the current directory
   diffgemma watch src tests --marker '??'
+  diffgemma watch --include '*.md' --exclude 'vendor/**'
   diffgemma watch notes.py -m /models/my-checkpoint
 
 """
@@ -162,17 +170,39 @@ class Fill:
     line: int  # 1-based, in the file as written
     kind: str  # "filled" | "rewrote"
     chars: int
-    lines: int
+    lines: int  # lines of the new text
     ms: float
+    old_lines: int = 0  # a rewrite: lines of the block it replaced
+
+    @property
+    def removed(self) -> int:
+        """Lines a rewrite took out (0 when it kept as many or added some)."""
+        return max(0, self.old_lines - self.lines) if self.kind == "rewrote" else 0
+
+    def describe(self, path: Path, backup: Path | None) -> str:
+        if self.kind == "filled":
+            return f"{path}:{self.line} filled {self.chars} chars in {self.ms:.0f} ms"
+        line = f"{path}:{self.line} rewrote {self.lines} lines ({self.chars} chars) in {self.ms:.0f} ms"
+        if self.removed:
+            line += f"; removed {self.removed} of its {self.old_lines} lines" + (f", backup {backup}" if backup else "")
+        return line
+
+
+def announce(settings: opt.Settings, what: str) -> None:
+    """Say what the daemon works on while it does (a fill takes seconds on a busy machine)."""
+    if not settings.quiet:
+        print(f"diffgemma: filling {what}…", file=sys.stderr, flush=True)
 
 
 class FileWatcher:
     """Processes saved files: finds markers, asks the daemon, writes the file back once."""
 
-    def __init__(self, settings: opt.Settings) -> None:
+    def __init__(self, settings: opt.Settings, files: WatchedFiles | None = None) -> None:
         self.settings = settings
+        self.files = files
         self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
         self.workspaces: dict[Path, Workspace] = {}  # root -> context Workspace fed with the saves we see
+        self.backup: Path | None = None  # the backup of the last file written
 
     def workspace_for(self, path: Path) -> Workspace:
         """The cross-file Workspace of path's project; saves seen here count as recent changes."""
@@ -190,6 +220,8 @@ class FileWatcher:
             return []  # deleted, binary, not UTF-8, a directory: nothing to fill there
         if self.written.get(path) == source.snapshot.sha256:
             return []
+        if self.files is not None and not self.files.wants(path, source.text):
+            return []
         workspace = self.workspace_for(path)
         language = language_for(path, source.text, self.settings)
         pattern = instruction_pattern(language)
@@ -200,7 +232,9 @@ class FileWatcher:
         fills, text = self._fill_all(source, path, language, pattern, workspace)
         if not fills:
             return []
-        fileio.write_source(source, text, backup=self.settings.backup)
+        # a rewrite that takes lines out keeps the text it replaced beside the file, whatever --no-backup says
+        keep = self.settings.backup or any(fill.removed for fill in fills)
+        self.backup = fileio.write_source(source, text, backup=keep)
         self.written[path] = hashlib.sha256(source.encode(text)).hexdigest()
         workspace.note_change(path.resolve(), text)
         return fills
@@ -233,6 +267,7 @@ class FileWatcher:
         """Several fill markers and no instruction: one request for all of them (holes close to
         each other are denoised together, each seeing the others)."""
         holes = multihole.Holes(fileio.marker_pieces(text, self.settings.marker, str(path)))
+        announce(self.settings, f"{path}: {holes.count} holes")
         started = time.monotonic()
         result = multihole.fill_holes(self.settings, UNATTENDED, holes, path, Asks(), str(path), workspace)
         ms = (time.monotonic() - started) * 1000
@@ -244,10 +279,11 @@ class FileWatcher:
     def _fill(self, text: str, at: int, path: Path, language: str | None,
               workspace: Workspace) -> tuple[str, int, Fill]:
         text = text[:at] + text[at + len(self.settings.marker):]
+        line = text.count("\n", 0, at) + 1
+        announce(self.settings, f"{path}:{line}")
         started = time.monotonic()
         result = fill_text(self.settings, UNATTENDED, text, at, path, str(path), workspace=workspace)
         ms = (time.monotonic() - started) * 1000
-        line = text.count("\n", 0, at) + 1
         text = text[:at] + result.text + text[at:]
         return text, at + len(result.text), Fill(line, "filled", len(result.text), 0, ms)
 
@@ -269,15 +305,16 @@ class FileWatcher:
         last = block_lines(text, first, language)
         start = position_to_offset(text, first, 0, base=0)
         end = position_to_offset(text, last, len(lines[last]), base=0)
+        announce(self.settings, f"{path}:{first + 1}-{last + 1}")
         started = time.monotonic()
         result, text = rewrite(self.settings, UNATTENDED, text, start, end, path, instruction or None, None,
                                title=f"{path}:{first + 1}", workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         return text, start + len(result.text), Fill(first + 1, "rewrote", len(result.text),
-                                                    result.text.count("\n") + 1, ms)
+                                                    result.text.count("\n") + 1, ms, old_lines=last - first + 1)
 
 
-def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
+def _watch_filter(roots: list[Path], files: set[Path], rules: WatchedFiles) -> Any:
     from watchfiles import Change, DefaultFilter
 
     default = DefaultFilter()
@@ -288,9 +325,10 @@ def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
         name = Path(raw).name
         if name.endswith(BACKUP_SUFFIX) or TEMP_MARK in name:
             return False
-        return not files or Path(raw).resolve() in files or any(
+        inside = not files or Path(raw).resolve() in files or any(
             Path(raw).resolve().is_relative_to(root) for root in roots
         )
+        return inside and rules.path_allowed(Path(raw))
 
     return keep
 
@@ -300,6 +338,12 @@ def _watch_filter(roots: list[Path], files: set[Path]) -> Any:
 def watch(
     paths: Annotated[list[Path] | None, typer.Argument(metavar="[PATH]...", help="Files or directories.",
                                                       show_default=False)] = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", metavar="GLOB", show_default=False,
+        help="Fill only files matching this git-style glob (repeatable), whatever their language.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", metavar="GLOB", show_default=False,
+        help="Never fill files matching this git-style glob (repeatable).")] = None,
     *,
     settings: opt.Settings,
 ) -> None:
@@ -319,6 +363,7 @@ def watch(
         else:
             files.add(target.resolve())
     watched = sorted({*roots, *(f.parent for f in files)})
+    rules = WatchedFiles(roots, files, tuple(include or ()), tuple(exclude or ()))
     connect(settings).close()  # start the daemon and load the model before the first save
 
     def stop(_signum: int, _frame: object) -> None:
@@ -328,10 +373,10 @@ def watch(
     # ignored, as background jobs of a script are).
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    watcher = FileWatcher(settings)
+    watcher = FileWatcher(settings, rules)
     ready = False
     try:
-        for changes in watchfiles.watch(*watched, watch_filter=_watch_filter(roots, files), debounce=400,
+        for changes in watchfiles.watch(*watched, watch_filter=_watch_filter(roots, files, rules), debounce=400,
                                         rust_timeout=300, yield_on_timeout=True):
             if not ready:
                 ready = True
@@ -364,11 +409,7 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
         print(f"diffgemma: error: {path}: {message}", file=sys.stderr, flush=True)
         return
     for fill in fills:
-        if fill.kind == "filled":
-            print(f"{path}:{fill.line} filled {fill.chars} chars in {fill.ms:.0f} ms", flush=True)
-        else:
-            print(f"{path}:{fill.line} rewrote {fill.lines} lines ({fill.chars} chars) in {fill.ms:.0f} ms",
-                  flush=True)
+        print(fill.describe(path, watcher.backup), flush=True)
 
 
 # This module's commands, as cli/app.py loads them.

@@ -12,6 +12,7 @@ by context/resolvers.py (``resolve_import``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -24,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from diffgemma.context.imports import ImportRef, find_imports
 from diffgemma.context.languages import detect_language, normalize_language
 from diffgemma.context.outline import Item, outline
-from diffgemma.context.parsing import common_prefix, common_suffix, parse
+from diffgemma.context.parsing import ParsedDoc, common_prefix, common_suffix, parse
 from diffgemma.context.resolvers import resolve_import
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["ImportRef", "RecentChange", "Workspace", "changed_span", "crossfile_snippets", "find_imports",
            "read_source", "resolve_import"]
@@ -41,6 +42,7 @@ MAX_FILE_BYTES = 1 << 20  # larger files are not read for context
 WHOLE_ITEM_CHARS = 1500  # a named definition up to this size is shown whole, else as a skeleton
 MIN_SNIPPET_CHARS = 40  # smaller leftovers are not worth a snippet
 HEAD_CHARS = 32 * 1024  # how much of a large buffer is searched for imports
+CHANGE_WINDOW_CHARS = 8 * 1024  # a large changed file is outlined this far around its change
 
 
 # -- reading other files -----------------------------------------------------------------------
@@ -144,6 +146,23 @@ class RecentChange:
     items: list[Item] | None = field(default=None, repr=False)  # the outline of ``text``, once parsed
 
 
+def _outline_near(path: Path, text: str, span: tuple[int, int] | None) -> list[Item]:
+    """The outline of ``text``, or in a large text of the part around ``span`` only: an unsaved
+    buffer changes on every keystroke, and parsing and outlining megabytes each time would make
+    typing in one file cost more the bigger another is. Offsets stay the whole text's."""
+    lang = detect_language(str(path), content=text)
+    if lang is None:
+        return []
+    base, piece = 0, text
+    if span is not None and len(text) > 4 * CHANGE_WINDOW_CHARS:
+        base = text.rfind("\n", 0, max(0, span[0] - CHANGE_WINDOW_CHARS)) + 1
+        stop = text.find("\n", min(len(text), span[1] + CHANGE_WINDOW_CHARS))
+        piece = text[base: len(text) if stop < 0 else stop + 1]
+    doc = parse(piece, lang, cache=False)
+    items = outline(doc) if doc is not None else []
+    return [dataclasses.replace(it, start=it.start + base, end=it.end + base) for it in items] if base else items
+
+
 def _changed_chunk(change: RecentChange, budget: int) -> str:
     """The definitions a change touched (whole when small), or the lines around it."""
     text, items = change.text, None
@@ -155,9 +174,7 @@ def _changed_chunk(change: RecentChange, budget: int) -> str:
     if items is None:
         items = change.items
     if items is None:
-        lang = detect_language(str(change.path), content=text)
-        doc = parse(text, lang, cache=False) if lang else None
-        items = change.items = outline(doc) if doc is not None else []
+        items = change.items = _outline_near(change.path, text, change.span)
     if change.span is None:
         return _render(items, set(), budget)
     s, e = change.span
@@ -205,8 +222,9 @@ def crossfile_snippets(
     doc = parse(head, lang, document=f"{here}#head") if lang else None
     if doc is not None:
         targets: list[tuple[int, int, Path, set[str]]] = []
+        uses_of = _name_uses(doc, text)
         for order, ref in enumerate(find_imports(doc)):
-            uses = sum(text.count(n) for n in ref.names) if ref.names else 0
+            uses = sum(uses_of(n) for n in ref.names)
             for target in resolve_import(root_p, here, ref, doc.language):
                 if target not in seen:
                     seen.add(target)
@@ -230,6 +248,24 @@ def crossfile_snippets(
         rel = _rel(root_p, target)
         add(rel, _changed_chunk(change, left - len(rel)))
     return [(rel, body) for rel, body in out if body]
+
+
+def _name_uses(head: ParsedDoc, text: str) -> Callable[[str], int]:
+    """How often a name occurs in the buffer, to rank its imports. In a buffer longer than its head
+    the counts are kept with the head's parse (reused until the head changes): a keystroke further
+    down barely moves them, and counting every imported name over megabytes each time would make
+    typing cost grow with the file."""
+    if len(text) <= HEAD_CHARS:
+        return text.count
+    counts = head.memo.setdefault("name_uses", {})
+    assert isinstance(counts, dict)
+
+    def uses(name: str) -> int:
+        if name not in counts:
+            counts[name] = text.count(name)
+        return int(counts[name])
+
+    return uses
 
 
 # -- the workspace and its watcher ---------------------------------------------------------------

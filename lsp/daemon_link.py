@@ -13,11 +13,15 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from diffgemma.runtime.api.errors import DiffgemmaError
+from diffgemma.runtime.api import config
+from diffgemma.runtime.api.errors import DiffgemmaError, InvalidValue
 
 from .settings import DaemonSettings
+
+if TYPE_CHECKING:
+    from diffgemma.runtime.api.remote import Remote
 
 RETRY_AFTER_S = 15.0
 
@@ -90,7 +94,7 @@ class DaemonLink:
         self._events.failed(reason, first=True)
 
     async def _connect(self, settings: DaemonSettings) -> Any:
-        from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError, ensure_daemon
+        from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError, connect_remote, ensure_daemon
 
         loop = asyncio.get_running_loop()
         first = self._failure is None
@@ -100,7 +104,9 @@ class DaemonLink:
             loop.call_soon_threadsafe(self._events.progress, line)
 
         def find_or_start() -> dict[str, Any]:
-            if settings.auto_start:
+            if remote is not None:  # a daemon elsewhere: it must answer, it is never started from here
+                sync = connect_remote(remote, on_progress=on_progress)
+            elif settings.auto_start:
                 sync = ensure_daemon(model=settings.model, socket=settings.socket, on_progress=on_progress)
             else:
                 sync = Client(socket=settings.socket, timeout=10.0)
@@ -117,13 +123,27 @@ class DaemonLink:
                 sync.close()
 
         try:
+            remote = _remote(settings)
             status = await asyncio.to_thread(find_or_start)
-        except DaemonError as exc:
+        except (DaemonError, InvalidValue) as exc:
             reason = str(exc) or type(exc).__name__
             self._failure = _Failure(reason, self._clock())
             self._events.failed(reason, first)
             raise DaemonUnavailableError(reason) from None
-        self._client = AsyncClient(socket=settings.socket)
+        if remote is not None:
+            self._client = AsyncClient(base_url=remote.url, token=remote.token, verify=remote.verify())
+        else:
+            self._client = AsyncClient(socket=settings.socket)
         self._failure = None
         self._events.connected(status)
         return self._client
+
+
+def _remote(settings: DaemonSettings) -> Remote | None:
+    """The daemon elsewhere the settings name (``url``, else $DIFFGEMMA_URL), or None for the local one."""
+    from diffgemma.runtime.api.remote import Remote
+
+    url = settings.url or config.env(config.ENV_URL)
+    if url is None:
+        return None
+    return Remote.resolve(url, settings.token, settings.token_file, settings.ca_cert)

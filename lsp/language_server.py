@@ -134,10 +134,18 @@ class DiffgemmaServer(LanguageServer):
             "connected": self.link.connected,
             "lastLatencyMs": self.last_latency_ms,
             "model": self.model_name,
-            "settings": settings_to_json(self.settings),
+            "settings": self.shown_settings(),
             "configurationChanges": self.configuration_changes,
             "ghostText": self.ghost_texts.uris(),
         }
+
+
+    def shown_settings(self) -> dict[str, Any]:
+        """The settings as the client may see them again: a token is never sent back."""
+        shown = settings_to_json(self.settings)
+        if shown.get("token"):
+            shown["token"] = "(set)"
+        return shown
 
 
 def _empty(raw: Any) -> bool:

@@ -13,11 +13,15 @@ from pygls.workspace import TextDocument
 
 from diffgemma.context.positions import offset_to_utf16_position, utf16_col_to_offset
 
+from .text_sync import SyncedDocument
+
 UTF16 = (types.PositionEncodingKind.Utf16, "utf-16")
 
 
 def position_to_offset(doc: TextDocument, text: str, position: types.Position, encoding: object) -> int:
     """Offset (in Python characters) of ``position`` in ``text`` (a snapshot of ``doc``)."""
+    if isinstance(doc, SyncedDocument):  # found from the line last edited: no walk over the file
+        return doc.offset_of(position, text)
     if encoding in UTF16 or encoding is None:
         return utf16_col_to_offset(text, position.line, position.character)
     return doc.offset_at_position(position)

@@ -20,6 +20,7 @@ from lsprotocol import types
 
 from . import completion, documents, next_edit_action, rewrite, rewrite_action, workspace_context
 from .language_server import DiffgemmaServer
+from .text_sync import use_synced_documents
 
 STATS_REQUEST = "diffgemma/stats"  # client -> server: counters, for status views and tests
 
@@ -28,6 +29,8 @@ STATS_REQUEST = "diffgemma/stats"  # client -> server: counters, for status view
 
 
 def initialize(ls: DiffgemmaServer, params: types.InitializeParams) -> None:
+    # documents whose sync and positions cost the same in a 2 MB file as in a small one
+    use_synced_documents(ls.workspace)
     # problems are shown once the client is initialized and can display messages
     ls.apply_settings(params.initialization_options, defer_messages=True)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffgemma.runtime.api import config
+from diffgemma.runtime.api.errors import InvalidValue
+from diffgemma.runtime.api.remote import looks_like_url, normalize_url
 
 SECTION = "diffgemma"
 
@@ -31,6 +33,12 @@ class DaemonSettings:
     model: str | None = None  # None: the daemon's configured default
     socket: str | None = None  # None: the default socket path
     auto_start: bool = True
+    # A daemon on another machine (never started from here), the token it demands (or a file holding
+    # it) and the certificate to check its HTTPS against (runtime/api/remote.py).
+    url: str | None = None  # None: $DIFFGEMMA_URL, else the local daemon
+    token: str | None = None
+    token_file: str | None = None
+    ca_cert: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,24 @@ class _Reader:
             self.problems.append(f"{self._name(key)} must be a string (got {value!r}); using the default")
             return None
         return value.strip() or None
+
+    def socket(self, key: str) -> str | None:
+        value = self.optional_str(key)
+        if looks_like_url(value):
+            self.problems.append(f"{SECTION}.{key} is a Unix socket path, not a URL ({value}); "
+                                 f"set {SECTION}.url instead; using the default socket")
+            return None
+        return value
+
+    def url(self, key: str) -> str | None:
+        value = self.optional_str(key)
+        if value is None:
+            return None
+        try:
+            return normalize_url(value, f"{SECTION}.{key}")
+        except InvalidValue as exc:
+            self.problems.append(f"{exc}; using the local daemon")
+            return None
 
     def boolean(self, key: str, default: bool) -> bool:
         present, value = self._get(key)
@@ -200,8 +226,12 @@ def parse_settings(raw: Any) -> ParsedSettings:
     reader = _Reader(raw)
     daemon = DaemonSettings(
         model=reader.optional_str("model"),
-        socket=reader.optional_str("socket"),
+        socket=reader.socket("socket"),
         auto_start=reader.boolean("autoStart", True),
+        url=reader.url("url"),
+        token=reader.optional_str("token"),
+        token_file=reader.optional_str("tokenFile"),
+        ca_cert=reader.optional_str("caCert"),
     )
     defaults = CompletionSettings()
     completion = CompletionSettings(
@@ -252,6 +282,10 @@ def settings_to_json(settings: Settings) -> dict[str, Any]:
         "model": d.model,
         "socket": d.socket,
         "autoStart": d.auto_start,
+        "url": d.url,
+        "token": d.token,
+        "tokenFile": d.token_file,
+        "caCert": d.ca_cert,
         "maxTokens": c.max_tokens,
         "steps": c.steps,
         "debounceMs": c.debounce_ms,

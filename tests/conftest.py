@@ -31,3 +31,7 @@ def grammars_missing() -> str | None:
     if int(version.split(".")[0]) >= 1:
         return f"tree-sitter-language-pack {version} downloads grammars at run time; install a 0.x release"
     return None
+
+
+# The vLLM side (vLLM's own checks of request bodies, the stand-in vLLM server): tests/vllm_harness.py
+from vllm_harness import standin_factory, vllm_checker, vllm_model_dir, vllm_standin  # noqa: E402, F401

@@ -18,14 +18,21 @@ from typing import Any
 
 from diffgemma.runtime.api.request_types import EditRequest, InfillRequest
 from diffgemma.runtime.daemon.jobs import Job, Outcome
-from diffgemma.runtime.engine.types import CancelToken
+from diffgemma.runtime.engine.interface import Capabilities, EngineKind
+from diffgemma.runtime.engine.types import CancelToken, EngineResult, Timings
 
 WAIT_S = 30.0  # how long a test waits for the worker before it fails (never reached when it works)
 
 
 class StandInEngine:
     """Answers ``<model>:<prefix>`` once ``gate`` is open; a prefix starting with ``cached`` reports
-    cached prefix tokens, one starting with ``boom`` raises inside the engine."""
+    cached prefix tokens, one starting with ``boom`` raises inside the engine. The infill and edit
+    calls of `interface.InferenceEngine` are all the scheduler's tests send."""
+
+    kind: EngineKind = "local"
+    canvas_length = 16
+    vocab_size = 64
+    default_steps = 4
 
     def __init__(self, name: str, gate: threading.Event) -> None:
         self.name = name
@@ -38,10 +45,16 @@ class StandInEngine:
     def info(self) -> dict[str, Any]:
         return {"device": "cpu", "dtype": "float32", "memory_bytes": 4096, "parameters": 1000, "canvas_length": 16}
 
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
     def close(self) -> None:
         self.closed = True
 
-    def _answer(self, text: str, cancel: CancelToken) -> SimpleNamespace:
+    def _answer(self, text: str, cancel: CancelToken) -> EngineResult:
         self.calls.append(text)
         while not self.gate.wait(0.005):
             cancel.raise_if_cancelled()  # what the real engine does once per denoising step
@@ -49,13 +62,13 @@ class StandInEngine:
         if text.startswith("boom"):
             raise RuntimeError("the stand-in engine broke")
         cached = 3 if text.startswith("cached") else 0
-        return SimpleNamespace(text=f"{self.name}:{text}", finish_reason="stop",
-                               timings={"steps": 1, "generated_tokens": 1, "cached_tokens": cached})
+        return EngineResult(text=f"{self.name}:{text}", finish_reason="stop",
+                            timings=Timings(steps=1, generated_tokens=1, cached_tokens=cached))
 
-    def infill(self, prefix: str, suffix: str, *, cancel: CancelToken, **_: Any) -> SimpleNamespace:
+    def infill(self, prefix: str, suffix: str, *, cancel: CancelToken, **_: Any) -> EngineResult:
         return self._answer(prefix, cancel)
 
-    def edit(self, prefix: str, selection: str, suffix: str, *, cancel: CancelToken, **_: Any) -> SimpleNamespace:
+    def edit(self, prefix: str, selection: str, suffix: str, *, cancel: CancelToken, **_: Any) -> EngineResult:
         return self._answer(selection, cancel)
 
 

@@ -201,3 +201,34 @@ def test_the_readme_config_example_shows_the_defaults() -> None:
     set_in_readme = tomllib.loads("\n".join(line for line in lines if not line.startswith("#")))
     defaults = {key: default for key, (_kind, default) in config.CONFIG_KEYS.items() if default is not None}
     assert set_in_readme == defaults
+
+
+def _table_rows(section: str) -> dict[str, str]:
+    """The README table rows of a section: first cell (without backticks) -> second cell."""
+    readme = (ROOT / "README.md").read_text()
+    rows = {}
+    for line in readme.split(section, 1)[1].split("\n\n", 2)[1].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_the_readme_tables_show_the_daemon_and_language_server_defaults() -> None:
+    """The defaults the README's daemon-flag and language-server-setting tables give are the code's."""
+    import json
+
+    from diffgemma.lsp.settings import Settings, settings_to_json
+    from diffgemma.runtime.api import config
+
+    flags = _table_rows("Daemon flags (")
+    assert float(flags["--max-request-seconds S"]) == config.DEFAULT_MAX_REQUEST_SECONDS
+    assert int(flags["--max-steps N"]) == config.DEFAULT_MAX_STEPS
+    assert int(flags["--max-tokens N"]) == config.DEFAULT_MAX_TOKENS
+    settings = _table_rows("Settings go in `initializationOptions`")
+    defaults = settings_to_json(Settings())
+    shown = {key: json.loads(settings[key]) for key in ("autoStart", "debounceMs", "contextChars", "crossFile",
+                                                          "enable", "alternatives", "confidentPrefix")}
+    assert shown == {key: defaults[key] for key in shown}
+    assert defaults["maxTokens"] is None and defaults["steps"] is None  # "daemon decides", "model default"
+    assert set(settings) == set(defaults)  # every setting documented

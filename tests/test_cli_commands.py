@@ -265,15 +265,16 @@ ANY_DRAFT = r"step \d+"
 
 
 def run_on_pty(args: list[str], env: dict[str, str], timeout: float = 300,
-               interrupt_on: str | None = None) -> tuple[int, str]:
-    """Run with stdout and stderr on a pseudo-terminal; returns (exit code, everything drawn).
+               interrupt_on: str | None = None, lines: int = 40) -> tuple[int, str]:
+    """Run with stdout and stderr on a pseudo-terminal of 160 columns and ``lines`` lines; returns
+    (exit code, everything drawn).
 
     With `interrupt_on` (a regular expression), send SIGINT (Ctrl-C) as soon as text matching
     it has been drawn."""
     master, slave = pty.openpty()
     os.set_blocking(master, False)
     process = subprocess.Popen([*cli_command(), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                               env={**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"},
+                               env={**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": str(lines)},
                                close_fds=True)
     os.close(slave)
     chunks: list[bytes] = []
@@ -364,7 +365,8 @@ def test_watch_fills_markers_in_saved_files_and_stops_on_ctrl_c(daemon: Daemon, 
         seen = _wait_for(out, r"todo\.py:\d+ rewrote", 240)
         fills = [line for line in seen if "todo.py" in line]
         assert re.fullmatch(r".*todo\.py:5 filled \d+ chars in \d+ ms\n", fills[0])
-        assert re.fullmatch(r".*todo\.py:\d+ rewrote \d+ lines \(\d+ chars\) in \d+ ms\n", fills[1])
+        assert re.fullmatch(r".*todo\.py:\d+ rewrote \d+ lines \(\d+ chars\) in \d+ ms(; removed \d+ of its \d+ lines, "
+                            r"backup .*todo\.py\.diffgemma\.bak)?\n", fills[1])
         text = path.read_text()
         assert "<FILL>" not in text and "diffgemma:" not in text
         assert text.startswith("import os\n\n\ndef add(a, b):\n    return ")

@@ -175,6 +175,7 @@ EXPECTED_EXIT = {
     ErrorCode.MODEL_LOAD_FAILED: ExitCode.MODEL,
     ErrorCode.MODEL_NOT_FOUND: ExitCode.MODEL,
     ErrorCode.NO_MODEL: ExitCode.MODEL,
+    ErrorCode.ENGINE_UNAVAILABLE: ExitCode.MODEL,  # the vLLM servers behind the daemon do not answer
     ErrorCode.UNAUTHORIZED: ExitCode.DAEMON,
     ErrorCode.FORBIDDEN: ExitCode.DAEMON,
 }

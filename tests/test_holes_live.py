@@ -56,7 +56,9 @@ def test_drafts_of_several_holes_stream_before_the_result(daemon: Daemon, pieces
         buffer = _filled(pieces, [h["text"] for h in holes])
         assert buffer.startswith(pieces[0]) and buffer.endswith(pieces[-1]) and pieces[1] in buffer
         for i, hole in enumerate(holes):
-            assert "".join(t["text"] for t in hole["tokens"]) == hole["text"]
+            # a repair round's draft has no tokens for the holes it re-noises
+            if not (draft.get("phase") == "repairing" and hole["state"] == "refining"):
+                assert "".join(t["text"] for t in hole["tokens"]) == hole["text"]
             if hole["state"] == "final":
                 assert hole["text"] == answer[i]
     states = [tuple(h["state"] for h in d["holes"]) for d in drafts]
@@ -129,7 +131,7 @@ def test_the_live_view_draws_every_hole_and_the_other_sets(daemon: Daemon, tmp_p
     assert re.search(r"step \d+ · hole 1 of 2", screen) and re.search(r"step \d+ · hole 2 of 2", screen), screen
     assert "far.py: 2 holes" in screen and "v0 = 0 * 0" in screen and "return w" in screen
     assert "⋮" in screen  # the long text between the holes, shortened
-    assert re.search(r"diffgemma: alternative 2, hole 1:", screen) and "alternative 2, hole 2:" in screen
+    assert "diffgemma: alternative 2 of 2, hole 1 of 2:" in screen and "alternative 2 of 2, hole 2 of 2:" in screen
     code, quiet = run_on_pty(["infill", str(path), "--quiet"], daemon.env)
     assert code == 0 and "step " not in quiet and "alternative" not in quiet
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+import ssl
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
 from diffgemma.runtime.api import config, errors
-from diffgemma.runtime.api.errors import DaemonError, DaemonUnavailable, ErrorCode, one_line
+from diffgemma.runtime.api.errors import DaemonError, DaemonGone, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.next_edit import NextEditRequest, NextEditResult
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
+from diffgemma.runtime.api.remote import Remote, refuse_url_socket, tls_context
 from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
@@ -31,7 +34,19 @@ AnyResult = TypeVar("AnyResult", bound=Result)  # Result, or NextEditResult for 
 _UDS_BASE_URL = "http://diffgemma"
 
 
-__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonUnavailable", "DraftCallback", "ensure_daemon"]
+__all__ = ["AsyncClient", "Client", "DaemonError", "DaemonGone", "DaemonUnavailable", "DraftCallback",
+           "connect_remote", "ensure_daemon"]
+
+
+class StateDirToken(httpx.Auth):
+    """The bearer token of the state directory, read for each request: a TCP daemon writes it on
+    its first start, which may come after this client was made (the client that starts it)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = read_token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
 
 def _error_from_response(response: httpx.Response, body: bytes | None = None) -> DaemonError:
@@ -99,18 +114,25 @@ def _parse_result(response: httpx.Response, parse: Callable[[Any], AnyResult]) -
 
 class _Base:
     def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
-                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]) -> None:
+                 transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport],
+                 verify: ssl.SSLContext | None = None) -> None:
+        refuse_url_socket(socket)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
-        self.token = read_token() if token is None and self.base_url else token  # TCP: the state dir's token
+        refuse_url_socket(self.socket, config.ENV_SOCKET)
+        self.token = token  # None over TCP: the state directory's, read as each request is sent
         self.timeout = timeout
-        # What the sync or async httpx client is built with: the address, auth and timeouts
-        # (connecting is instant or fails; reading may take as long as a generation).
+        if verify is None and self.base_url and self.base_url.startswith("https:"):
+            verify = tls_context()  # the system's certificate store
+        # What the sync or async httpx client is built with: the address, auth, the certificate
+        # check and timeouts (connecting is instant or fails; reading may take as long as a generation).
         self._http_options: dict[str, Any] = {
             "base_url": self.base_url or _UDS_BASE_URL,
             "transport": transport(uds=str(self.socket)) if self.socket else None,
             "headers": {"Authorization": f"Bearer {self.token}"} if self.token else {},
+            "auth": StateDirToken() if token is None and self.base_url else None,
             "timeout": httpx.Timeout(timeout, connect=5.0),
+            **({"verify": verify} if verify is not None else {}),
         }
 
     @property
@@ -124,18 +146,37 @@ class _Base:
             yield
         except httpx.TimeoutException:
             raise DaemonError(f"the daemon on {self.address} did not answer within {self.timeout:g} s") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # Connected and sent: the daemon closed the connection instead of answering.
+            raise DaemonGone(f"the daemon on {self.address} stopped while answering ({one_line(exc)})") from None
         except (httpx.TransportError, OSError) as exc:
             reason = one_line(exc)
-            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); "
-                                    f"start one with `diffgemma daemon start`") from None
+            if self.base_url is None:
+                hint = "start one with `diffgemma daemon start`"
+            elif _bad_certificate(exc):
+                hint = "give its certificate, or its authority's, with --ca-cert"
+            else:
+                hint = "is the URL right, and the daemon there running?"
+            raise DaemonUnavailable(f"no diffgemma daemon answers on {self.address} ({reason}); {hint}") from None
+
+
+def _bad_certificate(exc: BaseException) -> bool:
+    """Whether a failure to connect was the server's certificate failing the check."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Client(_Base):
-    """Synchronous client (httpx)."""
+    """Synchronous client (httpx). ``verify``: how an HTTPS daemon's certificate is checked
+    (runtime/api/remote.py's ``tls_context``; default: the system's certificate store)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.HTTPTransport, verify)
         self._http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Client:
@@ -192,15 +233,15 @@ class Client(_Base):
                 result = _parse_stream_line(line, on_draft, parse)
                 if result is not None:
                     return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 class AsyncClient(_Base):
     """Asynchronous client; cancelling the awaiting task closes the connection (and the daemon's work)."""
 
     def __init__(self, socket: str | Path | None = None, base_url: str | None = None,
-                 token: str | None = None, timeout: float = 600.0) -> None:
-        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport)
+                 token: str | None = None, timeout: float = 600.0, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(socket, base_url, token, timeout, httpx.AsyncHTTPTransport, verify)
         self._http = httpx.AsyncClient(**self._http_options)
 
     async def __aenter__(self) -> AsyncClient:
@@ -258,7 +299,7 @@ class AsyncClient(_Base):
                     result = _parse_stream_line(line, on_draft, parse)
                     if result is not None:
                         return result
-        raise DaemonError("the daemon closed the stream before sending a result")
+        raise DaemonGone(f"the daemon on {self.address} closed the stream before sending a result")
 
 
 def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
@@ -267,10 +308,17 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
 
     The daemon started is `diffgemma serve` (runtime/api/autostart.py), so it honours the same
     DIFFGEMMA_* variables. Progress ("starting daemon…", "loading model X…") goes to
-    ``on_progress``. Raises DaemonUnavailable with a one-line reason when no daemon can be started.
+    ``on_progress``, and so does the daemon's notice (which model stands in for the real one) when
+    this call started it. Raises DaemonUnavailable with a one-line reason when no daemon can be
+    started, a daemon holds the socket without answering, or the model did not load.
     """
+    from diffgemma.runtime.api.autostart import stopped_holder  # a file read: no wait for a stopped daemon
+
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else config.default_socket_path()
+    stopped = stopped_holder(sock)
+    if stopped is not None:
+        raise DaemonUnavailable(str(stopped), code=None)
     client = Client(socket=sock)
     try:  # a daemon that answers and is ready is the common case: one round trip
         status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
@@ -281,15 +329,41 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
         from diffgemma.runtime.api.daemon_config import DaemonConfig, DaemonStartError
 
         try:
-            status = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
+            started = start_daemon(client, DaemonConfig(model=model, socket=sock), say, timeout)
         except DaemonStartError as exc:
             client.close()
             raise DaemonUnavailable(str(exc), code=_wire_code(exc.code)) from None
+        status = started.status
+        if started.started and status and status.get("notice"):
+            say(str(status["notice"]))  # once per daemon start (`diffgemma status` shows it too)
     if status and status.get("state") == "loading":
         client.close()
         raise DaemonUnavailable(f"the model did not finish loading within {timeout:g} s")
+    return client
+
+
+def connect_remote(remote: Remote, on_progress: Callable[[str], None] | None = None,
+                   timeout: float = 300.0) -> Client:
+    """A Client to the daemon at ``remote.url``, which must answer and take our token: a daemon
+    elsewhere is never started from here. Waits while it loads its model, reporting progress."""
+    say = on_progress or (lambda _line: None)
+    client = Client(base_url=remote.url, token=remote.token, verify=remote.verify())
+    try:
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=10.0).json()
+        if status is not None and status.get("state") == "loading":
+            from diffgemma.runtime.api.autostart import wait_for_load
+
+            status = wait_for_load(client, say, time.monotonic() + timeout)
+    except DaemonError as exc:
+        client.close()
+        if exc.code is not ErrorCode.UNAUTHORIZED:
+            raise
+        given = ("" if remote.token else
+                 "; no token was sent: give yours with --token, --token-file or $DIFFGEMMA_TOKEN")
+        raise DaemonUnavailable(f"the daemon at {remote.url} refused the token: {exc}{given}",
+                                status=exc.status, code=exc.code) from None
     if status and status.get("notice"):
-        say(str(status["notice"]))  # e.g. which model stands in for the real one, and how to get it
+        say(str(status["notice"]))
     return client
 
 

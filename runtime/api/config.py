@@ -30,6 +30,14 @@ ENV_DEVICE = "DIFFGEMMA_DEVICE"  # cpu, cuda, cuda:1, ...
 ENV_QUANTIZE = "DIFFGEMMA_QUANTIZE"  # 4bit: quantize an unquantized checkpoint while loading
 ENV_KEEP_ALIVE = "DIFFGEMMA_KEEP_ALIVE"  # seconds an idle model stays loaded
 ENV_TOKEN = "DIFFGEMMA_TOKEN"  # bearer token for TCP (else the token file in the state dir)
+# A team server (`serve`): per-developer tokens and TLS.
+ENV_TOKENS_FILE = "DIFFGEMMA_TOKENS_FILE"  # `name token` per line: who may call a TCP daemon
+ENV_TLS_CERT = "DIFFGEMMA_TLS_CERT"  # PEM certificate (chain) a TCP daemon serves HTTPS with
+ENV_TLS_KEY = "DIFFGEMMA_TLS_KEY"  # its private key
+# A remote daemon (the front ends): where it is and how to prove who we are.
+ENV_URL = "DIFFGEMMA_URL"  # http(s)://host:port of a daemon on another machine (never auto-started)
+ENV_TOKEN_FILE = "DIFFGEMMA_TOKEN_FILE"  # a file holding the bearer token to send it
+ENV_CA_CERT = "DIFFGEMMA_CA_CERT"  # PEM certificate(s) to verify its TLS certificate with
 # The generating commands' defaults (cli/options.py declares the flags).
 ENV_MAX_TOKENS = "DIFFGEMMA_MAX_TOKENS"
 ENV_STEPS = "DIFFGEMMA_STEPS"
@@ -82,6 +90,10 @@ MAX_REQUEST_SECONDS = 24 * 3600.0
 DEFAULT_MAX_STEPS = 256  # per canvas; the checkpoints settle in 12-16 of their default 48
 DEFAULT_MAX_TOKENS = 1024  # longer answers are capped (4 canvases of the real model)
 SAMPLERS = ("stream", "stock")  # --sampler; None: the engine's default (stream)
+ENGINES = ("local", "vllm")  # serve --engine: the model in the daemon's process, or vLLM servers
+# Jobs a daemon with --engine vllm runs at once (each one's canvases are concurrent vLLM requests;
+# the vLLM servers batch them): a worker thread per job, blocked while vLLM denoises.
+VLLM_WORKERS = 32
 QUANTIZATIONS = ("4bit",)  # --quantize ("nf4" is taken as another name for 4bit)
 
 # --- front-end defaults ------------------------------------------------------------------------
@@ -101,6 +113,9 @@ LSP_CONTEXT_CHARS_LIMIT = 200_000
 CONFIG_KEYS: dict[str, tuple[type, Any]] = {
     "model": (str, None),
     "socket": (str, None),
+    "url": (str, None),
+    "token_file": (str, None),
+    "ca_cert": (str, None),
     "max_tokens": (int, None),
     "steps": (int, None),
     "seed": (int, None),

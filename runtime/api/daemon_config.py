@@ -25,6 +25,11 @@ from diffgemma.runtime.api.errors import DiffgemmaError
 
 ADDRESS_TAKEN = "address_taken"  # another daemon holds the address: a lost start race, not a failure
 START_FAILED = "start_failed"
+# The daemon came up but the model it was started with did not load; it has shut down again.
+# The same word as the wire's ErrorCode.MODEL_LOAD_FAILED, so a front end reports it alike.
+MODEL_LOAD_FAILED = "model_load_failed"
+# A daemon holds the address but does not answer (stopped with SIGSTOP, or stuck).
+NOT_ANSWERING = "daemon_not_answering"
 
 
 class DaemonStartError(DiffgemmaError, RuntimeError):
@@ -84,10 +89,19 @@ class DaemonConfig:
     allow_models: tuple[str, ...] = ()
     fixed_model: bool = False
     sampler: str | None = None  # None: the engine's default (stream)
+    engine: str = "local"  # "vllm": canvases go to the vLLM servers in vllm_urls
+    vllm_urls: tuple[str, ...] = ()
+    tokens_file: Path | None = None  # TCP: the developers' tokens (runtime/daemon/team.py)
+    tls_cert: Path | None = None  # TCP: serve HTTPS with this certificate (chain) ...
+    tls_key: Path | None = None  # ... and its private key
 
     @property
     def tcp(self) -> bool:
         return self.port is not None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def tcp_host(self) -> str:
@@ -108,7 +122,7 @@ class DaemonConfig:
         if not self.tcp:
             return str(self.socket_path())
         host = f"[{self.tcp_host}]" if ":" in self.tcp_host else self.tcp_host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def argv(self) -> list[str]:
         """The `diffgemma serve` arguments that reproduce this configuration (for background starts).
@@ -124,9 +138,11 @@ class DaemonConfig:
         else:
             args += ["--socket", str(self.socket_path())]
         for flag, value in (("--model", self.model), ("--device", self.device), ("--dtype", self.dtype),
-                            ("--quantize", self.quantize), ("--sampler", self.sampler)):
+                            ("--quantize", self.quantize), ("--sampler", self.sampler),
+                            ("--tokens-file", self.tokens_file), ("--tls-cert", self.tls_cert),
+                            ("--tls-key", self.tls_key)):
             if value:
-                args += [flag, value]
+                args += [flag, str(value)]
         if not self.preload:
             args.append("--no-preload")
         if self.max_request_seconds != config.DEFAULT_MAX_REQUEST_SECONDS:
@@ -141,6 +157,10 @@ class DaemonConfig:
             args += ["--allow-model", model]
         if self.fixed_model:
             args.append("--fixed-model")
+        if self.engine != "local":
+            args += ["--engine", self.engine]
+        for url in self.vllm_urls:
+            args += ["--vllm-url", url]
         return args
 
     def check(self) -> None:
@@ -158,3 +178,26 @@ class DaemonConfig:
             raise DaemonStartError(f"--max-tokens must be between 1 and {config.MAX_TOKENS_LIMIT}")
         if self.sampler is not None and self.sampler not in config.SAMPLERS:
             raise DaemonStartError(f"unknown --sampler {self.sampler!r}; use {' or '.join(config.SAMPLERS)}")
+        self._check_engine()
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise DaemonStartError("--tls-cert and --tls-key go together (a certificate and its private key)")
+        for flag, value in (("--tokens-file", self.tokens_file), ("--tls-cert", self.tls_cert)):
+            if value is not None and not self.tcp:
+                raise DaemonStartError(f"{flag} needs --port: a Unix socket is reached by its owner only")
+
+    def _check_engine(self) -> None:
+        if self.engine not in config.ENGINES:
+            raise DaemonStartError(f"unknown --engine {self.engine!r}; use {' or '.join(config.ENGINES)}")
+        if self.engine == "local":
+            if self.vllm_urls:
+                raise DaemonStartError("--vllm-url needs --engine vllm")
+            return
+        if not self.vllm_urls:
+            raise DaemonStartError("--engine vllm needs --vllm-url: the URL of a vLLM server (repeatable)")
+        local_only = [flag for flag, value in (("--device", self.device), ("--dtype", self.dtype),
+                                                ("--quantize", self.quantize), ("--sampler", self.sampler))
+                      if value]
+        if local_only or self.allow_models:
+            named = ", ".join([*local_only, *(["--allow-model"] if self.allow_models else [])])
+            raise DaemonStartError(f"{named}: not with --engine vllm (the vLLM server runs the model; "
+                                   f"--model names the checkpoint it serves)")

@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     DUPLICATE_ID = "duplicate_id"
     QUEUE_FULL = "queue_full"
     MODEL_LOAD_FAILED = "model_load_failed"
+    ENGINE_UNAVAILABLE = "engine_unavailable"  # no server behind the daemon's engine answers (vLLM)
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
 
@@ -56,6 +57,7 @@ _SPEC: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.DUPLICATE_ID: (409, "invalid_request_error"),
     ErrorCode.QUEUE_FULL: (503, "server_busy"),
     ErrorCode.MODEL_LOAD_FAILED: (500, "model_error"),
+    ErrorCode.ENGINE_UNAVAILABLE: (502, "server_error"),
     ErrorCode.CANCELLED: (499, "cancelled"),
     ErrorCode.INTERNAL: (500, "server_error"),
 }
@@ -105,6 +107,11 @@ class DaemonError(DiffgemmaError):
 
 class DaemonUnavailable(DaemonError):
     """No daemon is listening (or it cannot be reached)."""
+
+
+class DaemonGone(DaemonUnavailable):
+    """The daemon took the request and then went away without answering (it crashed or was
+    killed while working on it): a new daemon may well answer the same request."""
 
 
 @dataclass

@@ -63,7 +63,8 @@ class Result:
 
 def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:
     """A ``{"type": "draft"}`` line: the canvas after one denoising step. Optional keys: ``canvas``,
-    ``final`` (one hole), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
+    ``final`` (one hole), ``phase`` and ``round`` ("repairing": syntax repair round ``round`` runs on
+    ``text``), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
     ``{"text", "state", "tokens"?}`` per hole in order, ``state`` one of `HOLE_STATES` ("final":
     filled and will not change, "refining": being denoised, "waiting": not started); ``text`` is
     then the first hole's."""

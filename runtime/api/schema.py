@@ -102,6 +102,10 @@ DRAFT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string"},
         "canvas": {"type": "integer"},
         "final": {"type": "boolean", "description": "This canvas is committed: later text only extends it."},
+        "phase": {"type": "string", "enum": ["repairing"],
+                  "description": "Set while the denoising steps are over and syntax repair round `round` runs on "
+                                 "`text` (the answer so far, which does not parse)."},
+        "round": {"type": "integer", "description": "With phase: the repair round (1-based)."},
         "tokens": {"type": "array", "items": _TOKEN, "description": "With confidence: text token by token."},
         "holes": {"type": "array", "description": "Several holes: every hole in order, earlier groups final, "
                                                   "the one being denoised refining, later ones waiting.",

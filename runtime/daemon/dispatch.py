@@ -21,6 +21,7 @@ from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.daemon.jobs import Job, JobKind, JobRequest, Outcome
 from diffgemma.runtime.daemon.scheduler import Scheduler
 from diffgemma.runtime.daemon.streaming import JobBridge, outcome_error
+from diffgemma.runtime.daemon.team import CALLER, Team
 from diffgemma.runtime.daemon.wire import error_response, read_json, wait_disconnect
 
 log = logging.getLogger("diffgemma.daemon")
@@ -39,6 +40,8 @@ class ServerInfo:
     notice: str | None = None  # e.g. the embedded model stands in for the real one
     host: str | None = None  # the bound TCP host: Host headers must name it or localhost
     allow_origins: tuple[str, ...] = field(default_factory=tuple)
+    team: Team | None = None  # the developers of --tokens-file, and their counters
+    tls: bool = False  # served over HTTPS: a DNS rebinding attack cannot pass the certificate check
 
 
 class Dispatcher:
@@ -59,7 +62,15 @@ class Dispatcher:
             if self.scheduler.has_job(req.id):
                 raise WireError(ErrorCode.DUPLICATE_ID, f"a request with id {req.id!r} is already queued or running")
             job.id = req.id
-        self.scheduler.submit(job)
+        caller = CALLER.get()
+        if caller is not None and self.info.team is not None:
+            self.info.team.submitting(caller, job)  # runs as that developer, counted under the name
+        try:
+            self.scheduler.submit(job)
+        except WireError:
+            if caller is not None and self.info.team is not None:
+                self.info.team.refused_job(caller.name)
+            raise
         return job, bridge
 
     async def await_outcome(self, request: Request, job: Job, bridge: JobBridge) -> Outcome | None:

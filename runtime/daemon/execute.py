@@ -1,7 +1,9 @@
 """One job on the loaded engine: its request turned into an engine call, the answer into an Outcome.
 
-Runs in the scheduler's worker thread only (the engine is not thread-safe). The operator's limits
-cap what the request asked for; a request's failure becomes a typed Outcome, never an exception.
+Runs in a scheduler worker thread (the local engine has one; the vLLM engine several). The engine is
+reached through `interface.InferenceEngine` only and answers with a typed `EngineResult`. The
+operator's limits cap what the request asked for; a request's failure becomes a typed Outcome,
+never an exception.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, Tokeni
 from diffgemma.runtime.api.results import Result
 from diffgemma.runtime.daemon import next_edit_job
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
-from diffgemma.runtime.engine.types import Cancelled, SamplingSettings, SettingsError
+from diffgemma.runtime.engine.interface import InferenceEngine
+from diffgemma.runtime.engine.next_edit import NextEditAnswer
+from diffgemma.runtime.engine.types import Cancelled, EngineResult, SamplingSettings, SettingsError, TokenPiece
 
 log = logging.getLogger("diffgemma.daemon")
 
 
-def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
+def run_on_engine(engine: InferenceEngine, job: Job, limits: Limits) -> Outcome:
     try:
         if job.kind in ("tokenize", "detokenize"):
             return _tokens(engine, job)
@@ -36,13 +40,13 @@ def run_on_engine(engine: Any, job: Job, limits: Limits) -> Outcome:
     except Exception as exc:  # one request's failure must not take the daemon down
         log.exception("request %s failed", job.id)
         return Outcome.failed(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {one_line(exc)}")
-    timings = _finite(res.timings.to_dict() if hasattr(res.timings, "to_dict") else dict(res.timings))
+    timings = _finite(res.timings.to_dict())
     log.info("%s %s: %s, %d tokens, %d steps, %.1f ms/step, %d cached, %.0f ms", job.kind, job.id,
              res.finish_reason, timings.get("generated_tokens", 0), timings.get("steps", 0),
              timings.get("ms_per_step", 0.0), timings.get("cached_tokens", 0), timings.get("total_ms", 0.0))
-    if isinstance(job.request, NextEditRequest):
+    if isinstance(res, NextEditAnswer):
         return Outcome(result=next_edit_job.result(res, job, timings))
-    alternatives = list(getattr(res, "alternatives", None) or [])
+    alternatives = list(res.alternatives)
     tokens, holes = _token_fields(job.request, res)
     return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
                                  model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
@@ -64,11 +68,11 @@ def _deadline(request: Any, limits: Limits) -> float | None:
     return time.monotonic() + min(useful) if useful else None
 
 
-def _settings(engine: Any, req: Any, limits: Limits) -> SamplingSettings:
+def _settings(engine: InferenceEngine, req: Any, limits: Limits) -> SamplingSettings:
     steps = req.steps
     ceiling = limits.max_steps
-    default = getattr(getattr(engine, "defaults", None), "steps", None)
-    if steps is None and isinstance(default, int) and default > ceiling:
+    default = engine.default_steps
+    if steps is None and default > ceiling:
         steps = ceiling
     if steps is not None:
         steps = min(steps, ceiling)
@@ -79,37 +83,46 @@ def _max_tokens(requested: int | None, limits: Limits) -> int | None:
     return None if requested is None else min(requested, limits.max_tokens)
 
 
-def _engine_call(engine: Any, job: Job, limits: Limits) -> Any:
+def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineResult | NextEditAnswer:
     req: Any = job.request
     settings = _settings(engine, req, limits)
-    common = {"max_tokens": _max_tokens(req.max_tokens, limits), "settings": settings,
-              "on_draft": job.on_draft, "cancel": job.cancel, "deadline": _deadline(req, limits)}
+    max_tokens, deadline = _max_tokens(req.max_tokens, limits), _deadline(req, limits)
+    # One developer's (or else one client's, or one file's) requests stay on one vLLM server, so its
+    # prefix cache stays warm for them.
+    client = job.owner or req.client or getattr(req, "path", None)
     if isinstance(req, ChatRequest):
-        return engine.chat(req.messages, **common)
+        return engine.chat(req.messages, max_tokens=max_tokens, settings=settings, on_draft=job.on_draft,
+                           cancel=job.cancel, deadline=deadline, client=client)
     if isinstance(req, NextEditRequest):  # always reads the changed tokens' confidences
-        return next_edit_job.run(engine, req, common)
+        return next_edit_job.run(engine, req, {"max_tokens": max_tokens, "settings": settings,
+                                               "on_draft": job.on_draft, "cancel": job.cancel,
+                                               "deadline": deadline, "client": client})
     # per-token confidences cost two decodes a token: the engine builds them only when asked
-    common["confidence"] = bool(req.confidence)
+    confidence = bool(req.confidence)
     extra = [(e.path, e.text) for e in req.extra]
+    refine = req.refine is not False
     if isinstance(req, EditRequest):
-        if req.strength is not None:
-            common["strength"] = req.strength
-        return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction,
-                           extra=extra, language=req.language, refine=req.refine is not False, **common)
-    if req.alternatives and req.alternatives > 1:
-        common["alternatives"] = req.alternatives
-    if req.holes:  # several holes: drafts and alternatives carry every hole (holes.HolesDraft, HoleFill)
-        return engine.infill_holes(req.pieces(), extra=extra, language=req.language,
-                                   refine_syntax=req.refine is not False, **common)
-    return engine.infill(req.prefix, req.suffix, extra=extra, language=req.language,
-                         refine=req.refine is not False, **common)
+        strength = {} if req.strength is None else {"strength": req.strength}
+        return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction, extra=extra,
+                           max_tokens=max_tokens, settings=settings, on_draft=job.on_draft, cancel=job.cancel,
+                           deadline=deadline, language=req.language, refine=refine, confidence=confidence,
+                           client=client, **strength)
+    alternatives = req.alternatives if req.alternatives and req.alternatives > 1 else 1
+    if req.holes:  # several holes: drafts and alternatives carry every hole (types.HolesDraft, HoleFill)
+        return engine.infill_holes(req.pieces(), extra=extra, max_tokens=max_tokens, settings=settings,
+                                   on_draft=job.on_draft, cancel=job.cancel, deadline=deadline,
+                                   language=req.language, refine_syntax=refine, alternatives=alternatives,
+                                   confidence=confidence, client=client)
+    return engine.infill(req.prefix, req.suffix, extra=extra, max_tokens=max_tokens, settings=settings,
+                         on_draft=job.on_draft, cancel=job.cancel, deadline=deadline, alternatives=alternatives,
+                         language=req.language, refine=refine, confidence=confidence, client=client)
 
 
-def _tokens(engine: Any, job: Job) -> Outcome:
+def _tokens(engine: InferenceEngine, job: Job) -> Outcome:
     req = job.request
     assert isinstance(req, TokenizeRequest)
     if job.kind == "detokenize":
-        vocab = int(getattr(engine, "vocab_size", 0) or 0)
+        vocab = engine.vocab_size
         bad = next((t for t in req.tokens or [] if vocab and not 0 <= t < vocab), None)
         if bad is not None:
             return Outcome.failed(ErrorCode.INVALID_REQUEST,
@@ -121,18 +134,18 @@ def _tokens(engine: Any, job: Job) -> Outcome:
     return Outcome(value={"tokens": ids})
 
 
-def _token_fields(req: Any, res: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _token_fields(req: Any, res: EngineResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Result.tokens (the engine built them when the request asked for confidences) and
     Result.holes (several holes: {"text", "tokens"?, "alternatives"?} each)."""
-    asked = bool(getattr(req, "confidence", None))
+    asked = bool(getattr(req, "confidence", None))  # chat requests have no such field
 
-    def pieces(items: Any) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in items or []]
+    def pieces(items: list[TokenPiece]) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in items]
 
-    tokens = pieces(getattr(res, "tokens", None))
+    tokens = pieces(res.tokens)
     holes = []
     if getattr(req, "holes", None):
-        for hole in getattr(res, "holes", None) or []:
+        for hole in res.holes:
             entry: dict[str, Any] = {"text": hole.text}
             if asked:
                 entry["tokens"] = pieces(hole.tokens)

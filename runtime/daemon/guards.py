@@ -11,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError
+from diffgemma.runtime.daemon.team import Team
 from diffgemma.runtime.daemon.wire import error_response
 
 log = logging.getLogger("diffgemma.daemon")
@@ -56,17 +57,21 @@ def host_allowed(header: str, bound: str) -> bool:
 
 class TcpGuard:
     """TCP only: refuse a request whose Origin is not allowed (browsers send one; editors and SDKs
-    do not) or whose Host names another machine, before the token is even looked at."""
+    do not) or whose Host names another machine, before the token is even looked at.
 
-    def __init__(self, app: ASGIApp, host: str, allow_origins: tuple[str, ...]) -> None:
-        self.app, self.host, self.allow_origins = app, host, allow_origins
+    Over HTTPS (``any_host``) every Host is accepted: a rebound name fails the browser's certificate
+    check before any request is sent, and a team reaches its server by whatever name it is given.
+    """
+
+    def __init__(self, app: ASGIApp, host: str, allow_origins: tuple[str, ...], any_host: bool = False) -> None:
+        self.app, self.host, self.allow_origins, self.any_host = app, host, allow_origins, any_host
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         host = (_header(scope, b"host") or b"").decode("latin-1")
-        if not host_allowed(host, self.host):
+        if not self.any_host and not host_allowed(host, self.host):
             await _refuse(scope, receive, send, WireError(
                 ErrorCode.FORBIDDEN, "the Host header does not name this daemon (start it with the address you use)"))
             return
@@ -81,11 +86,13 @@ class TcpGuard:
 
 
 class TokenAuth:
-    """Demand ``Authorization: Bearer <token>`` on every request but /health (TCP mode)."""
+    """Demand ``Authorization: Bearer <token>`` on every request but /health (TCP mode): the
+    daemon's own token, or a developer's from the tokens file (the request then runs as them)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, team: Team | None = None) -> None:
         self.app = app
         self.token = token.encode()
+        self.team = team
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") == "/health":
@@ -97,13 +104,18 @@ class TokenAuth:
             scheme, _, credential = value.partition(b" ")
             if scheme.lower() == b"bearer":
                 given = credential.strip()
-        # Constant-time comparison: the answer time must not reveal how much of a guess was right.
-        if not hmac.compare_digest(given, self.token):
+        # Constant-time comparisons, all of them made: the answer time must not reveal how much of
+        # a guess was right, nor whether it was close to the owner's token or a developer's.
+        developer = self.team.tokens.identify(given) if self.team is not None else None
+        owner = hmac.compare_digest(given, self.token)
+        if developer is not None and self.team is not None:
+            await self.team.serve_as(developer, self.app, scope, receive, send)
+        elif owner:
+            await self.app(scope, receive, send)
+        else:
+            hint = "ask the daemon's operator for yours" if self.team is not None else "see the daemon's token file"
             await _refuse(scope, receive, send, WireError(
-                ErrorCode.UNAUTHORIZED, "missing or wrong bearer token (see the daemon's token file)"),
-                {"WWW-Authenticate": "Bearer"})
-            return
-        await self.app(scope, receive, send)
+                ErrorCode.UNAUTHORIZED, f"missing or wrong bearer token ({hint})"), {"WWW-Authenticate": "Bearer"})
 
 
 class Shield:

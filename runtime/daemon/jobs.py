@@ -75,10 +75,14 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     submitted: float = field(default_factory=time.monotonic)
     finished: bool = False
+    owner: str | None = None  # the developer (tokens file) it runs for; None: the daemon's owner
+    superseded: bool = False  # cancelled by a newer job with the same key
 
     @property
-    def client(self) -> str | None:
-        return self.request.client
+    def client(self) -> tuple[str | None, str] | None:
+        """The supersession key: the request's client key, scoped to the developer who sent it, so
+        one developer's requests never supersede another's."""
+        return None if self.request.client is None else (self.owner, self.request.client)
 
     def finish(self, outcome: Outcome) -> None:
         # A job finishes once: a cancel racing with the worker's own end must not answer twice.

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import socket as socketlib
 import stat
 import sys
@@ -27,13 +28,16 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from diffgemma.runtime.api import paths
-from diffgemma.runtime.api.config import ENV_MODEL, env
-from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.config import ENV_MODEL, VLLM_WORKERS, env
+from diffgemma.runtime.api.daemon_config import ADDRESS_TAKEN, MODEL_LOAD_FAILED, DaemonConfig, DaemonStartError
+from diffgemma.runtime.api.errors import one_line
 from diffgemma.runtime.api.token_file import load_or_create_token
+from diffgemma.runtime.daemon.team import load_team
 
 if TYPE_CHECKING:
     from diffgemma.runtime.daemon.scheduler import Scheduler
     from diffgemma.runtime.daemon.server import ServerInfo
+    from diffgemma.runtime.engine.vllm.engine import VllmEngine
 
 AF_UNIX_PATH_MAX = 107
 
@@ -175,25 +179,70 @@ def _bind(config: DaemonConfig, lock: AddressLock) -> tuple[socketlib.socket, Se
     host = config.host or "127.0.0.1"
     if host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: reachable from other machines (the bearer token still applies)", host)
+        if not config.tls:
+            log.warning("without --tls-cert, tokens and code cross the network in clear text")
     token = load_or_create_token()
+    team = load_team(config.tokens_file)
+    if config.tls_cert is not None and config.tls_key is not None:
+        check_tls(config.tls_cert, config.tls_key)
     sock = bind_tcp_socket(host, int(config.port or 0), lock)
     return sock, ServerInfo(url=config.describe(), max_body=config.max_body, token=token, host=host,
-                            allow_origins=tuple(config.allow_origins))
+                            allow_origins=tuple(config.allow_origins), team=team, tls=config.tls)
 
 
-def _scheduler(config: DaemonConfig, default_model: str | None) -> Scheduler:
+def check_tls(cert: Path, key: Path) -> None:
+    """Refuse, in one line and before anything is bound, a certificate and key TLS cannot use."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        raise DaemonStartError(f"cannot read the TLS certificate or key ({exc.filename or cert}): "
+                               f"{exc.strerror or one_line(exc)}") from None
+    except ssl.SSLError as exc:
+        raise DaemonStartError(f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its "
+                               f"private key ({exc.reason or one_line(exc)})") from None
+    if key.stat().st_mode & 0o077:
+        log.warning("the TLS key %s is readable by other users; `chmod 600 %s`", key, key)
+
+
+def connect_vllm(config: DaemonConfig) -> VllmEngine:
+    """The vLLM engine over the configured servers, each checked to run the checkpoint ``--model``
+    names (before anything is bound: a disagreement starts nothing)."""
+    name = config.model or env(ENV_MODEL)
+    if not name:
+        raise DaemonStartError("--engine vllm needs --model: the checkpoint the vLLM servers run "
+                               "(its tokenizer is used here)")
+    from diffgemma.runtime.engine.loading import ModelLoadError
+    from diffgemma.runtime.engine.vllm.connect import VllmStartError
+    from diffgemma.runtime.engine.vllm.engine import VllmEngine
+
+    try:
+        engine = VllmEngine.connect(name, config.vllm_urls)
+    except (VllmStartError, ModelLoadError) as exc:
+        raise DaemonStartError(one_line(exc)) from None
+    log.info("vLLM servers checked (they serve %s): %s", name, ", ".join(s.url for s in engine.pool.servers))
+    return engine
+
+
+def _scheduler(config: DaemonConfig, default_model: str | None, engine: VllmEngine | None = None) -> Scheduler:
     from diffgemma.runtime.daemon.scheduler import Limits, Scheduler
 
     limits = Limits(max_request_seconds=config.max_request_seconds or None, max_steps=config.max_steps,
                     max_tokens=config.max_tokens, allowed_models=tuple(config.allow_models),
                     # Over TCP any token holder could otherwise load any path: only what the operator named.
-                    restrict_models=config.tcp or bool(config.allow_models), fixed_model=config.fixed_model)
+                    restrict_models=config.tcp or bool(config.allow_models),
+                    # the vLLM servers run one checkpoint: requests cannot switch it
+                    fixed_model=config.fixed_model or engine is not None)
+    if engine is not None:  # it holds no model to unload: never idle out; one worker per job in flight
+        return Scheduler(default_model, keep_alive=-1, max_queue=config.max_queue, limits=limits,
+                         engine_loader=lambda *_: engine, workers=VLLM_WORKERS, engine_kind="vllm")
     return Scheduler(default_model, device=config.device, dtype=config.dtype, quantize=config.quantize,
                      keep_alive=config.keep_alive, max_queue=config.max_queue, sampler=config.sampler,
                      limits=limits)
 
 
-def _http_server(scheduler: Scheduler, info: ServerInfo) -> Any:
+def _http_server(scheduler: Scheduler, info: ServerInfo, config: DaemonConfig) -> Any:
     """A uvicorn server for the app that cancels the engine's work on SIGTERM and exits 0 after it."""
     import uvicorn
 
@@ -217,29 +266,58 @@ def _http_server(scheduler: Scheduler, info: ServerInfo) -> Any:
                     self._captured_signals.clear()
 
     uv_config = uvicorn.Config(create_app(scheduler, info), log_level="warning", access_log=False,
-                               lifespan="off", timeout_graceful_shutdown=5, server_header=False)
+                               lifespan="off", timeout_graceful_shutdown=5, server_header=False,
+                               ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
     return Server(uv_config)
 
 
 def serve(config: DaemonConfig) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT. Returns the exit status.
 
-    Raises DaemonStartError (before anything is bound) when the daemon cannot start.
+    Raises DaemonStartError (before anything is bound) when the daemon cannot start, and after
+    shutting down when the model it was started with does not load: a daemon with nothing to
+    serve does not stay behind holding its address and memory (code ``model_load_failed``).
     """
     _setup_logging()
     config.check()
+    engine = connect_vllm(config) if config.engine == "vllm" else None
+    default_model: str | None
+    if engine is not None:
+        default_model, notice = engine.checkpoint.name, None
+    else:
+        default_model, notice = resolve_default_model(config.model)
+    # Everything slow to import or build comes before the address is claimed: once it holds the
+    # address a daemon answers within moments, so a holder that does not answer is stuck.
+    scheduler = _scheduler(config, default_model, engine)
+    import uvicorn  # noqa: F401
+
+    from diffgemma.runtime.daemon import server as _server  # noqa: F401
+
     lock = AddressLock(paths.lock_path(config.address))
-    sock, info = _bind(config, lock)
-    pid_file = paths.pid_path(config.address)
-    default_model, notice = resolve_default_model(config.model)
+    try:
+        sock, info = _bind(config, lock)
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
     info.notice = notice
     if notice:
         log.warning("%s", notice)
-    scheduler = _scheduler(config, default_model)
+    pid_file = paths.pid_path(config.address)
+    server = _http_server(scheduler, info, config)
+    failed: list[BaseException] = []
+
+    def load_failed(exc: BaseException) -> None:  # the worker thread: stop serving
+        failed.append(exc)
+        server.should_exit = True
+
     scheduler.start()
     if config.preload and default_model:
-        scheduler.preload()
-    server = _http_server(scheduler, info)
+        scheduler.preload(on_failure=load_failed)
+    team = info.team
+    if team is not None:
+        # SIGHUP reads the tokens file again (edits are also noticed by themselves: see team.py).
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: team.tokens.request_reload())
     try:
         pid_file.write_text(f"{os.getpid()}\n")
         log.info("diffgemma daemon (pid %d) listening on %s; model: %s", os.getpid(), config.describe(),
@@ -247,6 +325,8 @@ def serve(config: DaemonConfig) -> int:
         if info.token:
             log.info("TCP clients must send `Authorization: Bearer <token>`; the token is in %s",
                      paths.token_path())
+        if info.team is not None:
+            log.info("developers from %s: %s", config.tokens_file, ", ".join(info.team.tokens.names) or "none")
         server.run(sockets=[sock])
     finally:
         scheduler.stop()
@@ -259,4 +339,6 @@ def serve(config: DaemonConfig) -> int:
         sock.close()
         lock.release()
         log.info("daemon stopped")
+    if failed:
+        raise DaemonStartError(f"the model failed to load: {one_line(failed[0])}", MODEL_LOAD_FAILED)
     return 0

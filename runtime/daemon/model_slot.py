@@ -1,9 +1,10 @@
 """The one loaded engine: loading (and switching) it, unloading it when its keep_alive passes, and
-the state /v1/status reports (unloaded, loading, ready, error).
+the state /v1/status reports (unloaded, loading, ready, error; which engine, what it can do).
 
-``ensure`` and ``unload`` run in the scheduler's worker thread only: they call the engine loader
-(which imports torch) and ``engine.close()``. ``status`` and the keep_alive bookkeeping may be
-called from any thread; they hold the condition the worker waits on.
+``ensure`` and ``unload`` run in the scheduler's worker threads only: they call the engine loader
+(which imports torch for the local engine) and ``engine.close()``; one load runs at a time.
+``status`` and the keep_alive bookkeeping may be called from any thread; they hold the condition
+the workers wait on.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _context_length(engine: Any) -> int | None:
 class ModelSlot:
     def __init__(self, engine_loader: EngineLoader = default_engine_loader, *, device: str | None = None,
                  dtype: str | None = None, quantize: str | None = None, sampler: str | None = None,
-                 keep_alive: float = DEFAULT_KEEP_ALIVE_S, cond: threading.Condition | None = None) -> None:
+                 keep_alive: float = DEFAULT_KEEP_ALIVE_S, cond: threading.Condition | None = None,
+                 engine_kind: str = "local") -> None:
         self._load_engine = engine_loader
         self.device = device
         self.dtype = dtype
@@ -49,6 +51,8 @@ class ModelSlot:
         self.sampler = sampler
         self.keep_alive = keep_alive  # seconds after a job; < 0: never unload
         self.cond = cond or threading.Condition()
+        self.engine_kind = engine_kind
+        self._load_lock = threading.Lock()  # several workers (the vLLM engine) may ask at once
 
         self.engine: Any = None
         self.model: str | None = None  # the last model loaded (still named after an unload)
@@ -82,6 +86,12 @@ class ModelSlot:
 
         A failed load leaves the slot in the "error" state with the reason and raises."""
         if self.holds(name):
+            return 0.0
+        with self._load_lock:
+            return self._ensure(name)
+
+    def _ensure(self, name: str) -> float:
+        if self.holds(name):  # another worker loaded it while this one waited
             return 0.0
         if self.engine is not None:
             # A mistyped name must not cost the user the model that works: check that the new
@@ -160,9 +170,13 @@ class ModelSlot:
             if self.state == "loading" and self._load_started is not None:
                 progress = f"{now - self._load_started:.1f} s elapsed"
             unload_in = round(max(0.0, self._unload_at - now), 1) if loaded and self._unload_at is not None else None
+            engine = self.engine
             return {
                 "state": self.state,
                 "model": self.model,
+                "engine": getattr(engine, "kind", self.engine_kind),
+                "capabilities": engine.capabilities().to_dict() if loaded else None,
+                "servers": engine.health().get("servers") if loaded else None,
                 "loading_model": self._loading_model,
                 "load_progress": progress,
                 "last_error": self._last_error,

@@ -14,6 +14,25 @@ from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, answer, r
 from diffgemma.runtime.daemon.jobs import JobKind
 from diffgemma.runtime.daemon.openapi import openapi_schema
 from diffgemma.runtime.daemon.streaming import JobStream, ndjson_draft, ndjson_end
+from diffgemma.runtime.daemon.team import team_status
+
+
+def resident_bytes() -> int | None:
+    """The daemon process's resident memory now (model, torch, buffers: what it costs the machine;
+    ``memory_bytes`` counts the model's weights only). Linux reads /proc; elsewhere the peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+    except (ImportError, OSError):
+        return None
 
 
 class NativeRoutes:
@@ -51,7 +70,9 @@ class NativeRoutes:
         info = self.dispatch.info
         data = self.dispatch.scheduler.status()
         data.update({"pid": os.getpid(), "socket": info.socket, "url": info.url, "notice": info.notice,
-                     "disconnects": self.dispatch.disconnects, "api_version": API_VERSION})
+                     "disconnects": self.dispatch.disconnects, "api_version": API_VERSION,
+                     "rss_bytes": resident_bytes()})
+        data.update(team_status(info.team))  # who asks, and the developers' counters (a tokens file)
         return JSONResponse(data)
 
     async def openapi(self, request: Request) -> Response:

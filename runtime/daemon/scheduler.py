@@ -1,7 +1,9 @@
-"""The daemon's scheduler: ONE worker thread that owns the engine, fed by a bounded queue.
+"""The daemon's scheduler: worker threads that own the engine, fed by a bounded queue.
 
-The engine is not thread-safe and its calls block for a long time, so it never runs on the event
-loop: every load, generation and unload happens in the worker thread. The event loop only submits
+The local engine is not thread-safe and its calls block for a long time, so it has ONE worker and
+never runs on the event loop: every load, generation and unload happens in that thread. The vLLM
+engine sends each job's canvases to vLLM servers, which batch the requests of many clients: it
+gets several workers (``workers``), each running one job at a time. The event loop only submits
 jobs and is called back (thread-safely) with drafts and outcomes.
 
 Three parts, one lock (the condition the worker waits on):
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,16 +90,20 @@ class Scheduler:
     def __init__(self, default_model: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, keep_alive: float = DEFAULT_KEEP_ALIVE_S, max_queue: int = DEFAULT_MAX_QUEUE,
                  engine_loader: EngineLoader = default_engine_loader, quantize: str | None = None,
-                 sampler: str | None = None, limits: Limits | None = None) -> None:
+                 sampler: str | None = None, limits: Limits | None = None, workers: int = 1,
+                 engine_kind: str = "local") -> None:
         self.limits = limits or Limits()
+        self.workers = max(1, workers)
         self._cond = threading.Condition()
         self.policy = ModelPolicy(default_model, self.limits)
         self.queue = JobQueue(max_queue, self._cond)
         self.slot = ModelSlot(engine_loader, device=device, dtype=dtype, quantize=quantize, sampler=sampler,
-                              keep_alive=keep_alive, cond=self._cond)
+                              keep_alive=keep_alive, cond=self._cond, engine_kind=engine_kind)
         self.tally = Tally()
         self._pending_load: str | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._alive = 0  # workers still running (the last one out unloads the model)
+        self._load_failed: Callable[[BaseException], None] | None = None  # the preload's caller, told
         self._started = time.time()
 
     @property
@@ -106,25 +113,32 @@ class Scheduler:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="diffgemma-engine", daemon=True)
-        self._thread.start()
+        self._alive = self.workers
+        for n in range(self.workers):
+            name = "diffgemma-engine" if self.workers == 1 else f"diffgemma-engine-{n}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel everything, unload the model in the worker, and wait for it to finish."""
+        """Cancel everything, unload the model in a worker, and wait for the workers to finish."""
         self.queue.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
 
     def cancel_all(self) -> None:
         self.queue.cancel_all()
 
-    def preload(self, model: str | None = None) -> None:
-        """Load ``model`` (default: the daemon's) in the worker before any request asks for it."""
+    def preload(self, model: str | None = None, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        """Load ``model`` (default: the daemon's) in the worker before any request asks for it;
+        ``on_failure`` hears (in the worker thread) why it did not load."""
         name = model or self.default_model
         if not name:
             return
         with self._cond:
             self._pending_load = name
+            self._load_failed = on_failure
             self.slot.mark_loading(name)
             self._cond.notify_all()
 
@@ -154,7 +168,7 @@ class Scheduler:
             slot = self.slot.status()
             running = self.queue.running
             return {
-                **{k: slot[k] for k in ("state", "model")},
+                **{k: slot[k] for k in ("state", "model", "engine", "capabilities", "servers")},
                 "default_model": self.default_model,
                 **{k: slot[k] for k in ("loading_model", "load_progress", "last_error", "device", "dtype",
                                         "memory_bytes", "parameters", "canvas_length", "context_length",
@@ -167,6 +181,8 @@ class Scheduler:
                 "queue_length": len(self.queue),
                 "queue_limit": self.queue.max_queue,
                 "running": running.id if running is not None else None,
+                "running_jobs": self.queue.running_count,
+                "workers": self.workers,
                 "requests_served": self.tally.served,
                 "cancelled": self.queue.dropped + self.tally.cancelled,
                 "superseded": self.queue.superseded,
@@ -190,7 +206,11 @@ class Scheduler:
                 self.queue.done(job, self._run_safely(job))
             else:
                 self.slot.unload("keep_alive expired")
-        self.slot.unload("shutting down")
+        with self._cond:
+            self._alive -= 1
+            last = self._alive == 0
+        if last:
+            self.slot.unload("shutting down")
 
     def _next(self) -> tuple[str | None, Job | None] | None:
         """What the worker does next: (model to load, None), (None, job), (None, None) to unload the
@@ -215,6 +235,8 @@ class Scheduler:
             self.slot.keep()
         except Exception as exc:
             log.error("could not load %s: %s", name, one_line(exc))
+            if self._load_failed is not None:
+                self._load_failed(exc)
 
     def _run_safely(self, job: Job) -> Outcome:
         try:

@@ -99,6 +99,6 @@ def create_app(scheduler: Scheduler, info: ServerInfo) -> ASGIApp:
     routes = _routes(NativeRoutes(dispatch), CompatRoutes(dispatch))
     app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
     if info.token:
-        app = TokenAuth(app, info.token)
-        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins)
+        app = TokenAuth(app, info.token, info.team)
+        app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins, any_host=info.tls)
     return Shield(app)

@@ -19,7 +19,7 @@ from diffgemma.runtime.api.results import draft_line, error_line, result_line
 from diffgemma.runtime.daemon.jobs import Job, Outcome
 from diffgemma.runtime.daemon.next_edit_job import draft_fields
 from diffgemma.runtime.daemon.wire import error_response, wait_disconnect
-from diffgemma.runtime.engine.types import Draft
+from diffgemma.runtime.engine.types import Draft, HolesDraft
 
 _END = object()
 
@@ -58,12 +58,14 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["canvas"] = draft.canvas
     if draft.final:
         line["final"] = True  # this canvas is committed: later text only extends it
+    phase = getattr(draft, "phase", None)
+    if phase:  # e.g. "repairing": the steps are done and a syntax repair round runs on ``text``
+        line["phase"], line["round"] = phase, draft.round
     confidence = bool(getattr(job.request, "confidence", None))
     if draft.tokens is not None and confidence:
         line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is
-    holes = getattr(draft, "holes", None)  # several holes (holes.HolesDraft): every hole, in order
-    if holes is not None:
-        line["holes"] = [h.to_dict(tokens=confidence) for h in holes]
+    if isinstance(draft, HolesDraft):  # several holes: every hole, in order
+        line["holes"] = [h.to_dict(tokens=confidence) for h in draft.holes]
     line.update(draft_fields(draft))  # a next-edit draft: its window and the edits so far
     return (json.dumps(line, ensure_ascii=False) + "\n").encode()
 

@@ -9,20 +9,25 @@ best row's span after what the earlier canvases of the same request wrote.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.confidence import pieces
 from diffgemma.runtime.engine.denoise import Budget, Problem, StepCallback
+from diffgemma.runtime.engine.layout import (  # noqa: F401 - shared with the vLLM engine, used here by name
+    check_alternatives,
+    checked_max_tokens,
+    finish_timings,
+    hole_candidates,
+    rewrite_lengths,
+    until,
+)
 from diffgemma.runtime.engine.prompt import strip_heal
-from diffgemma.runtime.engine.types import Draft, SettingsError, Timings
+from diffgemma.runtime.engine.types import Draft, DraftCallback, Timings
 
-DraftCallback = Callable[[Draft], None]
 Decode = Callable[[Sequence[int]], str]
 
 
@@ -37,57 +42,16 @@ class Run:
     # build per-token confidence pieces (results and drafts): two decodes per token, so only
     # when the request asked for them
     confidence: bool = False
+    # told (round, each hole's text so far) as each syntax repair round starts, so a live view can
+    # say what the time goes to (`announce_repairs`)
+    on_repair: Callable[[int, list[str]], None] | None = None
 
 
-def checked_max_tokens(max_tokens: int | None, default: int) -> int:
-    if max_tokens is None:
-        return default
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise SettingsError("max_tokens must be an integer")
-    if not 1 <= max_tokens <= config.MAX_TOKENS_LIMIT:
-        raise SettingsError(f"max_tokens must be between 1 and {config.MAX_TOKENS_LIMIT} (got {max_tokens})")
-    return max_tokens
-
-
-def check_alternatives(alternatives: int) -> None:
-    if (isinstance(alternatives, bool) or not isinstance(alternatives, int)
-            or not 1 <= alternatives <= config.MAX_ALTERNATIVES):
-        raise SettingsError(f"alternatives must be between 1 and {config.MAX_ALTERNATIVES} (got {alternatives!r})")
-
-
-def finish_timings(timings: Timings, generated: int, t0: float) -> Timings:
-    """A request's timings once its canvases are done (``t0``: its start, time.perf_counter())."""
-    timings.ms_per_step = timings.ms_per_step / max(timings.steps, 1)
-    timings.generated_tokens = generated
-    timings.tokens_per_forward = generated / max(timings.steps, 1)
-    timings.total_ms = (time.perf_counter() - t0) * 1000
-    return timings
-
-
-def hole_candidates(length: int, max_hole: int, suffix_len: int) -> tuple[list[int], int]:
-    """Hole lengths to try in one batch on a canvas of ``length``, and how many suffix tokens
-    every row holds.
-
-    Every row holds the same number of leading suffix tokens (scored alike), so the longest
-    hole leaves room for them: about a quarter of the canvas, or the whole suffix when it is
-    shorter.
-    """
-    hold = min(suffix_len, max(1, length // 4)) if suffix_len else 0
-    longest = max(1, min(max_hole, length - hold))
-    grid = {max(1, round(length * f)) for f in (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4)}
-    grid = {n for n in grid if n < longest} | {longest}
-    return sorted(grid), hold
-
-
-def rewrite_lengths(length: int, orig: list[int], following: list[int], search: bool, room_left: int) -> list[int]:
-    """Rewrite lengths to try: the selection's own length and a few around it (last canvas only)."""
-    if search:
-        n = len(orig)
-        room = length - min(max(1, length // 4), len(following)) if following else length
-        cands = sorted({max(1, min(room, m)) for m in (n, round(n * 0.75), round(n * 1.25), n - 2, n + 2)})
-    else:
-        cands = [max(1, len(orig))]
-    return [c for c in cands if c <= room_left] or [max(1, min(len(orig), room_left))]
+def announce_repairs(run: Run, on_draft: DraftCallback | None) -> None:
+    """Send a draft with ``phase="repairing"`` as each repair round of ``run`` starts (one hole)."""
+    if on_draft is not None:
+        run.on_repair = lambda k, texts: on_draft(Draft(step=run.timings.steps, text=texts[0], phase="repairing",
+                                                        round=k))
 
 
 def held_after(lengths: Sequence[int], following: Sequence[int], length: int,
@@ -168,9 +132,3 @@ def draft_callback(decode: Decode, on_draft: DraftCallback, healed: str, done: l
         on_draft(Draft(step=n, text=text, canvas=canvas, tokens=shown))
 
     return step
-
-
-def until(tokens: list[int], stops: set[int]) -> list[int]:
-    """``tokens`` up to the first stop token."""
-    end = next((i for i, t in enumerate(tokens) if t in stops), None)
-    return tokens if end is None else tokens[:end]

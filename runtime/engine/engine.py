@@ -28,6 +28,7 @@ from diffgemma.runtime.engine.canvas import DraftCallback, finish_timings, hole_
 from diffgemma.runtime.engine.denoise import Budget, Problem
 from diffgemma.runtime.engine.fill import fill_canvases, infill
 from diffgemma.runtime.engine.holes import infill_holes
+from diffgemma.runtime.engine.interface import Capabilities, EngineKind
 from diffgemma.runtime.engine.loading import LoadedModel, load_model
 from diffgemma.runtime.engine.prefix_cache import encode
 from diffgemma.runtime.engine.prompt import chat_parts
@@ -58,10 +59,13 @@ def _frees_on_cancel(method: Callable[..., EngineResult]) -> Callable[..., Engin
 
 
 class Engine:
-    """Infill/rewrite over one loaded DiffusionGemma. Not thread-safe: callers serialize.
+    """Infill/rewrite over one loaded DiffusionGemma (`interface.InferenceEngine`). Not thread-safe:
+    callers serialize. The calls' ``client`` (who asks) is for engines that route; here it is unused.
 
     ``observer`` (tests, debugging) is called with the chosen row of every canvas a request
     settles on (`runner.CanvasView`); None, the default, costs nothing."""
+
+    kind: EngineKind = "local"
 
     def __init__(self, loaded: LoadedModel, sampler: str = "stream", prefix_cache: bool = True,
                  observer: Observer | None = None) -> None:
@@ -111,6 +115,16 @@ class Engine:
             "memory_bytes": int(memory),
             "sampler": self.sampler,
         }
+
+    @property
+    def default_steps(self) -> int:
+        return self.defaults.steps
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities()  # everything the API offers
+
+    def health(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self.runner.close()
@@ -206,6 +220,7 @@ class Engine:
         language: str | None = None,
         refine: bool = True,
         confidence: bool = False,
+        client: str | None = None,
     ) -> EngineResult:
         """Fill the hole between ``prefix`` and ``suffix``.
 
@@ -227,10 +242,16 @@ class Engine:
 
     @_frees_on_cancel
     @torch.no_grad()
-    def infill_holes(self, pieces: Sequence[str], **options: Any) -> EngineResult:
+    def infill_holes(self, pieces: Sequence[str], *, extra: Sequence[tuple[str, str]] = (),
+                     max_tokens: int | None = None, settings: SamplingSettings | None = None,
+                     on_draft: DraftCallback | None = None, cancel: CancelToken | None = None,
+                     deadline: float | None = None, language: str | None = None, refine_syntax: bool = True,
+                     alternatives: int = 1, confidence: bool = False, client: str | None = None) -> EngineResult:
         """Several holes: ``pieces`` is the fixed text around them (one more than holes); the
         result's ``holes`` has one entry per hole. See `holes` for the options."""
-        return infill_holes(self.runner, pieces, **options)
+        return infill_holes(self.runner, pieces, extra=extra, max_tokens=max_tokens, settings=settings,
+                            on_draft=on_draft, cancel=cancel, deadline=deadline, language=language,
+                            refine_syntax=refine_syntax, alternatives=alternatives, confidence=confidence)
 
     @_frees_on_cancel
     @torch.no_grad()
@@ -243,6 +264,7 @@ class Engine:
         on_draft: DraftCallback | None = None,
         cancel: CancelToken | None = None,
         deadline: float | None = None,
+        client: str | None = None,
     ) -> EngineResult:
         """A chat answer in Gemma's turn format, then plain generation, canvas after canvas, until
         end of turn or ``max_tokens``. The turn markers are encoded as special tokens; what the
@@ -276,6 +298,7 @@ class Engine:
         language: str | None = None,
         refine: bool = True,
         confidence: bool = False,
+        client: str | None = None,
     ) -> EngineResult:
         """Rewrite ``selection`` in place; the canvas starts from the selection's tokens.
 

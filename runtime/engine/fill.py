@@ -16,6 +16,7 @@ from diffgemma.runtime.engine.canvas import (
     Decode,
     DraftCallback,
     Run,
+    announce_repairs,
     best_row,
     check_alternatives,
     checked_max_tokens,
@@ -27,6 +28,7 @@ from diffgemma.runtime.engine.canvas import (
 )
 from diffgemma.runtime.engine.confidence import pieces
 from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
+from diffgemma.runtime.engine.layout import distinct, trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import repair_fill, repair_language
 from diffgemma.runtime.engine.runner import CanvasRunner, EncodedPrompt, chosen_view
@@ -69,6 +71,7 @@ def fill_canvases(runner: CanvasRunner, prompt: list[int], suffix_ids: list[int]
     t0 = time.perf_counter()
     check_alternatives(alternatives)
     run = runner.start(settings, budget, confidence=confidence)
+    announce_repairs(run, on_draft)
     budget_tokens = checked_max_tokens(max_tokens, default=runner.canvas_length)
     stops = stops if stops is not None else set(runner.eos_ids)
     fill = Fill(runner.decode, healed, prefix, on_draft, confidence=confidence)
@@ -215,34 +218,3 @@ class FillRun:
             self.finish = "time"
             return False
         return True
-
-
-def distinct(texts: list[str]) -> list[str]:
-    """``texts`` without repeats, in order."""
-    seen: dict[str, None] = {}
-    for t in texts:
-        seen.setdefault(t, None)
-    return list(seen)
-
-
-def trim_join(text: str, prefix: str, suffix: str) -> str:
-    """Conservative clean-up at the joins: drop whole lines the fill repeats from either side.
-
-    The held suffix keeps the canvas from running into the suffix token-wise, but a fill can
-    still end with a copy of the suffix's first line(s) placed just before it, or start with a
-    copy of the line the cursor is on. Only whole, non-blank lines are dropped.
-    """
-    if not text:
-        return text
-    lines = text.splitlines(keepends=True)
-    head = [ln for ln in suffix.splitlines(keepends=True) if ln.strip()][:3]
-    # trailing duplicate of the suffix's first non-blank line(s)
-    for k in range(min(len(head), len(lines)), 0, -1):
-        tail = lines[-k:]
-        if [t.strip() for t in tail] == [h.strip() for h in head[:k]] and tail[-1].endswith("\n"):
-            lines = lines[:-k]
-            break
-    current = prefix.rsplit("\n", 1)[-1]
-    if lines and current.strip() and lines[0].strip() == current.strip() and lines[0].endswith("\n"):
-        lines = lines[1:]
-    return "".join(lines)

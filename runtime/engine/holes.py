@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,7 +42,8 @@ from diffgemma.runtime.engine.canvas import (
 )
 from diffgemma.runtime.engine.confidence import pieces as token_pieces
 from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
-from diffgemma.runtime.engine.fill import infill, trim_join
+from diffgemma.runtime.engine.fill import infill
+from diffgemma.runtime.engine.layout import plan_groups, sets, trim_join
 from diffgemma.runtime.engine.prompt import build_parts, strip_heal
 from diffgemma.runtime.engine.repair import Layout, refine, repair_language
 from diffgemma.runtime.engine.runner import CanvasRunner, CanvasView, EncodedPrompt
@@ -50,7 +51,9 @@ from diffgemma.runtime.engine.types import (
     Draft,
     EngineResult,
     FinishReason,
+    HoleDraft,
     HoleFill,
+    HolesDraft,
     SamplingSettings,
     SettingsError,
     Timings,
@@ -58,54 +61,6 @@ from diffgemma.runtime.engine.types import (
 )
 
 SCOUT_STEPS = 2  # steps of the length-scouting run (enough for the held-text scores to separate)
-# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
-HoleState = Literal["final", "refining", "waiting"]
-
-
-@dataclass
-class _Group:
-    holes: list[int]  # hole indexes, consecutive
-
-
-def plan_groups(length: int, fixed_ids: list[list[int]]) -> list[_Group]:
-    """Consecutive holes share a canvas (of ``length``) while the text between them is at most a
-    quarter canvas and every hole in it keeps at least an eighth of the canvas of room."""
-    room_min, between_max = max(2, length // 8), max(1, length // 4)
-    groups: list[_Group] = [_Group([0])]
-    n_holes = len(fixed_ids) - 1
-    for hole in range(1, n_holes):
-        group = groups[-1]
-        between = [len(fixed_ids[h + 1]) for h in group.holes]  # text after each hole so far
-        tail = min(len(fixed_ids[hole + 1]), between_max)
-        fits = sum(between) + (len(group.holes) + 1) * room_min + tail <= length
-        if between[-1] <= between_max and fits:
-            group.holes.append(hole)
-        else:
-            groups.append(_Group([hole]))
-    return groups
-
-
-@dataclass
-class HoleDraft:
-    """One hole in a draft of several: its text so far and where it stands."""
-
-    text: str
-    state: HoleState
-    tokens: list[TokenPiece] = field(default_factory=list)  # ``text`` token by token
-
-    def to_dict(self, tokens: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text, "state": self.state}
-        if tokens:
-            out["tokens"] = [t.to_dict() for t in self.tokens]
-        return out
-
-
-@dataclass
-class HolesDraft(Draft):
-    """A draft of several holes: ``holes`` has every hole in order; ``text`` and ``tokens`` are the
-    first hole's (as in the result), ``canvas`` the group being denoised."""
-
-    holes: list[HoleDraft] = field(default_factory=list)
 
 
 class _Drafts:
@@ -119,22 +74,32 @@ class _Drafts:
         self.done: list[HoleFill] = []
         self.steps = 0
 
-    def show(self, current: list[tuple[str, list[TokenPiece]]], group: int) -> None:
-        self.steps += 1
+    def show(self, current: Sequence[tuple[str, list[TokenPiece] | None]], group: int,
+             repair_round: int = 0) -> None:
+        """A step's draft; with ``repair_round``, the one that says a syntax repair round starts."""
+        if not repair_round:
+            self.steps += 1
         holes = [HoleDraft(f.text, "final", list(f.tokens)) for f in self.done]
         holes += [HoleDraft(text, "refining", tokens) for text, tokens in current]
         holes += [HoleDraft("", "waiting") for _ in range(self.count - len(holes))]
         first = holes[0]
-        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes))
+        self.on_draft(HolesDraft(step=self.steps, text=first.text, canvas=group, tokens=first.tokens, holes=holes,
+                                 phase="repairing" if repair_round else None, round=repair_round))
 
     def single(self, group: int) -> DraftCallback:
         """The draft callback of a group of one hole (filled by `fill.infill`)."""
 
         def relay(draft: Draft) -> None:
-            if not draft.final:  # a committed canvas: the next step's draft shows it too
+            if draft.phase:
+                self.show([(draft.text, None)], group, repair_round=draft.round)
+            elif not draft.final:  # a committed canvas: the next step's draft shows it too
                 self.show([(draft.text, list(draft.tokens or []))], group)
 
         return relay
+
+    def repairs(self, group: int) -> Callable[[int, list[str]], None]:
+        """The repair announcer of a shared canvas (`canvas.Run.on_repair`): every hole's text."""
+        return lambda k, texts: self.show([(text, None) for text in texts], group, repair_round=k)
 
     def joint(self, decode: Decode, spans: list[list[tuple[int, int]]], render: Callable[[int, list[int]], str],
               group: int) -> StepCallback:
@@ -232,15 +197,6 @@ def _single(runner: CanvasRunner, before: str, after: str, settings: SamplingSet
     return [fill], r.timings, r.finish_reason, [(t,) for t in (r.alternatives or [r.text])]
 
 
-def sets(group_sets: Sequence[Sequence[tuple[str, ...]]], n: int) -> list[tuple[str, ...]]:
-    """The request's distinct sets of fills, set 0 the answer: set k joins every group's k-th
-    alternative (a group with fewer distinct ones than k gives its answer)."""
-    out: dict[tuple[str, ...], None] = {}
-    for k in range(n):
-        out.setdefault(tuple(t for g in group_sets for t in (g[k] if k < len(g) else g[0])), None)
-    return list(out)
-
-
 def _answers(fills: list[HoleFill], group_sets: list[list[tuple[str, ...]]], n: int) -> list[HoleFill]:
     chosen = sets(group_sets, n) if n > 1 else []
     return [dataclasses.replace(f, alternatives=[s[i] for s in chosen]) for i, f in enumerate(fills)]
@@ -328,6 +284,8 @@ def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[
     parts = build_parts(before, extra=ask.extra)
     prompt = runner.prompt_ids(parts.header, parts.prefix)
     run = runner.start(settings, ask.budget, confidence=ask.confidence)
+    if ask.drafts is not None:
+        run.on_repair = ask.drafts.repairs(group)
     encoded = runner.prepare(prompt, run.timings, first=True)
     stops = set(runner.eos_ids)
     context = [before, *after]

@@ -29,8 +29,21 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     if device and device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available on this machine")
+        try:
+            kind = torch.device(device)
+        except (RuntimeError, ValueError):  # torch's own message lists every device type it knows
+            raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        if kind.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available on this machine")
+            if kind.index is not None and kind.index >= torch.cuda.device_count():
+                raise ModelLoadError(f"device {device!r} asked for, but this machine has "
+                                     f"{torch.cuda.device_count()} CUDA device(s)")
+        elif kind.type != "cpu":
+            backend = getattr(torch, kind.type, None)
+            available = getattr(backend, "is_available", None)
+            if not callable(available) or not available():
+                raise ModelLoadError(f"device {device!r} is not available on this machine; use cpu or cuda")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 

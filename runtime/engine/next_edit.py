@@ -143,11 +143,12 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
               threshold: float, extra: Sequence[tuple[str, str]] = (), max_tokens: int | None = None,
               settings: SamplingSettings | None = None, on_draft: DraftCallback | None = None,
               cancel: CancelToken | None = None, deadline: float | None = None,
-              context_chars: int = DEFAULT_CONTEXT_CHARS, strength: float = STRENGTH) -> NextEditAnswer:
+              context_chars: int = DEFAULT_CONTEXT_CHARS, strength: float = STRENGTH,
+              client: str | None = None) -> NextEditAnswer:
     """The edits proposed in ``text`` (a document's lines from ``first_line`` on) after ``edits``
     ((path, unified diff), newest last), near the cursor's line (a document line). Lines in the
     answer are document lines; an edit is proposed when the weakest of its changed tokens is more
-    probable than ``threshold``."""
+    probable than ``threshold``. ``client`` keeps one client's rewrites on one server (vLLM engine)."""
     lines = text.split("\n")
     places = candidate_places(text, language, read_changes(edits), path, first_line)
     win = _window(engine, text, lines, language, cursor_line - first_line, places)
@@ -166,7 +167,7 @@ def next_edit(engine: EditingEngine, text: str, cursor_line: int, *, first_line:
     result = engine.edit(ctx.prefix, text[a:b], ctx.suffix, strength=strength,
                          extra=[*extra, *([(DIFF_PATH, block)] if block else [])], max_tokens=max_tokens,
                          settings=settings, on_draft=relay, cancel=cancel, deadline=deadline, language=language,
-                         refine=False, confidence=True)
+                         refine=False, confidence=True, client=client)
     # a rewrite cut short (max_tokens, the time budget) counts up to its last whole line, and the
     # window's lines after that are not rewritten rather than deleted
     cut = result.finish_reason in ("length", "time")

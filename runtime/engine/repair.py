@@ -80,6 +80,8 @@ def refine(runner: CanvasRunner, prompt: EncodedPrompt, layout: Layout, fixed: S
         if not noised:
             break
         run.timings.refine_rounds += 1
+        if run.on_repair is not None:
+            run.on_repair(round_ + 1, render(layout))
         if round_ >= len(MARGIN_TOKENS):  # the whole hole again, at other lengths too
             rows = [(lay, _hole_positions(lay)) for lay in _resized(layout)]
         else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from diffgemma.runtime.engine.canvas import (
     DraftCallback,
     Run,
+    announce_repairs,
     best_row,
     checked_max_tokens,
     draft_callback,
@@ -48,6 +49,7 @@ def edit(runner: CanvasRunner, prefix: str, selection: str, suffix: str, *, sett
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
         raise SettingsError(f"strength must be a number between 0 and 1 (got {strength!r})")
     run = runner.start(settings, budget, confidence=confidence)
+    announce_repairs(run, on_draft)
     parts = build_parts(prefix, extra, instruction)
     prompt = runner.prompt_ids(parts.header, parts.prefix)
     # The healed indentation belongs to the selection's first line now.

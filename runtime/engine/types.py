@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.errors import InvalidValue
@@ -101,6 +102,10 @@ class Timings:
     decoder_tokens: int = 0
     # syntax-guided repair rounds run (0: the fill parsed, repair was off, or no grammar)
     refine_rounds: int = 0
+    # held positions (the suffix head, the text between holes) where the answer's canvas holds a
+    # token other than the held one: 0 is an exact join. The local engine clamps them (always 0);
+    # vLLM pins only a canvas's input, so its answer may differ there
+    held_mismatches: int = 0
     total_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +123,13 @@ class Draft:
     # and will only be extended (streams send the new part at once)
     final: bool = False
     tokens: list[TokenPiece] | None = None  # ``text`` token by token, with confidences (infill drafts)
+    # "repairing": syntax repair round ``round`` (1-based) starts on ``text``, the answer so far,
+    # which does not parse; None: a denoising step's draft
+    phase: str | None = None
+    round: int = 0
+
+
+DraftCallback = Callable[[Draft], None]
 
 
 @dataclass
@@ -155,3 +167,31 @@ class EngineResult:
     tokens: list[TokenPiece] = field(default_factory=list)  # ``text``, token by token
     # several holes: one entry per hole, in order (``text`` is then the first hole's)
     holes: list[HoleFill] = field(default_factory=list)
+
+
+# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
+HoleState = Literal["final", "refining", "waiting"]
+
+
+@dataclass
+class HoleDraft:
+    """One hole in a draft of several: its text so far and where it stands."""
+
+    text: str
+    state: HoleState
+    # ``text`` token by token; None in a repair round's draft, whose text was not denoised as such
+    tokens: list[TokenPiece] | None = field(default_factory=list)
+
+    def to_dict(self, tokens: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "state": self.state}
+        if tokens and self.tokens is not None:
+            out["tokens"] = [t.to_dict() for t in self.tokens]
+        return out
+
+
+@dataclass
+class HolesDraft(Draft):
+    """A draft of several holes: ``holes`` has every hole in order; ``text`` and ``tokens`` are the
+    first hole's (as in the result), ``canvas`` the group being denoised."""
+
+    holes: list[HoleDraft] = field(default_factory=list)
