@@ -54,35 +54,84 @@ class _Document:
     finished: tuple[str, tuple[int, int], int] | None = None
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the text ``a`` and ``b`` start with, found by halving with slice comparisons
+    (memory-speed, where a character loop in Python is not)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """Length (at most ``limit``) of the text ``a`` and ``b`` end with."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid:len(a) - lo] == b[len(b) - mid:len(b) - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _difference(old: str, new: str) -> tuple[int, int]:
+    """(prefix, suffix): how much of ``old`` and ``new`` is the same at each end (not overlapping)."""
+    prefix = _common_prefix(old, new)
+    return prefix, _common_suffix(old, new, min(len(old), len(new)) - prefix)
+
+
 def changed_lines(old: str, new: str) -> tuple[int, int]:
     """The (first, last) lines of ``new`` that differ from ``old`` (a full-text change event)."""
-    a, b = old.split("\n"), new.split("\n")
-    start, limit = 0, min(len(a), len(b))
-    while start < limit and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < limit - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    return start, max(start, len(b) - 1 - end)
+    prefix, suffix = _difference(old, new)
+    first = new.count("\n", 0, prefix)
+    return first, max(first, new.count("\n", 0, max(prefix, len(new) - suffix - 1)))
+
+
+def _region_end(old: str, new: str, suffix: int, context: int) -> tuple[int, int]:
+    """Where the changed lines end in ``old`` and ``new``, ``context`` lines on: past the newline
+    that ends the last changed line in both. The ``suffix`` both end with is walked once, in
+    ``old``: it is the same text in ``new``."""
+    tail, new_tail = len(old) - suffix, len(new) - suffix
+    at = tail
+    if (tail and old[tail - 1] != "\n") or (new_tail and new[new_tail - 1] != "\n"):
+        context += 1  # a changed line goes on into the common tail: to its end first
+    for _ in range(context):
+        if at >= len(old):
+            break
+        newline = old.find("\n", at)
+        at = len(old) if newline < 0 else newline + 1
+    return at, new_tail + at - tail
+
+
+def _split(text: str) -> list[str]:
+    """Lines ended by "\n" as git counts them (the last one may have none)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
 
 
 def unified_diff(path: str, old: str, new: str, context: int = CONTEXT_LINES) -> str:
     """``git diff``-style hunks from ``old`` to ``new`` ("" when they are equal).
 
-    Only the changed middle is compared (the unchanged head and tail are skipped first), so a
-    one-line edit in a long file costs a scan, not a line-by-line match of the whole file.
+    Only the changed middle and its context lines are split and compared: the unchanged head and
+    tail are found with slice comparisons first, so an edit in a long file costs a few passes at
+    memory speed, not a line-by-line match of the whole file.
     """
-    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
-    start, limit = 0, min(len(a), len(b))
-    while start < limit and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < limit - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    if start == len(a) == len(b):
+    if old == new:
         return ""
-    lo = max(0, start - context)
-    a_mid, b_mid = a[lo:len(a) - max(0, end - context)], b[lo:len(b) - max(0, end - context)]
+    prefix, suffix = _difference(old, new)
+    start = old.rfind("\n", 0, prefix) + 1  # the first changed line (the same in both)
+    for _ in range(context):
+        if start:
+            start = old.rfind("\n", 0, start - 1) + 1
+    old_end, new_end = _region_end(old, new, suffix, context)
+    lo = old.count("\n", 0, start)
+    a_mid, b_mid = _split(old[start:old_end]), _split(new[start:new_end])
     out = [f"--- a/{path}\n", f"+++ b/{path}\n"]
     for group in difflib.SequenceMatcher(None, a_mid, b_mid, autojunk=False).get_grouped_opcodes(context):
         first, last = group[0], group[-1]
@@ -132,15 +181,19 @@ class EditHistory:
             self._finish(uri, doc)
             doc.path, doc.text, doc.base, doc.lines, doc.is_open = path, text, text, None, True
 
-    def change(self, uri: str, path: str, text: str, lines: tuple[int, int] | None = None) -> None:
-        """The document is now ``text``; ``lines`` are the lines of it the change touched (None:
-        worked out from the texts)."""
+    def change(self, uri: str, path: str, text: str, lines: tuple[int, int] | None = None,
+               shift: int | None = None) -> None:
+        """The document is now ``text``; ``lines`` are the lines of it the change touched and
+        ``shift`` the lines it added (negative: removed). None: worked out from the texts, which
+        costs a pass over them; the change events say it for nothing."""
         doc = self._documents.get(uri)
         if doc is None:
             self.open(uri, path, text)
             return
         now = self._clock()
         touched = lines if lines is not None else changed_lines(doc.text, text)
+        if shift is None:
+            shift = text.count("\n") - doc.text.count("\n")
         if doc.lines is not None and (now - doc.last > self.pause_s or not _near(doc.lines, touched)):
             self._finish(uri, doc)
         elif doc.lines is None and (taken := self._continued(doc, touched, now)) is not None:
@@ -150,8 +203,8 @@ class EditHistory:
         if doc.lines is None:
             doc.lines = touched
         else:
-            shift = text.count("\n") - doc.text.count("\n") if touched[0] <= doc.lines[1] else 0
-            doc.lines = (min(doc.lines[0], touched[0]), max(doc.lines[1] + shift, touched[1]))
+            moved = shift if touched[0] <= doc.lines[1] else 0
+            doc.lines = (min(doc.lines[0], touched[0]), max(doc.lines[1] + moved, touched[1]))
         doc.path, doc.text, doc.last = path, text, now
 
     def cursor(self, uri: str, line: int) -> None:

@@ -2,7 +2,8 @@
 
 Called by documents' didOpen/didChange/didClose handlers as each arrives (pygls has applied the
 change to the workspace by then, so the new text is the document's; the history keeps the old).
-The lines a change touched come from its ranges, so a keystroke costs no comparison of texts.
+The lines a change touched come from its ranges, so a keystroke costs no pass over the text (the
+document sync keeps that cost flat in big files; so does this).
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ def history_path(ls: DiffgemmaServer, uri: str) -> str:
     return path
 
 
-def touched_lines(changes: Sequence[types.TextDocumentContentChangeEvent]) -> tuple[int, int] | None:
-    """The lines of the new text the changes touched; None when one replaced the whole text.
+def touched_lines(changes: Sequence[types.TextDocumentContentChangeEvent]) -> tuple[tuple[int, int], int] | None:
+    """The lines of the new text the changes touched and how many lines they added (negative:
+    removed); None when one replaced the whole text.
 
     Several changes in one notification (multiple cursors) each count in the text the earlier
     ones left; the union of their lines is close enough to say where the edit is.
     """
     lines: tuple[int, int] | None = None
+    shift = 0
     for change in changes:
         if not isinstance(change, types.TextDocumentContentChangePartial):
             return None
         start = change.range.start.line
-        end = start + change.text.count("\n")
+        added = change.text.count("\n")
+        end = start + added
+        shift += added - (change.range.end.line - start)
         lines = (start, end) if lines is None else (min(lines[0], start), max(lines[1], end))
-    return lines
+    return None if lines is None else (lines, shift)
 
 
 def note_open(ls: DiffgemmaServer, uri: str) -> None:
@@ -56,7 +61,9 @@ def note_change(ls: DiffgemmaServer, params: types.DidChangeTextDocumentParams) 
     uri = params.text_document.uri
     doc = ls.workspace.text_documents.get(uri)
     if doc is not None:
-        ls.edit_history.change(uri, history_path(ls, uri), doc.source, touched_lines(params.content_changes))
+        touched = touched_lines(params.content_changes)
+        lines, shift = touched if touched is not None else (None, None)
+        ls.edit_history.change(uri, history_path(ls, uri), doc.source, lines, shift)
 
 
 def note_close(ls: DiffgemmaServer, uri: str) -> None:

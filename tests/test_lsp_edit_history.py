@@ -4,13 +4,17 @@ diffs that `git apply` takes, bounded per document and across the workspace."""
 from __future__ import annotations
 
 import difflib
+import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from lsprotocol import types
 
 from diffgemma.lsp.edit_history import EditHistory, changed_lines, unified_diff
+from diffgemma.lsp.edit_tracking import touched_lines
 
 SOURCE = "def area(w, h):\n    return w * h\n\n\ndef main():\n    print(area(2, 3))\n"
 
@@ -163,3 +167,76 @@ def test_git_applies_the_diffs(tmp_path: Path, old: str, new: str) -> None:
                    capture_output=True)
     assert (tmp_path / "calc.py").read_text() == new
     assert unified_diff("calc.py", new, new) == ""
+
+
+def apply_patch(old: str, diff: str) -> str:
+    """Apply a unified diff strictly: every context and removed line must be there, every hunk's
+    counts must add up."""
+    pieces = old.split("\n")
+    lines = [p + "\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    rows = diff.split("\n")[2:]
+    out: list[str] = []
+    at = i = 0
+    while i < len(rows) and rows[i]:
+        m = re.match(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@$", rows[i])
+        assert m, rows[i]
+        a_len, b_len = int(m[2] or 1) if m[2] != "0" else 0, int(m[4] or 1) if m[4] != "0" else 0
+        first = int(m[1]) - 1 if a_len else int(m[1])
+        out.extend(lines[at:first])
+        at, i, seen = first, i + 1, [0, 0]
+        while i < len(rows) and rows[i] and not rows[i].startswith("@@"):
+            no_newline = i + 1 < len(rows) and rows[i + 1].startswith("\\")
+            text = rows[i][1:] + ("" if no_newline else "\n")
+            if rows[i][0] in " -":
+                assert lines[at] == text
+                at, seen[0] = at + 1, seen[0] + 1
+            if rows[i][0] in " +":
+                out.append(text)
+                seen[1] += 1
+            i += 2 if no_newline else 1
+        assert seen == [a_len, b_len]
+    return "".join(out + lines[at:])
+
+
+def test_every_diff_applies_exactly() -> None:
+    rng = random.Random(7)
+    words = ["a", "bb", "c c", "", "dd d", "é😀"]
+    for _ in range(1500):
+        old = [rng.choice(words) + "\n" for _ in range(rng.randint(0, 9))]
+        new = list(old)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(new))
+            kind = rng.random()
+            if kind < 0.3 and new:
+                new[min(at, len(new) - 1)] = rng.choice(words) + "\n"
+            elif kind < 0.5 and new:
+                line = new[min(at, len(new) - 1)]
+                cut = rng.randint(0, len(line) - 1)
+                new[min(at, len(new) - 1)] = line[:cut] + "xyz"[rng.randint(0, 2)] + line[cut:]
+            elif kind < 0.75:
+                new.insert(at, rng.choice(words) + "\n")
+            elif new:
+                del new[min(at, len(new) - 1)]
+        a, b = "".join(old), "".join(new)
+        a = a.rstrip("\n") if rng.random() < 0.3 else a
+        b = b.rstrip("\n") if rng.random() < 0.3 else b
+        for context in (0, 1, 2, 3):
+            diff = unified_diff("p", a, b, context)
+            assert (diff == "") == (a == b)
+            if diff:
+                assert apply_patch(a, diff) == b, (a, b, context, diff)
+        if a != b:
+            first, last = changed_lines(a, b)
+            assert 0 <= first <= last <= b.count("\n")
+
+
+def test_change_events_say_which_lines_and_how_many_were_added() -> None:
+    def partial(line: int, end_line: int, text: str) -> types.TextDocumentContentChangePartial:
+        span = types.Range(start=types.Position(line, 0), end=types.Position(end_line, 0))
+        return types.TextDocumentContentChangePartial(range=span, text=text)
+
+    assert touched_lines([partial(3, 3, "x")]) == ((3, 3), 0)
+    assert touched_lines([partial(3, 3, "a\nb\n")]) == ((3, 5), 2)
+    assert touched_lines([partial(3, 6, "")]) == ((3, 3), -3)
+    assert touched_lines([partial(9, 9, "x"), partial(2, 2, "y\n")]) == ((2, 9), 1)
+    assert touched_lines([types.TextDocumentContentChangeWholeDocument(text="all")]) is None
