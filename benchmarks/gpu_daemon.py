@@ -211,9 +211,11 @@ def run_daemon(model_dir: Path, work: Path, device: str, prefix: str, suffix: st
         _, run.warmup_s = _timed(client, InfillRequest(prefix=WARM_UP, suffix=suffix, steps=2, seed=1))
         watch = MemoryWatch(process.pid, cuda, baseline)
         watch.start()
-        run.infill, run.infill_s = _timed(client, InfillRequest(prefix=prefix, suffix=suffix, steps=steps, seed=0))
+        # the denoising path only: no syntax repair rounds (the prefix reads as Python, which would turn them on)
+        run.infill, run.infill_s = _timed(client, InfillRequest(prefix=prefix, suffix=suffix, steps=steps, seed=0,
+                                                                refine=False))
         run.generation, run.generation_s = _timed(client, InfillRequest(prefix=prefix, suffix="", steps=steps,
-                                                                        max_tokens=gen_tokens, seed=0))
+                                                                        max_tokens=gen_tokens, seed=0, refine=False))
         run.peak_bytes, run.peak_source = watch.stop(), watch.source
     finally:
         client.close()

@@ -14,7 +14,7 @@ from diffgemma.cli import fileio
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
 from diffgemma.cli.live import print_diff
-from diffgemma.cli.plumbing import Asks, output_for, rewrite, stdout_is_terminal, timings_line
+from diffgemma.cli.plumbing import Asks, check_syntax, output_for, rewrite, stdout_is_terminal, timings_line
 
 HELP = """Rewrite a selection of FILE, optionally following an instruction, and print a unified \
 diff.
@@ -32,7 +32,9 @@ whole rewritten buffer is printed instead of a diff.
 --json prints the rewrite with its range, the diff, timings and tokens: [{text, confidence}] that \
 join to the rewritten text, each with the probability the model gave it. A rewrite that brings \
 syntax errors into the file that the selection did not have is re-noised where it breaks and \
-denoised again (--no-refine: keep it as it came)."""
+denoised again (--no-refine: keep it as it came); when no version adds none the selection is left \
+as it is, with finish_reason "syntax" and the reason on stderr, and --apply writes nothing \
+(--allow-broken takes the rewrite as it is)."""
 
 EPILOG = (
     """[bold]Examples[/bold]
@@ -124,6 +126,7 @@ def edit(
     backup = None
     if apply and changed:
         assert isinstance(source, fileio.SourceFile)  # --apply is refused for stdin
+        check_syntax(settings, path, [text[:start], text[end:]], [result.text], baseline=[text[start:end]])
         backup = fileio.write_source(source, new_text, backup=settings.backup)
     diff = unified_diff(text, new_text, shown)
     if json_out:
@@ -141,6 +144,8 @@ def edit(
             "applied": apply,
             "backup": str(backup) if backup else None,
         }
+        if result.reason:
+            payload["reason"] = result.reason
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         sys.stdout.flush()
     elif path is None:

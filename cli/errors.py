@@ -46,6 +46,7 @@ class ExitCode(IntEnum):
     MODEL = 6  # the daemon could not load the model
     CHANGED = 7  # the file changed between read and write; nothing was written
     REQUEST = 8  # the daemon refused or failed the request, or it was cancelled
+    SYNTAX = 9  # the answer would add syntax errors to the file; nothing was written
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -60,6 +61,7 @@ EXIT_CODES_HELP = f"""[bold]Exit codes[/bold]
   6    the model failed to load (or no vLLM server behind the daemon answers)
   7    the file changed since it was read; nothing was written
   8    the request failed or was cancelled
+  9    the answer would add syntax errors to the file; nothing was written
   130  interrupted (Ctrl-C)"""
 
 
@@ -100,6 +102,10 @@ class FileChanged(CliError):
 
 class RequestFailed(CliError):
     code = ExitCode.REQUEST
+
+
+class WouldBreakSyntax(CliError):
+    code = ExitCode.SYNTAX
 
 
 # The daemon's error codes -> exit codes, every code named (a test checks): what the user should

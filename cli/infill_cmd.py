@@ -15,7 +15,15 @@ from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
 from diffgemma.cli.errors import EXIT_CODES_HELP, UsageProblem, guarded
 from diffgemma.cli.live import print_alternatives
-from diffgemma.cli.plumbing import Asks, Output, fill_text, output_for, stdout_is_terminal, timings_line
+from diffgemma.cli.plumbing import (
+    Asks,
+    Output,
+    check_syntax,
+    fill_text,
+    output_for,
+    stdout_is_terminal,
+    timings_line,
+)
 from diffgemma.runtime.api.config import MAX_ALTERNATIVES
 from diffgemma.runtime.api.protocol import Result
 
@@ -73,7 +81,9 @@ the text. With several markers --json prints {holes: [{text, range, tokens}], ..
 writes all the fills at once; with --alternatives each hole also has alternatives: \\[text, ...], \
 index k of every hole being set k (set 0 is the answer, the one --apply writes). A fill that \
 breaks the syntax is re-noised where it breaks and denoised again (--no-refine: keep it as it \
-came).
+came); an answer never adds syntax errors: when no repaired version parses it is cut to its longest \
+head that does, or left empty, with finish_reason "syntax" and the reason on stderr (--allow-broken \
+takes it as it is). The language comes from --language, the file name, or what the text reads like.
 
 """
     + EXIT_CODES_HELP
@@ -149,6 +159,7 @@ def _fill(hole: Hole, settings: opt.Settings, out: Output, asks: Asks, *, apply:
     backup = None
     if apply and (result.text or hole.marker):  # a marker is gone from the file even when nothing fills it
         assert isinstance(hole.source, fileio.SourceFile)  # --apply is refused for stdin
+        check_syntax(settings, hole.path, [hole.text[:hole.offset], hole.text[hole.offset:]], [result.text])
         backup = fileio.write_source(hole.source, new_text, backup=settings.backup)
     if out.json:
         assert start is not None
@@ -176,6 +187,7 @@ def _fill_holes(source: fileio.SourceText, holes: multihole.Holes, path: Path | 
     backup = None
     if apply:
         assert isinstance(source, fileio.SourceFile)  # --apply is refused for stdin
+        check_syntax(settings, path, holes.pieces, fills)
         backup = fileio.write_source(source, new_text, backup=settings.backup)
     if out.json:
         multihole.print_json(result, holes, fills, path=str(path) if path else None, applied=apply, backup=backup)
@@ -198,6 +210,8 @@ def _print_json(result: Result, start: fileio.Position, end: fileio.Position, *,
         "applied": applied,
         "backup": str(backup) if backup else None,
     }
+    if result.reason:
+        payload["reason"] = result.reason
     if result.alternatives:
         payload["alternatives"] = result.alternatives
     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")

@@ -103,5 +103,7 @@ def print_json(result: Result, holes: Holes, fills: list[str], *, path: str | No
         entries.append(entry)
     payload = {"holes": entries, "timings": result.timings, "finish_reason": result.finish_reason,
                "model": result.model, "path": path, "applied": applied, "backup": str(backup) if backup else None}
+    if result.reason:
+        payload["reason"] = result.reason
     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
     sys.stdout.flush()

@@ -215,6 +215,12 @@ ApplyOpt = Annotated[
         "--apply", help="Write the result into FILE (atomic, with a backup; refused if FILE changed)."
     ),
 ]
+AllowBrokenOpt = Annotated[
+    bool,
+    typer.Option("--allow-broken", help="Take the answer even when it adds syntax errors (by default an "
+                                         "answer never does: it is cut, or left empty with the reason on "
+                                         "stderr, and nothing that would break the file is written)."),
+]
 NoBackupOpt = Annotated[
     bool,
     typer.Option("--no-backup", help="With --apply: do not keep FILE.diffgemma.bak."),
@@ -233,10 +239,12 @@ class Settings:
     backup: bool = True
     quiet: bool = False
     language: str | None = None  # --language; None: from the file name or its first line
+    allow_broken: bool = False  # --allow-broken: no syntax gate, in the daemon or before a write
     sources: dict[str, str] = field(default_factory=dict)  # key -> "flag/env" | "config" | "default"
 
 
-def resolve(quiet: bool = False, language: str | None = None, token: str | None = None, **given: Any) -> Settings:
+def resolve(quiet: bool = False, language: str | None = None, token: str | None = None, allow_broken: bool = False,
+            **given: Any) -> Settings:
     """Fill every option left unset by flag and environment from the config file, then defaults.
 
     A bad config file, or a value out of range, is a UsageProblem.
@@ -271,7 +279,8 @@ def resolve(quiet: bool = False, language: str | None = None, token: str | None 
                 raise UsageProblem(str(exc)) from None
     remote = _remote(values, sources, token)
     sampling = Sampling(**{key: values.pop(key) for key in ("model", "max_tokens", "steps", "seed")})
-    return Settings(sampling=sampling, remote=remote, quiet=quiet, language=language, sources=sources, **values)
+    return Settings(sampling=sampling, remote=remote, quiet=quiet, language=language, allow_broken=allow_broken,
+                    sources=sources, **values)
 
 
 def _remote(values: dict[str, Any], sources: dict[str, str], token: str | None) -> Remote | None:
@@ -308,6 +317,7 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (SeedOpt, None),
     "context_chars": (ContextCharsOpt, None),
     "no_backup": (NoBackupOpt, False),
+    "allow_broken": (AllowBrokenOpt, False),
     "quiet": (QuietOpt, False),
 }
 

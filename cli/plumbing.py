@@ -6,17 +6,19 @@ view (cli/live.py)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffgemma.cli.errors import DaemonDown, RequestFailed, UsageProblem
+from diffgemma.cli.errors import DaemonDown, RequestFailed, UsageProblem, WouldBreakSyntax
 from diffgemma.cli.live import HolesCanvas, LiveCanvas
 from diffgemma.cli.options import Settings
-from diffgemma.context.languages import detect_language
+from diffgemma.context.languages import detect_language, has_grammar
+from diffgemma.context.syntax_gate import added_errors
 from diffgemma.runtime.api import paths
 from diffgemma.runtime.api.errors import DaemonGone, one_line
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest, Result
@@ -121,8 +123,8 @@ def connect(settings: Settings) -> Client:
 
 
 def language_for(path: Path | None, text: str, settings: Settings) -> str | None:
-    """The buffer's grammar: --language, else from the file name or its first line."""
-    language = detect_language(str(path) if path else None, settings.language, content=text)
+    """The buffer's grammar: --language, else from the file name, its first line or what it reads like."""
+    language = detect_language(str(path) if path else None, settings.language, content=text, guess=True)
     if settings.language and language is None:
         raise UsageProblem(f"unknown language {settings.language!r} (use a grammar name such as python or rust)")
     return language
@@ -152,7 +154,10 @@ def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str
     """Send one request; when it streams (a live view) draw its drafts, one hole's or several.
 
     A daemon that goes away while it works on the request (it crashed, or was killed) is replaced
-    and the request sent once more; a second loss is an error that says so."""
+    and the request sent once more; a second loss is an error that says so. When the daemon's
+    syntax gate changed the answer, its reason is one line on stderr."""
+    if settings.allow_broken:
+        req = dataclasses.replace(req, allow_broken=True)
     try:
         result = _send(settings, req, title)
     except DaemonGone as exc:
@@ -167,6 +172,8 @@ def run_request(settings: Settings, req: InfillRequest | EditRequest, title: str
                              f"see its log: {log}") from None
     if result.finish_reason == "cancelled":
         raise RequestFailed("the request was cancelled before it finished")
+    if result.reason:
+        warn(f"{title}: {result.reason}", settings.quiet)
     return result
 
 
@@ -183,6 +190,23 @@ def _send(settings: Settings, req: InfillRequest | EditRequest, title: str) -> R
             if view is not None:
                 view.finish(result)
     return result
+
+
+def check_syntax(settings: Settings, path: Path | None, pieces: Sequence[str], fills: Sequence[str],
+                 baseline: Sequence[str] | None = None) -> None:
+    """Refuse to write ``fills`` into the text ``pieces`` around them when they add syntax errors to
+    the whole file that ``baseline`` (what was there: default nothing) did not have; --allow-broken
+    skips it. The daemon judged the answer in its window; this judges the file that is written."""
+    text = "".join(pieces)
+    language = language_for(path, text, settings)
+    if settings.allow_broken or language is None or not has_grammar(language):
+        return
+    issues = added_errors(pieces, fills, language, baseline)
+    if issues:
+        filled = pieces[0] + "".join(f + p for f, p in zip(fills, pieces[1:], strict=True))
+        where = f"{path}:{filled.count(chr(10), 0, issues[0].start) + 1}" if path else "the buffer"
+        raise WouldBreakSyntax(f"{where}: the answer would add syntax errors to the file; nothing was written "
+                               "(--allow-broken writes it anyway)")
 
 
 def timings_line(result: Result) -> str:

@@ -28,9 +28,17 @@ import typer
 
 from diffgemma.cli import fileio, multihole
 from diffgemma.cli import options as opt
-from diffgemma.cli.errors import EXIT_CODES_HELP, CliError, FileChanged, FileProblem, classify, guarded
+from diffgemma.cli.errors import (
+    EXIT_CODES_HELP,
+    CliError,
+    FileChanged,
+    FileProblem,
+    WouldBreakSyntax,
+    classify,
+    guarded,
+)
 from diffgemma.cli.fileio import BACKUP_SUFFIX, TEMP_MARK, SourceFile
-from diffgemma.cli.plumbing import UNATTENDED, Asks, connect, fill_text, language_for, rewrite
+from diffgemma.cli.plumbing import UNATTENDED, Asks, check_syntax, connect, fill_text, language_for, rewrite
 from diffgemma.cli.watch_files import WatchedFiles
 from diffgemma.context.crossfile import Workspace
 from diffgemma.context.parsing import parse
@@ -203,6 +211,8 @@ class FileWatcher:
         self.written: dict[Path, str] = {}  # path -> sha256 of what we wrote (ignore our own saves)
         self.workspaces: dict[Path, Workspace] = {}  # root -> context Workspace fed with the saves we see
         self.backup: Path | None = None  # the backup of the last file written
+        # this save's edits, top to bottom: (start, end) in the new text and what was there before
+        self.edits: list[tuple[int, int, str]] = []
 
     def workspace_for(self, path: Path) -> Workspace:
         """The cross-file Workspace of path's project; saves seen here count as recent changes."""
@@ -229,15 +239,29 @@ class FileWatcher:
             workspace.note_change(path.resolve(), source.text)
             return []
         fileio.check_writable(source)  # a read-only file: say so once per save, ask nothing
+        self.edits = []
         fills, text = self._fill_all(source, path, language, pattern, workspace)
         if not fills:
             return []
+        self._check_syntax(path, text)
         # a rewrite that takes lines out keeps the text it replaced beside the file, whatever --no-backup says
         keep = self.settings.backup or any(fill.removed for fill in fills)
         self.backup = fileio.write_source(source, text, backup=keep)
         self.written[path] = hashlib.sha256(source.encode(text)).hexdigest()
         workspace.note_change(path.resolve(), text)
         return fills
+
+    def _check_syntax(self, path: Path, text: str) -> None:
+        """Nothing is written that adds syntax errors to the file (the edits against what they
+        replaced: nothing at a marker, the block at an instruction)."""
+        pieces, fills, before, at = [], [], [], 0
+        for start, end, old in self.edits:
+            pieces.append(text[at:start])
+            fills.append(text[start:end])
+            before.append(old)
+            at = end
+        if fills:
+            check_syntax(self.settings, path, [*pieces, text[at:]], fills, baseline=before)
 
     def _fill_all(self, source: SourceFile, path: Path, language: str | None,
                   pattern: re.Pattern[str], workspace: Workspace) -> tuple[list[Fill], str]:
@@ -273,6 +297,7 @@ class FileWatcher:
         ms = (time.monotonic() - started) * 1000
         fills = multihole.hole_texts(result, holes.count)
         new_text = holes.filled(fills)
+        self.edits += [(start, end, "") for start, end in holes.offsets(fills)]
         return [Fill(new_text.count("\n", 0, start) + 1, "filled", end - start, 0, ms)
                 for start, end in holes.offsets(fills)], new_text
 
@@ -285,6 +310,7 @@ class FileWatcher:
         result = fill_text(self.settings, UNATTENDED, text, at, path, str(path), workspace=workspace)
         ms = (time.monotonic() - started) * 1000
         text = text[:at] + result.text + text[at:]
+        self.edits.append((at, at + len(result.text), ""))
         return text, at + len(result.text), Fill(line, "filled", len(result.text), 0, ms)
 
     def _rewrite(self, text: str, match: re.Match[str], path: Path, language: str | None,
@@ -307,8 +333,10 @@ class FileWatcher:
         end = position_to_offset(text, last, len(lines[last]), base=0)
         announce(self.settings, f"{path}:{first + 1}-{last + 1}")
         started = time.monotonic()
+        block = text[start:end]
         result, text = rewrite(self.settings, UNATTENDED, text, start, end, path, instruction or None, None,
                                title=f"{path}:{first + 1}", workspace=workspace)
+        self.edits.append((start, start + len(result.text), block))
         ms = (time.monotonic() - started) * 1000
         return text, start + len(result.text), Fill(first + 1, "rewrote", len(result.text),
                                                     result.text.count("\n") + 1, ms, old_lines=last - first + 1)
@@ -400,6 +428,8 @@ def _handle(watcher: FileWatcher, path: Path) -> None:
         if isinstance(exc, FileChanged):
             print(f"diffgemma: {path}: saved again while filling; nothing written (the new save is next)",
                   file=sys.stderr, flush=True)
+        elif isinstance(exc, WouldBreakSyntax):
+            print(f"diffgemma: {one_line(exc)}", file=sys.stderr, flush=True)
         else:
             print(f"diffgemma: error: {path}: {one_line(exc)}", file=sys.stderr, flush=True)
         return

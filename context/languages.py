@@ -184,8 +184,11 @@ def _from_shebang(content: str) -> str | None:
     return INTERPRETERS.get(prog) or INTERPRETERS.get(os.path.basename(words[0]))
 
 
-def detect_language(path: str | None, explicit: str | None = None, *, content: str | None = None) -> str | None:
-    """Language of a buffer: ``explicit`` wins, then the file name, then a ``#!`` line in ``content``.
+def detect_language(path: str | None, explicit: str | None = None, *, content: str | None = None,
+                    guess: bool = False) -> str | None:
+    """Language of a buffer: ``explicit`` wins, then the file name, then a ``#!`` line in ``content``,
+    then, with ``guess``, what ``content`` reads like (`guess.guess_language`: only when one
+    language leads clearly).
 
     Returns a tree-sitter-language-pack grammar name, or None when unknown (callers then use
     line windows). An explicit name that is not a known language also gives None.
@@ -202,7 +205,9 @@ def detect_language(path: str | None, explicit: str | None = None, *, content: s
         if lang is not None and lang in supported_languages():
             return lang
     if content:
-        return _from_shebang(content)
+        from diffgemma.context.guess import guess_language
+
+        return _from_shebang(content) or (guess_language(content) if guess else None)
     return None
 
 

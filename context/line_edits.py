@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from diffgemma.context.recent_edits import tokens
-from diffgemma.context.syntax import new_issues
+from diffgemma.context.syntax_gate import added_errors
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,10 @@ def apply_changes(text: str, changes: Sequence[LineChange], first_line: int = 0)
 
 def keep_parsing(changes: Sequence[LineChange], window: str, first_line: int, prefix: str, suffix: str,
                  language: str | None, strip_newline: bool,
-                 issues: Callable[..., object] = new_issues) -> tuple[list[LineChange], bool]:
+                 issues: Callable[..., object] = added_errors) -> tuple[list[LineChange], bool]:
     """The changes that bring no syntax error into ``prefix + window + suffix`` that the text does
-    not have already, taken in order, each kept when it parses together with those before it; and
+    not have already (the syntax gate every answer passes, `syntax_gate.added_errors`), taken in
+    order, each kept when it parses together with those before it; and
     whether any was dropped. ``strip_newline``: the window's last newline belongs to ``suffix``.
     Without a grammar every change is kept."""
     kept: list[LineChange] = []

@@ -135,20 +135,23 @@ def splice(fixed: Sequence[str], fills: Sequence[str]) -> Spliced:
 
 
 def new_issues(fixed: Sequence[str], fills: Sequence[str], language: str | None,
-               baseline: Sequence[str] | None = None) -> list[SyntaxIssue] | None:
+               baseline: Sequence[str] | None = None, *, strict_holes: bool = True) -> list[SyntaxIssue] | None:
     """The issues of the filled window that the window with ``baseline`` in the fills' places
     (default: empty, the empty-filled window) does not have at the same place; None when no
     grammar loads. An issue that touches a fill is always new, unless ``baseline`` is given and
     its text there already had one (a rewrite of broken code that stays broken brought nothing
     in). New issues in the fixed text count too: an unclosed bracket in a fill shows up where the
     parser gives up, after it. For Python, the first error of Python's own parser counts too
-    (`compiler_issue`)."""
+    (`compiler_issue`). With ``strict_holes`` (repair's view) Python's error right after a hole
+    counts even when the baseline has it (a blank fill leaves a block without its body); without
+    (the gate's view: nothing is worse than the code as it was) it does not."""
     filled = splice(fixed, fills)
     issues = syntax_issues(filled.text, language)
     if issues is None:
         return None
     before = splice(fixed, baseline if baseline is not None else [""] * len(fills))
-    strict = _compiler_issues(fixed, filled, before, baseline) if normalize_language(language) == "python" else []
+    strict = (_compiler_issues(fixed, filled, before, baseline, strict_holes)
+              if normalize_language(language) == "python" else [])
     if not issues:
         return strict
     old_issues = _baseline_issues(before.text, language)
@@ -172,7 +175,7 @@ MAX_CUTS = 64
 
 
 def _compiler_issues(fixed: Sequence[str], filled: Spliced, before: Spliced,
-                     baseline: Sequence[str] | None) -> list[SyntaxIssue]:
+                     baseline: Sequence[str] | None, strict_holes: bool = True) -> list[SyntaxIssue]:
     """Python's parser's first error in the filled window, when the window is not to blame.
 
     Python reports one error only, and a window cut from a file often starts or ends inside a
@@ -201,7 +204,9 @@ def _compiler_issues(fixed: Sequence[str], filled: Spliced, before: Spliced,
     place = _fixed_place(issue, filled)
     if place is None:  # in or at a fill: the fill's, unless the baseline there was broken too
         old = _first_error(before.text, head, header)
-        return [] if baseline is not None and old is not None and _fixed_place(old, before) is None else [issue]
+        excused = baseline is not None and old is not None and _fixed_place(old, before) is None
+        # the gate's view: only the same error at the fill is the baseline's
+        return [] if excused and (strict_holes or (old is not None and old.message == issue.message)) else [issue]
     if issue.start >= len(filled.text) - len(fixed[-1]) + _tail_start(fixed[-1]):
         return []
     old = _first_error(before.text, head, header)
@@ -209,6 +214,8 @@ def _compiler_issues(fixed: Sequence[str], filled: Spliced, before: Spliced,
         return [issue]
     # the same error as without the fills: the window's, unless it sits right after a hole (a
     # block whose body the hole was, which an empty hole leaves without one)
+    if not strict_holes:
+        return []
     text = "".join(fixed)
     ends = [len("".join(fixed[: k + 1])) for k in range(len(fixed) - 1)]
     return [issue] if any("\n" not in text[e: place[0]].strip() for e in ends if e <= place[0]) else []

@@ -65,7 +65,9 @@ class Score:
 class System:
     name: str
     suites: tuple[str, ...]
-    run: Callable[[E.Task, int], tuple[str, int]]  # (task, seed) -> (fill, hole tokens)
+    # (task, seed) -> (fill, hole tokens[, ms spent before this call on the same answer: a row that
+    # gates another row's answer counts that row's engine time too])
+    run: Callable[[E.Task, int], tuple[Any, ...]]
     limit: int | None = None  # only the first `limit` tasks of each suite (strategy comparisons)
     scores: dict[str, Score] = field(default_factory=dict)
 
@@ -104,6 +106,11 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
 
         return run
 
+    answers: dict[tuple[str, int, bool], tuple[Any, float]] = {}
+
+    def gated(refine: bool, gate: bool) -> Callable[[E.Task, int], tuple[Any, ...]]:
+        return _gated(engine, answers, refine, gate)
+
     fills = ("line", "multiline", "humaneval")
     systems: list[System] = []
     if "model" in groups:
@@ -113,9 +120,12 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
         systems.append(System("model, hole length = truth (oracle)", ("line",), oracle(), strategy_limit))
         systems.append(System("model, no suffix clamp", fills, infill(clamp_suffix=False), strategy_limit))
     if "repair" in groups:
-        # the same tasks and seeds with the fill's syntax repaired (tree-sitter) and without
-        systems.append(System("model, syntax repair off", fills, infill(language="python", refine=False)))
-        systems.append(System("model + syntax repair", fills, infill(language="python", refine=True)))
+        # the same tasks and seeds, the fill's syntax repaired and not, each as the model wrote it
+        # (--allow-broken) and through the syntax gate (what every answer passes: the default)
+        systems.append(System("model, --no-refine --allow-broken", fills, gated(refine=False, gate=False)))
+        systems.append(System("model, --no-refine", fills, gated(refine=False, gate=True)))
+        systems.append(System("model + repair, --allow-broken", fills, gated(refine=True, gate=False)))
+        systems.append(System("model + repair (the default)", fills, gated(refine=True, gate=True)))
     if "steps" in groups:
         for steps in STEP_COUNTS:
             if steps != default_steps or "model" not in groups:
@@ -126,6 +136,38 @@ def _engine_systems(engine: Any, groups: Sequence[str], default_steps: int, stra
             systems.append(System(f"model rewrite, strength={strength}", ("rewrite",), rewrite(strength),
                                   strategy_limit))
     return systems
+
+
+def _gated(engine: Any, answers: dict[tuple[str, int, bool], tuple[Any, float]], refine: bool,
+           gate: bool) -> Callable[[E.Task, int], tuple[Any, ...]]:
+    """The engine's answer with and without repair, through the syntax gate the daemon puts every
+    answer through (``gate``), or as it came: rows with the same ``refine`` share one engine call
+    per task (``answers``), and a later row counts that call's time too."""
+    from diffgemma.runtime.api.answer_gate import gate_result
+    from diffgemma.runtime.api.protocol import InfillRequest, Result
+    from diffgemma.runtime.engine.types import SamplingSettings
+
+    def run(task: E.Task, seed: int) -> tuple[Any, ...]:
+        key = (task.id, seed, refine)
+        spent = 0.0
+        if key not in answers:
+            limit = HUMANEVAL_MAX_TOKENS if task.suite == "humaneval" else (
+                MULTILINE_MAX_TOKENS if task.suite == "multiline" else None)
+            t0 = time.perf_counter()
+            result = engine.infill(task.prefix, task.suffix, max_tokens=limit, language="python", refine=refine,
+                                   settings=SamplingSettings(seed=seed))
+            answers[key] = (result, (time.perf_counter() - t0) * 1000)
+        else:
+            spent = answers[key][1]
+        result = answers[key][0]
+        text = result.text
+        if gate:
+            request = InfillRequest(prefix=task.prefix, suffix=task.suffix, language="python")
+            text = gate_result(request, Result(text=text, finish_reason=result.finish_reason, timings={}, id="",
+                                               model=""), "python").text
+        return text, result.hole_tokens, spent
+
+    return run
 
 
 def _baselines() -> list[System]:
@@ -210,8 +252,8 @@ def run_eval(
             score = system.scores.setdefault(suite, Score())
             for index, task in enumerate(tasks[suite][: system.limit]):
                 t0 = time.perf_counter()
-                fill, hole = system.run(task, seed + index)
-                ms = (time.perf_counter() - t0) * 1000
+                fill, hole, *earlier = system.run(task, seed + index)
+                ms = (time.perf_counter() - t0) * 1000 + sum(earlier)
                 exact, parsed, passed = score_task(task, fill)
                 truth_tokens = truth_sizes.setdefault((suite, index), size_of(task))
                 score.add(exact=exact, parsed=parsed, passed=passed, hole_tokens=hole, truth_tokens=truth_tokens,

@@ -12,6 +12,7 @@ from . import infill, workspace_context
 from .daemon_calls import ask_daemon
 from .documents import Snapshot, editor_text, is_current, is_open, language_of, offset_of, snapshot, word_before
 from .language_server import DiffgemmaServer
+from .next_edit import next_edit_key
 from .params import text_document_position
 from .settings import Settings
 
@@ -48,6 +49,9 @@ async def infill_texts_at(ls: DiffgemmaServer, uri: str, position: types.Positio
     snap = snapshot(ls, uri)
     if not ls.settings.completion.enabled_for(snap.language_id):
         return None
+    # ghost text goes first: a suggestion being computed for this document would be held back
+    # while it shows anyway, and must not keep the daemon from it
+    ls.inflight.supersede(next_edit_key(uri))
     return await ls.inflight.run(uri, _infill_work(ls, snap, position))
 
 
@@ -69,7 +73,7 @@ async def _infill_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Posi
         ls.inflight.counters.stale += 1
         return None
     ls.inflight.counters.completed += 1
-    return [editor_text(t) for t in infill.answer_texts(result, settings.completion.confident_prefix)]
+    return [editor_text(t) for t in infill.answer_texts(result, settings.completion.confident_prefix, request)]
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -78,10 +82,16 @@ async def _infill_work(ls: DiffgemmaServer, snap: Snapshot, position: types.Posi
 async def inline_completion(
     ls: DiffgemmaServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
-    texts = await infill_texts_at(ls, params.text_document.uri, params.position)
+    uri = params.text_document.uri
+    texts = await infill_texts_at(ls, uri, params.position)
     if texts is None:
         return None
-    return types.InlineCompletionList(items=infill.inline_items(texts, params.position))
+    items = infill.inline_items(texts, params.position)
+    if items and is_open(ls, uri):
+        # on screen now, until the document changes or the editor says it is gone
+        ls.ghost_texts.shown(uri, ls.workspace.get_text_document(uri).version)
+    ls.edit_history.cursor(uri, params.position.line)
+    return types.InlineCompletionList(items=items)
 
 
 async def completion(ls: DiffgemmaServer, params: types.CompletionParams) -> types.CompletionList | None:

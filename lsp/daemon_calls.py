@@ -15,7 +15,7 @@ from .status import Progress, loading_line
 
 LOAD_POLL_S = 0.5  # how often a waiting request looks whether the daemon is loading its model
 
-Kind = Literal["infill", "edit"]
+Kind = Literal["infill", "edit", "next-edit"]
 
 
 async def ask_daemon(ls: DiffgemmaServer, kind: Kind, request: Any) -> Any:
@@ -63,6 +63,8 @@ def _report_error(ls: DiffgemmaServer, message: str) -> None:
 
 async def _send(client: Any, kind: Kind, request: Any, watcher: asyncio.Future[None]) -> Any:
     try:
+        if kind == "next-edit":
+            return await client.next_edit(request)
         return await (client.infill(request) if kind == "infill" else client.edit(request))
     finally:
         watcher.cancel()

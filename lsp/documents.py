@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
-from . import workspace_context
+from . import edit_tracking, workspace_context
 from .language_server import DiffgemmaServer
+from .next_edit import next_edit_key
 from .positions import offset_to_position, position_to_offset
 from .rewrite import rewrite_key
 
@@ -65,7 +66,7 @@ def language_of(snap: Snapshot) -> str | None:
     from diffgemma.context.languages import detect_language
 
     # an editor's id we do not know (e.g. "plaintext") must not hide what the file name says
-    return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text)
+    return detect_language(None, snap.language_id) or detect_language(snap.path, None, content=snap.text, guess=True)
 
 
 def editor_text(text: str) -> str:
@@ -85,15 +86,20 @@ def editor_text(text: str) -> str:
 
 def did_open(ls: DiffgemmaServer, params: types.DidOpenTextDocumentParams) -> None:
     ls.inflight.supersede(params.text_document.uri)
+    edit_tracking.note_open(ls, params.text_document.uri)
     workspace_context.note_document(ls, params.text_document.uri, opened=True)
 
 
 def did_change(ls: DiffgemmaServer, params: types.DidChangeTextDocumentParams) -> None:
     # whatever was being computed is for a text that no longer exists
     ls.inflight.supersede(params.text_document.uri)
+    ls.inflight.supersede(next_edit_key(params.text_document.uri))
+    edit_tracking.note_change(ls, params)
     workspace_context.note_document(ls, params.text_document.uri, opened=False)
 
 
 def did_close(ls: DiffgemmaServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.inflight.supersede(params.text_document.uri)
     ls.inflight.supersede(rewrite_key(params.text_document.uri))
+    ls.inflight.supersede(next_edit_key(params.text_document.uri))
+    edit_tracking.note_close(ls, params.text_document.uri)

@@ -38,10 +38,11 @@ def infill_request(
                                           confidence=completion.confident_prefix is not None)
 
 
-def answer_texts(result: Any, confident_prefix: float | None) -> list[str]:
+def answer_texts(result: Any, confident_prefix: float | None, request: Any = None) -> list[str]:
     """The texts to offer: the answer, then the other alternatives. With ``confident_prefix`` the
     answer stops before its first token under that confidence (the alternatives carry no tokens
-    and are offered whole)."""
+    and are offered whole); a cut that would add a syntax error to ``request``'s window goes back
+    to the longest head that adds none (the daemon's answer adds none; its cut must not either)."""
     text = result.text
     tokens = getattr(result, "tokens", None) or []
     if confident_prefix is not None and tokens:
@@ -51,6 +52,10 @@ def answer_texts(result: Any, confident_prefix: float | None) -> list[str]:
                 break
             kept.append(str(token.get("text", "")))
         text = "".join(kept)
+        if text != result.text and request is not None and not getattr(request, "allow_broken", None):
+            from diffgemma.context.syntax_gate import gate_fills
+
+            text = gate_fills([request.prefix, request.suffix], [text], request.language).fills[0]
     others = [a for a in (getattr(result, "alternatives", None) or [])[1:] if a and a != text]
     return [t for t in (text, *others) if t] if text or others else []
 

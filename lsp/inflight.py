@@ -22,6 +22,7 @@ class Counters:
     superseded: int = 0  # cancelled by a newer request or an edit of the document
     cancelled: int = 0  # cancelled by the client ($/cancelRequest)
     stale: int = 0  # finished, but the document had changed: answer dropped
+    suppressed: int = 0  # next-edit suggestions not made because ghost text was showing
     daemon_calls: int = 0  # requests sent to the daemon
     daemon_cancelled: int = 0  # daemon requests closed before their answer arrived
     errors: int = 0
@@ -37,6 +38,13 @@ class Inflight:
 
     def active(self) -> list[str]:
         return [key for key, task in self._tasks.items() if not task.done()]
+
+    async def settled(self, key: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the work running for ``key`` to end, whatever
+        its outcome; the waiting never cancels it."""
+        task = self._tasks.get(key)
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
 
     def supersede(self, key: str) -> bool:
         """Cancel the work running for ``key``; True if there was some."""

@@ -18,6 +18,8 @@ from pygls.lsp.server import LanguageServer
 from diffgemma import __version__
 
 from .daemon_link import DaemonLink, DaemonUnavailableError
+from .edit_history import EditHistory
+from .ghost_state import GhostTexts
 from .inflight import Inflight
 from .jsonrpc import DiffgemmaProtocol
 from .settings import SECTION, ParsedSettings, Settings, parse_settings, settings_to_json
@@ -34,6 +36,8 @@ class DiffgemmaServer(LanguageServer):
         )
         self.settings = Settings()
         self.inflight = Inflight()
+        self.edit_history = EditHistory()  # recent edits, for next-edit suggestions
+        self.ghost_texts = GhostTexts()  # documents whose ghost text may be on screen
         self.link = DaemonLink(ServerLinkEvents(self))
         self.model_name: str | None = None
         self.last_latency_ms: float | None = None
@@ -132,6 +136,7 @@ class DiffgemmaServer(LanguageServer):
             "model": self.model_name,
             "settings": self.shown_settings(),
             "configurationChanges": self.configuration_changes,
+            "ghostText": self.ghost_texts.uris(),
         }
 
 

@@ -1,11 +1,13 @@
-"""`diffgemma lsp`: ghost-text infill and "Rewrite selection" over the Language Server Protocol.
+"""`diffgemma lsp`: ghost-text infill, "Rewrite selection" and next-edit suggestions over the
+Language Server Protocol.
 
 One DiffgemmaServer (language_server.py) holds the state: settings, the daemon connection,
 in-flight work per document. The handlers are module-level functions, one module per feature,
 registered on it by ``create_server``: completion (ghost text), rewrite_action (the rewrite code
-action and its job), documents (sync notifications), and the lifecycle handlers here. They are
-thin and call the pure modules (infill, rewrite, settings). The model lives in the daemon: this
-process never imports torch.
+action and its job), next_edit_action (suggestions of the edit that follows the recent ones),
+documents (sync notifications, which also feed the recent-edit history), and the lifecycle
+handlers here. They are thin and call the pure modules (infill, rewrite, next_edit, edit_history,
+settings). The model lives in the daemon: this process never imports torch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from . import completion, documents, rewrite, rewrite_action, workspace_context
+from . import completion, documents, next_edit_action, rewrite, rewrite_action, workspace_context
 from .language_server import DiffgemmaServer
 from .text_sync import use_synced_documents
 
@@ -68,6 +70,9 @@ FEATURES: tuple[tuple[str, Callable[..., Any], Any], ...] = (
     (types.TEXT_DOCUMENT_CODE_ACTION, rewrite_action.code_action, rewrite_action.CODE_ACTION_OPTIONS),
     (STATS_REQUEST, stats, None),
     (completion.CONTEXT_REQUEST, completion.context, None),
+    (next_edit_action.NEXT_EDIT_REQUEST, next_edit_action.suggest, None),
+    (next_edit_action.GHOST_TEXT_NOTIFICATION, next_edit_action.ghost_text, None),
+    (next_edit_action.RECENT_EDITS_REQUEST, next_edit_action.recent_edits, None),
 )
 COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = ((rewrite.COMMAND, rewrite_action.rewrite_selection),)
 

@@ -63,9 +63,25 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class NextEditSettings:
+    """Next-edit suggestions (``diffgemma/nextEdit``): the edit that follows the ones just made.
+
+    On by default: a suggestion is only computed after an edit and a pause, the next keystroke
+    cancels it (the daemon stops within one denoising step), it never runs while ghost text is
+    showing, and the daemon proposes nothing under its confidence threshold, so an editor shows
+    nothing rather than noise. Editors that never ask are not affected.
+    """
+
+    enable: bool = True
+    debounce_ms: int = 400  # wait this long after the last change before asking the daemon
+    threshold: float | None = None  # None: the daemon's default confidence threshold
+
+
+@dataclass(frozen=True)
 class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    next_edit: NextEditSettings = field(default_factory=NextEditSettings)
 
 
 @dataclass(frozen=True)
@@ -81,10 +97,14 @@ def _is_int(value: Any) -> bool:
 class _Reader:
     """Reads checked values out of one raw mapping and remembers what was wrong."""
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
+    def __init__(self, raw: Mapping[str, Any], prefix: str = "") -> None:
         self.raw = raw
+        self.prefix = prefix  # "nextEdit." for the keys of a nested group
         self.problems: list[str] = []
         self.seen: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{SECTION}.{self.prefix}{key}"
 
     def _get(self, key: str) -> tuple[bool, Any]:
         self.seen.add(key)
@@ -97,7 +117,7 @@ class _Reader:
         if not present:
             return None
         if not isinstance(value, str):
-            self.problems.append(f"{SECTION}.{key} must be a string (got {value!r}); using the default")
+            self.problems.append(f"{self._name(key)} must be a string (got {value!r}); using the default")
             return None
         return value.strip() or None
 
@@ -124,7 +144,7 @@ class _Reader:
         if not present:
             return default
         if not isinstance(value, bool):
-            self.problems.append(f"{SECTION}.{key} must be true or false (got {value!r}); using {default}")
+            self.problems.append(f"{self._name(key)} must be true or false (got {value!r}); using {default}")
             return default
         return value
 
@@ -134,7 +154,7 @@ class _Reader:
             return None
         if not _is_int(value) or not low <= value <= high:
             self.problems.append(
-                f"{SECTION}.{key} must be an integer from {low} to {high} (got {value!r}); using the default"
+                f"{self._name(key)} must be an integer from {low} to {high} (got {value!r}); using the default"
             )
             return None
         return value
@@ -152,8 +172,24 @@ class _Reader:
             return when_true
         if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
             return float(value)
-        self.problems.append(f"{SECTION}.{key} must be true, false or a number in (0, 1] (got {value!r}); off")
+        self.problems.append(f"{self._name(key)} must be true, false or a number in (0, 1] (got {value!r}); off")
         return None
+
+    def optional_number(self, key: str, low: float, high: float) -> float | None:
+        present, value = self._get(key)
+        if not present:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.problems.append(f"{self._name(key)} must be a number from {low:g} to {high:g} (got {value!r}); "
+                                 "using the default")
+            return None
+        return float(value)
+
+    def unknown(self) -> None:
+        extra = sorted(str(key) for key in self.raw if key not in self.seen)
+        if extra:
+            names = ", ".join(self.prefix + key for key in extra)
+            self.problems.append(f"unknown {SECTION} settings ignored: {names}")
 
     def enable(self, key: str) -> dict[str, bool]:
         present, value = self._get(key)
@@ -163,14 +199,14 @@ class _Reader:
             return {"*": value}
         if not isinstance(value, Mapping):
             self.problems.append(
-                f'{SECTION}.{key} must be true/false or a map like {{"python": true, "*": false}} '
+                f'{self._name(key)} must be true/false or a map like {{"python": true, "*": false}} '
                 f"(got {value!r}); enabling every language"
             )
             return {"*": True}
         result: dict[str, bool] = {"*": True}
         for language, flag in value.items():
             if not isinstance(language, str) or not isinstance(flag, bool):
-                self.problems.append(f"{SECTION}.{key}.{language} must be true or false (got {flag!r}); ignored")
+                self.problems.append(f"{self._name(key)}.{language} must be true or false (got {flag!r}); ignored")
                 continue
             result[language] = flag
         return result
@@ -210,15 +246,38 @@ def parse_settings(raw: Any) -> ParsedSettings:
         alternatives=reader.integer("alternatives", defaults.alternatives, 1, config.MAX_ALTERNATIVES),
         confident_prefix=reader.threshold("confidentPrefix", DEFAULT_CONFIDENT_PREFIX),
     )
-    unknown = sorted(str(key) for key in raw if key not in reader.seen)
-    if unknown:
-        reader.problems.append(f"unknown {SECTION} settings ignored: {', '.join(unknown)}")
-    return ParsedSettings(Settings(daemon=daemon, completion=completion), tuple(reader.problems))
+    next_edit = _next_edit(reader)
+    reader.unknown()
+    settings = Settings(daemon=daemon, completion=completion, next_edit=next_edit)
+    return ParsedSettings(settings, tuple(reader.problems))
+
+
+def _next_edit(reader: _Reader) -> NextEditSettings:
+    """``nextEdit``: true/false, or {enable, debounceMs, threshold} (VS Code's diffgemma.nextEdit.*)."""
+    defaults = NextEditSettings()
+    present, value = reader._get("nextEdit")
+    if not present:
+        return defaults
+    if isinstance(value, bool):
+        return NextEditSettings(enable=value)
+    if not isinstance(value, Mapping):
+        reader.problems.append(f"{SECTION}.nextEdit must be true/false or an object like {{\"enable\": true}} "
+                               f"(got {value!r}); using the defaults")
+        return defaults
+    inner = _Reader(value, prefix="nextEdit.")
+    parsed = NextEditSettings(
+        enable=inner.boolean("enable", defaults.enable),
+        debounce_ms=inner.integer("debounceMs", defaults.debounce_ms, 0, config.LSP_DEBOUNCE_LIMIT_MS),
+        threshold=inner.optional_number("threshold", 0.0, 1.0),
+    )
+    inner.unknown()
+    reader.problems.extend(inner.problems)
+    return parsed
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:
     """The flat camelCase form (what editors send); parse_settings(settings_to_json(s)) == s."""
-    d, c = settings.daemon, settings.completion
+    d, c, n = settings.daemon, settings.completion, settings.next_edit
     return {
         "model": d.model,
         "socket": d.socket,
@@ -235,6 +294,7 @@ def settings_to_json(settings: Settings) -> dict[str, Any]:
         "enable": dict(c.enable),
         "alternatives": c.alternatives,
         "confidentPrefix": c.confident_prefix if c.confident_prefix is not None else False,
+        "nextEdit": {"enable": n.enable, "debounceMs": n.debounce_ms, "threshold": n.threshold},
     }
 
 
@@ -242,6 +302,7 @@ __all__ = [
     "SECTION",
     "CompletionSettings",
     "DaemonSettings",
+    "NextEditSettings",
     "ParsedSettings",
     "Settings",
     "parse_settings",

@@ -19,10 +19,11 @@ NVIM = shutil.which("nvim")
 needs_nvim = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install -y neovim)")
 
 
-def run_nvim(tmp_path: Path, daemon: Daemon, source: str, script: str) -> dict[str, Any]:
-    """Open ``source`` as $DG_FILE, run ``script`` and return the JSON it wrote."""
+def run_nvim(tmp_path: Path, daemon: Daemon, source: str, script: str, *, name: str = "calc.py",
+             timeout: float = 400) -> dict[str, Any]:
+    """Open ``source`` as $DG_FILE (called ``name``), run ``script`` and return the JSON it wrote."""
     assert NVIM is not None
-    source_path = tmp_path / "calc.py"
+    source_path = tmp_path / name
     source_path.write_text(source)
     script_path = tmp_path / "drive.lua"
     script_path.write_text(script)
@@ -38,7 +39,7 @@ def run_nvim(tmp_path: Path, daemon: Daemon, source: str, script: str) -> dict[s
         "XDG_DATA_HOME": str(tmp_path / "data"),
     }
     command = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={PLUGIN}", "-S", str(script_path)]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.exists(), f"nvim wrote nothing (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     result: dict[str, Any] = json.loads(out.read_text())
     return result

@@ -228,8 +228,10 @@ def test_status_reports_model_and_counters(daemon: Daemon) -> None:
     assert status["memory_bytes"] > 0 and status["pid"] == daemon.process.pid
     assert status["socket"] == str(daemon.socket)
     before = status["requests_served"]
-    # The same prefix twice: the second reuses the cached prompt and counts as a cache hit.
-    req = InfillRequest(prefix="import os\nimport sys\n\ndef main():\n    ", suffix="\n", max_tokens=4, steps=2)
+    # The same prefix twice: the second reuses the cached prompt (its whole blocks of one canvas: the
+    # prefix spans several) and counts as a cache hit.
+    req = InfillRequest(prefix="import os\nimport sys\n" * 12 + "\ndef main():\n    ", suffix="\n", max_tokens=4,
+                        steps=2)
     daemon.client.infill(req)
     hits = daemon.status()["cache_hits"]
     second = daemon.client.infill(req)

@@ -281,6 +281,24 @@ def test_prefix_cache_matches_a_fresh_encode(engine: Engine, edit: str) -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_a_reused_cache_is_bitwise_a_fresh_encode(engine: Engine) -> None:
+    """Whatever the cache held before, a prompt's keys are bitwise those of a fresh encode (the
+    prompt is encoded in the same blocks either way): a seeded request repeats its text."""
+    base = [engine.bos_id, *engine.encode_text(PREFIX * 3)]
+    fresh = PrefixCache(engine.model, enabled=False)
+    fresh.prepare(base)
+    histories = [[base], [base[:-7]], [base + engine.encode_text("x = 1")],
+                 [base[: len(base) // 2], base[:-3] + engine.encode_text("yy")]]
+    for history in histories:
+        pc = PrefixCache(engine.model)
+        for ids in history:
+            pc.prepare(ids)
+        use = pc.prepare(base)
+        assert use.cached_tokens % pc.block == 0
+        for got, want in zip(_keys(use.cache), _keys(fresh.cache), strict=True):
+            assert torch.equal(got, want)
+
+
 def test_deep_crop_without_history_would_be_wrong(engine: Engine) -> None:
     """Why the guard exists: cropping a plain sliding layer past its window loses positions."""
     from transformers import DynamicCache

@@ -175,3 +175,42 @@ def test_confidence_of_every_final_token(engine: Engine, monkeypatch: pytest.Mon
     assert length == result.hole_tokens
     conf = torch.tensor(seen[-1].confidence[start: start + length])
     assert conf.numel() > 0 and bool(((conf >= 0) & (conf <= 1)).all())
+
+
+@pytest.mark.parametrize("kind", ["infill", "edit", "holes"])
+def test_a_time_budget_that_cuts_repair_says_time(engine: Engine, kind: str) -> None:
+    """The canvas settles within the budget; the budget runs out before repair is done (an observer
+    that is slow on purpose sits between the two): the answer says "time", not "stop"."""
+    from conftest import grammars_missing
+
+    if grammars_missing():
+        pytest.skip(grammars_missing() or "")
+    settings = SamplingSettings(seed=2, steps=2)
+    budget_s = 5.0
+
+    def call(deadline: float | None):  # type: ignore[no-untyped-def]
+        if kind == "edit":
+            return engine.edit(PREFIX, "return radius * 2", SUFFIX, settings=settings, language="python",
+                               strength=1.0, deadline=deadline)
+        if kind == "holes":
+            return engine.infill_holes([PREFIX + "x = ", "\n    y = ", SUFFIX], settings=settings,
+                                       language="python", deadline=deadline, max_tokens=4)
+        return engine.infill(PREFIX, SUFFIX, settings=settings, language="python", deadline=deadline,
+                             max_tokens=8)
+
+    free = call(None)
+    assert free.finish_reason == "stop"
+    if free.timings.refine_rounds == 0:
+        pytest.skip("this seed's answer parsed: no repair to cut")  # the tiny model's output is random
+    started: list[float] = []
+
+    def slow(_view: CanvasView) -> None:  # the canvas is done: let the budget run out before repair
+        time.sleep(max(0.0, started[0] + budget_s - time.monotonic()) + 0.05)
+
+    engine.observer = slow
+    try:
+        started.append(time.monotonic())
+        cut = call(started[0] + budget_s)
+    finally:
+        engine.observer = None
+    assert cut.finish_reason == "time"

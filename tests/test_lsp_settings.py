@@ -79,3 +79,33 @@ def test_non_object_payload(raw: Any) -> None:
     parsed = parse_settings(raw)
     assert parsed.settings == Settings()
     assert len(parsed.problems) == 1
+
+
+def test_next_edit_settings() -> None:
+    from diffgemma.lsp.settings import NextEditSettings
+
+    assert Settings().next_edit == NextEditSettings(enable=True, debounce_ms=400, threshold=None)
+    parsed = parse_settings({"nextEdit": {"enable": False, "debounceMs": 0, "threshold": 0.25}})
+    assert parsed.problems == ()
+    assert parsed.settings.next_edit == NextEditSettings(enable=False, debounce_ms=0, threshold=0.25)
+    assert parse_settings(settings_to_json(parsed.settings)).settings == parsed.settings
+    assert parse_settings({"nextEdit": False}).settings.next_edit.enable is False
+    # VS Code sends the group with nulls for what the user left unset
+    assert parse_settings({"nextEdit": {"enable": True, "threshold": None}}).settings.next_edit == NextEditSettings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"nextEdit": "on"}, "nextEdit"),
+        ({"nextEdit": {"enable": "yes"}}, "nextEdit.enable"),
+        ({"nextEdit": {"threshold": 2}}, "nextEdit.threshold"),
+        ({"nextEdit": {"threshold": True}}, "nextEdit.threshold"),
+        ({"nextEdit": {"debounceMs": -5}}, "nextEdit.debounceMs"),
+        ({"nextEdit": {"enabled": True}}, "nextEdit.enabled"),
+    ],
+)
+def test_bad_next_edit_setting_falls_back(raw: dict[str, Any], field: str) -> None:
+    parsed = parse_settings(raw)
+    assert len(parsed.problems) == 1 and field in parsed.problems[0], parsed.problems
+    assert parsed.settings.next_edit.enable is True

@@ -22,6 +22,7 @@ from diffgemma.runtime.api import checks
 from diffgemma.runtime.api.checks import Fields, ProtocolError, registered_checkers, schema_of
 from diffgemma.runtime.api.next_edit import LineEdit, NextEditResult
 from diffgemma.runtime.api.request_types import InfillRequest
+from diffgemma.runtime.api.results import FINISH_REASONS
 from diffgemma.runtime.daemon.dispatch import Dispatcher, ServerInfo
 from diffgemma.runtime.daemon.endpoints import ENDPOINTS, Endpoint
 from diffgemma.runtime.daemon.native_routes import NativeRoutes
@@ -226,3 +227,12 @@ def test_next_edit_is_declared_as_every_route_is() -> None:
         jsonschema_rs.validate(reply, sent)
         assert set(schemas["NextEditReply"]["required"]) <= set(sent) <= set(schemas["NextEditReply"]["properties"])
     assert "window" not in schemas["NextEditReply"]["required"]
+
+
+def test_the_syntax_gate_is_in_the_document() -> None:
+    schemas = openapi_document(UNIX, {})["components"]["schemas"]
+    for answer in ("Result", "NextEditReply"):
+        assert schemas[answer]["properties"]["finish_reason"]["enum"] == list(FINISH_REASONS)
+    assert "syntax" in FINISH_REASONS and "reason" in schemas["Result"]["properties"]
+    for body in ("InfillRequest", "EditRequest"):
+        assert schemas[body]["properties"]["allow_broken"]["type"] == "boolean"

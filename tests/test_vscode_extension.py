@@ -56,6 +56,13 @@ def test_packages_to_vsix(installed: None, tmp_path: Path) -> None:
     assert any(n.startswith("extension/node_modules/vscode-languageclient/") for n in names)
     assert not any(n.startswith("extension/src/") or n.startswith("extension/out/test/") for n in names)
     properties = manifest["contributes"]["configuration"]["properties"]
-    for key in ("model", "socket", "maxTokens", "steps", "debounceMs", "enable"):
+    for key in ("model", "socket", "maxTokens", "steps", "debounceMs", "enable", "nextEdit.enable",
+                "nextEdit.debounceMs", "nextEdit.threshold"):
         assert f"diffgemma.{key}" in properties
-    assert any(c["command"] == "diffgemma.rewrite" for c in manifest["contributes"]["commands"])
+    commands = {c["command"] for c in manifest["contributes"]["commands"]}
+    assert {"diffgemma.rewrite", "diffgemma.acceptNextEdit", "diffgemma.dismissNextEdit",
+            "diffgemma.jumpToNextEdit"} <= commands
+    # Tab and Escape act on a suggested edit only while one is shown, and never over ghost text
+    keys = {(k["key"], k["command"]): k["when"] for k in manifest["contributes"]["keybindings"]}
+    for key in (("tab", "diffgemma.acceptNextEdit"), ("escape", "diffgemma.dismissNextEdit")):
+        assert "diffgemma.nextEditVisible" in keys[key] and "!inlineSuggestionVisible" in keys[key]

@@ -167,6 +167,7 @@ class InfillRequest(_CodeRequest):
     holes: list[dict[str, str]] | None = None
     refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
     confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
+    allow_broken: bool | None = None  # skip the syntax gate (default: an answer never adds syntax errors)
 
     kind: ClassVar[str] = "infill"
     _required: ClassVar[tuple[str, ...]] = ("suffix",)
@@ -178,6 +179,7 @@ class InfillRequest(_CodeRequest):
         "holes": checks.holes,
         "refine": checks.boolean,
         "confidence": checks.boolean,
+        "allow_broken": checks.boolean,
     }
     _docs: ClassVar[dict[str, str]] = {
         **_CodeRequest._docs,
@@ -190,6 +192,8 @@ class InfillRequest(_CodeRequest):
                  "hole (Result.holes).",
         "refine": "Syntax-guided repair (default: on where a grammar exists).",
         "confidence": "Per-token confidences in the result (Result.tokens) and the drafts.",
+        "allow_broken": "Skip the syntax gate: the answer may add syntax errors (by default it never does; "
+                        "finish_reason \"syntax\" and Result.reason say when it was cut or left empty).",
     }
 
     @classmethod
@@ -218,6 +222,7 @@ class EditRequest(_CodeRequest):
     strength: float | None = None  # 0: keep the selection as is, 1: rewrite freely
     refine: bool | None = None  # syntax-guided repair (default: on where a grammar exists)
     confidence: bool | None = None  # per-token confidences in the result (Result.tokens)
+    allow_broken: bool | None = None  # skip the syntax gate (default: a rewrite never adds syntax errors)
 
     kind: ClassVar[str] = "edit"
     _required: ClassVar[tuple[str, ...]] = ("prefix", "selection", "suffix")
@@ -230,6 +235,7 @@ class EditRequest(_CodeRequest):
         "strength": partial(checks.number, low=0.0, high=1.0),
         "refine": checks.boolean,
         "confidence": checks.boolean,
+        "allow_broken": checks.boolean,
     }
     _docs: ClassVar[dict[str, str]] = {
         **_CodeRequest._docs,
@@ -240,6 +246,8 @@ class EditRequest(_CodeRequest):
         "strength": "0 keeps the selection as is, 1 rewrites freely.",
         "refine": "Syntax-guided repair (default: on where a grammar exists).",
         "confidence": "Per-token confidences in the result (Result.tokens) and the drafts.",
+        "allow_broken": "Skip the syntax gate: the answer may add syntax errors (by default it never does; "
+                        "finish_reason \"syntax\" and Result.reason say when it was cut or left empty).",
     }
 
 

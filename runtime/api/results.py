@@ -15,9 +15,12 @@ from typing_extensions import TypedDict
 from diffgemma.runtime.api.checks import ProtocolError, type_name
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 
-# Why an answer ended. "time": the request's time budget ran out and the best draft so far is the
-# answer (a diffusion draft is always a whole answer). The engine's results use the same type.
-FinishReason = Literal["stop", "length", "cancelled", "time"]
+# Why an answer ended. "time": the request's time budget ran out (in any phase: denoising or
+# repair) and the best draft so far is the answer (a diffusion draft is always a whole answer).
+# "syntax": the syntax gate cut the answer or left it empty, because as the model wrote it it added
+# syntax errors to the code (``Result.reason`` says which; a limit's reason wins when both apply).
+# The engine's results use the same type.
+FinishReason = Literal["stop", "length", "cancelled", "time", "syntax"]
 FINISH_REASONS: tuple[str, ...] = get_args(FinishReason)
 HoleState = Literal["final", "refining", "waiting"]
 HOLE_STATES: tuple[str, ...] = get_args(HoleState)
@@ -57,25 +60,32 @@ class HoleAnswer(TypedDict):
 class Result:
     """The answer to an infill or edit request (also the ``{"type": "result"}`` stream line). ``timings``:
     encode_ms, steps, ms_per_step, tokens_per_forward, prompt_tokens, cached_tokens, encoded_tokens,
-    generated_tokens, canvases, decoder_tokens, refine_rounds, total_ms, queue_ms, load_ms, daemon_ms."""
+    generated_tokens, canvases, decoder_tokens, refine_rounds, total_ms, queue_ms, load_ms, daemon_ms.
+    ``reason``: one line when the syntax gate changed the answer (finish_reason "syntax", or a limit's)."""
 
     text: str
-    finish_reason: FinishReason  # "time": the time budget ran out (the best draft so far is the answer)
+    # "time": the time budget ran out (the best draft so far is the answer); "syntax": the syntax gate
+    # cut the answer or left it empty (``reason`` says why)
+    finish_reason: FinishReason
     timings: dict[str, float]
     id: str
     model: str
     # distinct candidates when the request asked for alternatives; the first is ``text``
     alternatives: list[str] = field(default_factory=list)
-    # when asked for (``confidence``): ``text`` token by token
+    # when asked for (``confidence``): ``text`` token by token; empty when the syntax gate answered with
+    # other text than (a head of) what the model wrote
     tokens: list[TokenConfidence] = field(default_factory=list)
     # several holes: one entry per hole, in order (``text`` is the first one's). With alternatives asked
     # for, every hole's ``alternatives`` has the same length and index k of each is set k, one joint set
     # of fills; set 0 is the answer (`alternative_sets`)
     holes: list[HoleAnswer] = field(default_factory=list)
+    # one line when the syntax gate changed the answer: the error the model's text added and what was
+    # kept instead (None otherwise)
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("alternatives", "tokens", "holes"):
+        for key in ("alternatives", "tokens", "holes", "reason"):
             if not data[key]:
                 del data[key]
         return data
@@ -94,13 +104,14 @@ class Result:
         alternatives = data.get("alternatives") or []
         if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
             raise ProtocolError("result has fields of the wrong type")
-        tokens, holes = data.get("tokens") or [], data.get("holes") or []
+        tokens, holes, why = data.get("tokens") or [], data.get("holes") or [], data.get("reason") or None
         if not isinstance(tokens, list) or not isinstance(holes, list) or not all(
-                isinstance(x, dict) for x in [*tokens, *holes]):
+                isinstance(x, dict) for x in [*tokens, *holes]) or not isinstance(why, str | None):
             raise ProtocolError("result has fields of the wrong type")
         # a newer daemon may send a finish reason this one does not know: it is kept as sent
         return cls(text=text, finish_reason=cast(FinishReason, reason), timings=timings, id=str(data.get("id", "")),
-                   model=str(data.get("model", "")), alternatives=alternatives, tokens=tokens, holes=holes)
+                   model=str(data.get("model", "")), alternatives=alternatives, tokens=tokens, holes=holes,
+                   reason=why)
 
 
 class DraftHole(TypedDict):

@@ -13,9 +13,10 @@ import math
 import time
 from typing import Any
 
+from diffgemma.runtime.api.answer_gate import gate_result, request_language
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.api.next_edit import NextEditRequest
-from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, TokenizeRequest
+from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, InfillRequest, TokenizeRequest
 from diffgemma.runtime.api.results import HoleAnswer, Result, TokenConfidence
 from diffgemma.runtime.daemon import next_edit_job
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
@@ -30,7 +31,8 @@ def run_on_engine(engine: InferenceEngine, job: Job, limits: Limits) -> Outcome:
     try:
         if job.kind in ("tokenize", "detokenize"):
             return _tokens(engine, job)
-        res = _engine_call(engine, job, limits)
+        language = request_language(job.request) if isinstance(job.request, InfillRequest | EditRequest) else None
+        res = _engine_call(engine, job, limits, language)
     except Cancelled:
         return Outcome(result=job.cancelled_result())
     except SettingsError as exc:
@@ -48,9 +50,15 @@ def run_on_engine(engine: InferenceEngine, job: Job, limits: Limits) -> Outcome:
         return Outcome(result=next_edit_job.result(res, job, timings))
     alternatives = list(res.alternatives)
     tokens, holes = _token_fields(job.request, res)
-    return Outcome(result=Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id,
-                                 model=job.model, alternatives=alternatives if len(alternatives) > 1 else [],
-                                 tokens=tokens, holes=holes))
+    result = Result(text=res.text, finish_reason=res.finish_reason, timings=timings, id=job.id, model=job.model,
+                    alternatives=alternatives if len(alternatives) > 1 else [], tokens=tokens, holes=holes)
+    if isinstance(job.request, InfillRequest | EditRequest):  # no answer adds syntax errors
+        try:
+            result = gate_result(job.request, result, language)
+        except Exception as exc:  # an unchecked answer is never sent
+            log.exception("request %s: the syntax gate failed", job.id)
+            return Outcome.failed(ErrorCode.INTERNAL, f"internal error: syntax gate: {type(exc).__name__}")
+    return Outcome(result=result)
 
 
 def _finite(data: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +91,9 @@ def _max_tokens(requested: int | None, limits: Limits) -> int | None:
     return None if requested is None else min(requested, limits.max_tokens)
 
 
-def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineResult | NextEditAnswer:
+def _engine_call(engine: InferenceEngine, job: Job, limits: Limits,
+                 language: str | None = None) -> EngineResult | NextEditAnswer:
+    """The engine's answer to ``job``; ``language`` is the grammar it repairs with (`request_language`)."""
     req: Any = job.request
     settings = _settings(engine, req, limits)
     max_tokens, deadline = _max_tokens(req.max_tokens, limits), _deadline(req, limits)
@@ -105,17 +115,17 @@ def _engine_call(engine: InferenceEngine, job: Job, limits: Limits) -> EngineRes
         strength = {} if req.strength is None else {"strength": req.strength}
         return engine.edit(req.prefix, req.selection, req.suffix, instruction=req.instruction, extra=extra,
                            max_tokens=max_tokens, settings=settings, on_draft=job.on_draft, cancel=job.cancel,
-                           deadline=deadline, language=req.language, refine=refine, confidence=confidence,
+                           deadline=deadline, language=language, refine=refine, confidence=confidence,
                            client=client, **strength)
     alternatives = req.alternatives if req.alternatives and req.alternatives > 1 else 1
     if req.holes:  # several holes: drafts and alternatives carry every hole (types.HolesDraft, HoleFill)
         return engine.infill_holes(req.pieces(), extra=extra, max_tokens=max_tokens, settings=settings,
                                    on_draft=job.on_draft, cancel=job.cancel, deadline=deadline,
-                                   language=req.language, refine_syntax=refine, alternatives=alternatives,
+                                   language=language, refine_syntax=refine, alternatives=alternatives,
                                    confidence=confidence, client=client)
     return engine.infill(req.prefix, req.suffix, extra=extra, max_tokens=max_tokens, settings=settings,
                          on_draft=job.on_draft, cancel=job.cancel, deadline=deadline, alternatives=alternatives,
-                         language=req.language, refine=refine, confidence=confidence, client=client)
+                         language=language, refine=refine, confidence=confidence, client=client)
 
 
 def _tokens(engine: InferenceEngine, job: Job) -> Outcome:

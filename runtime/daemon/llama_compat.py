@@ -128,7 +128,8 @@ def llama_stop_type(finish_reason: str | None, word: str | None) -> Literal["wor
         return "word"
     if finish_reason in ("length", "time"):  # llama.cpp has no "time": its budget stop is a limit
         return "limit"
-    return "eos" if finish_reason == "stop" else "none"
+    # "syntax": the answer ended where the syntax gate cut it; llama.cpp's clients know an end, not why
+    return "eos" if finish_reason in ("stop", "syntax") else "none"
 
 
 @dataclass

@@ -101,6 +101,7 @@ class ChatChunk(TypedDict):
 
 def openai_finish(finish_reason: str, word: str | None) -> OpenAIFinish:
     # "time": the budget ran out; OpenAI's nearest is "length" (the answer was cut by a limit).
+    # "syntax" (the syntax gate cut it) is an end as OpenAI's clients know it: "stop".
     if word is not None:
         return "stop"
     return "length" if finish_reason in ("length", "time") else "stop"

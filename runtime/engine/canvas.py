@@ -42,6 +42,9 @@ class Run:
     # build per-token confidence pieces (results and drafts): two decodes per token, so only
     # when the request asked for them
     confidence: bool = False
+    # the time budget cut a phase of this request (a canvas, or the repair after it): its finish
+    # reason is "time", whatever the canvases said
+    timed_out: bool = False
     # told (round, each hole's text so far) as each syntax repair round starts, so a live view can
     # say what the time goes to (`announce_repairs`)
     on_repair: Callable[[int, list[str]], None] | None = None

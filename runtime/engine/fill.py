@@ -83,7 +83,8 @@ def fill_canvases(runner: CanvasRunner, prompt: list[int], suffix_ids: list[int]
     text = fill.text(suffix, stops)
     others = [fill.text(suffix, stops, tail=row) for row in loop.rows_out] if alternatives > 1 else []
     finish_timings(run.timings, len(fill.tokens), t0)
-    return EngineResult(text=text, finish_reason=loop.finish, timings=run.timings, hole_tokens=len(fill.tokens),
+    finish: FinishReason = "time" if run.timed_out else loop.finish
+    return EngineResult(text=text, finish_reason=finish, timings=run.timings, hole_tokens=len(fill.tokens),
                         alternatives=distinct([text, *others]) if alternatives > 1 else [],
                         tokens=pieces(runner.decode, fill.tokens, fill.conf, text) if confidence else [])
 

@@ -269,7 +269,10 @@ class _Canvas:
         on_step = (drafts.joint(self.runner.decode, [lay[0] for lay in rows], self.render, self.group)
                    if drafts is not None else None)
         problem = _problem(self.runner, rows, self.run.gen, score=score)
-        return self.runner.denoise(self.prompt, problem, dataclasses.replace(self.run, cfg=cfg), on_step)
+        run = dataclasses.replace(self.run, cfg=cfg)  # the same timings and generator, other steps
+        out = self.runner.denoise(self.prompt, problem, run, on_step)
+        self.run.timed_out = self.run.timed_out or run.timed_out
+        return out
 
 
 def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[list[int]],
@@ -323,7 +326,7 @@ def _joint(runner: CanvasRunner, before: str, after: list[str], after_ids: list[
         fills.append(HoleFill(text=text, hole_tokens=n, tokens=shown))
     finish_timings(run.timings, sum(lengths), t0)
     rows = [tuple(texts)] + [tuple(render(lay)) for lay in layouts[1:]]
-    return fills, run.timings, "time" if out.timed_out else "stop", rows
+    return fills, run.timings, "time" if run.timed_out else "stop", rows
 
 
 def _scout(canvas: _Canvas, grid: list[int], between: list[list[int]], hold_cap: int, k: int) -> list[int]:

@@ -10,6 +10,15 @@ they keep every position since their last crop, and a crop is exact as long as i
 no more than was added since then. A deeper crop re-encodes from scratch. The decoder
 must see exactly ``window - 1`` positions of a sliding layer (as after a normal encode), so
 `decoder_view` hands it trimmed views, expanded to the canvas batch.
+
+A prompt is always encoded in the same pieces: blocks of ``block`` tokens at fixed positions
+(0, block, 2 * block, ...), the last one partial. A reused cache keeps whole blocks only and
+re-encodes from the start of the block where the prompts part. Encoding the same tokens in other
+pieces gives other floating-point roundings (a token encoded alone is not bitwise the token encoded
+in a batch of 300), and those flip samples: with fixed pieces a prompt's cache is bitwise the same
+whatever was encoded before it, so a seeded request repeats its text on a warm daemon. A block of
+one canvas (256 tokens for the real model, under the GPU's ridge point) costs about what a
+one-token encode does: a step reads the weights once either way.
 """
 
 from __future__ import annotations
@@ -38,11 +47,13 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 class PrefixCache:
-    """One cached prompt (the last one); enough for a single typist per daemon."""
+    """One cached prompt (the last one); enough for a single typist per daemon. ``block``: the
+    encoding pieces (default: the model's canvas length)."""
 
-    def __init__(self, model: Any, enabled: bool = True) -> None:
+    def __init__(self, model: Any, enabled: bool = True, block: int | None = None) -> None:
         self.model = model
         self.enabled = enabled
+        self.block = max(1, int(block or getattr(model.config, "canvas_length", 0) or 256))
         self.ids: list[int] = []
         self.cache: Any = None
         self.hits = 0
@@ -74,9 +85,8 @@ class PrefixCache:
 
         keep = common_prefix_len(self.ids, ids) if (self.enabled and self.cache is not None) else 0
         # Keep at least one token to encode: the encoder is never called with nothing, and the
-        # canvas positions follow the last encoded token.
-        if keep == len(ids):
-            keep = len(ids) - 1
+        # canvas positions follow the last encoded token. Reuse whole blocks only.
+        keep = (min(keep, len(ids) - 1) // self.block) * self.block
         remove = len(self.ids) - keep
         if keep > 0 and remove > 0 and not self._crop_is_exact(remove):
             keep = 0
@@ -89,7 +99,8 @@ class PrefixCache:
             self.hits += 1
         start = time.perf_counter()
         new = ids[keep:]
-        encode(self.model, self.cache, new, start_pos=keep)
+        for at in range(keep, len(ids), self.block):  # block-aligned: keep is a multiple of block
+            encode(self.model, self.cache, ids[at: at + self.block], start_pos=at)
         self.ids = list(ids)
         return CacheUse(
             cache=self.cache,

@@ -75,6 +75,7 @@ def refine(runner: CanvasRunner, prompt: EncodedPrompt, layout: Layout, fixed: S
     tried: list[Layout] = []
     for round_ in range(REFINE_ROUNDS):
         if run.budget.expired():
+            run.timed_out = True  # repair was cut: the answer says "time"
             break
         noised = _positions(runner, layout, fixed, render, issues, round_)
         if not noised:
@@ -189,7 +190,10 @@ def _resized(layout: Layout) -> list[Layout]:
     held_after = sum(layout.held[start + n:])
     room = size - start - min(held_after, max(1, size // 4))
     out = []
-    for m in sorted({max(1, n // 2), n, min(room, n + max(2, n // 2)), min(room, 2 * n)} - {0, -1}):
+    # half, same, one and a half, double, and a longer one: a fill cut too short to close what it
+    # opens (a docstring's quotes, a call's brackets) parses at none of the first four
+    lengths = {max(1, n // 2), n, min(room, n + max(2, n // 2)), min(room, 2 * n), min(room, max(8, 4 * n))}
+    for m in sorted(lengths - {0, -1}):
         def moved(values: list[Any], fill: Any, m: int = m) -> list[Any]:
             return (values[:start] + [fill] * m + values[start + n:] + [fill] * size)[:size]
 
@@ -221,6 +225,7 @@ def _denoise_round(runner: CanvasRunner, prompt: EncodedPrompt, rows: list[tuple
     clamp = S.Clamp(mask=torch.stack(masks).to(device), tokens=torch.stack(held_tokens).to(device))
     problem = Problem(canvas=torch.stack(canvas).to(device), clamp=clamp, keep=0, focus=torch.stack(focus).to(device))
     out = runner.denoise(prompt, problem, run)
+    run.timed_out = run.timed_out or out.timed_out
     results = []
     for r, (layout, noised) in enumerate(rows):
         conf = out.confidence[r].tolist()

@@ -61,6 +61,8 @@ def edit(runner: CanvasRunner, prefix: str, selection: str, suffix: str, *, sett
     grammar = repair_language(language) if refine else None
     if grammar is not None and done.finish != "time":
         repair_rewrite(runner, done, prefix, selection, suffix, parts.healed, grammar, run)
+    if run.timed_out:  # a canvas or the repair after it was cut
+        done.finish = "time"
     stops = set(runner.eos_ids)
     text = strip_heal(runner.decode([t for t in done.tokens if t not in stops]), parts.healed)
     finish_timings(run.timings, len(done.tokens), t0)

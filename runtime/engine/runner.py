@@ -202,6 +202,7 @@ class ModelRunner:
         timings.steps += out.steps
         timings.canvases += 1
         timings.decoder_tokens += counters["decoder_tokens"]
+        run.timed_out = run.timed_out or out.timed_out
         return out
 
     def close(self) -> None:

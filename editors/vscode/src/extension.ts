@@ -1,6 +1,6 @@
 // diffgemma for VS Code: starts `diffgemma lsp`, which provides ghost text (inline
-// completions) and the "Rewrite selection" command; a status-bar item shows the daemon's
-// state and the last answer's latency.
+// completions), the "Rewrite selection" command and next-edit suggestions (nextEditController);
+// a status-bar item shows the daemon's state and the last answer's latency.
 
 import * as vscode from "vscode";
 import {
@@ -12,6 +12,7 @@ import {
   TransportKind,
 } from "vscode-languageclient/node";
 
+import { NextEdits } from "./nextEditController";
 import { RewriteDone, RewriteJobs, RewriteStarted, rewriteArguments } from "./rewrite";
 import { needsRestart, serverCommand, serverSettings } from "./settings";
 import { formatStatus, StatusParams } from "./status";
@@ -23,6 +24,7 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let output: vscode.LogOutputChannel;
 const rewriteJobs = new RewriteJobs();
+let nextEdits: NextEdits;
 
 function config(): (key: string) => unknown {
   const cfg = vscode.workspace.getConfiguration(SECTION);
@@ -53,6 +55,15 @@ async function startClient(): Promise<void> {
     documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
     initializationOptions: serverSettings(get),
     outputChannel: output,
+    middleware: {
+      // next-edit suggestions wait for ghost text to go: note where it was answered
+      provideInlineCompletionItems: async (document, position, context, token, next) => {
+        const result = await next(document, position, context, token);
+        const items = Array.isArray(result) ? result : (result?.items ?? []);
+        nextEdits.ghostAnswered(document, position, items.length);
+        return result;
+      },
+    },
   };
   client = new LanguageClient("diffgemma", "diffgemma", serverOptions, clientOptions);
   client.onNotification("diffgemma/status", (params: StatusParams) => showStatus(params));
@@ -72,6 +83,7 @@ async function stopClient(): Promise<void> {
   const running = client;
   client = undefined;
   rewriteJobs.clear();
+  nextEdits.clear();
   if (running) {
     await running.stop();
   }
@@ -119,7 +131,21 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   output = vscode.window.createOutputChannel("diffgemma", { log: true });
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   statusItem.command = "diffgemma.showOutput";
+  nextEdits = new NextEdits(
+    () => client,
+    output,
+    () => vscode.workspace.getConfiguration(SECTION).get<boolean>("nextEdit.enable", true),
+  );
   context.subscriptions.push(
+    nextEdits,
+    vscode.commands.registerCommand("diffgemma.acceptNextEdit", () => nextEdits.tab()),
+    vscode.commands.registerCommand("diffgemma.dismissNextEdit", () => nextEdits.dismiss()),
+    vscode.commands.registerCommand("diffgemma.jumpToNextEdit", () => nextEdits.jump()),
+    vscode.commands.registerCommand("diffgemma.suggestNextEdit", () => nextEdits.suggest()),
+    vscode.commands.registerCommand("diffgemma.hideGhostText", () => nextEdits.hideGhostText()),
+    vscode.workspace.onDidChangeTextDocument((event) => nextEdits.onDidChangeDocument(event)),
+    vscode.window.onDidChangeTextEditorSelection((event) => nextEdits.onDidChangeSelection(event)),
+    vscode.window.onDidChangeActiveTextEditor(() => nextEdits.onDidChangeActiveEditor()),
     output,
     statusItem,
     vscode.commands.registerCommand("diffgemma.rewrite", rewriteSelection),

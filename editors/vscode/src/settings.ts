@@ -19,6 +19,7 @@ export const SERVER_KEYS = [
   "enable",
   "alternatives",
   "confidentPrefix",
+  "nextEdit",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];

@@ -1,4 +1,5 @@
--- diffgemma for Neovim: ghost-text infill and "Rewrite selection" from `diffgemma lsp`.
+-- diffgemma for Neovim: ghost-text infill, "Rewrite selection" and next-edit suggestions
+-- (diffgemma.next_edit) from `diffgemma lsp`.
 --
 -- Runs on Neovim 0.7 (Debian 12) and later: it uses vim.lsp.start_client/buf_attach_client
 -- and extmark virtual text, which exist there; on Neovim builds that ship
@@ -7,6 +8,7 @@
 --   require("diffgemma").setup{
 --     settings = { model = nil, socket = nil, maxTokens = 64, debounceMs = 75 },
 --     accept_key = "<Tab>",
+--     next_edit = { enable = true, accept_key = "<Tab>", dismiss_key = "<Esc>", jump_key = "<M-n>" },
 --   }
 
 local M = {}
@@ -34,6 +36,18 @@ local defaults = {
   hl_group = "Comment",
   -- use vim.lsp.inline_completion when this Neovim has it
   use_builtin_inline_completion = true,
+  -- next-edit suggestions, shown in normal mode after an edit: <Tab> goes to the suggestion and
+  -- accepts it, <Esc> dismisses it, the jump key goes to it or to the next suggested place
+  -- (keys fall through to their normal meaning when nothing is shown; false maps nothing)
+  next_edit = {
+    enable = true,
+    accept_key = "<Tab>",
+    dismiss_key = "<Esc>",
+    jump_key = "<M-n>",
+    trigger_delay_ms = 50, -- after the edit; the server waits nextEdit.debounceMs as well
+    removed_hl = "DiffDelete", -- the lines a suggestion replaces
+    added_hl = "DiffAdd", -- its new lines
+  },
   -- files that mark a project root (the server reads nearby files for context)
   root_markers = { ".git", "pyproject.toml", "package.json", "Cargo.toml", "go.mod", "Makefile" },
 }
@@ -71,6 +85,14 @@ local function request(client, method, params, handler, bufnr)
   return client.request(method, params, handler, bufnr)
 end
 
+-- client.notify() likewise
+local function notify_server(client, method, params)
+  if vim.fn.has("nvim-0.11") == 1 then
+    return client:notify(method, params)
+  end
+  return client.notify(method, params)
+end
+
 local function find_root(bufnr)
   local name = vim.api.nvim_buf_get_name(bufnr)
   local start = name ~= "" and vim.fn.fnamemodify(name, ":p:h") or vim.fn.getcwd()
@@ -98,6 +120,10 @@ local function get_client()
   return client
 end
 
+-- for diffgemma.next_edit
+M.get_client = get_client
+M.request = request
+
 --- A short status line piece: "diffgemma: ready 84ms".
 function M.status()
   local s = M.state
@@ -110,12 +136,22 @@ end
 
 -- ghost text ---------------------------------------------------------------------------------
 
+local function wipe()
+  if vim.api.nvim_buf_is_valid(shown.bufnr) then
+    vim.api.nvim_buf_clear_namespace(shown.bufnr, M.ns, 0, -1)
+  end
+  shown = nil
+end
+
 function M.clear(bufnr)
   if shown and (bufnr == nil or shown.bufnr == bufnr) then
-    if vim.api.nvim_buf_is_valid(shown.bufnr) then
-      vim.api.nvim_buf_clear_namespace(shown.bufnr, M.ns, 0, -1)
+    local was = shown.bufnr
+    wipe()
+    -- the server holds next-edit suggestions back while ghost text shows: say it is gone
+    local client = get_client()
+    if client and vim.api.nvim_buf_is_valid(was) then
+      notify_server(client, "diffgemma/ghostText", { textDocument = { uri = vim.uri_from_bufnr(was) }, visible = false })
     end
-    shown = nil
   end
 end
 
@@ -144,7 +180,9 @@ local function display(line, bufnr)
 end
 
 local function render(bufnr, row, col, text)
-  M.clear()
+  if shown then
+    wipe() -- replaced, not gone: the server still counts it as showing
+  end
   local lines = {}
   for _, l in ipairs(split_lines(text)) do
     table.insert(lines, display(l, bufnr))
@@ -538,6 +576,7 @@ function M.setup(opts)
     })
   end
   map_keys()
+  require("diffgemma.next_edit").setup(group)
   vim.api.nvim_create_user_command("DiffgemmaRewrite", rewrite_command, {
     range = true,
     nargs = "?",
