@@ -183,10 +183,13 @@ def block_around(text: str, language: str | None, line: int, max_lines: int, min
     if end - start == 1 and node is None:  # no grammar: a few lines either side
         start, end = line - max_lines // 8, line + max_lines // 8 + 1
     want = min(min_lines, max_lines, total)
-    while end - start < want:
-        end, start = (end + 1, start) if (end - start) % 2 else (end, start - 1)
-        start, end = max(0, start), min(total, end)
-    return max(0, start), min(total, end)
+    start, end = max(0, start), min(total, end)
+    while end - start < want:  # grow a line at a time, alternating sides; at a file's edge, the other
+        if end < total and ((end - start) % 2 or start == 0):
+            end += 1
+        else:
+            start -= 1
+    return start, end
 
 
 def plan(text: str, language: str | None, cursor_line: int, places: list[Place], max_lines: int) -> Plan:

@@ -154,3 +154,27 @@ def test_tokens_round_trip(engine: InferenceEngine) -> None:
     assert ids and all(0 <= i < engine.vocab_size for i in ids)
     assert engine.decode(ids) == text
     assert engine.default_steps >= 1 and engine.info()["canvas_length"] == engine.canvas_length
+
+
+NEXT_DOC = "def area(width, height):\n    return width * height\n\n\nprint(area(2, 3))\n"
+NEXT_DIFF = ("@@ -1,2 +1,2 @@\n-def area(w, height):\n-    return w * height\n"
+             "+def area(width, height):\n+    return width * height\n")
+
+
+def test_a_next_edit_suggestion_is_a_rewrite_any_engine_serves(engine: InferenceEngine) -> None:
+    """Next-edit is a function of an engine's edit: its answer's edits apply to the document, stay in
+    the window the model rewrote, and never add a syntax error (the document parses, so the edited
+    one must)."""
+    from diffgemma.context.line_edits import apply_changes
+    from diffgemma.runtime.engine.next_edit import NextEditAnswer, next_edit
+    from diffgemma.runtime.engine.types import SamplingSettings
+
+    for _ in range(2):  # no seed: the vLLM engine takes none
+        answer = next_edit(engine, NEXT_DOC, 1, edits=[("m.py", NEXT_DIFF)], path="m.py", language="python",
+                           threshold=0.0, max_tokens=32, settings=SamplingSettings(steps=4), client="contract")
+        assert isinstance(answer, NextEditAnswer) and answer.finish_reason in FINISH_REASONS
+        start, end = answer.window
+        assert 0 <= start <= 1 < end and answer.timings.total_ms > 0
+        assert all(start <= e.start_line <= e.end_line <= end for e in answer.edits)
+        assert (answer.edits == []) == (answer.why is not None)
+        compile(apply_changes(NEXT_DOC, answer.edits), "m.py", "exec")

@@ -115,6 +115,10 @@ def test_diff_paths_name_the_document_by_their_tail() -> None:
 def test_the_window_is_the_cursor_s_block_or_the_next_place_s() -> None:
     assert block_around(DOC, "python", 5, 40) == (3, 9)  # the whole function
     assert block_around(DOC, "python", 7, 3) == (5, 8)  # the if statement, grown by the line above
+    # a two-line function at the top of the file grows downwards (there is no line above it)
+    top = "def area(w, h):\n    return w * h\n\n\nprint(area(2, 3))\n"
+    assert block_around(top, "python", 1, 40) == (0, 3) and block_around(top, None, 0, 40) == (0, 6)
+    assert block_around("x = 1", "python", 0, 40) == (0, 1)
     grown = changes([("m.py", diff("    def measure(self, k):", "    def measure(self, k, extra):", 20))])
     places = candidate_places(DOC, "python", grown, "m.py")
     in_class = plan(DOC, "python", 19, places, 40)  # a place in the cursor's block (the class)
