@@ -14,48 +14,29 @@ torch threads (OMP_NUM_THREADS).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from local_daemon import LocalDaemon, Series
 
 PREFIX = "import math\n\n\ndef area(radius: float) -> float:\n    return "
 SUFFIX = "\n\n\nprint(area(2.0))\n"
 
 
-class Served:
+class Served(LocalDaemon):
     def __init__(self, label: str, work: Path, model: str, tree: Path | None, threads: int | None) -> None:
-        from diffgemma.runtime.api.client import Client
-
-        self.label = label
-        sock = work / f"{label}.sock"
-        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}")}
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
+        env: dict[str, str] = {}
         if tree is not None:
             # import `diffgemma` from that checkout: a folder holding a link named after the package
             shim = work / f"shim-{label}"
             shim.mkdir()
             (shim / "diffgemma").symlink_to(tree.resolve())
             env["PYTHONPATH"] = str(shim)
-        self.log = work / f"{label}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket", str(sock),
-                 "--keep-alive", "-1"], stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(work))
-        self.client = Client(socket=sock)
-        deadline = time.monotonic() + 300
-        while not (self.client.health() and self.client.status().get("state") == "ready"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{label}: the daemon did not start: {self.log.read_text()[-800:]}")
-            time.sleep(0.2)
-        self.walls: list[float] = []
-        self.timings: list[dict[str, Any]] = []
+        super().__init__(work, label, model, threads=threads, env=env)
+        self.series = Series(label)
 
     def once(self, seed: int, record: bool = True) -> None:
         from diffgemma.runtime.api.protocol import InfillRequest
@@ -63,24 +44,7 @@ class Served:
         start = time.perf_counter()
         result = self.client.infill(InfillRequest(prefix=PREFIX, suffix=SUFFIX, seed=seed))
         if record:
-            self.walls.append((time.perf_counter() - start) * 1000)
-            self.timings.append(result.timings)
-
-    def close(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        self.process.wait(60)
-
-    def row(self) -> str:
-        walls = sorted(self.walls)
-        p90 = walls[min(len(walls) - 1, round(0.9 * (len(walls) - 1)))]
-        med = statistics.median
-
-        def t(key: str) -> float:
-            return med(float(x.get(key) or 0) for x in self.timings)
-
-        return (f"| {self.label} | {med(walls):.0f} | {p90:.0f} | {t('steps'):.0f} | {t('ms_per_step'):.1f} | "
-                f"{t('decoder_tokens'):.0f} |")
+            self.series.add(start, result.timings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| daemon | p50 ms | p90 ms | steps | ms/step | decoder_tokens |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in served:
-        print(s.row())
+        print(s.series.row(("steps", "ms_per_step", "decoder_tokens")))
     if len(served) == 2:
-        ratios = [b / a for a, b in zip(served[0].walls, served[1].walls, strict=True)]
+        ratios = [b / a for a, b in zip(served[0].series.walls, served[1].series.walls, strict=True)]
         print(f"baseline / this tree, pair by pair: median {statistics.median(ratios):.2f}x")
     return 0
 

@@ -14,15 +14,14 @@ positions run through the decoder), and the next-edit / infill ratio, pair by pa
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from local_daemon import LocalDaemon, Series
 
 DOCUMENT = '''import math
 
@@ -54,51 +53,6 @@ def _requests() -> tuple[Any, Any]:
     return infill, nxt
 
 
-class Daemon:
-    def __init__(self, work: Path, model: str, threads: int | None) -> None:
-        from diffgemma.runtime.api.client import Client
-
-        sock = work / "d.sock"
-        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / "state")}
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        self.log = work / "daemon.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", model, "--socket", str(sock),
-                 "--keep-alive", "-1"], stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(work))
-        self.client = Client(socket=sock)
-        deadline = time.monotonic() + 300
-        while not (self.client.health() and self.client.status().get("state") == "ready"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the daemon did not start: {self.log.read_text()[-800:]}")
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        self.process.wait(60)
-
-
-class Series:
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.walls: list[float] = []
-        self.timings: list[dict[str, Any]] = []
-        self.proposed = 0
-
-    def row(self) -> str:
-        walls = sorted(self.walls)
-        p90 = walls[min(len(walls) - 1, round(0.9 * (len(walls) - 1)))]
-        med = statistics.median
-
-        def t(key: str) -> float:
-            return med(float(x.get(key) or 0) for x in self.timings)
-
-        return (f"| {self.label} | {med(walls):.0f} | {p90:.0f} | {t('steps'):.0f} | {t('ms_per_step'):.1f} | "
-                f"{t('canvases'):.0f} | {t('decoder_tokens'):.0f} |")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="diffgemma-mini")
@@ -108,23 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     infill_req, next_req = _requests()
     work = Path(tempfile.mkdtemp(prefix="dgn", dir="/tmp"))
     infill, nxt = Series("infill (CLI default)"), Series("next-edit (after a rename)")
-    daemon = Daemon(work, args.model, args.threads)
+    proposed = 0  # next-edit answers with an edit
+    daemon = LocalDaemon(work, "daemon", args.model, threads=args.threads)
     try:
         def once(series: Series, seed: int, record: bool = True) -> None:
+            nonlocal proposed
             start = time.perf_counter()
             if series is infill:
                 result = daemon.client.infill(type(infill_req)(**{**infill_req.__dict__, "seed": seed}))
             else:
                 result = daemon.client.next_edit(type(next_req)(**{**next_req.__dict__, "seed": seed}))
-                series.proposed += bool(result.edits)
+                proposed += bool(result.edits)
             if record:
-                series.walls.append((time.perf_counter() - start) * 1000)
-                series.timings.append(result.timings)
+                series.add(start, result.timings)
 
         for s in (infill, nxt):
             once(s, 100, record=False)
             once(s, 101, record=False)
-        nxt.proposed = 0
+        proposed = 0
         for i in range(args.runs):
             for s in (infill, nxt) if i % 2 == 0 else (nxt, infill):
                 once(s, i)
@@ -135,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
           f"threads {args.threads or 'default'}")
     print("| request | p50 ms | p90 ms | steps | ms/step | canvases | decoder_tokens |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    print(infill.row())
-    print(nxt.row())
+    columns = ("steps", "ms_per_step", "canvases", "decoder_tokens")
+    print(infill.row(columns))
+    print(nxt.row(columns))
     ratios = [b / a for a, b in zip(infill.walls, nxt.walls, strict=True)]
     tokens = [float(b.get("decoder_tokens") or 0) / max(1.0, float(a.get("decoder_tokens") or 0))
               for a, b in zip(infill.timings, nxt.timings, strict=True)]
     print(f"next-edit / infill, pair by pair: time median {statistics.median(ratios):.2f}x, "
           f"decoder tokens median {statistics.median(tokens):.2f}x; next-edit proposed an edit in "
-          f"{nxt.proposed} of {args.runs} runs")
+          f"{proposed} of {args.runs} runs")
     return 0
 
 

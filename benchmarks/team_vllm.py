@@ -28,17 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local_daemon import LocalDaemon
 from vllm_side.launch import metric_sum, parse_metrics, side_python, start_standin, vllm_checkpoint
 
 # What the typists type: each gets one of these and types its body from the cursor on.
@@ -77,38 +75,6 @@ class Load:
     steps: int | None
     seed: int
     outcomes: list[Outcome] = field(default_factory=list)
-
-
-class Daemon:
-    """``diffgemma serve`` on a temp socket, with the engine options given."""
-
-    def __init__(self, work: Path, label: str, model: Path, options: list[str], threads: int | None) -> None:
-        from diffgemma.runtime.api.client import Client
-
-        self.socket = work / f"{label}.sock"
-        self.log = work / f"{label}.log"
-        env = {**os.environ, "DIFFGEMMA_STATE_DIR": str(work / f"state-{label}"),
-               **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "diffgemma.cli", "serve", "--model", str(model), "--socket", str(self.socket),
-                 "--keep-alive", "-1", *options], stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(work))
-        client = Client(socket=self.socket)
-        deadline = time.monotonic() + 300
-        try:
-            while not (client.health() and client.status().get("state") == "ready"):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{label}: the daemon did not start: {self.log.read_text()[-800:]}")
-                time.sleep(0.2)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 async def _one(client: Any, request: Any, outcome: Outcome) -> None:
@@ -194,14 +160,14 @@ def completions_counted(url: str | None) -> float | None:
 
 def measure(engine: str, work: Path, model: Path, url: str | None, backend: str, args: argparse.Namespace) -> dict:
     options = ["--engine", "vllm", "--vllm-url", url] if engine == "vllm" and url else []  # local: the default
-    daemon = Daemon(work, engine, model, options, args.threads)
+    daemon = LocalDaemon(work, engine, model, options=options, threads=args.threads)
     try:
         load = Load(args.typists, args.seconds, args.interval_ms, args.pause_ms, args.steps, args.seed)
         before = completions_counted(url)
         run_load(daemon.socket, load)
         after = completions_counted(url)
     finally:
-        daemon.stop()
+        daemon.close()
     counted = None if before is None or after is None else after - before
     return summary(engine, backend if engine == "vllm" else "this machine's CPU (local engine)", load, counted)
 

@@ -19,6 +19,22 @@ NVIM = shutil.which("nvim")
 needs_nvim = pytest.mark.skipif(NVIM is None, reason="nvim not installed (apt-get install -y neovim)")
 
 
+# How a driving script ends: `result` (and the error, if the body raised) written to $DG_OUT as JSON.
+SCRIPT_END = r"""end)
+if not ok then result.error = tostring(err) end
+local f = io.open(os.getenv("DG_OUT"), "w")
+f:write(vim.fn.json_encode(result))
+f:close()
+vim.cmd("qa!")
+"""
+
+
+def lua_script(body: str) -> str:
+    """A script for `run_nvim`: ``body`` runs protected and fills the table ``result``, which is
+    written to $DG_OUT when it returns or raises; then Neovim quits."""
+    return "local result = {}\nlocal ok, err = pcall(function()\n" + body + SCRIPT_END
+
+
 def run_nvim(tmp_path: Path, daemon: Daemon, source: str, script: str, *, name: str = "calc.py",
              timeout: float = 400) -> dict[str, Any]:
     """Open ``source`` as $DG_FILE (called ``name``), run ``script`` and return the JSON it wrote."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffgemma.runtime.engine.engine import Engine
-from diffgemma.runtime.engine.fill import trim_join
+from diffgemma.runtime.engine.layout import trim_join
 from diffgemma.runtime.engine.prefix_cache import PrefixCache, decoder_view, encode
 from diffgemma.runtime.engine.runner import CanvasView
 from diffgemma.runtime.engine.types import Cancelled, CancelToken, SamplingSettings, SettingsError

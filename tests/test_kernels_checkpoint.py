@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from float_model import decoder_logits, full_model, rel_err  # same folder: on sys.path
 
 from diffgemma.kernels import linear4, moe4
 from diffgemma.kernels.checkpoint import load_quantized, save_quantized
@@ -23,28 +24,6 @@ from diffgemma.kernels.quantize import QUANT_KEY, WEIGHTS_FILE, QuantizeError, g
 V2_VS_V1_DISTANCE_TO_FLOAT = 0.02
 
 
-def _full(path: Path):
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    return DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), dtype=torch.float32).eval()
-
-
-def _decoder_logits(model, seed: int = 0) -> torch.Tensor:
-    from transformers import DynamicCache
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = model.config.text_config.vocab_size
-    ids = torch.randint(3, vocab, (2, 24), generator=g)
-    canvas = torch.randint(3, vocab, (2, model.config.canvas_length), generator=g)
-    with torch.no_grad():
-        cache = DynamicCache(config=model.config.text_config)
-        return model(input_ids=ids, decoder_input_ids=canvas, past_key_values=cache).logits
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 def write_v1(src: Path, dst: Path, block: int = 64) -> Path:
     """A version-1 checkpoint of the float checkpoint ``src``, as diffgemma wrote them before v2.
 
@@ -55,7 +34,7 @@ def write_v1(src: Path, dst: Path, block: int = 64) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    full = _full(src)
+    full = full_model(src)
     save_quantized(quantize_model(copy.deepcopy(full)), dst)
     with safe_open(str(dst / WEIGHTS_FILE), framework="pt") as f:
         aliases = json.loads((f.metadata() or {})["aliases"])
@@ -102,9 +81,9 @@ def test_v1_checkpoint_loads_with_its_stored_weights(tiny_model_dir: Path, v1_di
     assert dec.layers[0].self_attn.q_proj is enc.layers[0].self_attn.q_proj
     assert moe4.is_quantized(dec.layers[1].experts) and dec.layers[1].experts is enc.layers[1].experts
     # today's linears stay as close to the float model as v1's were
-    ref = _decoder_logits(_full(tiny_model_dir))
-    v1_err = _rel_err(_decoder_logits(model), ref)
-    v2_err = _rel_err(_decoder_logits(quantize_model(_full(tiny_model_dir))), ref)
+    ref = decoder_logits(full_model(tiny_model_dir))
+    v1_err = rel_err(ref, decoder_logits(model))
+    v2_err = rel_err(ref, decoder_logits(quantize_model(full_model(tiny_model_dir))))
     assert abs(v2_err - v1_err) < V2_VS_V1_DISTANCE_TO_FLOAT, (v1_err, v2_err)
 
 

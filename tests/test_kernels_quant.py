@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from float_model import decoder_logits, full_model, rel_err  # same folder: on sys.path
 
 from diffgemma.kernels import linear4, moe4
 from diffgemma.kernels.checkpoint import is_quantized_checkpoint, load_quantized, load_quantized_model, save_quantized
@@ -37,35 +38,13 @@ LINEAR_VS_FP16_SCALES_MAX_REL_ERR = 0.02
 CODES_DIFFERING_MAX = 0.002
 
 
-def _full(path: Path):
-    from transformers import DiffusionGemmaForBlockDiffusion
-
-    return DiffusionGemmaForBlockDiffusion.from_pretrained(str(path), dtype=torch.float32).eval()
-
-
-def _decoder_logits(model, seed: int = 0) -> torch.Tensor:
-    from transformers import DynamicCache
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = model.config.text_config.vocab_size
-    ids = torch.randint(3, vocab, (2, 24), generator=g)
-    canvas = torch.randint(3, vocab, (2, model.config.canvas_length), generator=g)
-    with torch.no_grad():
-        cache = DynamicCache(config=model.config.text_config)
-        return model(input_ids=ids, decoder_input_ids=canvas, past_key_values=cache).logits
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / a.norm())
-
-
 def test_nf4_round_trip_and_layout() -> None:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(8, 256, generator=g)
     packed, absmax, block = quantize_nf4(w)
     assert packed.dtype == torch.uint8 and packed.shape == (8, 128)
     assert absmax.dtype == torch.float16 and absmax.shape == (8, 4) and block == 64
-    assert _rel_err(w, dequantize_nf4(packed, absmax, block)) < 0.12
+    assert rel_err(w, dequantize_nf4(packed, absmax, block)) < 0.12
     # values on the codebook grid come back exactly
     levels = torch.tensor(NF4_LEVELS)
     exact = levels[torch.randint(0, 16, (4, 128), generator=g)] * 0.5
@@ -91,7 +70,7 @@ def test_linear4_is_bitsandbytes_nf4_close_to_linear() -> None:
     assert isinstance(q, linear4.bnb().nn.Linear4bit) and q.weight.quant_state.quant_type == "nf4"
     x = torch.randn(10, 128)
     with torch.no_grad():
-        assert _rel_err(lin(x), q(x)) < 0.15
+        assert rel_err(lin(x), q(x)) < 0.15
         assert q(x[:1]).dtype == torch.float32  # one row: the same float32 path, no bf16 CPU kernel
         assert torch.equal(q(x[:1]), torch.nn.functional.linear(x[:1], linear4.dequantized(q)))
     assert linear4.stored_bytes(q) < lin.weight.numel() * 4 * 0.15  # 4.5 bits of 32
@@ -106,9 +85,9 @@ def test_bitsandbytes_linear_matches_the_fp16_scale_layout(rows: int, out_featur
     packed, absmax, block = quantize_nf4(weight)
     before = dequantize_nf4(packed, absmax, block)
     with torch.no_grad():
-        assert _rel_err(q(x), x @ before.t()) < LINEAR_VS_FP16_SCALES_MAX_REL_ERR
+        assert rel_err(q(x), x @ before.t()) < LINEAR_VS_FP16_SCALES_MAX_REL_ERR
         # as close to the float layer as before
-        assert abs(_rel_err(q(x), x @ weight.t()) - _rel_err(x @ before.t(), x @ weight.t())) < 0.002
+        assert abs(rel_err(q(x), x @ weight.t()) - rel_err(x @ before.t(), x @ weight.t())) < 0.002
     levels = torch.tensor(NF4_LEVELS)
     midpoints = (levels[1:] + levels[:-1]) / 2
     scales_now = q.weight.quant_state.absmax.repeat_interleave(64).reshape(weight.shape)
@@ -139,7 +118,7 @@ def test_bf16_checkpoints_keep_exactly_the_earlier_linear_weights() -> None:
 
 def test_quantized_experts_follow_stock_routing(tiny_model_dir: Path) -> None:
     """The NF4 experts function == transformers' expert loop run on the dequantized weights."""
-    model = _full(tiny_model_dir)
+    model = full_model(tiny_model_dir)
     stock = model.model.decoder.layers[0].experts
     q = copy.deepcopy(stock)
     moe4.quantize_experts(q)
@@ -164,7 +143,7 @@ def test_experts_run_through_transformers_experts_interface(tiny_model_dir: Path
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
     from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
 
-    model = quantize_model(_full(tiny_model_dir))
+    model = quantize_model(full_model(tiny_model_dir))
     assert ALL_EXPERTS_FUNCTIONS[moe4.IMPLEMENTATION] is moe4.nf4_experts_forward
     assert model.get_experts_implementation()[""] == moe4.IMPLEMENTATION
     experts = model.model.decoder.layers[1].experts
@@ -184,12 +163,12 @@ def test_experts_run_through_transformers_experts_interface(tiny_model_dir: Path
 
 
 def test_model_accuracy_within_stated_bounds(tiny_model_dir: Path) -> None:
-    full = _full(tiny_model_dir)
-    ref = _decoder_logits(full)
+    full = full_model(tiny_model_dir)
+    ref = decoder_logits(full)
     experts_only = quantize_model(copy.deepcopy(full), keep=("self_attn", "mlp", "self_conditioning"))
-    assert _rel_err(ref, _decoder_logits(experts_only)) < EXPERTS_ONLY_MAX_REL_ERR
+    assert rel_err(ref, decoder_logits(experts_only)) < EXPERTS_ONLY_MAX_REL_ERR
     all_4bit = quantize_model(copy.deepcopy(full))
-    logits = _decoder_logits(all_4bit)
+    logits = decoder_logits(all_4bit)
     cosine = torch.nn.functional.cosine_similarity(ref.flatten(1), logits.flatten(1), dim=-1)
     assert bool((cosine > ALL_4BIT_MIN_COSINE).all()), cosine
     assert quantized_bytes(all_4bit) < quantized_bytes(full) * 0.8
@@ -203,7 +182,7 @@ def test_model_accuracy_within_stated_bounds(tiny_model_dir: Path) -> None:
 
 
 def test_generate_on_quantized_model_gives_valid_tokens(tiny_model_dir: Path) -> None:
-    model = quantize_model(_full(tiny_model_dir))
+    model = quantize_model(full_model(tiny_model_dir))
     vocab = model.config.text_config.vocab_size
     ids = torch.randint(3, vocab, (1, 12), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
@@ -221,9 +200,9 @@ def quantized_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 def test_checkpoint_round_trip(tiny_model_dir: Path, quantized_dir: Path, tmp_path: Path) -> None:
     assert is_quantized_checkpoint(quantized_dir) and not is_quantized_checkpoint(tiny_model_dir)
     assert (quantized_dir / "tokenizer.json").is_file() and (quantized_dir / "generation_config.json").is_file()
-    in_memory = quantize_model(_full(tiny_model_dir))
+    in_memory = quantize_model(full_model(tiny_model_dir))
     loaded = load_quantized(quantized_dir, "cpu", torch.float32)
-    assert torch.equal(_decoder_logits(in_memory), _decoder_logits(loaded))
+    assert torch.equal(decoder_logits(in_memory), decoder_logits(loaded))
     dec, enc = loaded.model.decoder, loaded.model.encoder.language_model
     assert dec.layers[1].experts is enc.layers[1].experts
     assert loaded.lm_head.weight is dec.embed_tokens.weight
@@ -233,13 +212,13 @@ def test_checkpoint_round_trip(tiny_model_dir: Path, quantized_dir: Path, tmp_pa
     bf16 = load_quantized(again, "cpu", torch.bfloat16)
     assert bf16.model.decoder.embed_tokens.weight.dtype == torch.bfloat16
     assert bf16.model.decoder.layers[0].experts.gate_up_absmax.dtype == torch.float16
-    assert torch.isfinite(_decoder_logits(bf16)).all()
+    assert torch.isfinite(decoder_logits(bf16)).all()
 
 
 def test_load_time_quantization_matches_offline(tiny_model_dir: Path, quantized_dir: Path) -> None:
     at_load = load_quantized_model(tiny_model_dir, "cpu", torch.float32)
     offline = load_quantized_model(quantized_dir, "cpu", torch.float32)
-    assert torch.equal(_decoder_logits(at_load), _decoder_logits(offline))
+    assert torch.equal(decoder_logits(at_load), decoder_logits(offline))
 
 
 def test_quantize_checkpoint_refusals(tiny_model_dir: Path, quantized_dir: Path, tmp_path: Path) -> None:
@@ -312,7 +291,7 @@ def test_fused_self_conditioning_hook_matches_stock_decoder(tiny_model_dir: Path
 
     from diffgemma.kernels.self_conditioning import FusedSelfConditioning
 
-    model = _full(tiny_model_dir)
+    model = full_model(tiny_model_dir)
     g = torch.Generator().manual_seed(3)
     vocab = model.config.text_config.vocab_size
     ids = torch.randint(3, vocab, (2, 20), generator=g)
@@ -344,13 +323,13 @@ def test_streamed_quantization_of_a_sharded_checkpoint(tiny_model_dir: Path, tmp
 
     from diffgemma.kernels.quantize import stream_quantize
 
-    full = _full(tiny_model_dir)
+    full = full_model(tiny_model_dir)
     sharded = tmp_path / "sharded"
     full.save_pretrained(str(sharded), max_shard_size="100KB")
     assert (sharded / "model.safetensors.index.json").is_file()
     streamed = stream_quantize(sharded, "cpu", torch.float32)
-    in_memory = quantize_model(_full(tiny_model_dir))
-    assert torch.equal(_decoder_logits(streamed), _decoder_logits(in_memory))
+    in_memory = quantize_model(full_model(tiny_model_dir))
+    assert torch.equal(decoder_logits(streamed), decoder_logits(in_memory))
     assert streamed.model.decoder.layers[0].experts is streamed.model.encoder.language_model.layers[0].experts
     assert streamed.lm_head.weight is streamed.model.decoder.embed_tokens.weight
 

@@ -17,6 +17,7 @@ from diffgemma.lsp.edit_history import EditHistory, changed_lines, unified_diff
 from diffgemma.lsp.edit_tracking import touched_lines
 
 SOURCE = "def area(w, h):\n    return w * h\n\n\ndef main():\n    print(area(2, 3))\n"
+URI = "file:///calc.py"
 
 
 class Clock:
@@ -42,11 +43,17 @@ def type_over(history: EditHistory, uri: str, text: str, old: str, new: str, clo
     return text
 
 
-def test_keystrokes_become_one_edit_with_a_unified_diff() -> None:
+def calc_history() -> tuple[Clock, EditHistory]:
+    """A history on a clock of its own, with calc.py (SOURCE) open."""
     clock = Clock()
     history = EditHistory(clock=clock)
-    history.open("file:///calc.py", "calc.py", SOURCE)
-    text = type_over(history, "file:///calc.py", SOURCE, "w, h", "width, h", clock)
+    history.open(URI, "calc.py", SOURCE)
+    return clock, history
+
+
+def test_keystrokes_become_one_edit_with_a_unified_diff() -> None:
+    clock, history = calc_history()
+    text = type_over(history, URI, SOURCE, "w, h", "width, h", clock)
     edits = history.edits()
     assert len(edits) == 1
     expected = "".join(difflib.unified_diff(SOURCE.splitlines(True), text.splitlines(True),
@@ -58,14 +65,11 @@ def test_keystrokes_become_one_edit_with_a_unified_diff() -> None:
 
 
 def test_a_pause_or_a_change_elsewhere_ends_an_edit() -> None:
-    clock = Clock()
-    history = EditHistory(clock=clock)
-    uri = "file:///calc.py"
-    history.open(uri, "calc.py", SOURCE)
-    text = type_over(history, uri, SOURCE, "w, h", "width, h", clock)
+    clock, history = calc_history()
+    text = type_over(history, URI, SOURCE, "w, h", "width, h", clock)
     clock.now += 5  # a pause
-    text = type_over(history, uri, text, "w * h", "width * h", clock)  # the very next line
-    text = type_over(history, uri, text, "(2, 3)", "(4, 3)", clock)  # far away, no pause
+    text = type_over(history, URI, text, "w * h", "width * h", clock)  # the very next line
+    text = type_over(history, URI, text, "(2, 3)", "(4, 3)", clock)  # far away, no pause
     diffs = [e.diff for e in history.edits()]
     assert len(diffs) == 3
     assert "+def area(width, h):" in diffs[0] and "width * h" not in diffs[0]
@@ -74,35 +78,29 @@ def test_a_pause_or_a_change_elsewhere_ends_an_edit() -> None:
 
 
 def test_asking_in_the_middle_of_a_word_does_not_split_its_edit() -> None:
-    clock = Clock()
-    history = EditHistory(clock=clock)
-    uri = "file:///calc.py"
-    history.open(uri, "calc.py", SOURCE)
-    text = type_over(history, uri, SOURCE, "w, h", "wi, h", clock)
+    clock, history = calc_history()
+    text = type_over(history, URI, SOURCE, "w, h", "wi, h", clock)
     assert "+def area(wi, h):" in history.edits()[-1].diff  # a suggestion asked for here
-    text = type_over(history, uri, text, "wi, h", "width, h", clock)
+    text = type_over(history, URI, text, "wi, h", "width, h", clock)
     edits = history.edits()
     assert len(edits) == 1 and "-def area(w, h):\n+def area(width, h):\n" in edits[0].diff
     # an edit elsewhere in between: the next change is an edit of its own
     history.change("file:///other.py", "other.py", "x = 1\n")
     history.change("file:///other.py", "other.py", "x = 2\n")
     history.edits()
-    type_over(history, uri, text, "width", "wide", clock)
+    type_over(history, URI, text, "width", "wide", clock)
     assert len(history.edits()) == 3
 
 
 def test_the_cursor_leaving_the_lines_ends_an_edit_and_an_undo_is_no_edit() -> None:
-    clock = Clock()
-    history = EditHistory(clock=clock)
-    uri = "file:///calc.py"
-    history.open(uri, "calc.py", SOURCE)
-    text = type_over(history, uri, SOURCE, "w, h", "width, h", clock)
-    history.cursor(uri, 1)  # next to the edit: still the same edit
-    history.cursor(uri, 5)
-    text = type_over(history, uri, text, "width", "w", clock)  # the same line again: a new edit
+    clock, history = calc_history()
+    text = type_over(history, URI, SOURCE, "w, h", "width, h", clock)
+    history.cursor(URI, 1)  # next to the edit: still the same edit
+    history.cursor(URI, 5)
+    text = type_over(history, URI, text, "width", "w", clock)  # the same line again: a new edit
     assert len(history.edits()) == 2
-    history.change(uri, "calc.py", text + "x\n")
-    history.change(uri, "calc.py", text)
+    history.change(URI, "calc.py", text + "x\n")
+    history.change(URI, "calc.py", text)
     assert len(history.edits()) == 2  # added and removed: nothing changed
 
 

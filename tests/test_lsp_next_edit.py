@@ -5,7 +5,7 @@ edit that follows. Random weights: assert the answer's shape and when the server
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,29 +166,33 @@ async def test_ghost_text_being_computed_goes_first(tmp_path: Path, daemon: Daem
         pytest.fail("no place gave ghost text")
 
 
-async def test_a_keystroke_cancels_a_waiting_suggestion(tmp_path: Path, daemon: Daemon) -> None:
+async def interrupted(tmp_path: Path, daemon: Daemon,
+                      interrupt: Callable[[Any, str], Awaitable[Any]]) -> dict[str, Any]:
+    """A suggestion asked for and waiting out a long debounce, then ``interrupt(session, uri)``: the
+    suggestion answers nothing. The server's stats after."""
     async with lsp_session(tmp_path, options(daemon, debounceMs=3000), env=daemon.env) as s:
         uri = s.open(tmp_path / "scale.py", SOURCE)
         rename_parameter(s, uri)
         pending = asyncio.ensure_future(next_edit(s, uri, 0, 16))
         await asyncio.sleep(0.2)
-        change(s, uri, 20, 1, 4, 4, "#")
+        await interrupt(s, uri)
         assert await pending is None
-        stats = await s.stats()
-        assert stats["superseded"] >= 1 and stats["daemon_calls"] == 0
+        return await s.stats()
+
+
+async def test_a_keystroke_cancels_a_waiting_suggestion(tmp_path: Path, daemon: Daemon) -> None:
+    async def keystroke(s: Any, uri: str) -> None:
+        change(s, uri, 20, 1, 4, 4, "#")
+
+    stats = await interrupted(tmp_path, daemon, keystroke)
+    assert stats["superseded"] >= 1 and stats["daemon_calls"] == 0
 
 
 async def test_a_ghost_text_request_cancels_a_suggestion_in_the_works(tmp_path: Path, daemon: Daemon) -> None:
     # ghost text goes first: asking for it cancels the document's suggestion, which it would hold
     # back anyway, so the daemon is free for it
-    async with lsp_session(tmp_path, options(daemon, debounceMs=3000), env=daemon.env) as s:
-        uri = s.open(tmp_path / "scale.py", SOURCE)
-        rename_parameter(s, uri)
-        pending = asyncio.ensure_future(next_edit(s, uri, 0, 16))
-        await asyncio.sleep(0.2)
-        await s.inline(uri, 2, 24)
-        assert await pending is None
-        assert (await s.stats())["superseded"] >= 1
+    stats = await interrupted(tmp_path, daemon, lambda s, uri: s.inline(uri, 2, 24))
+    assert stats["superseded"] >= 1
 
 
 async def test_malformed_params_are_invalid_params(tmp_path: Path, daemon: Daemon) -> None:

@@ -17,26 +17,12 @@ from typing import Any
 
 import pytest
 from test_daemon_api import BUSY, Daemon, in_thread, wait_for
+from test_next_edit_engine import DIFF, DOC  # the engine contract's document and rename
 
 from diffgemma.context.line_edits import split_lines
 from diffgemma.runtime.api.client import DaemonError
 from diffgemma.runtime.api.errors import ErrorCode
 from diffgemma.runtime.api.protocol import Cursor, NextEditRequest, NextEditResult, RecentEdit
-
-DOC = '''import os
-
-
-def area(w, height):
-    """The area."""
-    total = width * height
-    return total
-
-
-def scale(x):
-    print(width)
-    return area(x, x) * 2
-'''
-DIFF = "--- a/m.py\n+++ b/m.py\n@@ -4 +4 @@\n-def area(width, height):\n+def area(w, height):\n"
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nvim_harness import needs_nvim, run_nvim  # same folder: pytest puts it on sys.path
+from nvim_harness import lua_script, needs_nvim, run_nvim  # same folder: pytest puts it on sys.path
 from test_lsp_server import Daemon, run_daemon
 
 pytestmark = needs_nvim
 
 SOURCE = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    \n"
 
-SCRIPT = r"""
-local result = {}
-local ok, err = pcall(function()
+SCRIPT = lua_script(r"""
   local dg = require("diffgemma")
   dg.setup({
     cmd = { os.getenv("DG_PYTHON"), "-m", "diffgemma.lsp" },
@@ -54,13 +52,7 @@ local ok, err = pcall(function()
     vim.api.nvim_feedkeys(keys, "xt", false)
     result.after_keys = _G.dg_seen or vim.NIL
   end
-end)
-if not ok then result.error = tostring(err) end
-local f = io.open(os.getenv("DG_OUT"), "w")
-f:write(vim.fn.json_encode(result))
-f:close()
-vim.cmd("qa!")
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nvim_harness import needs_nvim, run_nvim  # same folder: pytest puts it on sys.path
+from nvim_harness import lua_script, needs_nvim, run_nvim  # same folder: pytest puts it on sys.path
 from test_lsp_server import Daemon, run_daemon
 
 pytestmark = needs_nvim
 
 SOURCE = "".join(f"item {i}: apples and pears\n" for i in range(30))
 
-SCRIPT = r"""
-local result = {}
-local ok, err = pcall(function()
+SCRIPT = lua_script(r"""
   local dg = require("diffgemma")
   local ne = require("diffgemma.next_edit")
   dg.setup({
@@ -86,13 +84,7 @@ local ok, err = pcall(function()
   press("<Tab>")
   result.accepted = { shown = ne.current() ~= nil, lines = lines(), cursor = vim.api.nvim_win_get_cursor(0),
     marks = #vim.api.nvim_buf_get_extmarks(bufnr, ne.ns, 0, -1, {}) }
-end)
-if not ok then result.error = tostring(err) end
-local f = io.open(os.getenv("DG_OUT"), "w")
-f:write(vim.fn.json_encode(result))
-f:close()
-vim.cmd("qa!")
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from lsprotocol import types
+from test_daemon_api import free_port, wait_for
 from test_lsp_server import PY, assert_inline_items, lsp_session
 
 from diffgemma.runtime.api.client import Client, DaemonError, DaemonUnavailable
@@ -37,26 +37,11 @@ TOKENS = f"# the team\nalice {ALICE}\nbob {BOB}\n"
 # Keeps the worker busy until it is cancelled (the most steps, stopping rules no random model meets).
 BUSY = {"steps": 1024, "max_tokens": 32, "options": {"stability_threshold": 64, "confidence_threshold": 1e-9}}
 QUICK = {"prefix": "y = ", "suffix": "\n", "steps": 2, "max_tokens": 4}
+WAIT_S = 180.0  # the longest wait here (test_daemon_api's default is 120 s)
 COUNTS = ("requests", "completed", "cancelled", "superseded", "errors", "generated_tokens")
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="the openssl command line makes the test certificate")
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def private(path: Path, text: str) -> Path:
@@ -137,9 +122,9 @@ def team(tiny_model_dir: Path) -> Iterator[TeamDaemon]:
     daemon = TeamDaemon(root, f"https://127.0.0.1:{port}", cert, tokens, process)
     try:
         with daemon.client(None) as probe:
-            wait_for(lambda: probe.health() or process.poll() is not None, "the daemon to answer")
+            wait_for(lambda: probe.health() or process.poll() is not None, "the daemon to answer", WAIT_S)
         assert process.poll() is None, (root / "daemon.log").read_text()[-2000:]
-        wait_for(lambda: daemon.status()["state"] == "ready", "the model to load")
+        wait_for(lambda: daemon.status()["state"] == "ready", "the model to load", WAIT_S)
         yield daemon
     finally:
         process.terminate()
@@ -215,10 +200,10 @@ def test_counters_and_supersession_are_per_developer(team: TeamDaemon) -> None:
     with team.http(ALICE) as alice_http, team.http(BOB) as bob_http:
         busy, busy_box = in_thread(lambda: alice_http.post("/v1/infill", json={
             "prefix": "x = ", "suffix": "\n", "id": "alice-busy", "client": "editor", **BUSY}))
-        wait_for(lambda: team.status()["running"] == "alice-busy", "alice's request to run")
+        wait_for(lambda: team.status()["running"] == "alice-busy", "alice's request to run", WAIT_S)
         # bob's editor uses the same client key: his request waits, alice's keeps running
         bob, bob_box = in_thread(lambda: bob_http.post("/v1/infill", json={**QUICK, "client": "editor", "id": "b1"}))
-        wait_for(lambda: team.status()["queue_length"] == 1, "bob's request to queue")
+        wait_for(lambda: team.status()["queue_length"] == 1, "bob's request to queue", WAIT_S)
         assert team.status()["superseded"] == superseded and team.status()["running"] == "alice-busy"
         assert bob_http.post("/v1/infill", json={"prefix": 3}).status_code == 400  # counted as bob's error
         # alice's own newer request supersedes her older one

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,9 @@ import jsonschema_rs
 import pytest
 
 pytest.importorskip("vllm_harness", reason="the vLLM side harness (tests/vllm_harness.py) is not here")
+from test_daemon_api import wait_for
 from vllm_harness import STANDIN_NAME, need_side_python
-from vllm_side.launch import StandIn, start_standin
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from vllm_side.launch import StandIn, start_standin, stop_process
 
 
 class VllmDaemon:
@@ -71,12 +62,7 @@ class VllmDaemon:
             return dict(http.get("/v1/status").json())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="module")

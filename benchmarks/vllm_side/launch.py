@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -95,13 +96,19 @@ class StandIn:
         }
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[Any], wait_s: float = 30) -> None:
+    """Stop a server started here: terminate it and wait, killing it when it has not gone in
+    ``wait_s`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(wait_s)
 
 
 def start_standin(python: Path, model_dir: Path, workdir: Path, *, name: str | None = "diffgemma",

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from diffgemma.runtime.engine.answer import AnswerTokens
 from diffgemma.runtime.engine.canvas import (
-    Decode,
     DraftCallback,
     Run,
     announce_repairs,
@@ -28,11 +28,11 @@ from diffgemma.runtime.engine.canvas import (
 )
 from diffgemma.runtime.engine.confidence import pieces
 from diffgemma.runtime.engine.denoise import Budget, Denoised, Problem, StepCallback
-from diffgemma.runtime.engine.layout import distinct, trim_join
-from diffgemma.runtime.engine.prompt import build_parts, strip_heal
+from diffgemma.runtime.engine.layout import distinct
+from diffgemma.runtime.engine.prompt import build_parts
 from diffgemma.runtime.engine.repair import repair_fill, repair_language
 from diffgemma.runtime.engine.runner import CanvasRunner, EncodedPrompt, chosen_view
-from diffgemma.runtime.engine.types import Draft, EngineResult, FinishReason, SamplingSettings
+from diffgemma.runtime.engine.types import EngineResult, FinishReason, SamplingSettings
 
 
 @dataclass
@@ -89,25 +89,9 @@ def fill_canvases(runner: CanvasRunner, prompt: list[int], suffix_ids: list[int]
                         tokens=pieces(runner.decode, fill.tokens, fill.conf, text) if confidence else [])
 
 
-class Fill:
+class Fill(AnswerTokens):
     """The tokens of an answer committed so far, and the drafts that show it (token by token too
     with ``confidence``)."""
-
-    def __init__(self, decode: Decode, healed: str, prefix: str, on_draft: DraftCallback | None,
-                 confidence: bool = False) -> None:
-        self.decode = decode
-        self.healed = healed
-        self.prefix = prefix
-        self.on_draft = on_draft
-        self.confidence = confidence
-        self.tokens: list[int] = []
-        self.conf: list[float] = []  # each token's confidence
-        self.committed = 0  # tokens of the committed canvases
-        self.canvas = 0
-
-    def _decode(self, tokens: list[int], stops: set[int] | None = None) -> str:
-        kept = [t for t in tokens if stops is None or t not in stops]
-        return strip_heal(self.decode(kept), self.healed)
 
     def on_step(self, lengths: list[int]) -> StepCallback | None:
         """The draft callback of the next canvas (None without ``on_draft``)."""
@@ -115,27 +99,6 @@ class Fill:
             return None
         return draft_callback(self.decode, self.on_draft, self.healed, list(self.tokens), lengths, self.canvas,
                               list(self.conf) if self.confidence else None)
-
-    def add(self, tokens: list[int], confidence: list[float]) -> None:
-        self.tokens += tokens
-        self.conf += confidence[: len(tokens)]
-
-    def commit(self, tokens: list[int], confidence: list[float]) -> None:
-        """A canvas is final: later canvases only extend it, so a stream can send it now. The
-        text is sent up to its last line break (the join clean-up only ever drops whole lines)."""
-        self.add(tokens, confidence)
-        self.committed = len(self.tokens)
-        if self.on_draft is not None:
-            text = trim_join(self._decode(self.tokens), self.prefix, "")
-            cut = text.rfind("\n") + 1
-            self.on_draft(Draft(step=0, text=text[:cut], canvas=self.canvas, final=True))
-        self.canvas += 1
-
-    def text(self, suffix: str, stops: set[int], tail: list[int] | None = None) -> str:
-        """The answer's text; with ``tail``, an alternative for the last canvas's hole (the
-        committed canvases are shared by all alternatives)."""
-        tokens = self.tokens if tail is None else self.tokens[: self.committed] + tail
-        return trim_join(self._decode(tokens, stops), self.prefix, suffix)
 
 
 class FillRun:

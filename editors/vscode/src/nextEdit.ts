@@ -2,15 +2,9 @@
 // to draw for each proposed edit, and what Tab and the jump command do. No `vscode` import:
 // unit-tested under plain node.
 
-export interface Position {
-  line: number;
-  character: number;
-}
+import type { Position, Range } from "./lspTypes";
 
-export interface Range {
-  start: Position;
-  end: Position;
-}
+export type { Position, Range };
 
 /** One proposed edit: whole lines `range` replaced by `newText`. */
 export interface NextEditItem {

@@ -1,14 +1,6 @@
 // Pure: the arguments of the server's `diffgemma.rewriteSelection` command.
 
-export interface Position {
-  line: number;
-  character: number;
-}
-
-export interface Range {
-  start: Position;
-  end: Position;
-}
+import type { Range } from "./lspTypes";
 
 /** [uri, range] plus the instruction when the user typed one. */
 export function rewriteArguments(uri: string, range: Range, instruction?: string): unknown[] {

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from diffgemma.runtime.engine.answer import AnswerTokens
 from diffgemma.runtime.engine.confidence import pieces
-from diffgemma.runtime.engine.layout import distinct, finish_timings, hole_candidates, trim_join, until
+from diffgemma.runtime.engine.layout import distinct, finish_timings, hole_candidates, until
 from diffgemma.runtime.engine.prompt import strip_heal
 from diffgemma.runtime.engine.types import Draft, DraftCallback, EngineResult, FinishReason
 from diffgemma.runtime.engine.vllm.canvases import SCOUT_STEPS, CanvasRun, choose, hole_spec
@@ -24,20 +25,8 @@ from diffgemma.runtime.engine.vllm.wire import CanvasReply, CanvasSpec
 Decode = Callable[[Sequence[int]], str]
 
 
-class Answer:
+class Answer(AnswerTokens):
     """The tokens of an answer so far and the drafts that show it (`engine.fill.Fill`'s part)."""
-
-    def __init__(self, decode: Decode, healed: str, prefix: str, on_draft: DraftCallback | None,
-                 confidence: bool) -> None:
-        self.decode = decode
-        self.healed = healed
-        self.prefix = prefix
-        self.on_draft = on_draft
-        self.confidence = confidence
-        self.tokens: list[int] = []
-        self.conf: list[float] = []
-        self.committed = 0  # tokens of the committed canvases
-        self.canvas = 0
 
     def draft(self, hole: list[int], conf: list[float], step: int) -> None:
         """A draft: the committed canvases and ``hole`` of the current one."""
@@ -47,24 +36,6 @@ class Answer:
         text = strip_heal(self.decode(tokens), self.healed)
         shown = pieces(self.decode, tokens, self.conf + conf, text) if self.confidence else None
         self.on_draft(Draft(step=step, text=text, canvas=self.canvas, tokens=shown))
-
-    def add(self, tokens: list[int], conf: list[float]) -> None:
-        self.tokens += tokens
-        self.conf += conf[: len(tokens)]
-
-    def commit(self, tokens: list[int], conf: list[float]) -> None:
-        """A canvas is final: a stream may send it up to its last line break now."""
-        self.add(tokens, conf)
-        self.committed = len(self.tokens)
-        if self.on_draft is not None:
-            text = trim_join(strip_heal(self.decode(self.tokens), self.healed), self.prefix, "")
-            self.on_draft(Draft(step=0, text=text[: text.rfind("\n") + 1], canvas=self.canvas, final=True))
-        self.canvas += 1
-
-    def text(self, suffix: str, stops: frozenset[int], tail: list[int] | None = None) -> str:
-        tokens = self.tokens if tail is None else self.tokens[: self.committed] + tail
-        kept = [t for t in tokens if t not in stops]
-        return trim_join(strip_heal(self.decode(kept), self.healed), self.prefix, suffix)
 
 
 @dataclass(frozen=True)

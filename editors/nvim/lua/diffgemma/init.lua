@@ -11,6 +11,8 @@
 --     next_edit = { enable = true, accept_key = "<Tab>", dismiss_key = "<Esc>", jump_key = "<M-n>" },
 --   }
 
+local text_util = require("diffgemma.text")
+
 local M = {}
 
 local defaults = {
@@ -172,20 +174,13 @@ local function split_lines(text)
   return lines
 end
 
--- What a line of ghost text looks like on screen: tabs as spaces (virtual text does not expand
--- them) and control characters as ^X, as Neovim shows them in the buffer.
-local function display(line, bufnr)
-  local spaces = string.rep(" ", vim.bo[bufnr].tabstop)
-  return vim.fn.strtrans((line:gsub("\t", spaces)))
-end
-
 local function render(bufnr, row, col, text)
   if shown then
     wipe() -- replaced, not gone: the server still counts it as showing
   end
   local lines = {}
   for _, l in ipairs(split_lines(text)) do
-    table.insert(lines, display(l, bufnr))
+    table.insert(lines, text_util.display(l, bufnr))
   end
   local first = table.remove(lines, 1) or ""
   local opts = { hl_mode = "combine" }
@@ -213,15 +208,6 @@ local function render(bufnr, row, col, text)
   }
 end
 
--- byte column of an LSP character index on `line`
-local function byte_col(line, character, encoding)
-  if encoding == "utf-8" then
-    return math.min(character, #line)
-  end
-  local ok, col = pcall(vim.str_byteindex, line, character, encoding == "utf-16")
-  return ok and col or #line
-end
-
 -- The text an item adds at the cursor: its insertText less what is already typed between the
 -- item's range start and the cursor (servers may anchor the range before the cursor).
 local function text_at_cursor(item, line, col, encoding)
@@ -234,7 +220,7 @@ local function text_at_cursor(item, line, col, encoding)
   end
   local range = item.range
   if range and range.start then
-    local start_col = byte_col(line, range.start.character, encoding)
+    local start_col = text_util.byte_col(line, range.start.character, encoding)
     if start_col < col then
       local typed = line:sub(start_col + 1, col)
       if text:sub(1, #typed) ~= typed then

@@ -6,6 +6,8 @@
 --
 -- The keys and whether it runs at all come from require("diffgemma").setup{ next_edit = {...} }.
 
+local text_util = require("diffgemma.text")
+
 local M = {}
 
 M.ns = vim.api.nvim_create_namespace("diffgemma_next_edit")
@@ -40,18 +42,10 @@ local function replaced_count(edit)
   return edit.range["end"].line - edit.range.start.line + ((edit.range["end"].character > 0) and 1 or 0)
 end
 
-local function display(line, bufnr)
-  return vim.fn.strtrans((line:gsub("\t", string.rep(" ", vim.bo[bufnr].tabstop))))
-end
-
 -- byte column of an LSP position's character on `row`
 local function byte_col(bufnr, row, character, encoding)
   local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
-  if encoding == "utf-8" then
-    return math.min(character, #line)
-  end
-  local ok, col = pcall(vim.str_byteindex, line, character, encoding == "utf-16")
-  return ok and col or #line
+  return text_util.byte_col(line, character, encoding)
 end
 
 --- The suggestion shown (nil when none): { bufnr, edits = {{range, newText, confidence}}, next }.
@@ -88,7 +82,7 @@ local function render(bufnr, edits, next, encoding)
     end
     local lines = {}
     for _, line in ipairs(split_lines(edit.newText)) do
-      table.insert(lines, { { display(line, bufnr), added_hl } })
+      table.insert(lines, { { text_util.display(line, bufnr), added_hl } })
     end
     if #lines > 0 then
       -- below the replaced lines; an insertion goes above the line it is inserted before
