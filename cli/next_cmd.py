@@ -163,7 +163,8 @@ def _show(result: NextEditResult, text: str, new_text: str, shown: str, out: Out
             "edits": [{**e.to_json(), "start_line": e.start_line + 1, "end_line": e.end_line + 1}
                       for e in result.edits],
             "next_line": one_based(result.next_line), "reason": result.reason, "threshold": result.threshold,
-            "window": {k: v + 1 for k, v in result.window.items()} if result.window else None,
+            "window": {"start_line": result.window["start_line"] + 1, "end_line": result.window["end_line"] + 1}
+            if result.window else None,
             "diff": diff, "path": shown, "applied": applied, "backup": str(backup) if backup else None,
             "finish_reason": result.finish_reason, "timings": result.timings, "model": result.model,
         }

@@ -108,7 +108,7 @@ def test_llama_vscode_prepare_and_tokenize(daemon: Daemon) -> None:
         models = http.get("/v1/models").json()
     assert back == recorded("llama_vscode_tokenize")["body"]["content"]
     assert props["default_generation_settings"]["n_ctx"] > 0  # what llama.vscode reads from /props
-    assert models["object"] == "list" and models["data"][0]["id"] == daemon.model
+    assert models["object"] == "list" and models["data"][0]["id"] == Path(daemon.model).name
 
 
 def test_llama_vscode_openai_mode_template_is_taken_apart(daemon: Daemon) -> None:

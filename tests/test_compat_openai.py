@@ -81,7 +81,11 @@ def test_errors_reach_the_user(sdk: openai.OpenAI, daemon: TcpDaemon) -> None:
 
 
 def test_models_and_chat(sdk: openai.OpenAI, daemon: TcpDaemon) -> None:
-    assert next(m.id for m in sdk.models.list()) == daemon.model
+    first = next(iter(sdk.models.list()))
+    assert first.id == Path(daemon.model).name and "/" not in first.id  # ids are short names, URLs can hold them
+    assert sdk.models.retrieve(first.id).id == first.id
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("no-such-model")
     chat = sdk.chat.completions.create(model="diffgemma", messages=[{"role": "user", "content": "hi"}],
                                        max_tokens=4, seed=2)
     assert chat.choices[0].message.role == "assistant" and isinstance(chat.choices[0].message.content, str)

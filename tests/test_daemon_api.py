@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 
 from diffgemma.runtime.api.client import AsyncClient, Client, DaemonError
@@ -244,16 +245,26 @@ def test_status_reports_model_and_counters(daemon: Daemon) -> None:
 def test_openapi_describes_every_endpoint(daemon: Daemon) -> None:
     with daemon.http() as http:
         doc = http.get("/openapi.json").json()
-    assert doc["openapi"].startswith("3.")
+    assert doc["openapi"] == "3.2.0"
     assert set(doc["paths"]) == {"/v1/infill", "/v1/edit", "/v1/next-edit", "/v1/cancel", "/v1/status", "/health",
-                                 "/openapi.json", "/infill", "/v1/completions", "/completion", "/props",
-                                 "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions",
+                                 "/openapi.json", "/infill", "/v1/completions", "/completion", "/completions",
+                                 "/props", "/v1/props", "/tokenize", "/detokenize", "/v1/models", "/models",
+                                 "/v1/models/{model_id}", "/v1/chat/completions", "/chat/completions",
                                  "/v1/fim/completions"}
-    error = doc["components"]["schemas"]["Error"]["properties"]["error"]
+    error = doc["components"]["schemas"]["ErrorDetail"]
     assert error["required"] == ["message", "type", "code"]
     infill = doc["components"]["schemas"]["InfillRequest"]
-    assert infill["required"] == ["prefix", "suffix"] and infill["additionalProperties"] is False
+    assert infill["required"] == ["suffix"] and infill["additionalProperties"] is False
     assert "max_tokens" in infill["properties"]
+    assert "security" not in doc  # a Unix socket asks for no token
+    # the status the daemon answers has exactly the fields its type declares (no more, none missing)
+    status = doc["components"]["schemas"]["DaemonStatus"]
+    answered = daemon.status()
+    assert set(status["required"]) <= set(answered) <= set(status["properties"]), set(answered) ^ set(
+        status["properties"])
+    assert {"engine", "capabilities", "servers", "running_jobs", "workers", "rss_bytes"} <= set(status["required"])
+    assert answered["engine"] == "local" and answered["capabilities"]["seed"] is True
+    jsonschema_rs.validate({"$ref": "#/components/schemas/DaemonStatus", "components": doc["components"]}, answered)
 
 
 # --- cancellation, supersession, the bounded queue --------------------------------------------------
@@ -361,7 +372,7 @@ BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
     ("bool as int", "/v1/infill", b'{"prefix": "a", "suffix": "", "steps": true}', 400, "steps"),
     ("bad strength", "/v1/edit", b'{"prefix": "", "selection": "x", "suffix": "", "strength": 7}', 400,
      "strength"),
-    ("bad option", "/v1/infill", b'{"prefix": "a", "suffix": "", "options": {"t_min": 0.9, "t_max": 0.1}}', 400,
+    ("bad option", "/v1/infill", b'{"prefix": "a", "suffix": "", "options": {"t_min": 0.9, "t_max": 11}}', 400,
      "t_max"),
     ("oversized body", "/v1/infill", b'{"prefix": "' + b"a" * MAX_BODY + b'", "suffix": ""}', 413, "limit"),
     ("cancel without id", "/v1/cancel", b"{}", 400, "id"),

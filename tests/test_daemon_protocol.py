@@ -19,7 +19,6 @@ from diffgemma.runtime.api.protocol import (
     ProtocolError,
     Result,
     error_line,
-    json_schema,
 )
 from diffgemma.runtime.daemon import adapters
 from diffgemma.runtime.engine.types import Draft
@@ -91,7 +90,7 @@ def test_cancel_and_result() -> None:
 
 
 def test_request_schema_lists_every_field() -> None:
-    schema = json_schema(EditRequest)
+    schema = EditRequest.json_schema()
     assert schema["required"] == ["prefix", "selection", "suffix"]
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(EditRequest)}
     assert all(schema["properties"][name] for name in schema["properties"])
@@ -108,11 +107,11 @@ def test_llama_infill_mapping() -> None:
     assert call.request.max_tokens is None and call.request.seed is None
     assert call.request.time_limit_ms == 250
     result = Result(text="42\n\nmore", finish_reason="stop", id="i", model="m",
-                    timings={"encoded_tokens": 10, "encode_ms": 5.0, "generated_tokens": 4, "total_ms": 25.0,
-                             "cached_tokens": 3})
-    assert adapters.llama_infill_response(call, result) == {"content": "42", "timings/prompt_n": 10}
+                    timings={"prompt_tokens": 13, "encoded_tokens": 10, "encode_ms": 5.0, "generated_tokens": 4,
+                             "total_ms": 25.0, "cached_tokens": 3})
+    assert call.codec.answer(result) == {"content": "42", "timings/prompt_n": 10}
     call.codec.response_fields = None
-    full = adapters.llama_infill_response(call, result)
+    full = call.codec.answer(result)
     assert full["stop_type"] == "word" and full["stopping_word"] == "\n\n" and full["tokens_cached"] == 3
     assert full["timings"]["predicted_ms"] == 20.0 and full["timings"]["predicted_per_second"] == 200.0
 
@@ -121,7 +120,7 @@ def test_llama_n_cmpl_answers_an_array_and_time_is_a_limit() -> None:
     call = adapters.llama_infill_request({"input_prefix": "a", "input_suffix": "b", "n_cmpl": 3})
     assert call.request.alternatives == 3
     result = Result(text="x", finish_reason="time", id="i", model="m", timings={}, alternatives=["x", "y", "z"])
-    answer = adapters.llama_infill_response(call, result)
+    answer = call.codec.answer(result)
     assert [a["content"] for a in answer] == ["x", "y", "z"] and [a["index"] for a in answer] == [0, 1, 2]
     assert answer[0]["stop_type"] == "limit"
     with pytest.raises(ProtocolError, match="Field 'n_cmpl': Value must be between 1 <= value <= 4"):
@@ -211,3 +210,18 @@ def test_error_lines_carry_the_typed_error() -> None:
     line = error_line(WireError(ErrorCode.QUEUE_FULL, "full\nsecond line"), "r1")
     assert line == {"type": "error", "error": {"message": "full", "type": "server_busy", "code": "queue_full"},
                     "status": 503, "id": "r1"}
+
+
+def test_stream_lines_survive_any_line_reader() -> None:
+    # JSON leaves U+0085, U+2028 and U+2029 raw in strings; str.splitlines (and httpx's iter_lines,
+    # which our clients read NDJSON with) breaks lines there, so the daemon escapes them
+    from diffgemma.runtime.daemon.codec import sse
+    from diffgemma.runtime.daemon.jobs import Job
+    from diffgemma.runtime.daemon.streaming import ndjson_draft
+
+    text = "a\u2028b\x85c\u2029d"
+    job = Job(kind="infill", request=InfillRequest(prefix="", suffix=""), model="m", on_done=lambda _: None)
+    for raw in (ndjson_draft(job, Draft(step=1, text=text)), sse({"content": text})):
+        lines = raw.decode().splitlines()
+        assert len([line for line in lines if line]) == 1
+        assert text in json.loads(lines[0].removeprefix("data: ")).values()

@@ -123,7 +123,11 @@ DRIVER = r"""
                       (dg-put :completion
                               (list :line line :col col :word word
                                     :candidates (apply #'vector (mapcar #'substring-no-properties candidates))))
-                      (completion-at-point)
+                      ;; what `completion-at-point' does, with the table that gave these candidates
+                      ;; (calling it would ask the server again, for a fill of its own)
+                      (let ((completion-extra-properties (nthcdr 3 capf)))
+                        (completion-in-region start (nth 1 capf) (nth 2 capf)
+                                              (plist-get (nthcdr 3 capf) :predicate)))
                       (dg-put :after-completion (buffer-substring-no-properties (point-min) (point-max))))))
       (save-buffer)
       ;; the rewrite: the code action on lines 1-2, as `M-x eglot-code-actions' runs it

@@ -333,7 +333,7 @@ def test_settings_default_to_the_generation_config_and_override(engine: Engine) 
         SamplingSettings(steps=0),
         SamplingSettings(steps=100000),
         SamplingSettings(entropy_bound=-1.0),
-        SamplingSettings(t_min=0.9, t_max=0.5),
+        SamplingSettings(t_max=0.001),
         SamplingSettings(t_min=-1.0),
         SamplingSettings(seed=-3),
         SamplingSettings(confidence_threshold=0.0),
@@ -349,8 +349,11 @@ def test_bad_options_are_rejected(engine: Engine) -> None:
         engine.infill(PREFIX, SUFFIX, max_tokens=0)
     with pytest.raises(SettingsError, match="strength"):
         engine.edit(PREFIX, "x", SUFFIX, strength=1.5)
-    with pytest.raises(SettingsError, match="t_max"):
-        engine.resolve(SamplingSettings(t_max=0.1))  # below the checkpoint's t_min
+    # the temperature falls from the higher end to the lower, whichever the request named which
+    cfg = engine.resolve(SamplingSettings(t_max=0.1))  # below the checkpoint's t_min: a colder run
+    assert (cfg.t_max, cfg.t_min) == (engine.resolve(None).t_min, 0.1)
+    cfg = engine.resolve(SamplingSettings(t_min=0.9, t_max=0.5))
+    assert (cfg.t_max, cfg.t_min) == (0.9, 0.5)
 
 
 def test_trim_join_drops_repeated_lines_only() -> None:

@@ -9,6 +9,7 @@ import pytest
 from conftest import grammars_missing
 
 from diffgemma.context.syntax import new_issues, syntax_issues
+from diffgemma.runtime.api import config
 from diffgemma.runtime.engine import repair
 from diffgemma.runtime.engine.denoise import Budget
 from diffgemma.runtime.engine.engine import Engine
@@ -60,6 +61,16 @@ def test_far_holes_go_left_to_right_with_earlier_fills_as_context(engine: Engine
     # it alone with that prefix
     second = engine.infill(pieces[0] + result.holes[0].text + pieces[1], pieces[2],
                            settings=SamplingSettings(seed=FAST.seed + 1, steps=3), refine=False)
+    assert second.text == result.holes[1].text
+
+
+def test_the_largest_seed_fills_every_group(engine: Engine) -> None:
+    far = "\n".join(f"    v{i} = {i} * {i}" for i in range(12)) + "\n    w = "
+    pieces = ["def f():\n    a = ", far, "\n    return w\n"]
+    largest = SamplingSettings(seed=config.SEED_MAX, steps=3)
+    result = engine.infill_holes(pieces, settings=largest, refine_syntax=False)  # the second group's seed wraps
+    second = engine.infill(pieces[0] + result.holes[0].text + pieces[1], pieces[2],
+                           settings=SamplingSettings(seed=0, steps=3), refine=False)
     assert second.text == result.holes[1].text
 
 

@@ -332,7 +332,11 @@ def test_models_outside_the_allow_list_get_one_message(tcp: TcpDaemon) -> None:
                                                 "model": tcp.allowed})  # type: ignore[attr-defined]
         assert allowed.status_code == 200 and allowed.json()["model"] == tcp.allowed  # type: ignore[attr-defined]
         models = [m["id"] for m in http.get("/v1/models").json()["data"]]
-        assert tcp.model in models and tcp.allowed in models  # type: ignore[attr-defined]
+        # listed by their short ids, which a request may name too
+        assert Path(tcp.model).name in models and Path(tcp.allowed).name in models  # type: ignore[attr-defined]
+        by_id = http.post("/v1/infill", json={"prefix": "a", "suffix": "", "max_tokens": 2, "steps": 1,
+                                              "model": Path(tcp.allowed).name})  # type: ignore[attr-defined]
+        assert by_id.status_code == 200 and by_id.json()["model"] == tcp.allowed  # type: ignore[attr-defined]
 
 
 def test_the_token_is_still_needed(tcp: TcpDaemon) -> None:

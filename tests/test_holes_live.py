@@ -91,7 +91,7 @@ def test_api_alternatives_with_several_holes_are_aligned_sets(daemon: Daemon) ->
             assert answer.status_code == 400 and field in message and "\n" not in message
         assert http.get("/health").status_code == 200  # still serving
         schemas = http.get("/openapi.json").json()["components"]["schemas"]
-        assert "holes" in schemas["Draft"]["properties"] and "holes" in schemas["Result"]["properties"]
+        assert "holes" in schemas["DraftLine"]["properties"] and "holes" in schemas["Result"]["properties"]
 
 
 def test_cli_alternatives_with_several_markers(daemon: Daemon, tmp_path: Path) -> None:  # noqa: F811

@@ -18,26 +18,27 @@ from diffgemma.cli.recent_diffs import FileDiff, order_and_bound, split_files
 from diffgemma.context.line_edits import split_lines
 from diffgemma.runtime.api import config
 
-# Python code in a file with no grammar (an unknown extension): every change the random model makes
-# is a candidate, so --threshold 0 proposes something to show, write and check.
-CODE = '''import os
+# Code in no language the tools know (an unknown extension, and text the language guesser abstains
+# on): with no grammar, every change the random model makes is a candidate, so --threshold 0
+# proposes something to show, write and check.
+CODE = '''use os
 
 
-def area(width, height):
-    """The area."""
+proc area(width, height)
+    # The area.
     total = width * height
     return total
 
 
-def helper():
+proc helper()
     return 1
 
 
-def more():
+proc more()
     return 2
 
 
-def scale(x):
+proc scale(x)
     print(width)
     return area(x, x) * 2
 '''
@@ -69,7 +70,7 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "shapes.py").write_text(SHAPES)
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-qm", "start")
-    (tmp_path / "calc.src").write_text(CODE.replace("def area(width, height)", "def area(w, height)"))
+    (tmp_path / "calc.src").write_text(CODE.replace("proc area(width, height)", "proc area(w, height)"))
     return tmp_path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 
 pytest.importorskip("vllm_harness", reason="the vLLM side harness (tests/vllm_harness.py) is not here")
@@ -108,6 +109,8 @@ class Hog:
         wait_for(lambda: self.standin.counts()["running"] == 0, "the hog to go")
 
 
+# how an answer of the stand-in's random weights ends: "syntax" when the syntax gate cut it
+ENDS = ("stop", "length", "syntax")
 INFILL = {"prefix": "def f(x):\n    return ", "suffix": "\n\nprint(f(2))\n", "max_tokens": 8}
 
 
@@ -119,12 +122,19 @@ def test_status_names_the_engine_its_servers_and_what_it_cannot_do(daemon: VllmD
     capabilities = status["capabilities"]
     assert capabilities["per_step_drafts"] is False and capabilities["seed"] is False
     assert capabilities["concurrent_requests"] is True and len(capabilities["notes"]) >= 4
+    with daemon.http() as http:  # every field is the document's, typed as it says
+        components = http.get("/openapi.json").json()["components"]
+    schemas = components["schemas"]
+    assert set(schemas["DaemonStatus"]["required"]) <= set(status) <= set(schemas["DaemonStatus"]["properties"])
+    jsonschema_rs.validate({"$ref": "#/components/schemas/DaemonStatus", "components": components}, status)
+    assert set(server) == set(schemas["EngineServer"]["properties"])
+    assert set(capabilities) == set(schemas["EngineCapabilities"]["properties"])
 
 
 def test_the_native_api_answers_and_streams_one_draft_per_canvas(daemon: VllmDaemon) -> None:
     with daemon.http() as http:
         result = http.post("/v1/infill", json=INFILL).json()
-        assert result["finish_reason"] in ("stop", "length") and "held_mismatches" in result["timings"]
+        assert result["finish_reason"] in ENDS and "held_mismatches" in result["timings"]
         with http.stream("POST", "/v1/infill", json={**INFILL, "stream": True}) as response:
             lines = [json.loads(line) for line in response.iter_lines() if line]
     drafts, end = lines[:-1], lines[-1]
@@ -133,7 +143,7 @@ def test_the_native_api_answers_and_streams_one_draft_per_canvas(daemon: VllmDae
         edited = http.post("/v1/edit", json={"prefix": "x = ", "selection": "1 + 2", "suffix": "\n"}).json()
         holes = http.post("/v1/infill", json={"holes": [{"prefix": "a = "}, {"prefix": "\nb = "}],
                                               "suffix": "\n", "max_tokens": 4}).json()
-    assert edited["finish_reason"] in ("stop", "length") and len(holes["holes"]) == 2
+    assert edited["finish_reason"] in ENDS and len(holes["holes"]) == 2
 
 
 def test_llama_cpp_and_openai_clients_are_answered_in_their_shapes(daemon: VllmDaemon) -> None:
@@ -178,7 +188,7 @@ def test_a_newer_request_of_the_same_client_aborts_the_older_ones_vllm_requests(
         assert box["older"]["finish_reason"] == "cancelled"
         aborted = wait_for(lambda: (c := standin.counts())["aborted"] > before["aborted"] and c, "vLLM to abort")
     newer.join(120)
-    assert box["newer"]["finish_reason"] in ("stop", "length")
+    assert box["newer"]["finish_reason"] in ENDS
     assert daemon.status()["superseded"] >= 1 and aborted["aborted"] >= before["aborted"] + 1
 
 
@@ -210,7 +220,7 @@ def test_clients_run_at_the_same_time(daemon: VllmDaemon, standin: StandIn) -> N
         wait_for(lambda: daemon.status()["running_jobs"] == 3, "three jobs in flight at once")
     for thread in threads:
         thread.join(120)
-    assert sorted(b["finish_reason"] for b in boxes if b["finish_reason"] in ("stop", "length")) and len(boxes) == 3
+    assert sorted(b["finish_reason"] for b in boxes if b["finish_reason"] in ENDS) and len(boxes) == 3
 
 
 def test_a_daemon_on_another_checkpoint_does_not_start(standin: StandIn, tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def test_an_infill_scouts_every_length_then_races_finalists(engine: VllmEngine, 
     # finalist wins the race as soon as it is in: the other one may be cut off unread
     prompt = len(server.record.bodies[0]["prompt"])
     assert result.timings.encoded_tokens in (prompt * (8 + 1), prompt * (8 + 2))
+    assert result.timings.prompt_tokens == prompt  # the request's prompt, once (what usage counts)
 
 
 def test_the_best_scouted_length_is_the_answer(engine: VllmEngine, servers: list[PlumbingServer]) -> None:

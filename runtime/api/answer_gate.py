@@ -20,7 +20,7 @@ from typing import Any
 from diffgemma.context.languages import detect_language, has_grammar
 from diffgemma.context.syntax_gate import Gated, added_errors, gate_fills
 from diffgemma.runtime.api.request_types import EditRequest, InfillRequest
-from diffgemma.runtime.api.results import Result, alternative_sets
+from diffgemma.runtime.api.results import FinishReason, HoleAnswer, Result, TokenConfidence, alternative_sets
 
 # A continuation (an infill with no text at all after it: a completion prompt, code being written at
 # the end of a buffer) is not judged: nothing follows it that it could break, its end is where the
@@ -57,7 +57,7 @@ def gate_result(req: InfillRequest | EditRequest, result: Result, language: str 
     return _single(result, gate_fills(fixed, [result.text], language, alternatives=others), fixed, language, None)
 
 
-def _finish(result: Result, gated: Gated) -> str:
+def _finish(result: Result, gated: Gated) -> FinishReason:
     if not gated.changed or result.finish_reason in LIMIT_REASONS:
         return result.finish_reason
     return "syntax"
@@ -90,9 +90,9 @@ def _holes(req: InfillRequest, result: Result, language: str) -> Result:
     gated = gate_fills(fixed, texts, language, alternatives=sets[1:])
     clean = [list(gated.fills)] + [s for s in sets if s != list(gated.fills)
                                    and not added_errors(fixed, s, language)]
-    holes = []
+    holes: list[HoleAnswer] = []
     for i, hole in enumerate(result.holes):
-        entry = dict(hole)
+        entry = hole.copy()
         entry["text"] = gated.fills[i]
         if "tokens" in entry:
             entry["tokens"] = _tokens(list(entry["tokens"] or []), texts[i], gated.fills[i])
@@ -104,14 +104,15 @@ def _holes(req: InfillRequest, result: Result, language: str) -> Result:
                                tokens=_tokens(result.tokens, result.text, gated.fills[0]))
 
 
-def _tokens(tokens: list[dict[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+def _tokens(tokens: list[TokenConfidence], old: str, new: str) -> list[TokenConfidence]:
     """The per-token pieces of ``old`` kept for ``new``: all when it is unchanged, the ones of a head
     cut to it, none for another text (an alternative, or what was there before)."""
     if new == old:
         return tokens
     if not new or not old.startswith(new):
         return []
-    out, used = [], 0
+    out: list[TokenConfidence] = []
+    used = 0
     for piece in tokens:
         text = str(piece.get("text", ""))
         if used >= len(new):

@@ -1,37 +1,45 @@
-"""Field checkers for request bodies, and the small values they produce (torch-free).
+"""Field checkers for request bodies, the JSON Schema each one accepts, and the small values they produce
+(torch-free).
 
 Each checker takes (name, value) and returns the value (possibly normalised) or raises a one-line
 ``ProtocolError`` naming the field, so a typo never silently changes a request's meaning. A field's
 bounds are keyword arguments, bound with ``functools.partial`` where a request declares the field:
 nothing is built when the request classes load, and nothing runs until a body is checked.
+
+Every checker is registered with a describer (``described_by``) that takes the same keywords and
+returns the JSON Schema of exactly the values the checker accepts, so /openapi.json is generated from
+the code that validates (``schema_of``), never kept beside it. ``Fields`` is a JSON object's fields as
+checkers: it reads a body and describes it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
 
-from diffgemma.runtime.api.config import MAX_EXTRA_CHARS, MAX_EXTRA_FILES, MAX_HOLES, MAX_KEEP_ALIVE_S
+from diffgemma.runtime.api.config import (
+    MAX_EXTRA_CHARS,
+    MAX_EXTRA_FILES,
+    MAX_HOLES,
+    MAX_KEEP_ALIVE_S,
+    MAX_OPTION_VALUE,
+    MAX_STABILITY_THRESHOLD,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+)
 from diffgemma.runtime.api.errors import InvalidValue
 
-# Sampling overrides a request may carry in ``options`` (ollama style); names and meaning are
-# those of runtime.engine.types.SamplingSettings.
-SAMPLING_OPTIONS: dict[str, type] = {
-    "entropy_bound": float,
-    "t_min": float,
-    "t_max": float,
-    "stability_threshold": int,
-    "confidence_threshold": float,
-}
+Schema = dict[str, Any]
+Checker = Callable[[str, Any], Any]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ProtocolError(InvalidValue):
     """A request or response does not match the protocol; the message is one line."""
-
-
-Checker = Callable[[str, Any], Any]
 
 
 @dataclass
@@ -42,6 +50,46 @@ class ExtraFile:
     text: str
 
 
+# --- checkers and what they accept --------------------------------------------------------------
+
+_DESCRIBERS: dict[Callable[..., Any], Callable[..., Schema]] = {}
+
+
+def described_by(describe: Callable[..., Schema]) -> Callable[[F], F]:
+    """Register ``describe`` as the JSON Schema of the decorated checker: it is called with the
+    keywords a request binds to the checker and describes exactly the values the checker accepts."""
+
+    def register(check: F) -> F:
+        _DESCRIBERS[check] = describe
+        return check
+
+    return register
+
+
+def schema_of(checker: Checker) -> Schema:
+    """The JSON Schema of the values ``checker`` accepts (a registered checker, maybe partially bound)."""
+    fn, keywords = (checker.func, checker.keywords) if isinstance(checker, partial) else (checker, {})
+    describe = _DESCRIBERS.get(fn)
+    if describe is None:
+        raise LookupError(f"the checker {getattr(fn, '__name__', fn)!r} has no JSON Schema (use described_by)")
+    return describe(**keywords)
+
+
+def registered_checkers() -> dict[Callable[..., Any], Callable[..., Schema]]:
+    """Every checker with its describer (the tests compare their keywords)."""
+    return dict(_DESCRIBERS)
+
+
+def nullable(schema: Schema, optional: bool = True) -> Schema:
+    """``schema``, also accepting null when ``optional`` (null means: not given)."""
+    if not optional:
+        return schema
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -49,6 +97,24 @@ def type_name(value: Any) -> str:
             dict: "object"}.get(type(value), type(value).__name__)
 
 
+# Ids travel in headers and log lines: no control characters (a newline would split both), nor the
+# line and paragraph separators some log readers break lines at. Anything else (private use,
+# unassigned code points, spaces of every kind) is a character like any other.
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+_CONTROL_RE = re.compile(f"[{_CONTROL}]")
+NO_CONTROL_PATTERN = f"^[^{_CONTROL}]*$"
+
+
+def _string_schema(*, optional: bool = False, max_length: int | None = None, printable: bool = False) -> Schema:
+    schema: Schema = {"type": "string"}
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    if printable:
+        schema["pattern"] = NO_CONTROL_PATTERN
+    return nullable(schema, optional)
+
+
+@described_by(_string_schema)
 def string(name: str, value: Any, *, optional: bool = False, max_length: int | None = None,
            printable: bool = False) -> Any:
     if value is None and optional:
@@ -57,26 +123,45 @@ def string(name: str, value: Any, *, optional: bool = False, max_length: int | N
         raise ProtocolError(f"{name} must be a string (got {type_name(value)})")
     if max_length is not None and len(value) > max_length:
         raise ProtocolError(f"{name} is longer than {max_length} characters")
-    # Ids travel in headers and log lines: no control characters (a newline would split both).
-    if printable and not value.isprintable():
+    if printable and _CONTROL_RE.search(value):
         raise ProtocolError(f"{name} must not contain control characters")
     return value
 
 
+def whole_number(value: Any) -> int | None:
+    """An integer given as a JSON number: 3, or 3.0 from an encoder that writes floats (JSON Schema's
+    "integer" is any number without a fraction); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _integer_schema(*, low: int, high: int, optional: bool = True) -> Schema:
+    return nullable({"type": "integer", "minimum": low, "maximum": high}, optional)
+
+
+@described_by(_integer_schema)
 def integer(name: str, value: Any, *, low: int, high: int, optional: bool = True) -> Any:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        # 3.0 from a JSON encoder that writes floats is still a whole number: accept it.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
-    if not low <= value <= high:
-        raise ProtocolError(f"{name} must be between {low} and {high} (got {value})")
-    return value
+    number = whole_number(value)
+    if number is None:
+        raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    if not low <= number <= high:
+        raise ProtocolError(f"{name} must be between {low} and {high} (got {number})")
+    return number
 
 
+def _number_schema(*, low: float, high: float, optional: bool = True, low_open: bool = False) -> Schema:
+    schema: Schema = {"type": "number", "exclusiveMinimum" if low_open else "minimum": low, "maximum": high}
+    return nullable(schema, optional)
+
+
+@described_by(_number_schema)
 def number(name: str, value: Any, *, low: float, high: float, optional: bool = True, low_open: bool = False) -> Any:
     if value is None and optional:
         return None
@@ -90,12 +175,25 @@ def number(name: str, value: Any, *, low: float, high: float, optional: bool = T
     return value
 
 
-def boolean(name: str, value: Any) -> Any:
+def _boolean_schema(*, optional: bool = False) -> Schema:
+    return nullable({"type": "boolean"}, optional)
+
+
+@described_by(_boolean_schema)
+def boolean(name: str, value: Any, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
     if not isinstance(value, bool):
         raise ProtocolError(f"{name} must be true or false (got {type_name(value)})")
     return value
 
 
+def _holes_schema() -> Schema:
+    hole = {"type": "object", "additionalProperties": False, "properties": {"prefix": {"type": "string"}}}
+    return nullable({"type": "array", "minItems": 1, "maxItems": MAX_HOLES, "items": hole})
+
+
+@described_by(_holes_schema)
 def holes(name: str, value: Any) -> Any:
     """``holes``: one object per hole, ``{"prefix": text before it}`` (since the previous hole;
     the request's ``prefix`` comes before the first one's, its ``suffix`` after the last hole)."""
@@ -111,6 +209,11 @@ def holes(name: str, value: Any) -> Any:
     return out
 
 
+def _keep_alive_schema() -> Schema:
+    return nullable({"type": "number", "maximum": MAX_KEEP_ALIVE_S})
+
+
+@described_by(_keep_alive_schema)
 def keep_alive(name: str, value: Any) -> Any:
     # Seconds; 0 unloads right after the request, a negative value keeps the model forever.
     if value is None:
@@ -122,6 +225,13 @@ def keep_alive(name: str, value: Any) -> Any:
     return float(value)
 
 
+def _extra_schema() -> Schema:
+    item = {"type": "object", "additionalProperties": False, "required": ["path", "text"],
+            "properties": {"path": {"type": "string"}, "text": {"type": "string"}}}
+    return nullable({"type": "array", "items": item})
+
+
+@described_by(_extra_schema)
 def extra(name: str, value: Any) -> Any:
     if value is None:
         return []
@@ -164,6 +274,23 @@ def keep_recent(extra: list[ExtraFile]) -> list[ExtraFile]:
     return kept
 
 
+# Sampling overrides a request may carry in ``options`` (ollama style), with the range of each; names
+# and meaning are those of runtime.engine.types.SamplingSettings, whose checks use the same limits.
+SAMPLING_OPTIONS: dict[str, Checker] = {
+    "entropy_bound": partial(number, low=0.0, high=MAX_OPTION_VALUE, optional=False, low_open=True),
+    "t_min": partial(number, low=MIN_TEMPERATURE, high=MAX_TEMPERATURE, optional=False),
+    "t_max": partial(number, low=MIN_TEMPERATURE, high=MAX_TEMPERATURE, optional=False),
+    "stability_threshold": partial(integer, low=0, high=MAX_STABILITY_THRESHOLD, optional=False),
+    "confidence_threshold": partial(number, low=0.0, high=MAX_OPTION_VALUE, optional=False, low_open=True),
+}
+
+
+def _options_schema() -> Schema:
+    properties = {key: schema_of(check) for key, check in SAMPLING_OPTIONS.items()}
+    return nullable({"type": "object", "additionalProperties": False, "properties": properties})
+
+
+@described_by(_options_schema)
 def options(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -171,11 +298,55 @@ def options(name: str, value: Any) -> Any:
         raise ProtocolError(f"{name} must be an object (got {type_name(value)})")
     out: dict[str, Any] = {}
     for key, raw in value.items():
-        kind = SAMPLING_OPTIONS.get(key)
-        if kind is None:
+        check = SAMPLING_OPTIONS.get(key)
+        if check is None:
             raise ProtocolError(f"{name} has unknown option {key!r} (known: {', '.join(SAMPLING_OPTIONS)})")
-        if kind is int:
-            out[key] = integer(f"{name}.{key}", raw, low=0, high=1024, optional=False)
-        else:
-            out[key] = number(f"{name}.{key}", raw, low=0.0, high=1e6, optional=False, low_open=True)
+        out[key] = check(f"{name}.{key}", raw)
     return out
+
+
+# --- a JSON object's fields -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The fields of a JSON object body: a checker per field (which also gives its JSON Schema), the
+    required ones, a description per field. ``strict`` objects refuse unknown fields (the daemon's own
+    requests: a typo must not change a request's meaning); the others ignore them (other clients'
+    wire shapes, whose servers accept fields we have no use for)."""
+
+    name: str  # the body's schema name in /openapi.json
+    kind: str  # how messages name it: "{kind} request is missing ..."
+    checks: Mapping[str, Checker]
+    required: tuple[str, ...] = ()
+    docs: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = True
+    description: str = ""
+
+    def read(self, data: Any) -> dict[str, Any]:
+        """The checked values of the known fields ``data`` holds, or a one-line ProtocolError."""
+        if not isinstance(data, dict):
+            raise ProtocolError(f"request body must be a JSON object (got {type_name(data)})")
+        if self.strict:
+            unknown = [key for key in data if key not in self.checks]
+            if unknown:
+                raise ProtocolError(f"unknown field {unknown[0]!r} in {self.kind} request")
+        for key in self.required:
+            if key not in data:
+                raise ProtocolError(f"{self.kind} request is missing the required field {key!r}")
+        return {key: self.checks[key](key, value) for key, value in data.items() if key in self.checks}
+
+    def json_schema(self) -> Schema:
+        properties = {}
+        for key, check in self.checks.items():
+            schema = schema_of(check)
+            doc = self.docs.get(key)
+            properties[key] = {**schema, "description": doc} if doc else schema
+        out: Schema = {"type": "object", "properties": properties}
+        if self.required:
+            out["required"] = list(self.required)
+        if self.strict:
+            out["additionalProperties"] = False
+        if self.description:
+            out["description"] = self.description
+        return out

@@ -71,6 +71,13 @@ MAX_HOLES = 32  # several holes in one infill request
 SEED_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 64  # no client body nests deeper than a few levels; deeper is an attack
 MAX_FILE_BYTES = 4 * 1024 * 1024  # largest file the CLI reads or writes
+# Sampling overrides (``options``): temperatures in [MIN_TEMPERATURE, MAX_TEMPERATURE] (a float32 sampler
+# divides by them), the stability threshold in 0..MAX_STABILITY_THRESHOLD steps, the entropy bound and
+# the confidence threshold in (0, MAX_OPTION_VALUE].
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 10.0
+MAX_STABILITY_THRESHOLD = 64
+MAX_OPTION_VALUE = 1e6
 MAX_LINE_NUMBER = 2**31 - 1  # a line or column on the wire (LSP's uinteger range)
 # Next-edit: the recent edits a request carries (newest kept when there are more) and the
 # confidence under which nothing is proposed when the request names none.

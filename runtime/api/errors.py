@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the answer types live with the other answers (runtime.api.results)
+    from diffgemma.runtime.api.results import ErrorBody
 
 
 class ErrorCode(StrEnum):
@@ -129,12 +132,12 @@ class WireError(DiffgemmaError):
     def status(self) -> int:
         return status_of(self.code)
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return error_body(self.code, self.message)
 
 
-def error_body(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"error": {"message": one_line(message), "type": type_of(code), "code": code.value}}
+def error_body(code: ErrorCode, message: str) -> ErrorBody:
+    return {"error": {"message": one_line(message), "type": type_of(code), "code": code}}
 
 
 def parse_error_body(data: Any) -> tuple[str, ErrorCode | None]:

@@ -9,17 +9,24 @@ exclusive) are replaced by ``text``, each with the model's confidence in its cha
 ``reason`` then says why in one line.
 
 Lines and columns count characters (code points) and are 0-based, as in the document's own lines
-(``text`` split at "\\n"); the language server converts LSP positions before asking.
+(``text`` split at "\\n"); the language server converts LSP positions before asking. A cursor past
+the text is taken at the nearest position in it (the end of its line, or of the last line), as
+editors' positions can be a keystroke stale.
+
+As every request type, each field's checker is also its JSON Schema (runtime.api.checks), and the
+answer and its stream lines are types: /openapi.json is generated from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired
+
+from typing_extensions import TypedDict
 
 from diffgemma.runtime.api import checks
-from diffgemma.runtime.api.checks import Checker, ProtocolError, type_name
+from diffgemma.runtime.api.checks import Checker, ProtocolError, Schema, described_by, nullable, type_name
 from diffgemma.runtime.api.config import (
     DEFAULT_NEXT_EDIT_THRESHOLD,
     MAX_LINE_NUMBER,
@@ -27,10 +34,12 @@ from diffgemma.runtime.api.config import (
     MAX_NEXT_EDITS,
 )
 from diffgemma.runtime.api.request_types import _CodeRequest
-from diffgemma.runtime.api.results import Result
-from diffgemma.runtime.api.schema import json_schema
+from diffgemma.runtime.api.results import DraftLine, FinishReason, Result
 
-__all__ = ["Cursor", "LineEdit", "NextEditRequest", "NextEditResult", "RecentEdit", "keep_recent_edits"]
+__all__ = ["Cursor", "EditWindow", "LineEdit", "NextEditDraftLine", "NextEditReply", "NextEditRequest",
+           "NextEditResult", "ProposedEdit", "RecentEdit", "keep_recent_edits"]
+
+_LINE: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_LINE_NUMBER}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,12 @@ class RecentEdit:
     diff: str
 
 
+def _cursor_schema() -> Schema:
+    return {"type": "object", "additionalProperties": False, "required": ["line", "col"],
+            "properties": {"line": _LINE, "col": _LINE}}
+
+
+@described_by(_cursor_schema)
 def _cursor(name: str, value: Any) -> Cursor:
     if isinstance(value, Cursor):
         value = {"line": value.line, "col": value.col}
@@ -65,6 +80,13 @@ def _cursor(name: str, value: Any) -> Cursor:
     return Cursor(line=line, col=col)
 
 
+def _edits_schema() -> Schema:
+    item = {"type": "object", "additionalProperties": False, "required": ["path", "diff"],
+            "properties": {"path": {"type": "string", "maxLength": 4096}, "diff": {"type": "string"}}}
+    return nullable({"type": "array", "items": item})
+
+
+@described_by(_edits_schema)
 def _edits(name: str, value: Any) -> list[RecentEdit]:
     if value is None:
         return []
@@ -128,18 +150,26 @@ class NextEditRequest(_CodeRequest):
         "edits": _edits,
         "threshold": partial(checks.number, low=0.0, high=1.0),
     }
+    _docs: ClassVar[dict[str, str]] = {
+        **_CodeRequest._docs,
+        "text": "The document, or a window of it starting at first_line.",
+        "cursor": "0-based document line and column (characters); past the text: its nearest position.",
+        "first_line": "The document line text starts at (default 0).",
+        "edits": f"Recent edits, newest last, each a path and a unified diff (the newest {MAX_NEXT_EDITS} within "
+                 f"{MAX_NEXT_EDIT_DIFF_CHARS} characters are used).",
+        "threshold": "Nothing is proposed unless its changed tokens' confidence is above this "
+                     f"(default {DEFAULT_NEXT_EDIT_THRESHOLD}).",
+    }
 
     @classmethod
     def from_json(cls, data: Any) -> NextEditRequest:
         req = super().from_json(data)
+        # a cursor past the text (a stale position) is taken at the nearest position in it
         lines = req.text.split("\n")
-        row = req.cursor.line - req.first_line
-        last = req.first_line + len(lines) - 1
-        if not 0 <= row < len(lines):
-            raise ProtocolError(f"cursor.line {req.cursor.line} is outside the text (lines {req.first_line}..{last})")
-        if req.cursor.col > len(lines[row]):
-            raise ProtocolError(f"cursor.col {req.cursor.col} is past the end of line {req.cursor.line} "
-                                f"({len(lines[row])} characters)")
+        row = min(max(req.cursor.line - req.first_line, 0), len(lines) - 1)
+        col = min(req.cursor.col, len(lines[row]))
+        if (row + req.first_line, col) != (req.cursor.line, req.cursor.col):
+            req.cursor = Cursor(line=row + req.first_line, col=col)
         return req
 
     def to_json(self) -> dict[str, Any]:
@@ -168,7 +198,7 @@ class LineEdit:
     text: str
     confidence: float  # the model's probability for the changed tokens (the weakest one)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ProposedEdit:
         return {"start_line": self.start_line, "end_line": self.end_line, "text": self.text,
                 "confidence": round(self.confidence, 4)}
 
@@ -197,15 +227,19 @@ class NextEditResult(Result):
     next_line: int | None = None  # where the next edit is likely to be (document line)
     threshold: float = DEFAULT_NEXT_EDIT_THRESHOLD
     reason: str | None = None  # one line: why nothing is proposed (None when something is)
-    window: dict[str, int] | None = None  # {"start_line", "end_line"}: the lines the model rewrote
+    window: EditWindow | None = None  # the lines the model rewrote
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
+        return dict(self.reply())
+
+    def reply(self) -> NextEditReply:
+        """The answer as it goes on the wire (and into /openapi.json)."""
+        data: NextEditReply = {
             "edits": [e.to_json() for e in self.edits], "next_line": self.next_line, "threshold": self.threshold,
             "reason": self.reason, "text": self.text, "finish_reason": self.finish_reason, "timings": self.timings,
             "id": self.id, "model": self.model}
         if self.window is not None:
-            data["window"] = dict(self.window)
+            data["window"] = {"start_line": self.window["start_line"], "end_line": self.window["end_line"]}
         return data
 
     @classmethod
@@ -227,53 +261,50 @@ class NextEditResult(Result):
         return cls(text=base.text, finish_reason=base.finish_reason, timings=base.timings, id=base.id,
                    model=base.model, edits=[LineEdit.from_json(e) for e in raw_edits], next_line=next_line,
                    threshold=float(threshold) if isinstance(threshold, int | float) else DEFAULT_NEXT_EDIT_THRESHOLD,
-                   reason=reason, window=window)
+                   reason=reason, window=None if window is None else {"start_line": window["start_line"],
+                                                                      "end_line": window["end_line"]})
 
 
 
-# --- for /openapi.json ---------------------------------------------------------------------------
+# --- the answer on the wire (the types /openapi.json shows) ----------------------------------------
 
-_LINE = {"type": "integer", "minimum": 0, "maximum": MAX_LINE_NUMBER}
-REQUEST_HINTS: dict[str, dict[str, Any]] = {
-    "text": {"type": "string", "description": "The document, or a window of it starting at first_line."},
-    "cursor": {"type": "object", "additionalProperties": False, "required": ["line", "col"],
-               "properties": {"line": _LINE, "col": _LINE},
-               "description": "0-based document line and column (characters)."},
-    "first_line": {**_LINE, "description": "The document line text starts at (default 0)."},
-    "edits": {"type": "array", "description": f"Recent edits, newest last (the newest {MAX_NEXT_EDITS} within "
-                                             f"{MAX_NEXT_EDIT_DIFF_CHARS} characters are used).",
-              "items": {"type": "object", "additionalProperties": False, "required": ["path", "diff"],
-                        "properties": {"path": {"type": "string"},
-                                       "diff": {"type": "string", "description": "A unified diff."}}}},
-    "threshold": {"type": "number", "minimum": 0, "maximum": 1,
-                  "description": "Nothing is proposed unless its changed tokens' confidence is above this "
-                                 f"(default {DEFAULT_NEXT_EDIT_THRESHOLD})."},
-}
+class EditWindow(TypedDict):
+    """Document lines [start_line, end_line) the model rewrote."""
 
-RESULT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["edits", "next_line", "threshold", "reason", "finish_reason", "timings", "id", "model"],
-    "properties": {
-        "edits": {"type": "array", "description": "Document lines [start_line, end_line) replaced by text.",
-                  "items": {"type": "object", "required": ["start_line", "end_line", "text", "confidence"],
-                            "properties": {"start_line": _LINE, "end_line": _LINE, "text": {"type": "string"},
-                                           "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}},
-        "next_line": {"type": ["integer", "null"], "description": "Where the next edit is likely to be."},
-        "threshold": {"type": "number"},
-        "reason": {"type": ["string", "null"], "description": "Why nothing is proposed (one line)."},
-        "text": {"type": "string", "description": "The rewritten window as the proposed edits leave it."},
-        "window": {"type": "object", "properties": {"start_line": _LINE, "end_line": _LINE}},
-        "finish_reason": {"type": "string"},
-        "timings": {"type": "object"},
-        "id": {"type": "string"},
-        "model": {"type": "string"},
-    },
-}
+    start_line: int
+    end_line: int
 
 
-def request_schema() -> dict[str, Any]:
-    """The request's JSON schema: the shared fields' hints, and this request's own."""
-    schema = json_schema(NextEditRequest)
-    for name, hint in REQUEST_HINTS.items():
-        schema["properties"][name] = hint
-    return schema
+class ProposedEdit(TypedDict):
+    """A `LineEdit` on the wire: document lines [start_line, end_line) replaced by ``text``, with the
+    model's probability for its weakest changed token."""
+
+    start_line: int
+    end_line: int
+    text: str
+    confidence: float
+
+
+class NextEditReply(TypedDict):
+    """The answer to ``POST /v1/next-edit`` (with ``"type": "result"``, its stream's last line): the edits
+    proposed (none under ``threshold``: ``reason`` says why in one line), where the next edit is likely
+    to be, and ``text``, the rewritten ``window`` as the proposed edits leave it (empty when nothing is
+    proposed; a cancelled request has no window)."""
+
+    edits: list[ProposedEdit]
+    next_line: int | None
+    threshold: float
+    reason: str | None
+    text: str
+    finish_reason: FinishReason
+    timings: dict[str, float]
+    id: str
+    model: str
+    window: NotRequired[EditWindow]
+
+
+class NextEditDraftLine(DraftLine):
+    """A next-edit stream line: the window's rewrite so far, and the edits it would make."""
+
+    window: NotRequired[EditWindow]
+    edits: NotRequired[list[ProposedEdit]]

@@ -6,8 +6,8 @@ absurd values are refused with a one-line ``ProtocolError`` so a typo never sile
 request's meaning.
 
 The pieces live in modules named for what they hold: ``checks`` (field checkers, ExtraFile),
-``request_types`` (the request dataclasses), ``results`` (Result and the stream lines),
-``schema`` (JSON schemas for /openapi.json); the limits are runtime.api.config's.
+``request_types`` (the request dataclasses, whose checkers are also their JSON Schemas), ``results``
+(Result, the stream lines and the other answers); the limits are runtime.api.config's.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from diffgemma.runtime.api.request_types import (
     chat_messages,
 )
 from diffgemma.runtime.api.results import FINISH_REASONS, Result, draft_line, error_line, result_line
-from diffgemma.runtime.api.schema import RESULT_SCHEMA, json_schema
 
 __all__ = [
     "CHAT_ROLES",
@@ -49,7 +48,6 @@ __all__ = [
     "MAX_STEPS",
     "MAX_TIME_LIMIT_MS",
     "MAX_TOKENS_LIMIT",
-    "RESULT_SCHEMA",
     "SAMPLING_OPTIONS",
     "CancelRequest",
     "ChatRequest",
@@ -68,7 +66,6 @@ __all__ = [
     "chat_messages",
     "draft_line",
     "error_line",
-    "json_schema",
     "keep_recent",
     "result_line",
 ]

@@ -5,6 +5,10 @@ The fields several requests share are declared once, with their checkers, in a b
 ``_Generation`` (requests that generate: length, steps, seed, streaming, sampling, time budget)
 and ``_CodeRequest`` (requests about code: language, path, other files). A request class adds
 its own text fields; those come first in its constructor, the shared ones are keyword-only.
+
+A field's checker is also its JSON Schema (runtime.api.checks), and ``_docs`` says what it means:
+``json_schema()`` is what /openapi.json publishes for the request, from the same declarations that
+``from_json`` validates with.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from diffgemma.runtime.api import checks
-from diffgemma.runtime.api.checks import Checker, ExtraFile, ProtocolError, type_name
+from diffgemma.runtime.api.checks import Checker, ExtraFile, Fields, ProtocolError, Schema, described_by, type_name
 from diffgemma.runtime.api.config import (
     MAX_ALTERNATIVES,
     MAX_ID_LENGTH,
@@ -24,44 +28,35 @@ from diffgemma.runtime.api.config import (
     SEED_MAX,
 )
 
-R = TypeVar("R", bound="_Request")
+W = TypeVar("W", bound="WireObject")
 
 _ID = partial(checks.string, optional=True, max_length=MAX_ID_LENGTH, printable=True)
 
 
 @dataclass(kw_only=True)
-class _Request:
-    """Every request; and the JSON (de)serialisation they share."""
-
-    client: str | None = None  # supersession key: a newer request with the same key cancels this one
-    model: str | None = None  # None: the daemon's default model
-    id: str | None = None  # None: the daemon assigns one (returned in the result)
-    keep_alive: float | None = None  # seconds to keep the model loaded after this request
+class WireObject:
+    """A JSON object the daemon reads, declared field by field: ``_checks`` (a checker per field,
+    which is also its JSON Schema), ``_required``, ``_docs`` (what each field means)."""
 
     kind: ClassVar[str]
     _required: ClassVar[tuple[str, ...]] = ()
-    _checks: ClassVar[dict[str, Checker]] = {
-        "client": _ID,
-        "model": partial(checks.string, optional=True, max_length=4096, printable=True),
-        "id": _ID,
-        "keep_alive": checks.keep_alive,
-    }
+    _checks: ClassVar[dict[str, Checker]] = {}
+    _docs: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def from_json(cls: type[R], data: Any) -> R:
-        if not isinstance(data, dict):
-            raise ProtocolError(f"request body must be a JSON object (got {type_name(data)})")
-        names = {f.name for f in fields(cls)}
-        unknown = [key for key in data if key not in names]
-        if unknown:
-            raise ProtocolError(f"unknown field {unknown[0]!r} in {cls.kind} request")
-        for key in cls._required:
-            if key not in data:
-                raise ProtocolError(f"{cls.kind} request is missing the required field {key!r}")
-        values = {key: cls._checks[key](key, value) for key, value in data.items()}
-        return cls(**values)
+    def fields_spec(cls) -> Fields:
+        return Fields(name=cls.__name__, kind=cls.kind, checks=cls._checks, required=cls._required,
+                      docs=cls._docs, description=(cls.__doc__ or "").strip().split("\n")[0])
 
-    def validate(self: R) -> R:
+    @classmethod
+    def from_json(cls: type[W], data: Any) -> W:
+        return cls(**cls.fields_spec().read(data))
+
+    @classmethod
+    def json_schema(cls) -> Schema:
+        return cls.fields_spec().json_schema()
+
+    def validate(self: W) -> W:
         """Check a request built in Python (the clients call this before sending)."""
         return type(self).from_json(self.to_json())
 
@@ -80,6 +75,30 @@ class _Request:
             elif value is not None:
                 out[f.name] = value
         return out
+
+
+@dataclass(kw_only=True)
+class _Request(WireObject):
+    """Every request."""
+
+    client: str | None = None  # supersession key: a newer request with the same key cancels this one
+    model: str | None = None  # None: the daemon's default model
+    id: str | None = None  # None: the daemon assigns one (returned in the result)
+    keep_alive: float | None = None  # seconds to keep the model loaded after this request
+
+    _checks: ClassVar[dict[str, Checker]] = {
+        "client": _ID,
+        "model": partial(checks.string, optional=True, max_length=4096, printable=True),
+        "id": _ID,
+        "keep_alive": checks.keep_alive,
+    }
+    _docs: ClassVar[dict[str, str]] = {
+        "client": "Supersession key: a newer request with the same key cancels this one.",
+        "model": "Model name, checkpoint path or /v1/models id; default: the daemon's model.",
+        "id": "Request id (for /v1/cancel); assigned when absent.",
+        "keep_alive": "Seconds to keep the model loaded after this request; 0 unloads it, a negative "
+                      "value keeps it.",
+    }
 
 
 @dataclass(kw_only=True)
@@ -103,6 +122,16 @@ class _Generation(_Request):
         "options": checks.options,
         "time_limit_ms": partial(checks.integer, low=1, high=MAX_TIME_LIMIT_MS),
     }
+    _docs: ClassVar[dict[str, str]] = {
+        **_Request._docs,
+        "max_tokens": "Largest answer, in tokens (the daemon caps it at its --max-tokens); default: the lengths "
+                      "the daemon tries.",
+        "steps": "Most denoising steps per canvas (capped at the daemon's --max-steps).",
+        "seed": "Seed of the canvas noise: the same request and seed give the same answer.",
+        "stream": "NDJSON: one draft line per denoising step, then the result line.",
+        "options": "Sampling overrides; the temperature falls from the higher of t_max and t_min to the lower.",
+        "time_limit_ms": "Time budget: at its end the best draft so far is the answer (finish_reason \"time\").",
+    }
 
 
 @dataclass(kw_only=True)
@@ -118,6 +147,12 @@ class _CodeRequest(_Generation):
         "language": partial(checks.string, optional=True, max_length=64),
         "path": partial(checks.string, optional=True, max_length=4096),
         "extra": checks.extra,
+    }
+    _docs: ClassVar[dict[str, str]] = {
+        **_Generation._docs,
+        "language": "Language id (python, rust, ...): the grammar the window was cut with.",
+        "path": "The file's path, shown to the model.",
+        "extra": "Snippets of other files (the most recent ones within the context budget are used).",
     }
 
 
@@ -135,7 +170,7 @@ class InfillRequest(_CodeRequest):
     allow_broken: bool | None = None  # skip the syntax gate (default: an answer never adds syntax errors)
 
     kind: ClassVar[str] = "infill"
-    _required: ClassVar[tuple[str, ...]] = ("prefix", "suffix")
+    _required: ClassVar[tuple[str, ...]] = ("suffix",)
     _checks: ClassVar[dict[str, Checker]] = {
         **_CodeRequest._checks,
         "prefix": checks.string,
@@ -146,11 +181,25 @@ class InfillRequest(_CodeRequest):
         "confidence": checks.boolean,
         "allow_broken": checks.boolean,
     }
+    _docs: ClassVar[dict[str, str]] = {
+        **_CodeRequest._docs,
+        "prefix": "Text before the hole (with holes: before the first one's own prefix); default empty, the "
+                  "start of a file.",
+        "suffix": "Text after the hole (with holes: after the last one).",
+        "alternatives": "Distinct candidates denoised as one batch (Result.alternatives); with holes, distinct "
+                        "sets of fills (Result.holes[i].alternatives).",
+        "holes": "Several holes: the text before each (since the previous hole); the answer has one entry per "
+                 "hole (Result.holes).",
+        "refine": "Syntax-guided repair (default: on where a grammar exists).",
+        "confidence": "Per-token confidences in the result (Result.tokens) and the drafts.",
+        "allow_broken": "Skip the syntax gate: the answer may add syntax errors (by default it never does; "
+                        "finish_reason \"syntax\" and Result.reason say when it was cut or left empty).",
+    }
 
     @classmethod
     def from_json(cls, data: Any) -> InfillRequest:
-        # with ``holes`` the text before the first hole is its prefix: ``prefix`` may be left out
-        if isinstance(data, dict) and "holes" in data and "prefix" not in data:
+        # no prefix: the hole is at the start of the text (with ``holes``, the first hole's own prefix)
+        if isinstance(data, dict) and "prefix" not in data:
             data = {**data, "prefix": ""}
         return super().from_json(data)
 
@@ -188,25 +237,30 @@ class EditRequest(_CodeRequest):
         "confidence": checks.boolean,
         "allow_broken": checks.boolean,
     }
+    _docs: ClassVar[dict[str, str]] = {
+        **_CodeRequest._docs,
+        "prefix": "Text before the selection.",
+        "selection": "The text to rewrite.",
+        "suffix": "Text after the selection.",
+        "instruction": "What to change (optional).",
+        "strength": "0 keeps the selection as is, 1 rewrites freely.",
+        "refine": "Syntax-guided repair (default: on where a grammar exists).",
+        "confidence": "Per-token confidences in the result (Result.tokens) and the drafts.",
+        "allow_broken": "Skip the syntax gate: the answer may add syntax errors (by default it never does; "
+                        "finish_reason \"syntax\" and Result.reason say when it was cut or left empty).",
+    }
 
 
 @dataclass
-class CancelRequest:
+class CancelRequest(WireObject):
+    """Cancel a queued or running request by its id."""
+
     id: str
 
-    @classmethod
-    def from_json(cls, data: Any) -> CancelRequest:
-        if not isinstance(data, dict):
-            raise ProtocolError(f"request body must be a JSON object (got {type_name(data)})")
-        unknown = [key for key in data if key != "id"]
-        if unknown:
-            raise ProtocolError(f"unknown field {unknown[0]!r} in cancel request")
-        if "id" not in data:
-            raise ProtocolError("cancel request is missing the required field 'id'")
-        return cls(id=checks.string("id", data["id"], max_length=MAX_ID_LENGTH, printable=True))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id}
+    kind: ClassVar[str] = "cancel"
+    _required: ClassVar[tuple[str, ...]] = ("id",)
+    _checks: ClassVar[dict[str, Checker]] = {"id": partial(checks.string, max_length=MAX_ID_LENGTH, printable=True)}
+    _docs: ClassVar[dict[str, str]] = {"id": "The id the request was sent with (or the one its answer gave)."}
 
 
 # --- chat and tokens (the OpenAI / llama.cpp compatibility endpoints) ---------------------------
@@ -230,27 +284,50 @@ def _content_text(name: str, value: Any) -> str:
     raise ProtocolError(f"{name} must be a string or an array of text parts (got {type_name(value)})")
 
 
-def chat_messages(value: Any) -> list[dict[str, str]]:
+def _messages_schema() -> Schema:
+    part = {"type": "object", "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+    content = {"anyOf": [{"type": "string"}, {"type": "array", "items": part}, {"type": "null"}]}
+    message = {"type": "object", "required": ["role"],
+               "properties": {"role": {"enum": list(CHAT_ROLES)}, "content": content}}
+    return {"type": "array", "minItems": 1, "items": message}
+
+
+@described_by(_messages_schema)
+def check_messages(name: str, value: Any) -> list[dict[str, str]]:
+    """Chat messages ``[{role, content}]``: a content is a string, OpenAI's text parts, or null (empty);
+    other keys of a message (name, tool calls) are ignored."""
     if not isinstance(value, list) or not value:
-        raise ProtocolError("messages must be a non-empty array of {role, content} objects")
+        raise ProtocolError(f"{name} must be a non-empty array of {{role, content}} objects")
     out = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
-            raise ProtocolError(f"messages[{i}] must be an object with role and content")
+            raise ProtocolError(f"{name}[{i}] must be an object with role and content")
         role = message.get("role")
         if role not in CHAT_ROLES:
-            raise ProtocolError(f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}")
+            raise ProtocolError(f"{name}[{i}].role must be one of {', '.join(CHAT_ROLES)}")
         out.append({"role": "system" if role == "developer" else str(role),
-                    "content": _content_text(f"messages[{i}].content", message.get("content"))})
+                    "content": _content_text(f"{name}[{i}].content", message.get("content"))})
     return out
 
 
-def _token_ids(name: str, value: Any) -> Any:
-    if value is None:
+def chat_messages(value: Any) -> list[dict[str, str]]:
+    return check_messages("messages", value)
+
+
+def _token_ids_schema(*, optional: bool = True) -> Schema:
+    return checks.nullable({"type": "array", "items": {"type": "integer", "minimum": 0}}, optional)
+
+
+@described_by(_token_ids_schema)
+def token_ids(name: str, value: Any, *, optional: bool = True) -> Any:
+    """Token ids (the model's vocabulary decides which exist: the worker checks that)."""
+    if value is None and optional:
         return None
-    if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        raise ProtocolError(f"{name} must be an array of integers")
-    return value
+    ids = [checks.whole_number(t) for t in value] if isinstance(value, list) else None
+    if ids is None or any(t is None or t < 0 for t in ids):
+        raise ProtocolError(f"{name} must be an array of non-negative integers")
+    return ids
 
 
 @dataclass
@@ -261,7 +338,7 @@ class ChatRequest(_Generation):
 
     kind: ClassVar[str] = "chat"
     _required: ClassVar[tuple[str, ...]] = ("messages",)
-    _checks: ClassVar[dict[str, Checker]] = {**_Generation._checks, "messages": lambda _, v: chat_messages(v)}
+    _checks: ClassVar[dict[str, Checker]] = {**_Generation._checks, "messages": check_messages}
 
 
 @dataclass
@@ -276,6 +353,6 @@ class TokenizeRequest(_Request):
     _checks: ClassVar[dict[str, Checker]] = {
         **_Request._checks,
         "content": partial(checks.string, optional=True),
-        "tokens": _token_ids,
+        "tokens": token_ids,
         "with_pieces": checks.boolean,
     }

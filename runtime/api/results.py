@@ -1,12 +1,19 @@
-"""What the daemon answers: the result of an infill or edit, and the NDJSON stream lines (torch-free)."""
+"""What the daemon answers: the result of an infill or edit, the NDJSON stream lines, and the small
+answers of its own API (torch-free).
+
+These types are the answers' schemas in /openapi.json (the daemon renders them with pydantic), so
+they are declared with ``typing_extensions.TypedDict``, which it reads on every Python we support.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NotRequired, cast, get_args
+
+from typing_extensions import TypedDict
 
 from diffgemma.runtime.api.checks import ProtocolError, type_name
-from diffgemma.runtime.api.errors import WireError
+from diffgemma.runtime.api.errors import ErrorCode, WireError
 
 # Why an answer ended. "time": the request's time budget ran out (in any phase: denoising or
 # repair) and the best draft so far is the answer (a diffusion draft is always a whole answer).
@@ -15,28 +22,65 @@ from diffgemma.runtime.api.errors import WireError
 # The engine's results use the same type.
 FinishReason = Literal["stop", "length", "cancelled", "time", "syntax"]
 FINISH_REASONS: tuple[str, ...] = get_args(FinishReason)
+HoleState = Literal["final", "refining", "waiting"]
+HOLE_STATES: tuple[str, ...] = get_args(HoleState)
+
+
+class ErrorDetail(TypedDict):
+    """What went wrong: one line for people, the OpenAI-style type, and the code decisions look up."""
+
+    message: str
+    type: str
+    code: ErrorCode
+
+
+class ErrorBody(TypedDict):
+    """Every error answer, on every endpoint (and each error event of a stream)."""
+
+    error: ErrorDetail
+
+
+class TokenConfidence(TypedDict):
+    """One token of an answer: its text as it shows in the answer, and the probability the model gave it."""
+
+    text: str
+    confidence: float
+
+
+class HoleAnswer(TypedDict):
+    """One hole of a several-hole answer: its fill, token by token when asked for, and its alternatives
+    (index k of every hole's list is set k; set 0 is the answer)."""
+
+    text: str
+    tokens: NotRequired[list[TokenConfidence]]
+    alternatives: NotRequired[list[str]]
 
 
 @dataclass
 class Result:
-    """The answer to an infill or edit request (also the ``{"type": "result"}`` stream line)."""
+    """The answer to an infill or edit request (also the ``{"type": "result"}`` stream line). ``timings``:
+    encode_ms, steps, ms_per_step, tokens_per_forward, prompt_tokens, cached_tokens, encoded_tokens,
+    generated_tokens, canvases, decoder_tokens, refine_rounds, total_ms, queue_ms, load_ms, daemon_ms.
+    ``reason``: one line when the syntax gate changed the answer (finish_reason "syntax", or a limit's)."""
 
     text: str
-    finish_reason: str  # one of FINISH_REASONS
-    timings: dict[str, Any]
+    # "time": the time budget ran out (the best draft so far is the answer); "syntax": the syntax gate
+    # cut the answer or left it empty (``reason`` says why)
+    finish_reason: FinishReason
+    timings: dict[str, float]
     id: str
     model: str
     # distinct candidates when the request asked for alternatives; the first is ``text``
     alternatives: list[str] = field(default_factory=list)
-    # when asked for (``confidence``): ``text`` token by token, [{"text", "confidence"}]; empty when
-    # the syntax gate answered with other text than (a head of) what the model wrote
-    tokens: list[dict[str, Any]] = field(default_factory=list)
-    # several holes: one {"text", "tokens"?, "alternatives"?} per hole, in order (``text`` is the
-    # first one's). With alternatives asked for, every hole's ``alternatives`` has the same length
-    # and index k of each is set k, one joint set of fills; set 0 is the answer (`alternative_sets`)
-    holes: list[dict[str, Any]] = field(default_factory=list)
-    # one line when the syntax gate changed the answer: the error the model's text added and what
-    # was kept instead (None otherwise)
+    # when asked for (``confidence``): ``text`` token by token; empty when the syntax gate answered with
+    # other text than (a head of) what the model wrote
+    tokens: list[TokenConfidence] = field(default_factory=list)
+    # several holes: one entry per hole, in order (``text`` is the first one's). With alternatives asked
+    # for, every hole's ``alternatives`` has the same length and index k of each is set k, one joint set
+    # of fills; set 0 is the answer (`alternative_sets`)
+    holes: list[HoleAnswer] = field(default_factory=list)
+    # one line when the syntax gate changed the answer: the error the model's text added and what was
+    # kept instead (None otherwise)
     reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -64,22 +108,59 @@ class Result:
         if not isinstance(tokens, list) or not isinstance(holes, list) or not all(
                 isinstance(x, dict) for x in [*tokens, *holes]) or not isinstance(why, str | None):
             raise ProtocolError("result has fields of the wrong type")
-        return cls(text=text, finish_reason=reason, timings=timings, id=str(data.get("id", "")),
+        # a newer daemon may send a finish reason this one does not know: it is kept as sent
+        return cls(text=text, finish_reason=cast(FinishReason, reason), timings=timings, id=str(data.get("id", "")),
                    model=str(data.get("model", "")), alternatives=alternatives, tokens=tokens, holes=holes,
                    reason=why)
 
 
-def draft_line(step: int, text: str, request_id: str) -> dict[str, Any]:
-    """A ``{"type": "draft"}`` line: the canvas after one denoising step. Optional keys: ``canvas``,
-    ``final`` (one hole), ``phase`` and ``round`` ("repairing": syntax repair round ``round`` runs on
-    ``text``), ``tokens`` (with ``confidence``), and for several holes ``holes``: one
-    ``{"text", "state", "tokens"?}`` per hole in order, ``state`` one of `HOLE_STATES` ("final":
-    filled and will not change, "refining": being denoised, "waiting": not started); ``text`` is
-    then the first hole's."""
+class DraftHole(TypedDict):
+    """One hole in a draft: "final" (filled, will not change), "refining" (being denoised) or "waiting"."""
+
+    text: str
+    state: HoleState
+    tokens: NotRequired[list[TokenConfidence]]
+
+
+class DraftLine(TypedDict):
+    """An NDJSON stream line: the canvas after one denoising step."""
+
+    type: Literal["draft"]
+    step: int
+    text: str  # the fill so far (with holes: the first hole's)
+    id: str
+    canvas: NotRequired[int]
+    final: NotRequired[bool]  # this canvas is committed: later text only extends it
+    tokens: NotRequired[list[TokenConfidence]]  # with confidence: ``text`` token by token
+    holes: NotRequired[list[DraftHole]]  # several holes: every hole in order
+    phase: NotRequired[Literal["repairing"]]  # the steps are over: syntax repair round ``round`` runs on ``text``
+    round: NotRequired[int]  # with phase: the repair round (1-based)
+
+
+class ErrorLine(TypedDict):
+    """The NDJSON line of a request that failed after its stream began."""
+
+    type: Literal["error"]
+    error: ErrorDetail
+    status: int
+    id: str | None
+
+
+class CancelAnswer(TypedDict):
+    """Whether a queued or running request with that id was found and cancelled."""
+
+    id: str
+    cancelled: bool
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+def draft_line(step: int, text: str, request_id: str) -> DraftLine:
+    """A ``{"type": "draft"}`` line: the canvas after one denoising step; the optional keys are added
+    by the daemon as the draft has them (`DraftLine`)."""
     return {"type": "draft", "step": step, "text": text, "id": request_id}
-
-
-HOLE_STATES = ("final", "refining", "waiting")
 
 
 def draft_holes(draft: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
@@ -112,6 +193,6 @@ def result_line(result: Result) -> dict[str, Any]:
     return {"type": "result", **result.to_json()}
 
 
-def error_line(error: WireError, request_id: str | None = None) -> dict[str, Any]:
+def error_line(error: WireError, request_id: str | None = None) -> ErrorLine:
     """The NDJSON error line: the typed error object, its HTTP status and the request's id."""
-    return {"type": "error", **error.body(), "status": error.status, "id": request_id}
+    return {"type": "error", "error": error.body()["error"], "status": error.status, "id": request_id}

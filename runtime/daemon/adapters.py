@@ -18,12 +18,17 @@ from __future__ import annotations
 
 from diffgemma.runtime.daemon.codec import Codec, apply_stop
 from diffgemma.runtime.daemon.llama_compat import (
+    LLAMA_COMPLETION,
+    LLAMA_INFILL,
     LlamaCall,
     llama_completion_request,
     llama_infill_request,
-    llama_infill_response,
 )
 from diffgemma.runtime.daemon.openai_compat import (
+    CHAT_COMPLETION,
+    COMPLETION,
+    FIM_COMPLETION,
+    OpenAICall,
     chat_completion_request,
     empty_result,
     fim_completion_request,
@@ -32,15 +37,20 @@ from diffgemma.runtime.daemon.openai_compat import (
 )
 
 __all__ = [
+    "CHAT_COMPLETION",
+    "COMPLETION",
+    "FIM_COMPLETION",
+    "LLAMA_COMPLETION",
+    "LLAMA_INFILL",
     "Codec",
     "LlamaCall",
+    "OpenAICall",
     "apply_stop",
     "chat_completion_request",
     "empty_result",
     "fim_completion_request",
     "llama_completion_request",
     "llama_infill_request",
-    "llama_infill_response",
     "openai_completion_request",
     "openai_completion_response",
 ]

@@ -81,5 +81,20 @@ class Codec:
         return sse(error.body())
 
 
+# Characters JSON leaves raw in a string that line readers other than a JSON parser take for line
+# breaks (Python's str.splitlines, hence httpx's iter_lines, and JavaScript's line separators).
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(data: Any) -> str:
+    """``data`` as one line of JSON, however a reader splits lines: the only characters of a stream
+    event or an NDJSON line that could break it are escaped (the same JSON, to a JSON parser)."""
+    text = json.dumps(data, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS.items():
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text
+
+
 def sse(data: Any) -> bytes:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    return f"data: {json_line(data)}\n\n".encode()

@@ -1,91 +1,217 @@
-"""Reading the fields of a compatibility request body (llama.cpp, OpenAI, Mistral) (torch-free).
+"""The fields of the compatibility request bodies (llama.cpp, OpenAI, Mistral), as checkers that are also
+their JSON Schemas, and ``Body``: a body's fields plus what it becomes (torch-free).
 
-Lenient the way the servers they imitate are: fields we have no use for are accepted and ignored,
-but a field we do use must have the right type; a wrong one is a one-line ProtocolError.
+Lenient the way the servers they imitate are: fields we have no use for are accepted and ignored, and
+null means "not given", but a field we do use must have the right type; a wrong one is a one-line
+ProtocolError. Every checker here accepts exactly what its schema (runtime.api.checks.described_by)
+says, so /openapi.json describes these bodies from the code that reads them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
 
-from diffgemma.runtime.api.checks import ProtocolError
-from diffgemma.runtime.api.config import MAX_ALTERNATIVES, MAX_TIME_LIMIT_MS, MAX_TOKENS_LIMIT, SEED_MAX
+from diffgemma.runtime.api import checks
+from diffgemma.runtime.api.checks import ExtraFile, Fields, ProtocolError, Schema, described_by, nullable, type_name
+from diffgemma.runtime.api.config import MAX_TIME_LIMIT_MS, MAX_TOKENS_LIMIT, SEED_MAX
+
+T = TypeVar("T")
 
 # Far beyond any useful answer, but still a number: larger values are refused, smaller ones capped.
-_MAX_TOKENS_ACCEPTED = 2**31 - 1
+MAX_TOKENS_ACCEPTED = 2**31 - 1
+
+text = partial(checks.string, optional=True)
+flag = partial(checks.boolean, optional=True)
 
 
-def check_type(body: dict[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any:
-    value = body.get(key)
+@dataclass(frozen=True)
+class Body(Generic[T]):
+    """A compatibility body: its fields, and ``build``, which turns their checked values into what the
+    route runs (a daemon request and the codec that answers in the client's shape)."""
+
+    fields: Fields
+    build: Callable[[dict[str, Any]], T]
+
+    def fields_spec(self) -> Fields:
+        return self.fields
+
+    def from_json(self, data: Any) -> T:
+        return self.build(self.fields.read(data))
+
+    def json_schema(self) -> Schema:
+        return self.fields.json_schema()
+
+
+def _token_limit_schema() -> Schema:
+    return nullable({"type": "integer", "minimum": -1, "maximum": MAX_TOKENS_ACCEPTED})
+
+
+@described_by(_token_limit_schema)
+def token_limit(name: str, value: Any) -> int | None:
+    """llama.cpp ``n_predict`` / OpenAI ``max_tokens``: -1 or null is "until done" (the server's
+    default); a large value is capped (Continue sends 4096), the scheduler caps it again to the
+    daemon's limit; 0 asks for nothing (an empty answer at once)."""
     if value is None:
         return None
-    if isinstance(value, bool) and bool not in kinds:
-        raise ProtocolError(f"{key} must be {what} (got boolean)")
-    if not isinstance(value, kinds):
-        raise ProtocolError(f"{key} must be {what}")
-    return value
-
-
-def as_object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ProtocolError("request body must be a JSON object")
-    return body
-
-
-def read_stops(body: dict[str, Any]) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return [s for s in stop if s]
-    raise ProtocolError("stop must be a string or an array of strings")
-
-
-def read_max_tokens(value: Any, key: str) -> int | None:
-    # llama.cpp: n_predict -1 means "until done"; both treat a missing value as the server default.
-    # A large value is capped (Continue sends 4096), the scheduler caps it again to the daemon's limit.
-    if value is None or value == -1:
+    number = checks.whole_number(value)
+    if number is None:
+        raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    if number == -1:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"{key} must be an integer")
-    if value < 0 or value > _MAX_TOKENS_ACCEPTED:
-        raise ProtocolError(f"{key} must be between 0 and {_MAX_TOKENS_ACCEPTED} (got {value})")
-    return min(value, MAX_TOKENS_LIMIT)
+    if not 0 <= number <= MAX_TOKENS_ACCEPTED:
+        raise ProtocolError(f"{name} must be -1 (no limit) or between 0 and {MAX_TOKENS_ACCEPTED} (got {number})")
+    return min(number, MAX_TOKENS_LIMIT)
 
 
-def read_seed(body: dict[str, Any]) -> int | None:
-    seed = check_type(body, "seed", (int,), "an integer")
-    if seed is None or seed < 0 or seed > SEED_MAX:  # llama.cpp: -1 is "random"
+def _seed_schema() -> Schema:
+    return nullable({"type": "integer"})
+
+
+@described_by(_seed_schema)
+def seed(name: str, value: Any) -> int | None:
+    """Any integer; outside 0..SEED_MAX (llama.cpp's -1) it means "random"."""
+    if value is None:
         return None
-    return seed
+    number = checks.whole_number(value)
+    if number is None:
+        raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    return number if 0 <= number <= SEED_MAX else None
 
 
-def read_count(body: dict[str, Any], key: str) -> int:
-    """OpenAI ``n`` / llama.cpp ``n_cmpl``: how many candidates, 1..MAX_ALTERNATIVES."""
-    value = check_type(body, key, (int,), "an integer")
+def _count_schema(*, high: int) -> Schema:
+    return nullable({"type": "integer", "minimum": 1, "maximum": high})
+
+
+@described_by(_count_schema)
+def count(name: str, value: Any, *, high: int) -> int:
+    """OpenAI ``n`` / llama.cpp ``n_cmpl``: how many candidates, 1..high (null: 1)."""
     if value is None:
         return 1
-    if not 1 <= value <= MAX_ALTERNATIVES:
+    number = checks.whole_number(value)
+    if number is None:
+        raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    if not 1 <= number <= high:
+        if high == 1:
+            raise ProtocolError(f"{name} must be 1: several candidates are for completions, not chat (got {number})")
         # llama.vscode recognises llama.cpp's own wording for n_cmpl and adds its setting's name.
-        raise ProtocolError(f"Field '{key}': Value must be between 1 <= value <= {MAX_ALTERNATIVES}, but got {value}")
+        raise ProtocolError(f"Field '{name}': Value must be between 1 <= value <= {high}, but got {number}")
+    return number
+
+
+def _stops_schema() -> Schema:
+    return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
+
+
+@described_by(_stops_schema)
+def stops(name: str, value: Any) -> list[str]:
+    """Stop strings: one string or an array of them (empty ones are dropped)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return [s for s in value if s]
+    raise ProtocolError(f"{name} must be a string or an array of strings")
+
+
+def _strings_schema() -> Schema:
+    return nullable({"type": "array", "items": {"type": "string"}})
+
+
+@described_by(_strings_schema)
+def strings(name: str, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
+        raise ProtocolError(f"{name} must be an array of strings")
     return value
 
 
-def read_time_limit(body: dict[str, Any]) -> int | None:
-    """llama.cpp's ``t_max_predict_ms`` (also read on the OpenAI endpoints); <= 0 means none."""
-    value = check_type(body, "t_max_predict_ms", (int, float), "a number")
-    if value is None or not math.isfinite(value) or value <= 0:
+def _any_number_schema() -> Schema:
+    return nullable({"type": "number"})
+
+
+@described_by(_any_number_schema)
+def any_number(name: str, value: Any) -> float | None:
+    """A number we accept and ignore (sampler settings a diffusion canvas has no use for)."""
+    if value is None:
         return None
-    return int(min(max(1.0, float(value)), MAX_TIME_LIMIT_MS))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{name} must be a number (got {type_name(value)})")
+    return float(value)
 
 
-def check_numbers(body: dict[str, Any], keys: tuple[str, ...]) -> None:
-    for key in keys:
-        check_type(body, key, (int, float), "a number")
+@described_by(_any_number_schema)
+def time_limit(name: str, value: Any) -> int | None:
+    """llama.cpp's ``t_max_predict_ms`` (also read on the OpenAI endpoints): a budget in milliseconds;
+    <= 0 means none, more than the daemon's ceiling is capped."""
+    number = any_number(name, value)
+    if number is None or not math.isfinite(number) or number <= 0:
+        return None
+    return int(min(max(1.0, number), MAX_TIME_LIMIT_MS))
+
+
+def _integer_schema() -> Schema:
+    return nullable({"type": "integer"})
+
+
+@described_by(_integer_schema)
+def any_integer(name: str, value: Any) -> int | None:
+    """An integer we accept and ignore."""
+    if value is None:
+        return None
+    number = checks.whole_number(value)
+    if number is None:
+        raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
+    return number
+
+
+def _input_extra_schema() -> Schema:
+    chunk = {"type": "object", "required": ["text"],
+             "properties": {"filename": {"type": "string"}, "text": {"type": "string"}}}
+    return nullable({"type": "array", "items": chunk})
+
+
+@described_by(_input_extra_schema)
+def input_extra(name: str, value: Any) -> list[ExtraFile]:
+    """llama.cpp's ``input_extra``: ``[{filename?, text}]`` (other keys ignored), the newest kept."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(f"{name} must be an array of {{filename, text}} objects")
+    extra = []
+    for i, chunk in enumerate(value):
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            raise ProtocolError(f"{name}[{i}] must be an object with a string text")
+        filename = chunk.get("filename", "")
+        if not isinstance(filename, str):
+            raise ProtocolError(f"{name}[{i}].filename must be a string")
+        extra.append(ExtraFile(path=filename, text=chunk["text"]))
+    return checks.keep_recent(extra)  # llama.vim's ring may hold more than we use: the newest win
+
+
+def _prompt_schema() -> Schema:
+    one = {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}}
+    return {"anyOf": [{"type": "string"}, one, {"type": "null"}]}
+
+
+@described_by(_prompt_schema)
+def prompt(name: str, value: Any) -> str:
+    """A completion prompt: a string, or an array holding one (the APIs allow a batch; one prompt is
+    all we take). Null is the empty prompt."""
+    if value is None:
+        return ""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} must be a string (or an array holding one string)")
+    return value
 
 
 SAMPLER_NUMBERS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                    "repeat_penalty", "n_indent", "t_max_prompt_ms", "typical_p", "mirostat")
+                   "repeat_penalty", "n_indent", "t_max_prompt_ms", "typical_p", "mirostat")
+IGNORED_SAMPLERS = {key: any_number for key in SAMPLER_NUMBERS}

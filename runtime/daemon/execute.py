@@ -17,7 +17,7 @@ from diffgemma.runtime.api.answer_gate import gate_result, request_language
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.api.next_edit import NextEditRequest
 from diffgemma.runtime.api.request_types import ChatRequest, EditRequest, InfillRequest, TokenizeRequest
-from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.api.results import HoleAnswer, Result, TokenConfidence
 from diffgemma.runtime.daemon import next_edit_job
 from diffgemma.runtime.daemon.jobs import Job, Limits, Outcome
 from diffgemma.runtime.engine.interface import InferenceEngine
@@ -144,19 +144,19 @@ def _tokens(engine: InferenceEngine, job: Job) -> Outcome:
     return Outcome(value={"tokens": ids})
 
 
-def _token_fields(req: Any, res: EngineResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _token_fields(req: Any, res: EngineResult) -> tuple[list[TokenConfidence], list[HoleAnswer]]:
     """Result.tokens (the engine built them when the request asked for confidences) and
     Result.holes (several holes: {"text", "tokens"?, "alternatives"?} each)."""
     asked = bool(getattr(req, "confidence", None))  # chat requests have no such field
 
-    def pieces(items: list[TokenPiece]) -> list[dict[str, Any]]:
+    def pieces(items: list[TokenPiece]) -> list[TokenConfidence]:
         return [t.to_dict() for t in items]
 
     tokens = pieces(res.tokens)
     holes = []
     if getattr(req, "holes", None):
         for hole in res.holes:
-            entry: dict[str, Any] = {"text": hole.text}
+            entry: HoleAnswer = {"text": hole.text}
             if asked:
                 entry["tokens"] = pieces(hole.tokens)
             if hole.alternatives:  # aligned across the holes: index k of each is set k

@@ -1,5 +1,5 @@
-"""The ASGI layers around the routes: on TCP the Origin/Host guard and the bearer token, and for
-every transport a shield that turns whatever escapes into a typed 500."""
+"""The ASGI layers around the routes: on TCP the Origin/Host guard, CORS for the origins allowed and
+the bearer token, and for every transport a shield that turns whatever escapes into a typed 500."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ipaddress
 import logging
 from typing import Any
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError
@@ -83,6 +84,18 @@ class TcpGuard:
                     ErrorCode.FORBIDDEN, "requests from web pages are refused; allow an origin with --allow-origin"))
                 return
         await self.app(scope, receive, send)
+
+
+def cors(app: ASGIApp, allow_origins: tuple[str, ...]) -> ASGIApp:
+    """CORS for the origins ``--allow-origin`` names (Starlette's middleware): a preflight from one is
+    answered here, before the token is asked for (a browser sends no credentials with it), and every
+    answer to one, errors included, carries ``Access-Control-Allow-Origin``, so the page can read the
+    error too. Any request header may be sent (the token's ``Authorization``, SDKs' own headers).
+    Other origins never get here: TcpGuard refuses them first."""
+    if not allow_origins:
+        return app
+    return CORSMiddleware(app, allow_origins=list(allow_origins), allow_methods=["GET", "POST"],
+                          allow_headers=["*"], expose_headers=["X-Request-Id"], max_age=600)
 
 
 class TokenAuth:

@@ -186,6 +186,7 @@ class ModelSlot:
                 "parameters": self._info.get("parameters") if loaded else None,
                 "canvas_length": self._info.get("canvas_length") if loaded else None,
                 "context_length": self._info.get("context_length") if loaded else None,
+                "vocab_size": self._info.get("vocab_size") if loaded else None,
                 "sampler": self._info.get("sampler", self.sampler),
                 "keep_alive": self.keep_alive,
                 "unload_in_s": unload_in,

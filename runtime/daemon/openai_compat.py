@@ -1,33 +1,105 @@
 """OpenAI legacy ``POST /v1/completions`` with ``prompt`` + ``suffix`` or a FIM template inside
 ``prompt`` (Continue, Tabby, llama.vscode's OpenAI mode), OpenAI ``POST /v1/chat/completions`` (the
 SDK, the instruct features of llama.vim/llama.vscode) and Mistral-style ``POST /v1/fim/completions``
-(Continue's FIM providers): bodies onto daemon requests, results back (torch-free)."""
+(Continue's FIM providers): bodies onto daemon requests, results back (torch-free).
+
+The bodies are declared field by field (``COMPLETION``, ``FIM_COMPLETION``, ``CHAT_COMPLETION``) and the
+answers as types (``CompletionAnswer``, ``ChatAnswer`` and their stream chunks): /openapi.json is
+generated from both."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, Literal, NotRequired
 
-from diffgemma.runtime.api.checks import ProtocolError, keep_recent
-from diffgemma.runtime.api.errors import ErrorCode, WireError
-from diffgemma.runtime.api.request_types import ChatRequest, InfillRequest, chat_messages
+from typing_extensions import TypedDict
+
+from diffgemma.runtime.api.checks import Checker, Fields, keep_recent
+from diffgemma.runtime.api.config import MAX_ALTERNATIVES
+from diffgemma.runtime.api.request_types import ChatRequest, InfillRequest, check_messages
 from diffgemma.runtime.api.results import Result
+from diffgemma.runtime.daemon import compat_fields as cf
 from diffgemma.runtime.daemon.codec import Codec, sse
-from diffgemma.runtime.daemon.compat_fields import (
-    SAMPLER_NUMBERS,
-    as_object,
-    check_numbers,
-    check_type,
-    read_count,
-    read_max_tokens,
-    read_seed,
-    read_stops,
-    read_time_limit,
-)
 from diffgemma.runtime.daemon.fim import split_prompt
 
+OpenAIFinish = Literal["stop", "length"]
 
-def openai_finish(finish_reason: str, word: str | None) -> str:
+
+class Usage(TypedDict):
+    """Tokens of the prompt as the model saw it, and of the answer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(TypedDict):
+    text: str
+    index: int
+    finish_reason: OpenAIFinish | None  # null in a stream chunk that carries text
+    logprobs: None
+
+
+class CompletionAnswer(TypedDict):
+    """OpenAI's text completion (also each chunk of its stream, where usage comes with the last)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: NotRequired[Usage]
+    timings: NotRequired[dict[str, float]]
+
+
+class ChatMessage(TypedDict):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(TypedDict):
+    index: int
+    message: ChatMessage
+    finish_reason: OpenAIFinish
+    logprobs: None
+
+
+class ChatAnswer(TypedDict):
+    """OpenAI's chat completion (also Mistral's FIM answer)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    timings: dict[str, float]
+
+
+class ChatDelta(TypedDict, total=False):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChunkChoice(TypedDict):
+    index: int
+    delta: ChatDelta
+    finish_reason: OpenAIFinish | None
+
+
+class ChatChunk(TypedDict):
+    """One event of a streamed chat completion (usage comes with the last)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: NotRequired[Usage]
+
+
+def openai_finish(finish_reason: str, word: str | None) -> OpenAIFinish:
     # "time": the budget ran out; OpenAI's nearest is "length" (the answer was cut by a limit).
     # "syntax" (the syntax gate cut it) is an end as OpenAI's clients know it: "stop".
     if word is not None:
@@ -35,8 +107,8 @@ def openai_finish(finish_reason: str, word: str | None) -> str:
     return "length" if finish_reason in ("length", "time") else "stop"
 
 
-def _usage(timings: dict[str, Any]) -> dict[str, int]:
-    prompt = int(timings.get("encoded_tokens") or 0) + int(timings.get("cached_tokens") or 0)
+def _usage(timings: dict[str, Any]) -> Usage:
+    prompt = int(timings.get("prompt_tokens") or 0)
     completion = int(timings.get("generated_tokens") or 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -50,11 +122,11 @@ class _OpenAICodec(Codec):
     answer_object: ClassVar[str]
     chunk_object: ClassVar[str]
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> Any:
         """One candidate of the whole answer."""
         raise NotImplementedError
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> Any:
         """One candidate in a stream chunk: new ``text``, or (None) its closing ``reason``."""
         raise NotImplementedError
 
@@ -97,10 +169,10 @@ class CompletionCodec(_OpenAICodec):
     answer_object = chunk_object = "text_completion"
     echo: str = ""  # the prompt, when the client asked for echo
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> CompletionChoice:
         return {"text": self.echo + text, "index": index, "finish_reason": reason, "logprobs": None}
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> CompletionChoice:
         return {"text": text or "", "index": index, "finish_reason": reason, "logprobs": None}
 
     def event(self, text: str, request_id: str, model: str | None = None, index: int = 0) -> bytes:
@@ -117,53 +189,75 @@ class OpenAICall:
     request: InfillRequest | ChatRequest
     codec: Codec
     stream: bool
-    kind: str = "infill"
+    max_tokens: int | None  # 0: nothing to generate (a client warming its cache): answered at once
+    kind: Literal["infill", "chat"] = "infill"
 
 
-def _openai_common(body: dict[str, Any]) -> dict[str, Any]:
-    stream = check_type(body, "stream", (bool,), "true or false") or False
-    check_numbers(body, SAMPLER_NUMBERS)
-    check_type(body, "model", (str,), "a string")
-    check_type(body, "user", (str,), "a string")
-    limit = body.get("max_tokens")
-    if limit is None:
-        limit = body.get("max_completion_tokens")
-    return {"stream": stream, "count": read_count(body, "n"), "stops": read_stops(body), "seed": read_seed(body),
-            "max_tokens": read_max_tokens(limit, "max_tokens"), "time_limit_ms": read_time_limit(body)}
+_COMMON: dict[str, Checker] = {
+    "stream": cf.flag,
+    "n": partial(cf.count, high=MAX_ALTERNATIVES),
+    "stop": cf.stops,
+    "seed": cf.seed,
+    "max_tokens": cf.token_limit,
+    "max_completion_tokens": cf.token_limit,
+    "t_max_predict_ms": cf.time_limit,
+    "model": cf.text,
+    "user": cf.text,
+    **cf.IGNORED_SAMPLERS,
+}
+_DOCS = {
+    "stream": "Server-sent events: each committed canvas as soon as it exists, then the closing chunk and [DONE].",
+    "n": "Candidates denoised as one batch (choices[index]).",
+    "stop": "Stop strings: the answer is cut before the first one.",
+    "seed": "Seed of the canvas noise; outside 0..2^63-1: random.",
+    "max_tokens": "Most tokens to generate; null or -1: until done; 0: nothing (an empty answer at once).",
+    "max_completion_tokens": "Read when max_tokens is not given.",
+    "t_max_predict_ms": "Time budget (llama.cpp's name): at its end the best draft so far is the answer.",
+    "model": "The client's label for this server; the daemon's model answers.",
+    "prompt": "The text before the cursor; without a suffix, maybe a fill-in-the-middle template.",
+    "suffix": "The text after the cursor.",
+    "echo": "Put the prompt before the answer's text.",
+    "messages": "The conversation: [{role, content}], content a string or text parts.",
+    "n_predict": "llama.vim's name for max_tokens (it wins).",
+}
+_IGNORED = "Sampler fields (temperature, top_p, ...) are accepted and ignored."
 
 
-def _prompt_string(body: dict[str, Any]) -> str:
-    prompt = body.get("prompt", "")
-    if isinstance(prompt, list):  # the API allows a batch; one prompt is all we take
-        if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise ProtocolError("prompt must be a string (or an array holding one string)")
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise ProtocolError("prompt must be a string")
-    return prompt
+def _limit(values: dict[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` the body gave (their checker already read -1 and null as None)."""
+    for key in keys:
+        if values.get(key) is not None:
+            return int(values[key])
+    return None
 
 
-def _fill_request(common: dict[str, Any], prompt: str, suffix: str) -> InfillRequest:
+def _fill_request(values: dict[str, Any], prompt: str, suffix: str, limit: int | None) -> InfillRequest:
     """prompt + suffix, or the FIM template inside prompt when no suffix came."""
     if suffix:
         prefix, extra = prompt, []
     else:
         parts = split_prompt(prompt)
         prefix, suffix, extra = parts.prefix, parts.suffix, keep_recent(parts.extra)
-    count = common["count"]
-    return InfillRequest(prefix=prefix, suffix=suffix, extra=extra, max_tokens=common["max_tokens"] or None,
-                         seed=common["seed"], stream=common["stream"], time_limit_ms=common["time_limit_ms"],
+    count = values.get("n", 1)
+    return InfillRequest(prefix=prefix, suffix=suffix, extra=extra, max_tokens=limit or None, seed=values.get("seed"),
+                         stream=bool(values.get("stream")), time_limit_ms=values.get("t_max_predict_ms"),
                          alternatives=count if count > 1 else None)
 
 
-def openai_completion_request(body: Any) -> OpenAICall:
-    body = as_object(body)
-    prompt = _prompt_string(body)
-    suffix = check_type(body, "suffix", (str,), "a string") or ""
-    echo = check_type(body, "echo", (bool,), "true or false") or False
-    common = _openai_common(body)
-    codec = CompletionCodec(stops=common["stops"], count=common["count"], echo=prompt if echo else "")
-    return OpenAICall(request=_fill_request(common, prompt, suffix), codec=codec, stream=common["stream"])
+def _completion(values: dict[str, Any]) -> OpenAICall:
+    prompt, suffix = values.get("prompt", ""), values.get("suffix") or ""
+    codec = CompletionCodec(stops=values.get("stop", []), count=values.get("n", 1),
+                            echo=prompt if values.get("echo") else "")
+    limit = _limit(values, "max_tokens", "max_completion_tokens")
+    return OpenAICall(request=_fill_request(values, prompt, suffix, limit), codec=codec,
+                      stream=bool(values.get("stream")), max_tokens=limit)
+
+
+COMPLETION: cf.Body[OpenAICall] = cf.Body(Fields(
+    name="CompletionRequest", kind="completion", strict=False, docs=_DOCS,
+    description=f"OpenAI legacy completions with a suffix, or a FIM template in the prompt. {_IGNORED}",
+    checks={"prompt": cf.prompt, "suffix": cf.text, "echo": cf.flag, **_COMMON}), _completion)
+openai_completion_request = COMPLETION.from_json
 
 
 def openai_completion_response(call: OpenAICall, result: Result) -> dict[str, Any]:
@@ -179,44 +273,48 @@ class ChatCodec(_OpenAICodec):
     answer_object = "chat.completion"
     chunk_object = "chat.completion.chunk"
 
-    def choice(self, text: str, index: int, reason: str) -> dict[str, Any]:
+    def choice(self, text: str, index: int, reason: OpenAIFinish) -> ChatChoice:
         return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
                 "logprobs": None}
 
-    def delta(self, text: str | None, index: int, reason: str | None) -> dict[str, Any]:
-        delta = {} if text is None else {"role": "assistant", "content": text}
+    def delta(self, text: str | None, index: int, reason: OpenAIFinish | None) -> ChatChunkChoice:
+        delta: ChatDelta = {} if text is None else {"role": "assistant", "content": text}
         return {"index": index, "delta": delta, "finish_reason": reason}
 
 
-def fim_completion_request(body: Any) -> OpenAICall:
-    """Mistral's ``/v1/fim/completions``: ``prompt`` (before the cursor) + ``suffix``; chat-shaped answer."""
-    body = as_object(body)
-    prompt = check_type(body, "prompt", (str,), "a string")
-    if prompt is None:
-        raise ProtocolError("fim completion request is missing the required field 'prompt'")
-    suffix = check_type(body, "suffix", (str,), "a string") or ""
-    check_type(body, "min_tokens", (int,), "an integer")
-    common = _openai_common(body)
-    codec = ChatCodec(stops=common["stops"], count=common["count"])
-    return OpenAICall(request=_fill_request(common, prompt, suffix), codec=codec, stream=common["stream"])
+def _fim(values: dict[str, Any]) -> OpenAICall:
+    codec = ChatCodec(stops=values.get("stop", []), count=values.get("n", 1))
+    limit = _limit(values, "max_tokens", "max_completion_tokens")
+    return OpenAICall(request=_fill_request(values, values["prompt"], values.get("suffix") or "", limit),
+                      codec=codec, stream=bool(values.get("stream")), max_tokens=limit)
 
 
-def chat_completion_request(body: Any) -> OpenAICall:
-    body = as_object(body)
-    if "messages" not in body:
-        raise ProtocolError("chat completion request is missing the required field 'messages'")
-    messages = chat_messages(body["messages"])
-    common = _openai_common(body)
-    if common["count"] > 1:
-        raise WireError(ErrorCode.INVALID_REQUEST, "n > 1 is supported for completions, not for chat")
-    _n_predict = body.get("n_predict")  # llama.vim's instruct warm-up sends n_predict 0 here
-    max_tokens = common["max_tokens"] if _n_predict is None else read_max_tokens(_n_predict, "n_predict")
-    request = ChatRequest(messages=messages, max_tokens=max_tokens or None, seed=common["seed"],
-                          stream=common["stream"], time_limit_ms=common["time_limit_ms"])
-    return OpenAICall(request=request, codec=ChatCodec(stops=common["stops"]), stream=common["stream"],
-                      kind="warmup" if max_tokens == 0 else "chat")
+FIM_COMPLETION: cf.Body[OpenAICall] = cf.Body(Fields(
+    name="FimCompletionRequest", kind="fim completion", strict=False, required=("prompt",), docs=_DOCS,
+    description=f"Mistral's FIM: prompt (before the cursor) + suffix, a chat-shaped answer. {_IGNORED}",
+    checks={"prompt": cf.prompt, "suffix": cf.text, "min_tokens": cf.any_integer, **_COMMON}), _fim)
+fim_completion_request = FIM_COMPLETION.from_json
 
 
-def empty_result(request_id: str, model: str) -> Result:
-    """The answer to a request that asks for no tokens (a client warming a cache)."""
-    return Result(text="", finish_reason="length", timings={}, id=request_id, model=model)
+def _chat(values: dict[str, Any]) -> OpenAICall:
+    limit = _limit(values, "n_predict", "max_tokens", "max_completion_tokens")  # llama.vim sends n_predict
+    stream = bool(values.get("stream"))
+    request = ChatRequest(messages=values["messages"], max_tokens=limit or None, seed=values.get("seed"),
+                          stream=stream, time_limit_ms=values.get("t_max_predict_ms"))
+    return OpenAICall(request=request, codec=ChatCodec(stops=values.get("stop", [])), stream=stream,
+                      max_tokens=limit, kind="chat")
+
+
+CHAT_COMPLETION: cf.Body[OpenAICall] = cf.Body(Fields(
+    name="ChatCompletionRequest", kind="chat completion", strict=False, required=("messages",), docs=_DOCS,
+    description=f"OpenAI chat: the model's chat template, then plain generation. {_IGNORED}",
+    checks={"messages": check_messages, **_COMMON, "n": partial(cf.count, high=1), "n_predict": cf.token_limit}),
+    _chat)
+chat_completion_request = CHAT_COMPLETION.from_json
+
+
+def empty_result(request_id: str, model: str, count: int = 1) -> Result:
+    """The answer to a request that asks for no tokens (a client warming a cache): empty, finish_reason
+    "length", one empty text per candidate asked for."""
+    return Result(text="", finish_reason="length", timings={}, id=request_id, model=model,
+                  alternatives=[""] * count if count > 1 else [])

@@ -7,6 +7,7 @@ Pure bookkeeping on the event loop's side (torch-free); the model slot loads wha
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError, one_line
 from diffgemma.runtime.daemon.jobs import Limits, Outcome, model_key
@@ -30,6 +31,26 @@ def _real_model_if_cached() -> str | None:
         return None
 
 
+def model_id(name: str) -> str:
+    """A model's short id for /v1/models (clients put it in URLs: no slashes): the checkpoint folder's
+    name, or the last part of a Hugging Face id."""
+    path = Path(name)
+    return path.name or path.resolve().name or "model"
+
+
+def model_ids(names: list[str]) -> dict[str, str]:
+    """Short id -> name for the listed models; a repeated short id gets a number (tiny, tiny-2)."""
+    out: dict[str, str] = {}
+    for name in names:
+        base = model_id(name)
+        key, n = base, 1
+        while key in out:
+            n += 1
+            key = f"{base}-{n}"
+        out[key] = name
+    return out
+
+
 class ModelPolicy:
     """The operator's rules on model names (``Limits``) around the daemon's default model."""
 
@@ -40,6 +61,9 @@ class ModelPolicy:
 
     def resolve(self, requested: str | None) -> str:
         """The model a request runs on; a WireError for one it may not name."""
+        if requested:
+            # a client that read /v1/models may name a model by its short id
+            requested = model_ids(self.listed(None)).get(requested, requested)
         name = requested or self.default_model
         if not name:
             raise WireError(ErrorCode.NO_MODEL, NO_MODEL)

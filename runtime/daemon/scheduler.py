@@ -78,7 +78,7 @@ class Tally:
                 self.latency_total_ms += latency_ms
                 if int(outcome.result.timings.get("cached_tokens") or 0) > 0:
                     self.cache_hits += 1
-        elif not outcome.ok:
+        elif outcome.status >= 500:  # the daemon's own failures; a client's mistake is not an error here
             self.errors += 1
 
     @property
@@ -172,7 +172,7 @@ class Scheduler:
                 "default_model": self.default_model,
                 **{k: slot[k] for k in ("loading_model", "load_progress", "last_error", "device", "dtype",
                                         "memory_bytes", "parameters", "canvas_length", "context_length",
-                                        "sampler")},
+                                        "vocab_size", "sampler")},
                 "limits": {"max_request_seconds": self.limits.max_request_seconds,
                            "max_steps": self.limits.max_steps, "max_tokens": self.limits.max_tokens,
                            "fixed_model": self.limits.fixed_model},
@@ -254,9 +254,10 @@ class Scheduler:
         try:
             load_ms = self.slot.ensure(job.model)
         except Exception as exc:
+            outcome = self.policy.load_failed(job.model, exc)
             with self._cond:
-                self.tally.errors += 1
-            return self.policy.load_failed(job.model, exc)
+                self.tally.record(outcome, 0.0)
+            return outcome
         outcome = run_on_engine(self.slot.engine, job, self.limits)
         latency_ms = (time.monotonic() - job.submitted) * 1000
         if outcome.result is not None:

@@ -1,20 +1,20 @@
-"""The daemon's HTTP API (Starlette), served by uvicorn over a Unix socket or loopback TCP.
+"""The daemon's HTTP API (Starlette), served by uvicorn over a Unix socket or TCP.
 
-Endpoints: POST /v1/infill, /v1/edit, /v1/cancel; GET /health, /v1/status, /openapi.json
-(runtime.daemon.native_routes); and the compatibility adapters (runtime.daemon.compat_routes):
-llama.cpp POST /infill, /completion, /tokenize, /detokenize, GET /props; OpenAI GET /v1/models,
-POST /v1/completions, /v1/chat/completions; Mistral POST /v1/fim/completions.
+The routes are the rows of runtime.daemon.endpoints (the daemon's own API in
+runtime.daemon.native_routes, the llama.cpp, OpenAI and Mistral shapes in
+runtime.daemon.compat_routes); /openapi.json is generated from the same rows.
 
 Every error, on every endpoint and in every stream, is the typed body of runtime.api.errors. The
-event loop never runs the engine: handlers validate, submit a Job to the Scheduler, and wait for
-its outcome while watching the connection (runtime.daemon.dispatch). Importing this module does
-not import torch.
+event loop never runs the engine: a route's body is read and checked, then its handler submits a Job
+to the Scheduler and waits for its outcome while watching the connection (runtime.daemon.dispatch).
+Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +28,8 @@ from diffgemma.runtime.api.config import MAX_ID_LENGTH
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.daemon.compat_routes import CompatRoutes
 from diffgemma.runtime.daemon.dispatch import API_VERSION, Dispatcher, ServerInfo
-from diffgemma.runtime.daemon.guards import Shield, TcpGuard, TokenAuth, host_allowed
+from diffgemma.runtime.daemon.endpoints import ENDPOINTS, Endpoint, Handler
+from diffgemma.runtime.daemon.guards import Shield, TcpGuard, TokenAuth, cors, host_allowed
 from diffgemma.runtime.daemon.native_routes import NativeRoutes
 from diffgemma.runtime.daemon.scheduler import Scheduler
 from diffgemma.runtime.daemon.streaming import JobStream
@@ -38,15 +39,19 @@ __all__ = ["API_VERSION", "ServerInfo", "create_app", "host_allowed"]
 
 log = logging.getLogger("diffgemma.daemon")
 
-Endpoint = Callable[[Request], Awaitable["Response | JobStream"]]
+Asgi = Callable[[Request], Awaitable["Response | JobStream"]]
 
 
-def _handle(fn: Endpoint) -> Endpoint:
-    """Turn every failure inside a handler into the typed JSON error with a one-line reason."""
+def _handle(fn: Handler, row: Endpoint, dispatch: Dispatcher) -> Asgi:
+    """The route's handler, called with its checked body (when it takes one); every failure inside
+    becomes the typed JSON error with a one-line reason."""
+    body = row.body
 
     async def endpoint(request: Request) -> Response | JobStream:
         try:
-            return await fn(request)
+            if body is None:
+                return await fn(request)
+            return await fn(request, body.from_json(await dispatch.body(request)))
         except ClientGone:
             return Response(status_code=499)  # the body never arrived; nobody to tell
         except ProtocolError as exc:
@@ -65,40 +70,37 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code, ErrorCode.INVALID_REQUEST)
     path = request.url.path[:MAX_ID_LENGTH].encode("utf-8", "replace").decode("utf-8")
-    return error_response(WireError(code, f"{exc.detail}: {request.method} {path}"))
+    response = error_response(WireError(code, f"{exc.detail}: {request.method} {path}"))
+    for key, value in (exc.headers or {}).items():  # a 405 says which methods the path takes (Allow)
+        if key.lower() == "allow":  # Starlette joins a set: the same answer every time, in one order
+            value = ", ".join(sorted(m.strip() for m in value.split(",")))
+        response.headers[key] = value
+    return response
 
 
-def _routes(native: NativeRoutes, compat: CompatRoutes) -> list[Route]:
-    table: list[tuple[str, Endpoint, str]] = [
-        ("/v1/infill", native.infill, "POST"),
-        ("/v1/edit", native.edit, "POST"),
-        ("/v1/next-edit", native.next_edit, "POST"),
-        ("/v1/cancel", native.cancel, "POST"),
-        ("/v1/status", native.status, "GET"),
-        ("/health", native.health, "GET"),
-        ("/openapi.json", native.openapi, "GET"),
-        ("/infill", compat.llama_infill, "POST"),
-        ("/completion", compat.llama_completion, "POST"),
-        ("/completions", compat.llama_completion, "POST"),
-        ("/props", compat.props, "GET"),
-        ("/v1/props", compat.props, "GET"),
-        ("/tokenize", compat.tokenize, "POST"),
-        ("/detokenize", compat.detokenize, "POST"),
-        ("/v1/models", compat.models, "GET"),
-        ("/models", compat.models, "GET"),
-        ("/v1/completions", compat.openai_completions, "POST"),
-        ("/v1/chat/completions", compat.chat_completions, "POST"),
-        ("/chat/completions", compat.chat_completions, "POST"),
-        ("/v1/fim/completions", compat.fim_completions, "POST"),
-    ]
-    return [Route(path, _handle(fn), methods=[method]) for path, fn, method in table]
+def _bind(fn: Handler, owners: tuple[Any, ...]) -> Handler:
+    """The method ``fn`` (a routes class's function) of whichever of ``owners`` defines it."""
+    for owner in owners:
+        if getattr(type(owner), fn.__name__, None) is fn:
+            bound: Handler = getattr(owner, fn.__name__)
+            return bound
+    raise LookupError(f"no routes object defines {fn.__qualname__}")
+
+
+def routes(dispatch: Dispatcher, rows: tuple[Endpoint, ...] = ENDPOINTS) -> list[Route]:
+    """The Starlette routes of ``rows`` (every path of each), their handlers bound to the route objects."""
+    owners = (NativeRoutes(dispatch), CompatRoutes(dispatch))
+    return [Route(path, _handle(_bind(row.handler, owners), row, dispatch), methods=[row.method])
+            for row in rows for path in row.paths]
 
 
 def create_app(scheduler: Scheduler, info: ServerInfo) -> ASGIApp:
     dispatch = Dispatcher(scheduler, info)
-    routes = _routes(NativeRoutes(dispatch), CompatRoutes(dispatch))
-    app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app: ASGIApp = Starlette(routes=routes(dispatch), exception_handlers={HTTPException: _http_exception})
     if info.token:
         app = TokenAuth(app, info.token, info.team)
+        # Browsers on an allowed origin: the preflight is answered before the token is asked for, and
+        # every answer, errors included, says that origin may read it.
+        app = cors(app, info.allow_origins)
         app = TcpGuard(app, info.host or "127.0.0.1", info.allow_origins, any_host=info.tls)
     return Shield(app)

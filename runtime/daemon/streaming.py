@@ -7,7 +7,6 @@ compatibility endpoints stream server-sent events in their client's shape (adapt
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from diffgemma.runtime.api.errors import ErrorCode, WireError
 from diffgemma.runtime.api.results import draft_line, error_line, result_line
+from diffgemma.runtime.daemon.codec import json_line
 from diffgemma.runtime.daemon.jobs import Job, Outcome
 from diffgemma.runtime.daemon.next_edit_job import draft_fields
 from diffgemma.runtime.daemon.wire import error_response, wait_disconnect
@@ -66,13 +66,13 @@ def ndjson_draft(job: Job, draft: Draft) -> bytes:
         line["tokens"] = [t.to_dict() for t in draft.tokens]  # a live view shows how sure each is
     if isinstance(draft, HolesDraft):  # several holes: every hole, in order
         line["holes"] = [h.to_dict(tokens=confidence) for h in draft.holes]
-    line.update(draft_fields(draft))  # a next-edit draft: its window and the edits so far
-    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+    # a next-edit draft adds its window and the edits so far (NextEditDraftLine)
+    return (json_line({**line, **draft_fields(draft)}) + "\n").encode()
 
 
 def ndjson_end(job: Job, outcome: Outcome) -> bytes:
     line = result_line(outcome.result) if outcome.result is not None else error_line(outcome_error(outcome), job.id)
-    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+    return (json_line(line) + "\n").encode()
 
 
 class JobStream:

@@ -147,10 +147,10 @@ class Engine:
 
     def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """The prompt of a chat: turn markers as special tokens, the messages as plain text."""
-        ids = [self.bos_id] if self.bos_id is not None else []
+        ids: list[int] = []
         for text, markup in chat_parts(messages):
             ids += self.runner.encode_header(text) if markup else self.encode_text(text)
-        return ids
+        return self.runner.fit([self.bos_id] if self.bos_id is not None else [], ids)  # the latest turns fit
 
     def hole_candidates(self, max_hole: int, suffix_len: int) -> tuple[list[int], int]:
         """Hole lengths to try in one batch, and how many suffix tokens every row holds

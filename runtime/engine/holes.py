@@ -166,9 +166,10 @@ def infill_holes(runner: CanvasRunner, fixed: Sequence[str], *, extra: Sequence[
     for index, group in enumerate(plan_groups(runner.canvas_length, fixed_ids)):
         first, last = group.holes[0], group.holes[-1]
         before = fixed[0] + "".join(f.text + fixed[h + 1] for h, f in enumerate(fills))
-        # each group its own seed (a rerun with the same seed repeats every group)
+        # each group its own seed (a rerun with the same seed repeats every group), within the seeds a
+        # request may name: past the largest it wraps to 0
         group_settings = (settings if settings is None or settings.seed is None
-                          else dataclasses.replace(settings, seed=settings.seed + index))
+                          else dataclasses.replace(settings, seed=(settings.seed + index) % (config.SEED_MAX + 1)))
         if len(group.holes) == 1:
             out = _single(runner, before, fixed[first + 1], group_settings, ask, index)
         else:
@@ -210,6 +211,7 @@ def _sum_timings(parts: list[Timings], t0: float) -> Timings:
             setattr(out, f, getattr(out, f) + getattr(t, f))
         out.ms_per_step += t.ms_per_step * t.steps
     out.cached_tokens = parts[0].cached_tokens if parts else 0
+    out.prompt_tokens = parts[0].prompt_tokens if parts else 0  # later groups' prompts hold earlier fills
     out.ms_per_step /= max(out.steps, 1)
     out.tokens_per_forward = out.generated_tokens / max(out.steps, 1)
     out.total_ms = (time.perf_counter() - t0) * 1000

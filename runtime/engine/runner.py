@@ -12,6 +12,7 @@ one nothing is copied off the device for it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from diffgemma.runtime.engine import steps as S
 from diffgemma.runtime.engine.canvas import Run
 from diffgemma.runtime.engine.denoise import Budget, Denoised, Denoiser, Problem, StepCallback
 from diffgemma.runtime.engine.prefix_cache import PrefixCache
-from diffgemma.runtime.engine.types import SamplingSettings, SettingsError, Timings
+from diffgemma.runtime.engine.types import SamplingSettings, Timings
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class ModelRunner:
         self.denoiser = Denoiser(model, self.vocab_size, sampler)
         self.defaults = _defaults(gen)
         self.observer: Observer | None = observer
+        # prompt tokens the model's positions hold with the first canvas after them (None: no limit known)
+        positions = int(getattr(text_config, "max_position_embeddings", 0) or 0)
+        self.prompt_room: int | None = positions - self.canvas_length if positions > self.canvas_length else None
 
     @property
     def device(self) -> torch.device:
@@ -127,7 +131,20 @@ class ModelRunner:
 
     def prompt_ids(self, header: str, prefix: str) -> list[int]:
         ids = [self.bos_id] if self.bos_id is not None else []
-        return ids + self.encode_header(header) + self.encode_text(prefix)
+        return self.fit(ids + self.encode_header(header), self.encode_text(prefix))
+
+    def fit(self, head: list[int], body: list[int]) -> list[int]:
+        """``head + body``, cut to the model's context (with room for the first canvas) when longer:
+        the end of ``body`` (the text next to the hole) is kept first, at least half the room, then
+        the end of ``head`` after its first token (<bos>). Encoding past the positions the model
+        knows would only cost time (minutes on a CPU) and mean nothing."""
+        room = self.prompt_room
+        if room is None or len(head) + len(body) <= room:
+            return head + body
+        body = body[len(body) - min(len(body), max(room // 2, room - len(head))):]
+        rest = room - len(body)
+        head = head[:1] + head[len(head) - (rest - 1):] if rest > 1 else head[:rest]
+        return head + body
 
     # ------------------------------------------------------------------ a request
     def resolve(self, settings: SamplingSettings | None) -> S.LoopConfig:
@@ -145,7 +162,9 @@ class ModelRunner:
             else d.confidence_threshold,
         )
         if cfg.t_max < cfg.t_min:
-            raise SettingsError(f"t_max ({cfg.t_max}) must be >= t_min ({cfg.t_min})")
+            # The temperature falls from the higher end to the lower, whichever the request named
+            # which: a lone t_max under the checkpoint's t_min asks for a colder run, not an error.
+            cfg = dataclasses.replace(cfg, t_min=cfg.t_max, t_max=cfg.t_min)
         return cfg
 
     def start(self, settings: SamplingSettings | None, budget: Budget, *, confidence: bool = False) -> Run:
@@ -165,6 +184,7 @@ class ModelRunner:
         timings.encode_ms += use.encode_ms
         timings.encoded_tokens += use.encoded_tokens
         if first:
+            timings.prompt_tokens = len(ids)
             timings.cached_tokens = use.cached_tokens
         return EncodedPrompt(ids=list(ids), cache=use.cache)
 

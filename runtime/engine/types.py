@@ -5,11 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from diffgemma.runtime.api import config
 from diffgemma.runtime.api.errors import InvalidValue
-from diffgemma.runtime.api.results import FinishReason  # one definition, the wire's; engine modules import it here
+from diffgemma.runtime.api.results import (  # one definition each, the wire's; engine modules import them here
+    DraftHole,
+    FinishReason,
+    HoleState,  # where a hole stands in a draft: filled (will not change), being denoised, not started yet
+    TokenConfidence,
+)
 
 
 class SettingsError(InvalidValue):
@@ -61,12 +66,11 @@ class SamplingSettings:
                   f"steps must be between 1 and {config.MAX_STEPS} (got {self.steps})")
         if self.entropy_bound is not None:
             check(self.entropy_bound > 0, f"entropy_bound must be > 0 (got {self.entropy_bound})")
-        for name in ("t_min", "t_max"):
+        for name in ("t_min", "t_max"):  # the schedule's two ends, in either order (runner.resolve)
             value = getattr(self, name)
             if value is not None:
-                check(0 < value <= 10, f"{name} must be in (0, 10] (got {value})")
-        if self.t_min is not None and self.t_max is not None:
-            check(self.t_max >= self.t_min, f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+                check(config.MIN_TEMPERATURE <= value <= config.MAX_TEMPERATURE,
+                      f"{name} must be in [{config.MIN_TEMPERATURE:g}, {config.MAX_TEMPERATURE:g}] (got {value})")
         if self.seed is not None:
             check(
                 isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= config.SEED_MAX,
@@ -74,8 +78,10 @@ class SamplingSettings:
             )
         if self.stability_threshold is not None:
             check(
-                isinstance(self.stability_threshold, int) and 0 <= self.stability_threshold <= 64,
-                f"stability_threshold must be an integer in [0, 64] (got {self.stability_threshold})",
+                isinstance(self.stability_threshold, int)
+                and 0 <= self.stability_threshold <= config.MAX_STABILITY_THRESHOLD,
+                f"stability_threshold must be an integer in [0, {config.MAX_STABILITY_THRESHOLD}] "
+                f"(got {self.stability_threshold})",
             )
         if self.confidence_threshold is not None:
             check(
@@ -93,8 +99,11 @@ class Timings:
     steps: int = 0
     ms_per_step: float = 0.0
     tokens_per_forward: float = 0.0
+    prompt_tokens: int = 0  # the request's prompt as the model saw it (header, extra files, prefix)
     cached_tokens: int = 0  # prompt tokens reused from the prefix cache
-    encoded_tokens: int = 0  # prompt tokens run through the encoder for this request
+    # tokens run through the encoder for this request: the prompt's uncached tail, and each finished
+    # canvas of a longer answer (the model's own output, encoded before the next canvas)
+    encoded_tokens: int = 0
     generated_tokens: int = 0
     canvases: int = 0
     # canvas positions passed through the decoder over the whole request (rows x canvas x steps,
@@ -140,7 +149,7 @@ class TokenPiece:
     text: str
     confidence: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TokenConfidence:
         return {"text": self.text, "confidence": round(self.confidence, 4)}
 
 
@@ -169,10 +178,6 @@ class EngineResult:
     holes: list[HoleFill] = field(default_factory=list)
 
 
-# Where a hole stands in a draft: filled (will not change), being denoised, not started yet.
-HoleState = Literal["final", "refining", "waiting"]
-
-
 @dataclass
 class HoleDraft:
     """One hole in a draft of several: its text so far and where it stands."""
@@ -182,8 +187,8 @@ class HoleDraft:
     # ``text`` token by token; None in a repair round's draft, whose text was not denoised as such
     tokens: list[TokenPiece] | None = field(default_factory=list)
 
-    def to_dict(self, tokens: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text, "state": self.state}
+    def to_dict(self, tokens: bool) -> DraftHole:
+        out: DraftHole = {"text": self.text, "state": self.state}
         if tokens and self.tokens is not None:
             out["tokens"] = [t.to_dict() for t in self.tokens]
         return out

@@ -91,8 +91,9 @@ class CanvasRun:
         _server, data = await self.pool.complete(self.key, completion_body("", prompt, spec, self.length))
         reply = parse_reply(data, spec)
         self.timings.encoded_tokens += reply.prompt_tokens
-        if self.timings.canvases == 0:
+        if self.timings.canvases == 0:  # the request's own prompt (later canvases' hold earlier text)
             self.timings.cached_tokens = max(self.timings.cached_tokens, reply.cached_tokens)
+            self.timings.prompt_tokens = max(self.timings.prompt_tokens, len(prompt))
         return reply
 
     async def denoise(self, prompt: list[int], specs: list[CanvasSpec], stop_when: StopWhen | None = None) -> Batch:
