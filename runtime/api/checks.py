@@ -231,6 +231,23 @@ def _extra_schema() -> Schema:
     return nullable({"type": "array", "items": item})
 
 
+def fields(name: str, value: Any, keys: tuple[str, ...], *, strings: bool = False) -> dict[str, Any]:
+    """``value`` as an object with exactly ``keys`` (each a string when ``strings``); a one-line
+    error names the first thing wrong."""
+    listed = " and ".join(keys)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{name} must be an object with {listed} (got {type_name(value)})")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise ProtocolError(f"{name} has unknown field {unknown[0]!r} (expected {listed})")
+    for key in keys:
+        if key not in value:
+            raise ProtocolError(f"{name} is missing {key!r}")
+        if strings and not isinstance(value[key], str):
+            raise ProtocolError(f"{name}.{key} must be a string (got {type_name(value[key])})")
+    return value
+
+
 @described_by(_extra_schema)
 def extra(name: str, value: Any) -> Any:
     if value is None:
@@ -239,20 +256,9 @@ def extra(name: str, value: Any) -> Any:
         raise ProtocolError(f"{name} must be an array of {{path, text}} objects (got {type_name(value)})")
     out = []
     for i, item in enumerate(value):
-        if isinstance(item, ExtraFile):
-            out.append(item)
-            continue
-        if not isinstance(item, dict):
-            raise ProtocolError(f"{name}[{i}] must be an object with path and text (got {type_name(item)})")
-        unknown = sorted(set(item) - {"path", "text"})
-        if unknown:
-            raise ProtocolError(f"{name}[{i}] has unknown field {unknown[0]!r} (expected path and text)")
-        for key in ("path", "text"):
-            if key not in item:
-                raise ProtocolError(f"{name}[{i}] is missing {key!r}")
-            if not isinstance(item[key], str):
-                raise ProtocolError(f"{name}[{i}].{key} must be a string (got {type_name(item[key])})")
-        out.append(ExtraFile(path=item["path"], text=item["text"]))
+        if not isinstance(item, ExtraFile):
+            item = ExtraFile(**fields(f"{name}[{i}]", item, ("path", "text"), strings=True))
+        out.append(item)
     return keep_recent(out)
 
 

@@ -67,14 +67,7 @@ def _cursor_schema() -> Schema:
 def _cursor(name: str, value: Any) -> Cursor:
     if isinstance(value, Cursor):
         value = {"line": value.line, "col": value.col}
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{name} must be an object {{line, col}} (got {type_name(value)})")
-    unknown = sorted(set(value) - {"line", "col"})
-    if unknown:
-        raise ProtocolError(f"{name} has unknown field {unknown[0]!r} (expected line and col)")
-    for key in ("line", "col"):
-        if key not in value:
-            raise ProtocolError(f"{name} is missing {key!r}")
+    checks.fields(name, value, ("line", "col"))
     line = checks.integer(f"{name}.line", value["line"], low=0, high=MAX_LINE_NUMBER, optional=False)
     col = checks.integer(f"{name}.col", value["col"], low=0, high=MAX_LINE_NUMBER, optional=False)
     return Cursor(line=line, col=col)
@@ -94,22 +87,11 @@ def _edits(name: str, value: Any) -> list[RecentEdit]:
         raise ProtocolError(f"{name} must be an array of {{path, diff}} objects (got {type_name(value)})")
     out: list[RecentEdit] = []
     for i, item in enumerate(value):
-        if isinstance(item, RecentEdit):
-            out.append(item)
-            continue
-        if not isinstance(item, dict):
-            raise ProtocolError(f"{name}[{i}] must be an object with path and diff (got {type_name(item)})")
-        unknown = sorted(set(item) - {"path", "diff"})
-        if unknown:
-            raise ProtocolError(f"{name}[{i}] has unknown field {unknown[0]!r} (expected path and diff)")
-        for key in ("path", "diff"):
-            if key not in item:
-                raise ProtocolError(f"{name}[{i}] is missing {key!r}")
-            if not isinstance(item[key], str):
-                raise ProtocolError(f"{name}[{i}].{key} must be a string (got {type_name(item[key])})")
-        if len(item["path"]) > 4096:
-            raise ProtocolError(f"{name}[{i}].path is longer than 4096 characters")
-        out.append(RecentEdit(path=item["path"], diff=item["diff"]))
+        if not isinstance(item, RecentEdit):
+            item = RecentEdit(**checks.fields(f"{name}[{i}]", item, ("path", "diff"), strings=True))
+            if len(item.path) > 4096:
+                raise ProtocolError(f"{name}[{i}].path is longer than 4096 characters")
+        out.append(item)
     return keep_recent_edits(out)
 
 
