@@ -145,3 +145,43 @@ def test_when_no_round_parses_a_head_of_the_fill_that_does_is_kept(engine: Engin
     blank = engine.encode_text("\n    w = (")
     lay.tokens[: len(blank)], lay.holes = blank, [(0, len(blank))]
     assert repair._line_head(engine.runner, [lay], fixed, render, "python", None) is None  # never a blank fill
+
+
+@pytest.mark.parametrize(("fill", "closer"), [('"""', '"""'), ("'''Add", "'''"), ('x = "ab', '"'),
+                                              ("y = foo(a, ", ")"), ("z = [1, 2", "]"), ("w = {1: ", "}")])
+def test_an_opener_never_closed_gets_its_closer(fill: str, closer: str) -> None:
+    fixed = ["def add(a, b):\n    ", "\n"]
+    issues = new_issues(fixed, [fill], "python")
+    assert issues
+    text = repair.splice(fixed, [fill]).text
+    assert closer in {repair._closer(i, text) for i in issues}
+    assert all(repair._closer(i, text) is None for i in new_issues(fixed, ["else:"], "python") or [])
+
+
+def test_the_closed_row_keeps_the_opener_holds_its_closer_and_frees_the_middle(engine: Engine) -> None:
+    fixed = ["def add(a, b):\n    ", "\n"]
+    ids = engine.encode_text('"""')
+    length = engine.canvas_length
+    after = engine.encode_text("\n")
+    tokens = (ids + after + [0] * length)[:length]
+    held = ([False] * len(ids) + [True] * len(after) + [False] * length)[:length]
+    lay = repair.Layout(tokens=tokens, held=held, holes=[(0, len(ids))], confidence=[0.5] * length)
+
+    def render(one: repair.Layout) -> list[str]:
+        return [engine.decode(one.hole_tokens(0))]
+
+    issues = new_issues(fixed, render(lay), "python")
+    [(closed, free)] = repair._closed(engine.runner, lay, fixed, render, issues)
+    (start, hole) = closed.holes[0]
+    kept = closed.tokens[start: start + hole]
+    assert engine.decode(kept[: len(ids)]) == '"""' and engine.decode(kept[hole - len(ids):]) == '"""'
+    assert free == list(range(len(ids), hole - len(ids)))  # only the middle is denoised again
+    assert closed.tokens[hole: hole + len(after)] == after
+    assert closed.held[hole: hole + len(after)] == [True] * len(after)
+    assert len(closed.tokens) == len(closed.held) == len(closed.confidence) == length
+    # the denoised row ends where it must: the closer stays, so the docstring is whole
+    run = engine.runner.start(FAST, Budget())
+    parts = build_parts(fixed[0], ())
+    prompt = engine.runner.prepare(engine.runner.prompt_ids(parts.header, parts.prefix), run.timings, True)
+    [out] = repair._denoise_round(engine.runner, prompt, [(closed, free)], run)
+    assert render(out)[0].startswith('"""') and render(out)[0].endswith('"""')

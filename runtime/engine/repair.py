@@ -12,6 +12,7 @@ patch the end of its answer, never rewrite its middle with the suffix in view.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ def refine(runner: CanvasRunner, prompt: EncodedPrompt, layout: Layout, fixed: S
             run.on_repair(round_ + 1, render(layout))
         if round_ >= len(MARGIN_TOKENS):  # the whole hole again, at other lengths too
             rows = [(lay, _hole_positions(lay)) for lay in _resized(layout)]
+            rows += _closed(runner, layout, fixed, render, issues)
         else:
             rows = [(layout, noised)] * REFINE_ROWS
         candidates = _denoise_round(runner, prompt, rows, run)
@@ -200,6 +202,59 @@ def _resized(layout: Layout) -> list[Layout]:
         out.append(Layout(tokens=moved(layout.tokens, 0), held=moved(layout.held, False), holes=[(start, m)],
                           confidence=moved(layout.confidence, 0.0)))
     return out
+
+
+# What closes an opener Python's parser names as never closed
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_NEVER_CLOSED = re.compile(r"^'([(\[{])' was never closed")
+
+
+def _closer(issue: SyntaxIssue, text: str) -> str | None:
+    """The text that closes what ``issue`` says was opened and never closed (Python's parser's
+    words: a bracket, a string), or None."""
+    if (m := _NEVER_CLOSED.match(issue.message)) is not None:
+        return _CLOSERS[m.group(1)]
+    if issue.message.startswith("unterminated triple-quoted string"):
+        quote = text[issue.start: issue.start + 3]
+        return quote if quote in ('"""', "'''") else None
+    if issue.message.startswith("unterminated string literal"):
+        quote = text[issue.start: issue.start + 1]
+        return quote if quote in ('"', "'") else None
+    return None
+
+
+def _closed(runner: CanvasRunner, layout: Layout, fixed: Sequence[str], render: Renderer,
+            issues: list[SyntaxIssue]) -> list[tuple[Layout, list[int]]]:
+    """A row that keeps the fill up to an opener it never closes (a docstring's quotes, a call's
+    bracket), holds the closer a few lines later and lets the model write between them: the
+    canvas denoises both ways, so the text in between is written knowing where it must end."""
+    if len(layout.holes) != 1:
+        return []
+    spliced = splice(fixed, render(layout))
+    (start, n), size = layout.holes[0], len(layout.tokens)
+    fill_start, fill_end = spliced.fills[0]
+    for issue in issues:
+        closer = _closer(issue, spliced.text)
+        if closer is None or not fill_start <= issue.start < fill_end:
+            continue
+        offsets = _offsets(runner, layout.hole_tokens(0))
+        opener = len(closer) if closer[0] in "\"'" else 1  # a string opens with its closer's quotes
+        head = next((k for k in range(1, n + 1) if offsets[k] >= issue.start - fill_start + opener), n)
+        ends = runner.encode_text(closer)
+        middle = max(8, 2 * n)
+        hole = head + middle + len(ends)
+        held_after = sum(layout.held[start + n:])
+        if start + hole + min(held_after, max(1, size // 4)) > size:
+            return []
+        tokens = (layout.tokens[:start + head] + [0] * middle + ends + layout.tokens[start + n:])[:size]
+        held = (layout.held[:start + head] + [False] * (middle + len(ends)) + layout.held[start + n:])[:size]
+        conf = (layout.confidence[:start + head] + [0.0] * middle + [1.0] * len(ends)
+                + layout.confidence[start + n:])[:size]
+        pad = size - len(tokens)
+        closed = Layout(tokens=tokens + [0] * pad, held=held + [False] * pad, holes=[(start, hole)],
+                        confidence=conf + [0.0] * pad)
+        return [(closed, list(range(start + head, start + head + middle)))]
+    return []
 
 
 def _denoise_round(runner: CanvasRunner, prompt: EncodedPrompt, rows: list[tuple[Layout, list[int]]],
