@@ -69,21 +69,17 @@ COMMANDS: dict[str, Entry] = {
 }
 
 
-def _flags_take_no_value() -> None:
-    """Show no value placeholder after a flag in the help's options table.
-
-    Typer's Rich help prints every option's type (`<bool>` after `--apply`, `--help` ...), though a
-    flag takes no value; its plain-text help already leaves it out. Flags and counters get none.
-    """
-    shown = TyperOption.display_type_rich
-
-    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag or self.count else shown(self, ctx)
-
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+# No value placeholder after a flag in the help's options table: Typer's Rich help prints every
+# option's type (`<bool>` after `--apply`, `--help` ...), though a flag takes no value; its
+# plain-text help already leaves it out. Flags and counters get none.
+_display_type_rich = TyperOption.display_type_rich
 
 
-_flags_take_no_value()
+def _flag_free_display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag or self.count else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_free_display_type_rich  # type: ignore[method-assign]
 
 
 class LazyCommands(TyperGroup):
@@ -128,18 +124,20 @@ app = typer.Typer(
 )
 
 
-def _print_version(value: bool) -> None:
-    if value:
+@app.callback(invoke_without_command=True)
+def _commands(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    """The commands come from COMMANDS, not from this group callback (which only reads --version).
+
+    It runs before any command (so `--version` wins over one) and, for `--version` alone, without
+    one; a flag's callback would be called on every run, given or not."""
+    if version:
         print(f"diffgemma {__version__}")
         raise typer.Exit()
-
-
-@app.callback()
-def _commands(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                 help="Print the version and exit."),
-) -> None:
-    """The commands come from COMMANDS, not from this group callback (which only reads --version)."""
+    if ctx.invoked_subcommand is None:
+        raise UsageError("Missing command.", ctx)
 
 
 def main() -> None:

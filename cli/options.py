@@ -42,7 +42,7 @@ from diffgemma.runtime.api.config import (
     MAX_TOKENS_LIMIT,
 )
 from diffgemma.runtime.api.errors import InvalidValue
-from diffgemma.runtime.api.remote import Remote, refuse_url_socket
+from diffgemma.runtime.api.remote import URL_LIKE, Remote, refuse_url_socket
 from diffgemma.runtime.api.request_builder import Sampling
 
 
@@ -289,7 +289,8 @@ def _remote(values: dict[str, Any], sources: dict[str, str], token: str | None) 
     (a flag over config.toml); at the same level it is a UsageProblem."""
     url, token_file, ca_cert = values.pop("url"), values.pop("token_file"), values.pop("ca_cert")
     try:
-        refuse_url_socket(values["socket"])
+        if values["socket"] and URL_LIKE.match(values["socket"]):
+            refuse_url_socket(values["socket"])
         if url is None:
             return None
         if values["socket"]:

@@ -550,3 +550,29 @@ def test_imports_inside_the_window_leave_no_reservation_unused() -> None:
     w = cursor_window(text, offset, "python", 600)
     assert w.prefix_start == 0 and w.header == ""  # the imports are in the window itself
     assert len(w.prefix) + len(w.suffix) > 600 - 60  # and the room kept for them went to the suffix
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLES))
+def test_requests_send_a_buffer_that_fits_whole_as_its_window_would(language: str) -> None:
+    """The request builder sends a buffer whose text outside the cursor or selection fits the
+    budget without cutting a window (no parse): the same prefix, suffix and language as the
+    syntactic window; a larger buffer still gets the syntactic window."""
+    from diffgemma.runtime.api.request_builder import Buffer, Sampling, edit_request, infill_request
+
+    text = _read(SAMPLES[language])
+    rng = random.Random(language)
+    for size in (40, 400, len(text)):
+        part = text[:size]
+        buffer = Buffer(text=part, language=language)
+        for _ in range(8):
+            a = rng.randint(0, len(part))
+            b = rng.randint(a, len(part))
+            for budget in (len(part), len(part) - (b - a), len(part) // 2):
+                infill = infill_request(buffer, a, budget, Sampling())
+                window = cursor_window(part, a, language, budget)
+                assert (infill.prefix, infill.suffix, infill.language) == (window.prefix, window.suffix, language)
+                edit = edit_request(buffer, a, b, budget, Sampling())
+                chosen = selection_window(part, a, b, language, budget)
+                assert (edit.prefix, edit.suffix, edit.language) == (chosen.prefix, chosen.suffix, language)
+    with pytest.raises(PositionError):
+        infill_request(Buffer(text="x = 1\n", language=language), 7, 100, Sampling())

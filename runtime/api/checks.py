@@ -6,7 +6,7 @@ Each checker takes (name, value) and returns the value (possibly normalised) or 
 bounds are keyword arguments, bound with ``functools.partial`` where a request declares the field:
 nothing is built when the request classes load, and nothing runs until a body is checked.
 
-Every checker is registered with a describer (``described_by``) that takes the same keywords and
+Every checker is registered with a describer (``DESCRIBERS``) that takes the same keywords and
 returns the JSON Schema of exactly the values the checker accepts, so /openapi.json is generated from
 the code that validates (``schema_of``), never kept beside it. ``Fields`` is a JSON object's fields as
 checkers: it reads a body and describes it.
@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from diffgemma.runtime.api.config import (
     MAX_EXTRA_CHARS,
@@ -35,7 +35,6 @@ from diffgemma.runtime.api.errors import InvalidValue
 
 Schema = dict[str, Any]
 Checker = Callable[[str, Any], Any]
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ProtocolError(InvalidValue):
@@ -52,32 +51,25 @@ class ExtraFile:
 
 # --- checkers and what they accept --------------------------------------------------------------
 
-_DESCRIBERS: dict[Callable[..., Any], Callable[..., Schema]] = {}
-
-
-def described_by(describe: Callable[..., Schema]) -> Callable[[F], F]:
-    """Register ``describe`` as the JSON Schema of the decorated checker: it is called with the
-    keywords a request binds to the checker and describes exactly the values the checker accepts."""
-
-    def register(check: F) -> F:
-        _DESCRIBERS[check] = describe
-        return check
-
-    return register
+# Each checker's describer: called with the keywords a request binds to the checker, it gives the
+# JSON Schema of exactly the values the checker accepts. A checker is registered right after its
+# definition (``DESCRIBERS[checker] = describer``), not by a decorator, so importing the
+# checkers runs none of the package's functions.
+DESCRIBERS: dict[Callable[..., Any], Callable[..., Schema]] = {}
 
 
 def schema_of(checker: Checker) -> Schema:
     """The JSON Schema of the values ``checker`` accepts (a registered checker, maybe partially bound)."""
     fn, keywords = (checker.func, checker.keywords) if isinstance(checker, partial) else (checker, {})
-    describe = _DESCRIBERS.get(fn)
+    describe = DESCRIBERS.get(fn)
     if describe is None:
-        raise LookupError(f"the checker {getattr(fn, '__name__', fn)!r} has no JSON Schema (use described_by)")
+        raise LookupError(f"the checker {getattr(fn, '__name__', fn)!r} has no JSON Schema (register it in DESCRIBERS)")
     return describe(**keywords)
 
 
 def registered_checkers() -> dict[Callable[..., Any], Callable[..., Schema]]:
     """Every checker with its describer (the tests compare their keywords)."""
-    return dict(_DESCRIBERS)
+    return dict(DESCRIBERS)
 
 
 def nullable(schema: Schema, optional: bool = True) -> Schema:
@@ -114,7 +106,6 @@ def _string_schema(*, optional: bool = False, max_length: int | None = None, pri
     return nullable(schema, optional)
 
 
-@described_by(_string_schema)
 def string(name: str, value: Any, *, optional: bool = False, max_length: int | None = None,
            printable: bool = False) -> Any:
     if value is None and optional:
@@ -126,6 +117,8 @@ def string(name: str, value: Any, *, optional: bool = False, max_length: int | N
     if printable and _CONTROL_RE.search(value):
         raise ProtocolError(f"{name} must not contain control characters")
     return value
+
+DESCRIBERS[string] = _string_schema
 
 
 def whole_number(value: Any) -> int | None:
@@ -144,7 +137,6 @@ def _integer_schema(*, low: int, high: int, optional: bool = True) -> Schema:
     return nullable({"type": "integer", "minimum": low, "maximum": high}, optional)
 
 
-@described_by(_integer_schema)
 def integer(name: str, value: Any, *, low: int, high: int, optional: bool = True) -> Any:
     if value is None and optional:
         return None
@@ -155,13 +147,14 @@ def integer(name: str, value: Any, *, low: int, high: int, optional: bool = True
         raise ProtocolError(f"{name} must be between {low} and {high} (got {number})")
     return number
 
+DESCRIBERS[integer] = _integer_schema
+
 
 def _number_schema(*, low: float, high: float, optional: bool = True, low_open: bool = False) -> Schema:
     schema: Schema = {"type": "number", "exclusiveMinimum" if low_open else "minimum": low, "maximum": high}
     return nullable(schema, optional)
 
 
-@described_by(_number_schema)
 def number(name: str, value: Any, *, low: float, high: float, optional: bool = True, low_open: bool = False) -> Any:
     if value is None and optional:
         return None
@@ -174,12 +167,13 @@ def number(name: str, value: Any, *, low: float, high: float, optional: bool = T
         raise ProtocolError(f"{name} must be in {bracket}{low:g}, {high:g}] (got {value:g})")
     return value
 
+DESCRIBERS[number] = _number_schema
+
 
 def _boolean_schema(*, optional: bool = False) -> Schema:
     return nullable({"type": "boolean"}, optional)
 
 
-@described_by(_boolean_schema)
 def boolean(name: str, value: Any, *, optional: bool = False) -> Any:
     if value is None and optional:
         return None
@@ -187,13 +181,14 @@ def boolean(name: str, value: Any, *, optional: bool = False) -> Any:
         raise ProtocolError(f"{name} must be true or false (got {type_name(value)})")
     return value
 
+DESCRIBERS[boolean] = _boolean_schema
+
 
 def _holes_schema() -> Schema:
     hole = {"type": "object", "additionalProperties": False, "properties": {"prefix": {"type": "string"}}}
     return nullable({"type": "array", "minItems": 1, "maxItems": MAX_HOLES, "items": hole})
 
 
-@described_by(_holes_schema)
 def holes(name: str, value: Any) -> Any:
     """``holes``: one object per hole, ``{"prefix": text before it}`` (since the previous hole;
     the request's ``prefix`` comes before the first one's, its ``suffix`` after the last hole)."""
@@ -208,12 +203,13 @@ def holes(name: str, value: Any) -> Any:
         out.append({"prefix": string(f"{name}[{i}].prefix", item.get("prefix", ""))})
     return out
 
+DESCRIBERS[holes] = _holes_schema
+
 
 def _keep_alive_schema() -> Schema:
     return nullable({"type": "number", "maximum": MAX_KEEP_ALIVE_S})
 
 
-@described_by(_keep_alive_schema)
 def keep_alive(name: str, value: Any) -> Any:
     # Seconds; 0 unloads right after the request, a negative value keeps the model forever.
     if value is None:
@@ -223,6 +219,8 @@ def keep_alive(name: str, value: Any) -> Any:
     if value > MAX_KEEP_ALIVE_S:
         raise ProtocolError(f"{name} must be at most {MAX_KEEP_ALIVE_S:g} seconds (got {value:g})")
     return float(value)
+
+DESCRIBERS[keep_alive] = _keep_alive_schema
 
 
 def _extra_schema() -> Schema:
@@ -248,7 +246,6 @@ def fields(name: str, value: Any, keys: tuple[str, ...], *, strings: bool = Fals
     return value
 
 
-@described_by(_extra_schema)
 def extra(name: str, value: Any) -> Any:
     if value is None:
         return []
@@ -260,6 +257,8 @@ def extra(name: str, value: Any) -> Any:
             item = ExtraFile(**fields(f"{name}[{i}]", item, ("path", "text"), strings=True))
         out.append(item)
     return keep_recent(out)
+
+DESCRIBERS[extra] = _extra_schema
 
 
 def keep_recent(extra: list[ExtraFile]) -> list[ExtraFile]:
@@ -296,7 +295,6 @@ def _options_schema() -> Schema:
     return nullable({"type": "object", "additionalProperties": False, "properties": properties})
 
 
-@described_by(_options_schema)
 def options(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -309,6 +307,8 @@ def options(name: str, value: Any) -> Any:
             raise ProtocolError(f"{name} has unknown option {key!r} (known: {', '.join(SAMPLING_OPTIONS)})")
         out[key] = check(f"{name}.{key}", raw)
     return out
+
+DESCRIBERS[options] = _options_schema
 
 
 # --- a JSON object's fields -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from diffgemma.runtime.api import config, errors
 from diffgemma.runtime.api.errors import DaemonError, DaemonGone, DaemonUnavailable, ErrorCode, one_line
 from diffgemma.runtime.api.next_edit import NextEditRequest, NextEditResult
 from diffgemma.runtime.api.protocol import EditRequest, InfillRequest, ProtocolError, Result
-from diffgemma.runtime.api.remote import Remote, refuse_url_socket, tls_context
+from diffgemma.runtime.api.remote import URL_LIKE, Remote, refuse_url_socket, tls_context
 from diffgemma.runtime.api.token_file import read_token
 
 DraftCallback = Callable[[dict[str, Any]], None]
@@ -32,6 +32,9 @@ AnyResult = TypeVar("AnyResult", bound=Result)  # Result, or NextEditResult for 
 
 # Host name used in URLs sent over the Unix socket; the socket is the real address.
 _UDS_BASE_URL = "http://diffgemma"
+# How long a local daemon may take to answer its status before it counts as not answering (a
+# stopped one never does; a busy one answers at once: status never waits for the model).
+STATUS_TIMEOUT_S = 5.0
 
 
 __all__ = ["AsyncClient", "Client", "DaemonError", "DaemonGone", "DaemonUnavailable", "DraftCallback",
@@ -116,10 +119,10 @@ class _Base:
     def __init__(self, socket: str | Path | None, base_url: str | None, token: str | None, timeout: float,
                  transport: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport],
                  verify: ssl.SSLContext | None = None) -> None:
-        refuse_url_socket(socket)
         self.base_url = base_url.rstrip("/") if base_url else None
         self.socket = None if self.base_url else Path(socket) if socket else config.default_socket_path()
-        refuse_url_socket(self.socket, config.ENV_SOCKET)
+        if self.socket is not None and URL_LIKE.match(str(self.socket)):
+            refuse_url_socket(self.socket, "--socket" if socket else config.ENV_SOCKET)
         self.token = token  # None over TCP: the state directory's, read as each request is sent
         self.timeout = timeout
         if verify is None and self.base_url and self.base_url.startswith("https:"):
@@ -312,17 +315,14 @@ def ensure_daemon(model: str | None = None, socket: str | Path | None = None,
     this call started it. Raises DaemonUnavailable with a one-line reason when no daemon can be
     started, a daemon holds the socket without answering, or the model did not load.
     """
-    from diffgemma.runtime.api.autostart import stopped_holder  # a file read: no wait for a stopped daemon
-
     say = on_progress or (lambda _line: None)
     sock = Path(socket) if socket else config.default_socket_path()
-    stopped = stopped_holder(sock)
-    if stopped is not None:
-        raise DaemonUnavailable(str(stopped), code=None)
     client = Client(socket=sock)
     try:  # a daemon that answers and is ready is the common case: one round trip
-        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=5.0).json()
+        status: dict[str, Any] | None = client._request("GET", "/v1/status", timeout=STATUS_TIMEOUT_S).json()
     except DaemonError:
+        # None answered in time: start_daemon looks at the lock's holder first, and names one
+        # that is stopped (SIGSTOP, Ctrl-Z) at once rather than waiting for it.
         status = None
     if status is None or status.get("state") == "loading":
         from diffgemma.runtime.api.autostart import start_daemon  # starts one, or waits while it loads

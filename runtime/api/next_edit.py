@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NotRequired
 from typing_extensions import TypedDict
 
 from diffgemma.runtime.api import checks
-from diffgemma.runtime.api.checks import Checker, ProtocolError, Schema, described_by, nullable, type_name
+from diffgemma.runtime.api.checks import DESCRIBERS, Checker, ProtocolError, Schema, nullable, type_name
 from diffgemma.runtime.api.config import (
     DEFAULT_NEXT_EDIT_THRESHOLD,
     MAX_LINE_NUMBER,
@@ -63,7 +63,6 @@ def _cursor_schema() -> Schema:
             "properties": {"line": _LINE, "col": _LINE}}
 
 
-@described_by(_cursor_schema)
 def _cursor(name: str, value: Any) -> Cursor:
     if isinstance(value, Cursor):
         value = {"line": value.line, "col": value.col}
@@ -72,6 +71,8 @@ def _cursor(name: str, value: Any) -> Cursor:
     col = checks.integer(f"{name}.col", value["col"], low=0, high=MAX_LINE_NUMBER, optional=False)
     return Cursor(line=line, col=col)
 
+DESCRIBERS[_cursor] = _cursor_schema
+
 
 def _edits_schema() -> Schema:
     item = {"type": "object", "additionalProperties": False, "required": ["path", "diff"],
@@ -79,7 +80,6 @@ def _edits_schema() -> Schema:
     return nullable({"type": "array", "items": item})
 
 
-@described_by(_edits_schema)
 def _edits(name: str, value: Any) -> list[RecentEdit]:
     if value is None:
         return []
@@ -93,6 +93,8 @@ def _edits(name: str, value: Any) -> list[RecentEdit]:
                 raise ProtocolError(f"{name}[{i}].path is longer than 4096 characters")
         out.append(item)
     return keep_recent_edits(out)
+
+DESCRIBERS[_edits] = _edits_schema
 
 
 def keep_recent_edits(edits: list[RecentEdit]) -> list[RecentEdit]:

@@ -35,11 +35,12 @@ if TYPE_CHECKING:
     import ssl  # loaded when a certificate is checked, not when a command's options are read
 
 # A scheme and a slash: what a URL starts with and no socket path does (a Path collapses "//").
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+# Callers on a hot path match it themselves and call refuse_url_socket only on a match.
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def looks_like_url(value: object) -> bool:
-    return value is not None and bool(_URL_LIKE.match(str(value)))
+    return value is not None and bool(URL_LIKE.match(str(value)))
 
 
 def refuse_url_socket(value: object, where: str = "--socket", advice: str | None = None) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from diffgemma.context.languages import normalize_language
+from diffgemma.context.positions import PositionError
 from diffgemma.context.window import cursor_window, selection_window
 from diffgemma.runtime.api.protocol import EditRequest, ExtraFile, InfillRequest
 
@@ -97,12 +99,30 @@ def _alternatives(alternatives: int | None) -> int | None:
     return alternatives if alternatives and alternatives > 1 else None
 
 
+def _around(buffer: Buffer, start: int, end: int, budget: int) -> tuple[str, str, str | None]:
+    """(prefix, suffix, language) of the window of ``budget`` characters around ``text[start:end]``.
+
+    A buffer whose text outside the span fits the budget is its own window (the syntactic window
+    takes every enclosing scope that fits, up to the whole module): it is used as it is, with no
+    parse, which is the common case of a piped buffer or a small file."""
+    text = buffer.text
+    if not 0 <= start <= end <= len(text):
+        raise PositionError(f"range {start}..{end} is outside the buffer (0..{len(text)})")
+    if len(text) - (end - start) <= budget:
+        return text[:start], text[end:], normalize_language(buffer.language) or buffer.language
+    if start == end:
+        window = cursor_window(text, start, buffer.language, budget, document=buffer.document)
+    else:
+        window = selection_window(text, start, end, buffer.language, budget, document=buffer.document)
+    return window.prefix, window.suffix, window.language or buffer.language
+
+
 def infill_request(buffer: Buffer, offset: int, budget: int, sampling: Sampling, *, stream: bool = False,
                    alternatives: int | None = None, refine: bool = True, confidence: bool = False) -> InfillRequest:
     """The infill at the cursor ``offset``: a syntactic window of ``budget`` characters around it."""
-    window = cursor_window(buffer.text, offset, buffer.language, budget, document=buffer.document)
+    prefix, suffix, language = _around(buffer, offset, offset, budget)
     return InfillRequest(
-        prefix=window.prefix, suffix=window.suffix, language=window.language or buffer.language, path=buffer.path,
+        prefix=prefix, suffix=suffix, language=language, path=buffer.path,
         extra=list(buffer.extra), stream=stream, alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
@@ -115,12 +135,12 @@ def holes_request(buffer: Buffer, holes: Sequence[int], budget: int, sampling: S
     """One request for several holes at the offsets ``holes`` (ascending) of ``buffer.text``: the
     window before the first, the text between them whole, the window after the last."""
     text = buffer.text
-    head = cursor_window(text, holes[0], buffer.language, budget, document=buffer.document)
-    tail = cursor_window(text, holes[-1], buffer.language, budget, document=buffer.document)
+    head, _, language = _around(buffer, holes[0], holes[0], budget)
+    _, tail, _ = _around(buffer, holes[-1], holes[-1], budget)
     between = [text[a:b] for a, b in itertools.pairwise(holes)]
     return InfillRequest(
-        prefix="", suffix=tail.suffix, holes=[{"prefix": p} for p in (head.prefix, *between)],
-        language=head.language or buffer.language, path=buffer.path, extra=list(buffer.extra), stream=stream,
+        prefix="", suffix=tail, holes=[{"prefix": p} for p in (head, *between)],
+        language=language, path=buffer.path, extra=list(buffer.extra), stream=stream,
         alternatives=_alternatives(alternatives),
         refine=None if refine else False, confidence=True if confidence else None,
         max_tokens=sampling.max_tokens, steps=sampling.steps, seed=sampling.seed, model=sampling.model,
@@ -133,10 +153,10 @@ def edit_request(buffer: Buffer, start: int, end: int, budget: int, sampling: Sa
                  stream: bool = False, refine: bool = True, confidence: bool = False) -> EditRequest:
     """The rewrite of ``text[start:end]``: a window of ``budget`` characters around the selection
     (which is sent whole, outside the budget)."""
-    window = selection_window(buffer.text, start, end, buffer.language, budget, document=buffer.document)
+    prefix, suffix, language = _around(buffer, start, end, budget)
     return EditRequest(
-        prefix=window.prefix, selection=buffer.text[start:end], suffix=window.suffix,
-        instruction=instruction or None, strength=strength, language=window.language or buffer.language,
+        prefix=prefix, selection=buffer.text[start:end], suffix=suffix,
+        instruction=instruction or None, strength=strength, language=language,
         path=buffer.path, extra=list(buffer.extra), stream=stream, refine=None if refine else False,
         confidence=True if confidence else None, max_tokens=sampling.max_tokens, steps=sampling.steps,
         seed=sampling.seed, model=sampling.model, client=sampling.client,

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from diffgemma.runtime.api import checks
-from diffgemma.runtime.api.checks import Checker, ExtraFile, Fields, ProtocolError, Schema, described_by, type_name
+from diffgemma.runtime.api.checks import DESCRIBERS, Checker, ExtraFile, Fields, ProtocolError, Schema, type_name
 from diffgemma.runtime.api.config import (
     MAX_ALTERNATIVES,
     MAX_ID_LENGTH,
@@ -293,7 +293,6 @@ def _messages_schema() -> Schema:
     return {"type": "array", "minItems": 1, "items": message}
 
 
-@described_by(_messages_schema)
 def check_messages(name: str, value: Any) -> list[dict[str, str]]:
     """Chat messages ``[{role, content}]``: a content is a string, OpenAI's text parts, or null (empty);
     other keys of a message (name, tool calls) are ignored."""
@@ -310,6 +309,8 @@ def check_messages(name: str, value: Any) -> list[dict[str, str]]:
                     "content": _content_text(f"{name}[{i}].content", message.get("content"))})
     return out
 
+DESCRIBERS[check_messages] = _messages_schema
+
 
 def chat_messages(value: Any) -> list[dict[str, str]]:
     return check_messages("messages", value)
@@ -319,7 +320,6 @@ def _token_ids_schema(*, optional: bool = True) -> Schema:
     return checks.nullable({"type": "array", "items": {"type": "integer", "minimum": 0}}, optional)
 
 
-@described_by(_token_ids_schema)
 def token_ids(name: str, value: Any, *, optional: bool = True) -> Any:
     """Token ids (the model's vocabulary decides which exist: the worker checks that)."""
     if value is None and optional:
@@ -328,6 +328,8 @@ def token_ids(name: str, value: Any, *, optional: bool = True) -> Any:
     if ids is None or any(t is None or t < 0 for t in ids):
         raise ProtocolError(f"{name} must be an array of non-negative integers")
     return ids
+
+DESCRIBERS[token_ids] = _token_ids_schema
 
 
 @dataclass

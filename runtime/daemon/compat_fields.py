@@ -3,7 +3,7 @@ their JSON Schemas, and ``Body``: a body's fields plus what it becomes (torch-fr
 
 Lenient the way the servers they imitate are: fields we have no use for are accepted and ignored, and
 null means "not given", but a field we do use must have the right type; a wrong one is a one-line
-ProtocolError. Every checker here accepts exactly what its schema (runtime.api.checks.described_by)
+ProtocolError. Every checker here accepts exactly what its schema (runtime.api.checks.DESCRIBERS)
 says, so /openapi.json describes these bodies from the code that reads them.
 """
 
@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from diffgemma.runtime.api import checks
-from diffgemma.runtime.api.checks import ExtraFile, Fields, ProtocolError, Schema, described_by, nullable, type_name
+from diffgemma.runtime.api.checks import DESCRIBERS, ExtraFile, Fields, ProtocolError, Schema, nullable, type_name
 from diffgemma.runtime.api.config import MAX_TIME_LIMIT_MS, MAX_TOKENS_LIMIT, SEED_MAX
 
 T = TypeVar("T")
@@ -50,7 +50,6 @@ def _token_limit_schema() -> Schema:
     return nullable({"type": "integer", "minimum": -1, "maximum": MAX_TOKENS_ACCEPTED})
 
 
-@described_by(_token_limit_schema)
 def token_limit(name: str, value: Any) -> int | None:
     """llama.cpp ``n_predict`` / OpenAI ``max_tokens``: -1 or null is "until done" (the server's
     default); a large value is capped (Continue sends 4096), the scheduler caps it again to the
@@ -66,12 +65,13 @@ def token_limit(name: str, value: Any) -> int | None:
         raise ProtocolError(f"{name} must be -1 (no limit) or between 0 and {MAX_TOKENS_ACCEPTED} (got {number})")
     return min(number, MAX_TOKENS_LIMIT)
 
+DESCRIBERS[token_limit] = _token_limit_schema
+
 
 def _seed_schema() -> Schema:
     return nullable({"type": "integer"})
 
 
-@described_by(_seed_schema)
 def seed(name: str, value: Any) -> int | None:
     """Any integer; outside 0..SEED_MAX (llama.cpp's -1) it means "random"."""
     if value is None:
@@ -81,12 +81,13 @@ def seed(name: str, value: Any) -> int | None:
         raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
     return number if 0 <= number <= SEED_MAX else None
 
+DESCRIBERS[seed] = _seed_schema
+
 
 def _count_schema(*, high: int) -> Schema:
     return nullable({"type": "integer", "minimum": 1, "maximum": high})
 
 
-@described_by(_count_schema)
 def count(name: str, value: Any, *, high: int) -> int:
     """OpenAI ``n`` / llama.cpp ``n_cmpl``: how many candidates, 1..high (null: 1)."""
     if value is None:
@@ -101,12 +102,13 @@ def count(name: str, value: Any, *, high: int) -> int:
         raise ProtocolError(f"Field '{name}': Value must be between 1 <= value <= {high}, but got {number}")
     return number
 
+DESCRIBERS[count] = _count_schema
+
 
 def _stops_schema() -> Schema:
     return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
 
 
-@described_by(_stops_schema)
 def stops(name: str, value: Any) -> list[str]:
     """Stop strings: one string or an array of them (empty ones are dropped)."""
     if value is None:
@@ -117,12 +119,13 @@ def stops(name: str, value: Any) -> list[str]:
         return [s for s in value if s]
     raise ProtocolError(f"{name} must be a string or an array of strings")
 
+DESCRIBERS[stops] = _stops_schema
+
 
 def _strings_schema() -> Schema:
     return nullable({"type": "array", "items": {"type": "string"}})
 
 
-@described_by(_strings_schema)
 def strings(name: str, value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -130,12 +133,13 @@ def strings(name: str, value: Any) -> list[str] | None:
         raise ProtocolError(f"{name} must be an array of strings")
     return value
 
+DESCRIBERS[strings] = _strings_schema
+
 
 def _any_number_schema() -> Schema:
     return nullable({"type": "number"})
 
 
-@described_by(_any_number_schema)
 def any_number(name: str, value: Any) -> float | None:
     """A number we accept and ignore (sampler settings a diffusion canvas has no use for)."""
     if value is None:
@@ -144,8 +148,9 @@ def any_number(name: str, value: Any) -> float | None:
         raise ProtocolError(f"{name} must be a number (got {type_name(value)})")
     return float(value)
 
+DESCRIBERS[any_number] = _any_number_schema
 
-@described_by(_any_number_schema)
+
 def time_limit(name: str, value: Any) -> int | None:
     """llama.cpp's ``t_max_predict_ms`` (also read on the OpenAI endpoints): a budget in milliseconds;
     <= 0 means none, more than the daemon's ceiling is capped."""
@@ -154,12 +159,13 @@ def time_limit(name: str, value: Any) -> int | None:
         return None
     return int(min(max(1.0, number), MAX_TIME_LIMIT_MS))
 
+DESCRIBERS[time_limit] = _any_number_schema
+
 
 def _integer_schema() -> Schema:
     return nullable({"type": "integer"})
 
 
-@described_by(_integer_schema)
 def any_integer(name: str, value: Any) -> int | None:
     """An integer we accept and ignore."""
     if value is None:
@@ -169,6 +175,8 @@ def any_integer(name: str, value: Any) -> int | None:
         raise ProtocolError(f"{name} must be an integer (got {type_name(value)})")
     return number
 
+DESCRIBERS[any_integer] = _integer_schema
+
 
 def _input_extra_schema() -> Schema:
     chunk = {"type": "object", "required": ["text"],
@@ -176,7 +184,6 @@ def _input_extra_schema() -> Schema:
     return nullable({"type": "array", "items": chunk})
 
 
-@described_by(_input_extra_schema)
 def input_extra(name: str, value: Any) -> list[ExtraFile]:
     """llama.cpp's ``input_extra``: ``[{filename?, text}]`` (other keys ignored), the newest kept."""
     if value is None:
@@ -193,13 +200,14 @@ def input_extra(name: str, value: Any) -> list[ExtraFile]:
         extra.append(ExtraFile(path=filename, text=chunk["text"]))
     return checks.keep_recent(extra)  # llama.vim's ring may hold more than we use: the newest win
 
+DESCRIBERS[input_extra] = _input_extra_schema
+
 
 def _prompt_schema() -> Schema:
     one = {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string"}}
     return {"anyOf": [{"type": "string"}, one, {"type": "null"}]}
 
 
-@described_by(_prompt_schema)
 def prompt(name: str, value: Any) -> str:
     """A completion prompt: a string, or an array holding one (the APIs allow a batch; one prompt is
     all we take). Null is the empty prompt."""
@@ -210,6 +218,8 @@ def prompt(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ProtocolError(f"{name} must be a string (or an array holding one string)")
     return value
+
+DESCRIBERS[prompt] = _prompt_schema
 
 
 SAMPLER_NUMBERS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
