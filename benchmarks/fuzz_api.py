@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from vllm_side.launch import stop_process
 
 TOKEN = "fuzz-token-0123456789abcdef"
 HOOKS = Path(__file__).resolve().parent.parent / "tests"  # schemathesis_hooks.py: NDJSON, line by line
@@ -105,11 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done = _schemathesis(base, args, report)
             seconds = time.perf_counter() - started
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
         if not report.exists():
             raise SystemExit(f"schemathesis wrote no report (exit {done.returncode}):\n{done.stdout[-4000:]}"
                              f"\n{done.stderr[-4000:]}")

@@ -25,6 +25,8 @@ import pytest
 from lsprotocol import types
 from test_daemon_api import free_port, wait_for
 from test_lsp_server import PY, assert_inline_items, lsp_session
+from vllm_harness import ROOT as _ROOT  # noqa: F401  (puts benchmarks/ on sys.path)
+from vllm_side.launch import stop_process
 
 from diffgemma.runtime.api.client import Client, DaemonError, DaemonUnavailable
 from diffgemma.runtime.api.errors import ErrorCode
@@ -127,12 +129,7 @@ def team(tiny_model_dir: Path) -> Iterator[TeamDaemon]:
         wait_for(lambda: daemon.status()["state"] == "ready", "the model to load", WAIT_S)
         yield daemon
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
 
 
